@@ -1,0 +1,5 @@
+"""CLI commands (owned by the segment work; see helpers/cli.py)."""
+
+
+def register(sub) -> None:
+    """Add this module's subcommands to the argparse sub-parsers sub."""

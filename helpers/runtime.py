@@ -1,0 +1,129 @@
+"""Where code runs: device, precision, Colab detection, output folders, smoke mode, seeding."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from pathlib import Path
+
+SMOKE_ENV = "HELPERS_SMOKE"
+
+
+def smoke_mode() -> bool:
+    """True when ``HELPERS_SMOKE=1``: notebooks run on tiny synthetic data and random weights."""
+    return os.environ.get(SMOKE_ENV, "") not in ("", "0", "false", "False")
+
+
+def in_colab() -> bool:
+    """True inside Google Colab (``google.colab`` is importable only there)."""
+    return importlib.util.find_spec("google.colab") is not None
+
+
+def pick_device(prefer: str | None = None):
+    """``torch.device`` to use: ``prefer`` if given, else CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if prefer:
+        dev = torch.device(prefer)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            from helpers.errors import InputError
+
+            raise InputError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(device, precision: str = "auto"):
+    """Mixed-precision dtype for ``device``: bf16 on Ampere and newer, fp16 on older GPUs (T4),
+    ``None`` (full fp32) on CPU or when ``precision='fp32'``."""
+    import torch
+
+    from helpers.errors import InputError
+
+    device = torch.device(device)
+    choices = {"auto", "fp32", "fp16", "bf16"}
+    if precision not in choices:
+        raise InputError(f"precision must be one of {sorted(choices)}, got {precision!r}.")
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    return (
+        torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    )
+
+
+def enable_fast_matmul() -> None:
+    """TF32 matmuls/convolutions on Ampere and newer (no effect elsewhere)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def output_dir(name: str, root: str | os.PathLike | None = None, use_drive: bool = True) -> Path:
+    """Folder for a run's outputs and checkpoints.
+
+    ``root`` wins when given. Otherwise, inside Colab, Google Drive is mounted and
+    ``MyDrive/cv-notebooks/<name>`` is used so checkpoints survive a disconnect; if mounting
+    fails (or ``use_drive=False``) it falls back to ``./runs/<name>``.
+    """
+    if root is not None:
+        path = Path(root) / name
+    elif use_drive and in_colab() and not smoke_mode():
+        path = _drive_root() / name
+    else:
+        path = Path("runs") / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _drive_root() -> Path:
+    mount = Path("/content/drive")
+    try:
+        if not (mount / "MyDrive").exists():
+            from google.colab import drive  # only importable inside Colab
+
+            drive.mount(str(mount))
+        return mount / "MyDrive" / "cv-notebooks"
+    except Exception as e:  # user declined the Drive prompt, or no Drive
+        print(f"Google Drive not mounted ({e}); writing to ./runs instead.")
+        return Path("runs")
+
+
+def oom_message(batch_size: int | None = None, what: str = "training") -> str:
+    """A clear message for CUDA out-of-memory, with a batch size to try next."""
+    hint = ""
+    if batch_size:
+        hint = f" Try batch_size={max(1, batch_size // 2)} (was {batch_size})"
+        hint += ", or turn on mixed precision / a smaller model."
+    else:
+        hint = " Try a smaller model size, fewer frames in memory, or a smaller input."
+    return f"CUDA ran out of memory during {what}.{hint}"
+
+
+def gpu_summary() -> str:
+    """One line naming the accelerator (or the CPU) for logs and reports."""
+    import torch
+
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}"
+    return f"CPU only, torch {torch.__version__}"
