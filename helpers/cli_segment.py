@@ -1,5 +1,335 @@
-"""CLI commands (owned by the segment work; see helpers/cli.py)."""
+"""Q2 commands: ``segment`` (an image or a folder), ``track`` (a video) and ``eval-masks``.
+
+    python -m helpers segment --image photo.jpg --prompt "dog. ball" --out runs/seg
+    python -m helpers segment --folder photos/ --prompt "car" --out runs/cars   # resumable
+    python -m helpers track --video clip.mp4 --prompt "person" --out runs/track
+    python -m helpers eval-masks --pred runs/seg --gt data/masks
+    python -m helpers eval-masks --data data/ --prompt "cat"        # images/ + masks/
+
+``--random-weights`` swaps the pretrained models for a toy Grounding DINO and a randomly
+initialised SAM 2 of the chosen size (offline smoke tests; the masks are meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from helpers.errors import InputError
+
+SAM2_SIZES = ("tiny", "small", "base_plus", "large")
+DETECTOR_NAMES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
+PROMPT_TYPES = ("box", "point", "mask")
+
+
+# --------------------------------------------------------------------------- parser
 
 
 def register(sub) -> None:
-    """Add this module's subcommands to the argparse sub-parsers sub."""
+    """Add ``segment``, ``track`` and ``eval-masks`` to the argparse sub-parsers ``sub``."""
+    p = sub.add_parser(
+        "segment",
+        help="segment what a text prompt names in an image or a folder of images",
+        description="Text -> boxes (Grounding DINO / OWLv2) -> masks (SAM 2.1). Writes "
+        "{stem}_overlay.png, {stem}_mask.png and {stem}.json per image.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="image path or http(s) URL")
+    src.add_argument("--folder", help="folder of images (already-done images are skipped)")
+    p.add_argument("--prompt", required=True, help="what to segment, e.g. 'dog. red car'")
+    p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
+    _model_args(p)
+    p.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    p.add_argument(
+        "--multimask", action="store_true", help="ask SAM 2 for 3 masks per box, keep the best"
+    )
+    p.add_argument("--no-clean", action="store_true", help="keep small holes / islands")
+    p.add_argument("--max-side", type=int, default=1024, help="model input long side (1024)")
+    p.set_defaults(func=cmd_segment)
+
+    t = sub.add_parser(
+        "track",
+        help="track what a text prompt names through a video (SAM 2 video predictor)",
+        description="Detect on frame 0 and every N frames, propagate masks with SAM 2, keep "
+        "ids by mask IoU. Writes an annotated MP4 and a per-frame JSON.",
+    )
+    t.add_argument("--video", required=True, help="video file (MP4, ...) or folder of frames")
+    t.add_argument("--prompt", required=True, help="what to track, e.g. 'car. person'")
+    t.add_argument("--out", default="runs/track", help="output folder (default: runs/track)")
+    _model_args(t)
+    t.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    t.add_argument("--detect-every", type=int, default=30, help="re-detect every N frames (30)")
+    t.add_argument("--prompt-type", default="box", help="box | point | mask (default box)")
+    t.add_argument("--iou-threshold", type=float, default=0.5, help="id matching IoU (0.5)")
+    t.add_argument("--chunk-size", type=int, default=200, help="frames per chunk (200)")
+    t.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    t.add_argument("--no-offload", action="store_true", help="keep video/state on the GPU")
+    t.add_argument("--no-render", action="store_true", help="JSON only, no annotated MP4")
+    t.set_defaults(func=cmd_track)
+
+    e = sub.add_parser(
+        "eval-masks",
+        help="IoU of predicted masks against ground truth",
+        description="Either score existing masks (--pred DIR --gt DIR, pairs matched by file "
+        "stem) or predict them first (--data DIR with images/ and masks/, plus --prompt).",
+    )
+    e.add_argument("--pred", help="folder of predicted masks")
+    e.add_argument("--gt", help="folder of ground-truth masks")
+    e.add_argument("--data", help="folder with images/ and masks/ (same stems)")
+    e.add_argument("--prompt", help="what to segment (with --data)")
+    e.add_argument("--out", default=None, help="also write the summary JSON here (a folder)")
+    _model_args(e)
+    e.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    e.set_defaults(func=cmd_eval_masks)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector",
+        default="grounding-dino-tiny",
+        help=f"one of {', '.join(DETECTOR_NAMES)} (default grounding-dino-tiny)",
+    )
+    p.add_argument("--size", default="tiny", help=f"SAM 2.1 size: {', '.join(SAM2_SIZES)}")
+    p.add_argument("--box-threshold", type=float, default=0.35, help="default 0.35")
+    p.add_argument("--device", default=None, help="cuda | cpu | mps (default: best available)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="offline smoke test: toy Grounding DINO + random-weight SAM 2 (meaningless masks)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="SAM 2 input size override (random weights only; small = fast CPU tests)",
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_threshold(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"--{name} must be between 0 and 1, got {value}.")
+    return float(value)
+
+
+def _check_common(args) -> None:
+    if args.size not in SAM2_SIZES:
+        raise InputError(f"unknown --size {args.size!r}; choose one of {', '.join(SAM2_SIZES)}.")
+    if args.detector not in DETECTOR_NAMES:
+        raise InputError(
+            f"unknown --detector {args.detector!r}; choose one of {', '.join(DETECTOR_NAMES)}."
+        )
+    _check_threshold("box-threshold", args.box_threshold)
+    _check_threshold("text-threshold", args.text_threshold)
+    if args.image_size is not None and not args.random_weights:
+        raise InputError("--image-size only applies with --random-weights.")
+    if args.image_size is not None and (args.image_size < 64 or args.image_size % 16):
+        raise InputError(f"--image-size must be a multiple of 16 and >= 64, got {args.image_size}.")
+
+
+def _check_prompt(prompt: str | None) -> str:
+    from helpers import detect
+
+    if prompt is None or not prompt.strip():
+        raise InputError("--prompt is empty: say what to segment, e.g. --prompt 'dog. ball'.")
+    detect.prompt_phrases(prompt)  # raises InputError for prompts with no words
+    return prompt
+
+
+def _stem_for(source: str) -> str:
+    """A safe file stem for an image path or URL."""
+    name = Path(urlparse(source).path).stem if "://" in source else Path(source).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_models(args, *, video: bool = False):
+    """(detector, segmenter-or-tracker) for the parsed ``args``."""
+    from helpers import detect
+
+    device = args.device
+    if args.random_weights:
+        words = detect.prompt_phrases(args.prompt) if getattr(args, "prompt", None) else None
+        detector = detect.random_grounding_dino(words=words, size="toy", device=device)
+    else:
+        detector = detect.load_detector(args.detector, device=device)
+    kw = {"random_weights": bool(args.random_weights), "device": device}
+    if args.image_size is not None:
+        kw["image_size"] = args.image_size
+    if video:
+        from helpers import track
+
+        return detector, track.load_video_tracker(args.size, **kw)
+    from helpers import segment
+
+    return detector, segment.load_segmenter(args.size, **kw)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_segment(args) -> dict:
+    from helpers import textseg
+
+    _check_common(args)
+    prompt = _check_prompt(args.prompt)
+    if args.max_side < 64:
+        raise InputError(f"--max-side must be >= 64, got {args.max_side}.")
+    out = Path(args.out)
+    kw = {
+        "box_threshold": args.box_threshold,
+        "text_threshold": args.text_threshold,
+        "multimask": args.multimask,
+        "clean": not args.no_clean,
+        "max_side": args.max_side,
+    }
+    if args.folder is not None:
+        folder = Path(args.folder)
+        if not folder.is_dir():
+            raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
+        detector, segmenter = load_models(args)
+        summary = textseg.segment_folder(folder, out, prompt, detector, segmenter, **kw)
+        return {"command": "segment", "folder": str(folder), "out": str(out), **summary}
+
+    source = args.image
+    if "://" not in source and not Path(source).is_file():
+        raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
+    from helpers import media, render
+
+    image = media.load_image(source)  # fail on a bad image before loading models
+    detector, segmenter = load_models(args)
+    result = textseg.segment_image(image, prompt, detector, segmenter, **kw)
+    dets = result.detections
+    timings = {k: round(float(v), 4) for k, v in (result.timings or {}).items()}
+    paths = render.save_image_outputs(
+        result.image,
+        dets,
+        out,
+        _stem_for(source),
+        prompt=prompt,
+        extra={"source": source, "timings": timings},
+    )
+    names = dets.data.get("class_name", []) if dets.data else []
+    return {
+        "command": "segment",
+        "image": source,
+        "prompt": prompt,
+        "instances": len(dets),
+        "labels": [str(n) for n in names],
+        "scores": [round(float(s), 4) for s in (dets.confidence if len(dets) else [])],
+        "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "timings": timings,
+    }
+
+
+def cmd_track(args) -> dict:
+    from helpers import track
+
+    _check_common(args)
+    prompt = _check_prompt(args.prompt)
+    _check_threshold("iou-threshold", args.iou_threshold)
+    if args.prompt_type not in PROMPT_TYPES:
+        raise InputError(
+            f"unknown --prompt-type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}."
+        )
+    for name in ("detect_every", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be >= 1, got {args.max_frames}.")
+    if not Path(args.video).exists():
+        raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
+    detector, tracker = load_models(args, video=True)
+    t0 = time.perf_counter()
+    result = track.track_video(
+        args.video,
+        prompt,
+        detector,
+        tracker,
+        Path(args.out),
+        detect_every=args.detect_every,
+        prompt_type=args.prompt_type,
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        iou_threshold=args.iou_threshold,
+        chunk_size=args.chunk_size,
+        offload=not args.no_offload,
+        max_frames=args.max_frames,
+        render=not args.no_render,
+    )
+    elapsed = time.perf_counter() - t0
+    return {
+        "command": "track",
+        "video": args.video,
+        "prompt": prompt,
+        **track_summary(result),
+        "elapsed_s": round(elapsed, 3),
+        "processing_fps": round(result.num_frames / elapsed, 3) if elapsed > 0 else None,
+    }
+
+
+def cmd_eval_masks(args) -> dict:
+    from helpers import files
+
+    if args.data is not None:
+        if args.pred or args.gt:
+            raise InputError("use either --data (with --prompt) or --pred and --gt, not both.")
+        _check_common(args)
+        prompt = _check_prompt(args.prompt)
+        data = Path(args.data)
+        if not (data / "images").is_dir() or not (data / "masks").is_dir():
+            raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")
+        from helpers import textseg
+
+        detector, segmenter = load_models(args)
+        summary = textseg.evaluate_folder(data, prompt, detector, segmenter)
+        result = {"command": "eval-masks", "data": str(data), "prompt": prompt, **summary}
+    else:
+        if not args.pred or not args.gt:
+            raise InputError("eval-masks needs --pred DIR and --gt DIR, or --data DIR --prompt.")
+        for flag, d in (("--pred", args.pred), ("--gt", args.gt)):
+            if not Path(d).is_dir():
+                raise InputError(f"{flag} {d} is not a folder of mask images.")
+        from helpers import mask_metrics
+
+        summary = mask_metrics.score_mask_folders(args.pred, args.gt)
+        result = {"command": "eval-masks", "pred": args.pred, "gt": args.gt, **summary}
+    if args.out:
+        result["json_path"] = str(files.atomic_write_json(Path(args.out) / "eval.json", result))
+    return result
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def track_summary(result) -> dict:
+    """Frames, fps, ids and per-id (label, score, frames seen) of a ``track.TrackResult``."""
+    frames_per_id: dict[int, int] = {}
+    for per_frame in result.masks.values():
+        for oid, mask in per_frame.items():
+            if mask is not None and bool(mask.any()):
+                frames_per_id[int(oid)] = frames_per_id.get(int(oid), 0) + 1
+    ids = sorted(set(frames_per_id) | {int(i) for i in result.labels})
+    return {
+        "frames": int(result.num_frames),
+        "fps": float(result.fps),
+        "ids": ids,
+        "per_id": {
+            str(i): {
+                "label": str(result.labels.get(i, "")),
+                "score": round(float(result.scores.get(i, float("nan"))), 4),
+                "frames_seen": frames_per_id.get(i, 0),
+            }
+            for i in ids
+        },
+        "video_path": str(result.video_path) if result.video_path else None,
+        "json_path": str(result.json_path) if result.json_path else None,
+    }

@@ -1,5 +1,395 @@
-"""CLI commands (owned by the vit work; see helpers/cli.py)."""
+"""Q1 commands: ``train``, ``evaluate`` and ``predict`` a ViT on CIFAR-10 (or any ImageFolder).
+
+    python -m helpers train --preset fast --data cifar10 --minutes 5 --out runs/fast
+    python -m helpers evaluate --checkpoint runs/fast --data cifar10
+    python -m helpers predict --checkpoint runs/fast --image cat.jpg
+
+Progress goes to stderr; the final result is one JSON line on stdout (see helpers/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from helpers.errors import InputError
+
+# Tiny-model settings for ``--smoke`` (CI / quick checks on a CPU).
+SMOKE_MODEL = {"dim": 32, "depth": 2, "heads": 2}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def register(sub) -> None:
-    """Add this module's subcommands to the argparse sub-parsers sub."""
+    """Add ``train``, ``evaluate`` and ``predict`` to the argparse sub-parsers ``sub``."""
+    from helpers.presets import preset_names
+
+    # ------------------------------------------------------------------ train
+    p = sub.add_parser(
+        "train",
+        help="train a ViT preset (resumes from --out/last.pt)",
+        description="Train a ViT preset; checkpoints, history and metrics go to --out.",
+    )
+    p.add_argument("--preset", default="fast", choices=preset_names(), help="recipe (default fast)")
+    p.add_argument(
+        "--data",
+        default="cifar10",
+        help="cifar10 | synthetic | digits | an ImageFolder path (train/ + val/); default cifar10",
+    )
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    p.add_argument("--minutes", type=float, help="wall-time budget in minutes")
+    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--patch-size", type=int, help="ViT patch size (from-scratch presets)")
+    p.add_argument("--out", help="run folder (default runs/q1_<preset>)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out has last.pt")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (default: the preset's, on CUDA only)",
+    )
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cut epochs short (quick checks)")
+    p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fine-tune presets: start from pretrained weights (needs internet)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="quick check: synthetic data, a tiny model, 1 epoch of 2 steps",
+    )
+    # advanced: shrink/grow the model (tests, smoke runs, experiments)
+    p.add_argument("--dim", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--depth", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--heads", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+    # ------------------------------------------------------------------ evaluate
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, report and plots of a checkpoint on a validation split",
+        description="Evaluate a checkpoint: top-1/top-5, per-class report, confusion matrix, plots.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a .pt file or a run folder (uses best.pt)")
+    p.add_argument("--data", default="cifar10", help="cifar10 | synthetic | digits | a path")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average predictions with the horizontal flip (default on)",
+    )
+    p.add_argument("--out", help="output folder (default <checkpoint folder>/eval)")
+    p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
+    p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
+    p.set_defaults(func=cmd_evaluate)
+
+    # ------------------------------------------------------------------ predict
+    p = sub.add_parser(
+        "predict",
+        help="top-5 classes of one image",
+        description="Classify one image (any size; resized to the model's input).",
+    )
+    p.add_argument("--checkpoint", required=True, help="a .pt file or a run folder (uses best.pt)")
+    p.add_argument("--image", required=True, help="image file (jpg, png, ...)")
+    p.add_argument("--top-k", type=int, default=5, help="how many classes to list (default 5)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="flip TTA")
+    p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
+    p.set_defaults(func=cmd_predict)
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+def build_train_preset(args, image_size: int | None = None):
+    """The preset ``args`` describe: named preset + command-line overrides (+ data image size)."""
+    from helpers.presets import get_preset
+
+    overrides = {
+        "epochs": args.epochs,
+        "minutes": args.minutes,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "patch_size": args.patch_size,
+        "compile": args.compile,
+        "precision": args.precision,
+        "seed": args.seed,
+        "dim": args.dim,
+        "depth": args.depth,
+        "heads": args.heads,
+    }
+    preset = get_preset(args.preset)
+    model_keys = ("patch_size", "dim", "depth", "heads")
+    if preset.finetune:
+        given = [k for k in model_keys if overrides[k] is not None]
+        if given:
+            raise InputError(
+                f"preset {args.preset!r} fine-tunes a pretrained timm model; "
+                f"--{given[0].replace('_', '-')} only applies to from-scratch presets "
+                "(seed000, seed001, seed003, fast, best)."
+            )
+    elif image_size is not None and image_size != preset.model.image_size:
+        overrides["image_size"] = image_size
+    return get_preset(args.preset, **overrides)
+
+
+def load_data(spec: str, what: str = "--data"):
+    """``helpers.data.load_dataset`` with a message naming the command-line option."""
+    from helpers.data import load_dataset
+
+    try:
+        return load_dataset(spec)
+    except InputError as e:
+        raise InputError(f"{what} {spec!r}: {e}") from None
+
+
+def summarize_history(history: list[dict]) -> dict:
+    """Best/final accuracies, epochs, minutes and mean throughput of a training history."""
+    if not history:
+        return {"epochs": 0}
+    last = history[-1]
+    rates = [r["images_per_second"] for r in history if r.get("images_per_second")]
+    return {
+        "best_val_acc": max(r.get("val_acc", 0.0) for r in history),
+        "final_val_acc": last.get("val_acc"),
+        "final_val_top5": last.get("val_top5"),
+        "final_train_loss": last.get("train_loss"),
+        "epochs": int(last.get("epoch", len(history))),
+        "minutes": float(last.get("elapsed_seconds", 0.0)) / 60.0,
+        "images_per_second": sum(rates) / len(rates) if rates else None,
+    }
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def cmd_train(args) -> dict:
+    from helpers.train import train
+    from helpers.vit import count_parameters
+
+    if args.smoke:
+        if args.data == "cifar10":
+            args.data = "synthetic"
+        for k, v in SMOKE_MODEL.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+        args.epochs = args.epochs or 1
+        args.batch_size = args.batch_size or 64
+        args.max_steps_per_epoch = args.max_steps_per_epoch or 2
+        args.pretrained = False
+        if args.compile is None:
+            args.compile = False
+    if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
+        raise InputError(f"--max-steps-per-epoch must be >= 1, got {args.max_steps_per_epoch}.")
+
+    build_train_preset(args)  # check the settings before loading data (fast failure)
+    _log(f"loading data: {args.data}")
+    data = load_data(args.data)
+    preset = build_train_preset(args, image_size=data.image_size)
+    if args.compile is None and preset.train.compile:
+        from helpers.runtime import pick_device
+
+        if pick_device(args.device).type != "cuda":  # compiling on CPU costs more than it saves
+            preset.train.compile = False
+    if args.out:
+        out_dir = Path(args.out)
+    else:  # ./runs/q1_<preset>, or Google Drive inside Colab so a disconnect loses nothing
+        from helpers.runtime import output_dir
+
+        out_dir = output_dir(f"q1_{preset.name}")
+    _log(
+        f"training preset {preset.name!r} on {data!r} -> {out_dir} "
+        f"({'resume' if not args.no_resume else 'fresh start'})"
+    )
+    result = train(
+        preset,
+        data,
+        out_dir,
+        resume=not args.no_resume,
+        device=args.device,
+        pretrained=args.pretrained,
+        progress=True,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        log=_log,
+    )
+    summary = summarize_history(result.history)
+    best = result.out_dir / "best.pt"
+    return {
+        "command": "train",
+        "preset": preset.name,
+        "data": data.source,
+        **summary,
+        "best_val_acc": result.best_val_acc,
+        "stopped_early": result.stopped_early,
+        "parameters": count_parameters(result.model),
+        "out_dir": str(result.out_dir),
+        "checkpoint": str(best if best.exists() else result.out_dir / "last.pt"),
+    }
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args) -> dict:
+    import numpy as np
+    import torch
+
+    from helpers import plots
+    from helpers.metrics import evaluate
+    from helpers.runtime import pick_device
+    from helpers.train import load_checkpoint
+
+    device = pick_device(args.device)
+    if not Path(args.checkpoint).exists():
+        raise InputError(
+            f"--checkpoint {args.checkpoint} does not exist; give best.pt/last.pt or the run folder."
+        )
+    loaded = load_checkpoint(args.checkpoint, device=device, log=_log)
+    data = load_data(args.data)
+    if len(data.classes) != len(loaded.classes):
+        raise InputError(
+            f"the checkpoint predicts {len(loaded.classes)} classes {loaded.classes[:10]} but "
+            f"--data {args.data!r} has {len(data.classes)}; evaluate on the dataset it was "
+            "trained on."
+        )
+    if list(data.classes) != list(loaded.classes):
+        _log("note: class names differ from the checkpoint's; assuming the same order.")
+    out = Path(args.out) if args.out else checkpoint_folder(args.checkpoint) / "eval"
+    _log(f"evaluating {args.checkpoint} on {data!r} (flip TTA {'on' if args.tta else 'off'})")
+    m = evaluate(
+        loaded.model,
+        data,
+        loaded.spec,
+        tta_flip=args.tta,
+        out_dir=out,
+        batch_size=args.batch_size,
+        device=device,
+        progress=True,
+    )
+    pred = torch.from_numpy(np.load(out / "predictions.npy"))
+    figures = {
+        "confusion.png": lambda: plots.plot_confusion(m["confusion_matrix"], loaded.classes),
+        "per_class.png": lambda: plots.plot_per_class(m),
+        "samples.png": lambda: plots.plot_samples(
+            data.val_x[:16], data.val_y[:16], pred[:16], loaded.classes
+        ),
+    }
+    if loaded.history:
+        figures["history.png"] = lambda: plots.plot_history(loaded.history)
+    if not loaded.preset.finetune:
+        figures["attention.png"] = lambda: plots.plot_attention(
+            loaded.model, data.val_x[0], loaded.spec, device=device
+        )
+    written = _save_figures(figures, out)
+    return {
+        "command": "evaluate",
+        "checkpoint": str(args.checkpoint),
+        "data": data.source,
+        "num_samples": m["num_samples"],
+        "top1": m["top1"],
+        "top5": m.get("top5"),
+        "macro_f1": m["macro"]["f1"],
+        "tta_flip": bool(args.tta),
+        "epoch": loaded.epoch,
+        "out_dir": str(out),
+        "files": sorted(
+            ["logits.npy", "predictions.npy", "targets.npy", "metrics.json"]
+            + ["classification_report.txt"]
+            + written
+        ),
+    }
+
+
+def _save_figures(figures: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from helpers.plots import save_figure
+
+    written = []
+    for name, make in figures.items():
+        try:
+            fig = make()
+        except InputError as e:  # e.g. attention maps for an unsupported model: skip that plot
+            _log(f"note: skipped {name}: {e}")
+            continue
+        save_figure(fig, out / name)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+def read_image(path: str | Path, size: int):
+    """Any image file -> uint8 [1, 3, size, size] (short side resized, center-cropped)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--image {p} does not exist (or is not a file).")
+    try:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputError(
+            f"--image {p} could not be read as an image ({type(e).__name__}); "
+            "give a JPEG/PNG/WebP/BMP file."
+        ) from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def cmd_predict(args) -> dict:
+    from helpers.metrics import predict_logits
+    from helpers.runtime import pick_device
+    from helpers.train import load_checkpoint
+
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be >= 1, got {args.top_k}.")
+    device = pick_device(args.device)
+    if not Path(args.checkpoint).exists():
+        raise InputError(
+            f"--checkpoint {args.checkpoint} does not exist; give best.pt/last.pt or the run folder."
+        )
+    loaded = load_checkpoint(args.checkpoint, device=device, log=_log)
+    x = read_image(args.image, loaded.spec.size)
+    logits = predict_logits(loaded.model, x, loaded.spec, tta_flip=args.tta, device=device)
+    probs = logits.float().softmax(-1)[0]
+    k = min(args.top_k, probs.numel())
+    top = probs.topk(k)
+    preds = [
+        {"label": loaded.classes[int(i)], "index": int(i), "probability": float(p)}
+        for p, i in zip(top.values, top.indices)
+    ]
+    return {
+        "command": "predict",
+        "image": str(args.image),
+        "checkpoint": str(args.checkpoint),
+        "label": preds[0]["label"],
+        "probability": preds[0]["probability"],
+        "top_k": preds,
+    }

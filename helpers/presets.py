@@ -410,6 +410,28 @@ def apply_overrides(p: Preset, **overrides) -> Preset:
     return p
 
 
+def preset_to_dict(p: Preset) -> dict:
+    """Plain-dict form of a preset (stored inside checkpoints)."""
+    return dataclasses.asdict(p)
+
+
+def preset_from_dict(d: dict) -> Preset:
+    """Inverse of :func:`preset_to_dict`."""
+    d = dict(d)
+    train = dict(d.pop("train"))
+    train["betas"] = tuple(train["betas"])
+    train["milestones"] = tuple(train["milestones"])
+    model = d.pop("model")
+    return Preset(
+        train=TrainConfig(**train),
+        aug=AugConfig(**d.pop("aug")),
+        model=ViTConfig(**model) if model is not None else None,
+        mean=tuple(d.pop("mean")),
+        std=tuple(d.pop("std")),
+        **d,
+    )
+
+
 __all__ = [
     "AugConfig",
     "CIFAR10_MEAN",
@@ -419,5 +441,7 @@ __all__ = [
     "ViTConfig",
     "apply_overrides",
     "get_preset",
+    "preset_from_dict",
     "preset_names",
+    "preset_to_dict",
 ]

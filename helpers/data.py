@@ -1,0 +1,444 @@
+"""Datasets as uint8 tensors [N, 3, H, W] that live on the training device, and index batching.
+
+The whole dataset is kept on the GPU (CIFAR-10 is 150 MB as uint8) and batches are cut from it
+by index, so no DataLoader workers or per-image Python work sit in the training loop. Sources:
+CIFAR-10 (torchvision download), any ImageFolder tree (``train/`` + ``val/`` or ``test/``),
+a learnable synthetic set for smoke runs, and scikit-learn's bundled 8x8 digits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+@dataclass
+class DataSplits:
+    """Train and validation images (uint8 [N, 3, H, W]) with int64 labels and class names."""
+
+    train_x: object  # torch.Tensor uint8 [N, 3, H, W]
+    train_y: object  # torch.Tensor int64 [N]
+    val_x: object
+    val_y: object
+    classes: list[str]
+    source: str = ""
+
+    def to(self, device) -> DataSplits:
+        """A copy with all four tensors on ``device`` (non-blocking where possible)."""
+        return DataSplits(
+            self.train_x.to(device, non_blocking=True),
+            self.train_y.to(device, non_blocking=True),
+            self.val_x.to(device, non_blocking=True),
+            self.val_y.to(device, non_blocking=True),
+            list(self.classes),
+            self.source,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"DataSplits(source={self.source!r}, train={tuple(self.train_x.shape)}, "
+            f"val={tuple(self.val_x.shape)}, classes={self.num_classes}, "
+            f"device={self.train_x.device})"
+        )
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def load_cifar10(root: str | os.PathLike = "data", download: bool = True) -> DataSplits:
+    """CIFAR-10 via torchvision: the 50,000 training images and the 10,000 test images (as val)."""
+    import numpy as np
+    import torch
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except Exception as e:  # URLError, RuntimeError("Dataset not found"), checksum errors
+        raise InputError(
+            f"CIFAR-10 could not be downloaded or found in {str(root)!r} ({type(e).__name__}: {e}). "
+            "Check the internet connection (or download=True), or pass a local ImageFolder path "
+            "instead (a folder with train/<class>/*.png and val/<class>/*.png)."
+        ) from e
+
+    def conv(ds):
+        x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+        y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+        return x, y
+
+    tx, ty = conv(train)
+    vx, vy = conv(test)
+    return DataSplits(tx, ty, vx, vy, list(train.classes), "cifar10")
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+
+def _default_cache_dir() -> Path:
+    env = os.environ.get("HELPERS_CACHE")
+    if env:
+        return Path(env) / "imagefolder"
+    return Path.home() / ".cache" / "cvkit" / "imagefolder"
+
+
+def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Class names (sorted) and the image files of each class folder (``os.scandir``: fast)."""
+    with os.scandir(split_dir) as it:
+        entries = list(it)
+    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        loose = [e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
+        hint = f" (found {len(loose)} loose images; put them in class subfolders)" if loose else ""
+        raise InputError(
+            f"{split_dir} has no class folders{hint}. Expected {split_dir}/<class name>/<image>."
+        )
+    files: dict[str, list[str]] = {}
+    for c in classes:
+        with os.scandir(split_dir / c) as it:
+            names = sorted(
+                e.name
+                for e in it
+                if not e.name.startswith(".")
+                and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                and e.is_file()
+            )
+        if not names:
+            raise InputError(
+                f"class folder {split_dir / c} has no images (looked for "
+                f"{', '.join(IMAGE_EXTENSIONS)}). Add images or remove the folder."
+            )
+        folder = os.path.join(split_dir, c)
+        files[c] = [os.path.join(folder, n) for n in names]  # str: 50k Path objects are slow
+    return classes, files
+
+
+def _cache_key(root: Path, items: list[tuple[str, int]], image_size: int | None) -> str:
+    """Hash of the folder, ``image_size`` and every file's relative name, mtime and size."""
+    paths = [p for p, _ in items]
+    stats = [os.stat(p) for p in paths]
+    n = len(str(root)) + 1
+    h = hashlib.sha256(f"{root.resolve()}|{image_size}|v1".encode())
+    h.update(
+        "|".join(f"{p[n:]}:{st.st_mtime_ns}:{st.st_size}" for p, st in zip(paths, stats)).encode()
+    )
+    return h.hexdigest()[:24]
+
+
+def _decode_one(path: str, image_size: int | None):
+    """Decode one file to an RGB uint8 HWC array (resized + center-cropped to a square if asked)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if image_size is not None and im.size != (image_size, image_size):
+            w, h = im.size
+            scale = image_size / min(w, h)
+            nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - image_size) // 2, (nh - image_size) // 2
+            im = im.crop((left, top, left + image_size, top + image_size))
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _decode_all(items: list[tuple[str, int]], image_size: int | None, desc: str):
+    """Decode files with a thread pool (PIL releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    paths = [p for p, _ in items]
+
+    def work(p):
+        try:
+            return _decode_one(p, image_size)
+        except Exception as e:  # truncated/corrupt/not an image
+            return e
+
+    workers = min(32, (os.cpu_count() or 2) * 2)
+    arrays = []
+    with ThreadPoolExecutor(workers) as pool:
+        for p, a in tqdm(
+            zip(paths, pool.map(work, paths, chunksize=256)),
+            total=len(paths),
+            desc=desc,
+            unit="img",
+            mininterval=0.5,
+        ):
+            if isinstance(a, Exception):
+                raise InputError(
+                    f"could not read image {p} ({type(a).__name__}: {a}). "
+                    "Delete or replace the file and load again."
+                )
+            arrays.append(a)
+    shape = arrays[0].shape
+    for p, a in zip(paths, arrays):
+        if a.shape != shape:
+            raise InputError(
+                f"images differ in size: {paths[0]} is {shape[1]}x{shape[0]} but {p} is "
+                f"{a.shape[1]}x{a.shape[0]}. Pass image_size=N to resize every image to NxN."
+            )
+    x = np.stack(arrays).transpose(0, 3, 1, 2)
+    y = np.asarray([c for _, c in items], dtype=np.int64)
+    return np.ascontiguousarray(x), y
+
+
+def load_image_folder(
+    path: str | os.PathLike,
+    image_size: int | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> DataSplits:
+    """Load ``path/train/<class>/*`` and ``path/val/<class>/*`` (or ``test/``) as uint8 tensors.
+
+    Class indices follow sorted folder names. All images must share one size unless
+    ``image_size`` is given (then each is resized so its short side is ``image_size`` and
+    center-cropped to a square). Decoded arrays are cached as ``.npz`` in ``cache_dir``
+    (default ``$HELPERS_CACHE/imagefolder`` or ``~/.cache/cvkit/imagefolder``), keyed by the
+    folder and every file's name, mtime and size, so a second load skips decoding.
+    """
+    import numpy as np
+    import torch
+
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputError(
+            f"dataset folder {root} does not exist. Give a folder with train/<class>/ images "
+            "and val/<class>/ (or test/<class>/), or use 'cifar10', 'synthetic' or 'digits'."
+        )
+    if not root.is_dir():
+        raise InputError(f"{root} is a file, not a folder; give the dataset's top folder.")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise InputError(f"image_size must be a positive integer or None, got {image_size!r}.")
+    train_dir = root / "train"
+    val_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    if not train_dir.is_dir() or val_dir is None:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise InputError(
+            f"{root} needs a train/ folder and a val/ (or test/) folder, each with one subfolder "
+            f"per class; found folders: {found or 'none'}."
+        )
+    train_classes, train_files = _list_split(train_dir)
+    val_classes, val_files = _list_split(val_dir)
+    if train_classes != val_classes:
+        only_t = sorted(set(train_classes) - set(val_classes))
+        only_v = sorted(set(val_classes) - set(train_classes))
+        raise InputError(
+            f"train and {val_dir.name} have different classes: only in train: {only_t or 'none'}; "
+            f"only in {val_dir.name}: {only_v or 'none'}. Both need the same class folders."
+        )
+    classes = train_classes
+    train_items = [(p, i) for i, c in enumerate(classes) for p in train_files[c]]
+    val_items = [(p, i) for i, c in enumerate(classes) for p in val_files[c]]
+
+    cache_file = None
+    if cache:
+        key = _cache_key(root, train_items + val_items, image_size)
+        cache_file = Path(cache_dir or _default_cache_dir()) / f"{root.name}-{key}.npz"
+        if cache_file.exists():
+            try:
+                with np.load(cache_file, allow_pickle=False) as d:
+                    arrays = {k: d[k] for k in ("train_x", "train_y", "val_x", "val_y")}
+                    cached_classes = [str(c) for c in d["classes"]]
+                if cached_classes == classes:
+                    return DataSplits(
+                        *(torch.from_numpy(arrays[k]) for k in ("train_x", "train_y")),
+                        *(torch.from_numpy(arrays[k]) for k in ("val_x", "val_y")),
+                        classes,
+                        str(root),
+                    )
+            except Exception:
+                pass  # unreadable cache: decode again and overwrite it
+
+    tx, ty = _decode_all(train_items, image_size, f"decoding {root.name}/train")
+    vx, vy = _decode_all(val_items, image_size, f"decoding {root.name}/{val_dir.name}")
+    if tx.shape[1:] != vx.shape[1:]:
+        raise InputError(
+            f"train images are {tx.shape[3]}x{tx.shape[2]} but {val_dir.name} images are "
+            f"{vx.shape[3]}x{vx.shape[2]}. Pass image_size=N to resize both to NxN."
+        )
+    if cache_file is not None:
+        from helpers.files import atomic_path
+
+        try:
+            with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
+                np.savez(
+                    f, train_x=tx, train_y=ty, val_x=vx, val_y=vy, classes=np.asarray(classes)
+                )
+        except OSError as e:  # read-only home, full disk: loading still worked
+            print(f"note: could not write the dataset cache {cache_file} ({e}).")
+    return DataSplits(
+        torch.from_numpy(tx),
+        torch.from_numpy(ty),
+        torch.from_numpy(vx),
+        torch.from_numpy(vy),
+        classes,
+        str(root),
+    )
+
+
+# --------------------------------------------------------------------------- synthetic / digits
+
+
+def synthetic_dataset(
+    n_train: int = 512,
+    n_val: int = 128,
+    num_classes: int = 10,
+    image_size: int = 32,
+    seed: int = 0,
+) -> DataSplits:
+    """A learnable toy set: each class has its own colour and stripe orientation/frequency;
+    every image gets a random phase, brightness and noise. Deterministic from ``seed``."""
+    import math
+
+    import torch
+
+    if n_train < 1 or n_val < 1 or num_classes < 2 or image_size < 4:
+        raise InputError(
+            "synthetic_dataset needs n_train >= 1, n_val >= 1, num_classes >= 2, image_size >= 4."
+        )
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.rand(num_classes, 3, generator=g) * 0.7 + 0.3  # [C, 3]
+    angles = torch.arange(num_classes) * (math.pi / num_classes)
+    freqs = 2 * math.pi * (2.0 + (torch.arange(num_classes) % 3)) / image_size
+    coords = torch.arange(image_size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+
+    def make(n):
+        y = torch.arange(n) % num_classes
+        y = y[torch.randperm(n, generator=g)]
+        phase = torch.rand(n, generator=g) * 2 * math.pi
+        gain = 0.7 + 0.3 * torch.rand(n, generator=g)
+        a, f = angles[y][:, None, None], freqs[y][:, None, None]
+        wave = torch.sin(f * (xx * torch.cos(a) + yy * torch.sin(a)) + phase[:, None, None])
+        img = colours[y][:, :, None, None] * (0.5 + 0.4 * wave[:, None]) * gain[:, None, None, None]
+        img = img + 0.08 * torch.randn(n, 3, image_size, image_size, generator=g)
+        x = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+        return x, y.to(torch.int64)
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_val)
+    return DataSplits(tx, ty, vx, vy, [f"class{i}" for i in range(num_classes)], "synthetic")
+
+
+def load_digits(image_size: int = 16, seed: int = 0) -> DataSplits:
+    """scikit-learn's bundled 8x8 digits (1,797 images, offline), upscaled to RGB uint8
+    ``image_size`` squares, split 80/20 stratified by class."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    if image_size < 8:
+        raise InputError(f"image_size must be >= 8 for the 8x8 digits, got {image_size}.")
+    d = sk_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) * (255.0 / 16.0))[:, None]  # [N,1,8,8]
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = x.clamp(0, 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    y = torch.from_numpy(d.target.astype(np.int64))
+    idx = np.arange(len(y))
+    tr, va = train_test_split(idx, test_size=0.2, stratify=d.target, random_state=seed)
+    tr, va = torch.from_numpy(np.sort(tr)), torch.from_numpy(np.sort(va))
+    return DataSplits(x[tr], y[tr], x[va], y[va], [str(i) for i in range(10)], "digits")
+
+
+def load_dataset(spec: str | os.PathLike, **kw) -> DataSplits:
+    """``'cifar10'`` | ``'synthetic'`` | ``'digits'`` | a folder path (ImageFolder layout).
+    Keyword arguments go to the matching loader."""
+    name = str(spec).strip()
+    loaders = {"cifar10": load_cifar10, "synthetic": synthetic_dataset, "digits": load_digits}
+    fn = loaders.get(name.lower())
+    if fn is None and not Path(name).expanduser().exists():
+        raise InputError(
+            f"unknown dataset {name!r}: use 'cifar10', 'synthetic', 'digits' or the path of an "
+            "existing folder with train/<class>/ and val/<class>/ images."
+        )
+    try:
+        return fn(**kw) if fn is not None else load_image_folder(name, **kw)
+    except TypeError as e:
+        raise InputError(f"bad option for dataset {name!r}: {e}") from e
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def iterate_batches(
+    n: int,
+    batch_size: int,
+    shuffle: bool = True,
+    generator=None,
+    device=None,
+    drop_last: bool = True,
+) -> Iterator:
+    """Yield int64 index tensors on ``device`` covering ``range(n)`` in batches.
+
+    Shuffling uses ``torch.randperm`` with ``generator`` (drawn on the generator's own device,
+    then moved), so a run is reproducible from the generator state. With ``drop_last`` the last
+    incomplete batch is skipped; a ``batch_size`` larger than ``n`` then raises ``InputError``
+    (without ``drop_last`` it simply yields one smaller batch).
+    """
+    import torch
+
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}.")
+    if n < 1:
+        raise InputError("the dataset is empty (0 images); nothing to iterate over.")
+    if drop_last and batch_size > n:
+        works = 1 << (n.bit_length() - 1)  # largest power of two <= n
+        raise InputError(
+            f"batch_size {batch_size} is larger than the dataset ({n} images), so no full "
+            f"batch can be made; use batch_size <= {n} (e.g. {works})."
+        )
+    device = torch.device(device) if device is not None else None
+    if shuffle:
+        gdev = generator.device if generator is not None else (device or torch.device("cpu"))
+        order = torch.randperm(n, generator=generator, device=gdev)
+        if device is not None and order.device != device:
+            order = order.to(device, non_blocking=True)
+    else:
+        order = torch.arange(n, device=device)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "DataSplits",
+    "iterate_batches",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_image_folder",
+    "synthetic_dataset",
+]

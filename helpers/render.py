@@ -1,0 +1,349 @@
+"""Draw and save segmentation results: overlays with stable per-id colours, COCO RLE, JSON/PNG.
+
+Images are ``HxWx3`` uint8 RGB; results are ``supervision.Detections`` (see INTERFACES).
+An instance's id is its ``tracker_id`` when the detections have one, else its index.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.errors import InputError
+
+# 20 distinct, saturated colours (RGB). Index = id % 20, so an id keeps its colour everywhere.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 225, 25),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
+    (255, 99, 71),
+)
+
+
+def color_for_id(i: int) -> tuple[int, int, int]:
+    """RGB colour for instance/track id ``i`` (same id -> same colour, in every frame)."""
+    return PALETTE[int(i) % len(PALETTE)]
+
+
+def _text_color_for(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    r, g, b = rgb
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
+def instance_ids(detections) -> np.ndarray:
+    """Per-instance ids: ``tracker_id`` if present, else ``0..N-1``."""
+    n = len(detections)
+    if detections.tracker_id is not None and len(detections.tracker_id) == n:
+        return np.asarray(detections.tracker_id, dtype=int)
+    return np.arange(n, dtype=int)
+
+
+def _names(detections) -> list[str]:
+    n = len(detections)
+    names = detections.data.get("class_name") if detections.data else None
+    if names is not None and len(names) == n:
+        return [str(x) for x in names]
+    if detections.class_id is not None:
+        return [str(int(c)) for c in detections.class_id]
+    return ["object"] * n
+
+
+def default_labels(detections) -> list[str]:
+    """``"name #id 0.87"`` per instance (score left out when there is none)."""
+    ids = instance_ids(detections)
+    conf = detections.confidence
+    out = []
+    for k, (name, i) in enumerate(zip(_names(detections), ids)):
+        text = f"{name} #{int(i)}"
+        if conf is not None and len(conf) == len(ids):
+            text += f" {float(conf[k]):.2f}"
+        out.append(text)
+    return out
+
+
+def annotate(
+    image: np.ndarray,
+    detections,
+    *,
+    show_boxes: bool = True,
+    show_labels: bool = True,
+    opacity: float = 0.5,
+    labels: list[str] | None = None,
+) -> np.ndarray:
+    """Overlay masks, boxes and labels (supervision annotators) on a copy of ``image``.
+
+    Colours come from ``color_for_id`` of each instance id; pixels outside every mask, box
+    and label stay unchanged.
+    """
+    import supervision as sv
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(
+            f"annotate needs an HxWx3 uint8 RGB image; got {image.shape} {image.dtype}."
+        )
+    if not 0 <= opacity <= 1:
+        raise InputError(f"opacity must be in [0, 1], got {opacity}.")
+    n = len(detections)
+    if n == 0:
+        return image.copy()
+    h, w = image.shape[:2]
+    if detections.mask is not None and tuple(detections.mask.shape[1:]) != (h, w):
+        raise InputError(
+            f"Masks are {detections.mask.shape[2]}x{detections.mask.shape[1]} but the image is "
+            f"{w}x{h}; resize them with media.masks_to_size first."
+        )
+    ids = instance_ids(detections)
+    lookup = np.arange(n)  # palette built per call, in detection order
+    colors = [color_for_id(i) for i in ids]
+    palette = sv.ColorPalette([sv.Color(r=r, g=g, b=b) for r, g, b in colors])
+    text_palette = sv.ColorPalette(
+        [sv.Color(*_text_color_for(c)) for c in colors]  # black text on light colours
+    )
+    scene = np.ascontiguousarray(image[..., ::-1])  # supervision draws on BGR arrays
+    side = max(h, w)
+    if detections.mask is not None:
+        scene = sv.MaskAnnotator(color=palette, opacity=opacity).annotate(
+            scene, detections, custom_color_lookup=lookup
+        )
+    if show_boxes:
+        thickness = max(1, round(side / 400))
+        scene = sv.BoxAnnotator(color=palette, thickness=thickness).annotate(
+            scene, detections, custom_color_lookup=lookup
+        )
+    if show_labels:
+        if labels is None:
+            labels = default_labels(detections)
+        elif len(labels) != n:
+            raise InputError(f"Got {len(labels)} labels for {n} detections.")
+        scale = max(0.4, side / 1600)
+        scene = sv.LabelAnnotator(
+            color=palette,
+            text_color=text_palette,
+            text_scale=scale,
+            text_thickness=max(1, round(scale * 2)),
+            text_padding=max(3, round(side / 200)),
+            smart_position=True,
+        ).annotate(scene, detections, labels=labels, custom_color_lookup=lookup)
+    return np.ascontiguousarray(scene[..., ::-1])
+
+
+# --------------------------------------------------------------------------- COCO RLE
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE ``{"size": [H, W], "counts": [...]}`` of a 2-D mask.
+
+    Runs go down the columns (Fortran order) and alternate 0/1 starting with a zero-run
+    (which is 0 long when the first pixel is set).
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise InputError(f"mask_to_rle needs one [H,W] mask; got shape {tuple(mask.shape)}.")
+    h, w = mask.shape
+    flat = mask.astype(bool).ravel(order="F")
+    if flat.size == 0:
+        return {"size": [h, w], "counts": []}
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat[0]:
+        runs.insert(0, 0)
+    return {"size": [int(h), int(w)], "counts": [int(r) for r in runs]}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """Decode a COCO RLE (uncompressed list counts, or compressed string counts) -> bool [H,W]."""
+    try:
+        h, w = (int(x) for x in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError):
+        raise InputError("An RLE must be a dict with 'size': [H, W] and 'counts'.") from None
+    if isinstance(counts, (str, bytes)):
+        try:
+            from pycocotools import mask as mask_utils
+        except ImportError:
+            raise InputError(
+                "Compressed (string) RLE counts need pycocotools: pip install pycocotools."
+            ) from None
+        enc = counts.encode("ascii") if isinstance(counts, str) else counts
+        return mask_utils.decode({"size": [h, w], "counts": enc}).astype(bool)
+    counts = np.asarray(counts, dtype=np.int64)
+    if (counts < 0).any() or int(counts.sum()) != h * w:
+        raise InputError(
+            f"RLE counts sum to {int(counts.sum())} but size {h}x{w} has {h * w} pixels."
+        )
+    values = (np.arange(len(counts)) % 2).astype(bool)
+    flat = np.repeat(values, counts)
+    return flat.reshape((h, w), order="F")
+
+
+def rle_area(rle: dict) -> int:
+    """Foreground pixel count of an RLE."""
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes)):
+        return int(rle_to_mask(rle).sum())
+    return int(sum(counts[1::2]))
+
+
+def mask_bbox(mask: np.ndarray) -> list[int]:
+    """``[x0, y0, x1, y1]`` (inclusive-exclusive) of the set pixels; ``[0, 0, 0, 0]`` if none."""
+    ys, xs = np.nonzero(np.asarray(mask))
+    if len(xs) == 0:
+        return [0, 0, 0, 0]
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def rle_bbox(rle: dict) -> list[int]:
+    """COCO-style ``[x, y, width, height]`` of an RLE (as ``pycocotools.mask.toBbox``)."""
+    x0, y0, x1, y1 = mask_bbox(rle_to_mask(rle))
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def detections_to_records(detections) -> list[dict]:
+    """One JSON-ready dict per instance: id, label, class_id, score, box, area, mask (RLE)."""
+    n = len(detections)
+    ids = instance_ids(detections)
+    names = _names(detections)
+    records = []
+    for k in range(n):
+        box = [round(float(v), 2) for v in np.asarray(detections.xyxy[k]).tolist()]
+        rec: dict[str, Any] = {
+            "id": int(ids[k]),
+            "label": names[k],
+            "class_id": None if detections.class_id is None else int(detections.class_id[k]),
+            "score": None
+            if detections.confidence is None
+            else round(float(detections.confidence[k]), 4),
+            "box": box,
+        }
+        if detections.mask is not None:
+            m = detections.mask[k]
+            rec["area"] = int(np.count_nonzero(m))
+            rec["mask"] = mask_to_rle(m)
+        else:
+            rec["area"] = int(max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1]))
+            rec["mask"] = None
+        records.append(rec)
+    return records
+
+
+def union_mask(detections, size: tuple[int, int]) -> np.ndarray:
+    """Union of all instance masks as a bool [H,W] (all False without masks)."""
+    h, w = size
+    if detections.mask is None or len(detections) == 0:
+        return np.zeros((h, w), dtype=bool)
+    return np.asarray(detections.mask, dtype=bool).any(axis=0)
+
+
+def save_image_outputs(
+    image: np.ndarray,
+    detections,
+    out_dir: str | os.PathLike,
+    stem: str,
+    *,
+    prompt: str | None = None,
+    extra: dict | None = None,
+) -> dict[str, Path]:
+    """Write ``{stem}_mask.png`` (union, 0/255), ``{stem}_overlay.png`` and ``{stem}.json``.
+
+    All three are written atomically. ``extra`` (e.g. timings, source) is merged into the JSON.
+    Returns ``{"mask": path, "overlay": path, "json": path}``.
+    """
+    from helpers.files import atomic_save_image, atomic_write_json
+
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "mask": out / f"{stem}_mask.png",
+        "overlay": out / f"{stem}_overlay.png",
+        "json": out / f"{stem}.json",
+    }
+    union = union_mask(detections, (h, w))
+    atomic_save_image(paths["mask"], union.astype(np.uint8) * 255)
+    atomic_save_image(paths["overlay"], annotate(image, detections))
+    doc: dict[str, Any] = {"image": {"width": int(w), "height": int(h)}}
+    if prompt is not None:
+        doc["prompt"] = prompt
+    records = detections_to_records(detections)
+    doc["num_instances"] = len(records)
+    doc["instances"] = records
+    if extra:
+        doc.update(extra)
+    atomic_write_json(paths["json"], doc, indent=None)
+    return paths
+
+
+def candidates_figure(
+    image: np.ndarray,
+    masks: np.ndarray,
+    scores,
+    title: str = "",
+    best: int | None = None,
+):
+    """Figure with one panel per candidate mask (score in the title); the best is framed."""
+    from matplotlib.figure import Figure
+
+    image = np.asarray(image)
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim == 2:
+        masks = masks[None]
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    if masks.ndim != 3 or len(scores) != len(masks):
+        raise InputError(
+            f"candidates_figure needs masks [K,H,W] and K scores; got {masks.shape}, {len(scores)}."
+        )
+    k = len(masks)
+    if best is None and k:
+        best = int(np.argmax(scores))
+    panels = max(k, 1)
+    fig = Figure(figsize=(3.2 * panels, 3.4))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for j, ax in enumerate(axes):
+        ax.imshow(image)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if j >= k:
+            ax.set_title("no candidates")
+            continue
+        rgba = np.zeros((*masks[j].shape, 4), dtype=np.float32)
+        rgba[masks[j]] = (*(np.array(color_for_id(j)) / 255.0), 0.55)
+        ax.imshow(rgba)
+        is_best = j == best
+        ax.set_title(
+            f"#{j}  score {scores[j]:.3f}" + ("  (best)" if is_best else ""),
+            fontweight="bold" if is_best else "normal",
+            color="tab:green" if is_best else "black",
+        )
+        for spine in ax.spines.values():
+            spine.set_visible(is_best)
+            spine.set_color("tab:green")
+            spine.set_linewidth(4)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,505 @@
+"""ipywidgets front ends for text-prompted segmentation (images and videos).
+
+Works on ipywidgets 7.7.1 (Colab's pinned version) and 8.x: only arguments and traits both
+versions share are used (``description``, ``layout``, ``style``, ``Button.tooltip``), FileUpload
+values of both shapes are read through :func:`helpers.media.upload_to_bytes`, and results go to
+the output area with ``Output.append_display_data`` (no kernel context needed, so the UI can be
+driven headless: set ``ui.controls[...]`` values and call ``ui.controls["run"].click()``).
+
+Models are loaded lazily on the first run and cached per (detector name) and (SAM 2 size).
+Foreseeable mistakes (:class:`helpers.errors.InputError`) appear as a red message in the output
+area, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+from helpers.errors import InputError
+
+SAM2_SIZE_CHOICES = ("tiny", "small", "base_plus", "large")
+DETECTOR_CHOICES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
+PROMPT_TYPES = ("box", "point", "mask")
+
+_WIDE = {"description_width": "initial"}
+
+
+def _widgets():
+    import ipywidgets
+
+    return ipywidgets
+
+
+class ModelCache:
+    """Loads detectors / segmenters / trackers on first use and keeps them by (kind, name)."""
+
+    def __init__(self, loaders: dict[str, Callable[[str], Any]]):
+        self.loaders = loaders
+        self.models: dict[tuple[str, str], Any] = {}
+
+    def get(self, kind: str, name: str, log: Callable[[str], None] | None = None):
+        key = (kind, name)
+        if key not in self.models:
+            if log is not None:
+                log(f"Loading {kind} {name!r} (first use; cached afterwards)...")
+            self.models[key] = self.loaders[kind](name)
+        return self.models[key]
+
+
+def _default_detector_loader(name: str):
+    from helpers import detect
+
+    return detect.load_detector(name)
+
+
+def _default_segmenter_loader(size: str):
+    from helpers import segment
+
+    return segment.load_segmenter(size)
+
+
+def _default_tracker_loader(size: str):
+    from helpers import track
+
+    return track.load_video_tracker(size)
+
+
+def _default_run_fn(image, prompt, detector, segmenter, **kw):
+    from helpers import textseg
+
+    return textseg.segment_image(image, prompt, detector, segmenter, **kw)
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def show_error(out, message: str) -> None:
+    """A red one-paragraph message in an Output widget."""
+    from IPython.display import HTML
+
+    out.append_display_data(
+        HTML(f'<p style="color:#c62828;font-weight:bold">Error: {html.escape(str(message))}</p>')
+    )
+
+
+def show_note(out, message: str) -> None:
+    from IPython.display import HTML
+
+    out.append_display_data(HTML(f'<p style="color:#555">{html.escape(message)}</p>'))
+
+
+def png_bytes(image) -> bytes:
+    """PNG encoding of an RGB uint8 array."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def instances_table_html(records: list[dict]) -> str:
+    """A small HTML table of instances (id, label, score, box, area)."""
+    if not records:
+        return "<p>No instances found. Try a lower box threshold or another wording.</p>"
+    head = "".join(
+        f"<th>{h}</th>" for h in ("id", "label", "score", "box (x0, y0, x1, y1)", "area")
+    )
+    rows = []
+    for r in records:
+        box = ", ".join(f"{float(v):.0f}" for v in r.get("box", []))
+        score = r.get("score")
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(str(r.get('id', '')))}</td>"
+            f"<td>{html.escape(str(r.get('label', '')))}</td>"
+            f"<td>{'' if score is None else f'{float(score):.3f}'}</td>"
+            f"<td>{box}</td>"
+            f"<td>{int(r.get('area', 0))}</td>"
+            "</tr>"
+        )
+    return (
+        '<table class="instances" style="border-collapse:collapse">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def image_from_inputs(upload_value, url: str):
+    """The image to segment from the widgets' state: an uploaded file wins over the URL/path.
+
+    ``upload_value`` is a FileUpload ``value`` of either ipywidgets 7.x (dict) or 8.x (tuple)."""
+    from helpers import media
+
+    files = media.upload_to_bytes(upload_value) if upload_value else []
+    if files:
+        name, data = files[-1]
+        return media.load_image(data), name
+    url = (url or "").strip()
+    if url:
+        return media.load_image(url), url
+    raise InputError("no image: paste an image URL or file path, or upload an image file.")
+
+
+def _clear(out) -> None:
+    out.outputs = ()
+
+
+# --------------------------------------------------------------------------- image UI
+
+
+def segmentation_ui(
+    run_fn: Callable | None = None,
+    *,
+    detector_loader: Callable[[str], Any] | None = None,
+    segmenter_loader: Callable[[str], Any] | None = None,
+    default_prompt: str = "",
+    default_url: str = "",
+    default_size: str = "tiny",
+    default_detector: str = "grounding-dino-tiny",
+    size_choices: tuple[str, ...] = SAM2_SIZE_CHOICES,
+    detector_choices: tuple[str, ...] = DETECTOR_CHOICES,
+):
+    """Build the image segmentation UI and return its ``VBox``.
+
+    ``run_fn(image, prompt, detector, segmenter, box_threshold=, text_threshold=, multimask=)``
+    returns a :class:`helpers.textseg.ImageResult` (default: ``textseg.segment_image``).
+    ``detector_loader(name)`` / ``segmenter_loader(size)`` build the models (defaults: the real
+    pretrained ones); each is called once per name/size and cached.
+
+    The returned box has ``controls`` (dict of child widgets: prompt, box_threshold,
+    text_threshold, size, detector, multimask, url, upload, run, output), ``state`` (``result``:
+    the last ImageResult; ``error``: the last error message) and ``cache`` (a ModelCache).
+    """
+    w = _widgets()
+    if default_size not in size_choices:
+        raise InputError(f"default_size must be one of {list(size_choices)}.")
+    if default_detector not in detector_choices:
+        raise InputError(f"default_detector must be one of {list(detector_choices)}.")
+    run_fn = run_fn or _default_run_fn
+    cache = ModelCache(
+        {
+            "detector": detector_loader or _default_detector_loader,
+            "segmenter": segmenter_loader or _default_segmenter_loader,
+        }
+    )
+
+    c = {
+        "prompt": w.Text(
+            value=default_prompt,
+            placeholder="what to segment, e.g. 'dog. red car'",
+            description="Prompt",
+            layout=w.Layout(width="480px"),
+        ),
+        "box_threshold": w.FloatSlider(
+            value=0.35, min=0.0, max=1.0, step=0.01, description="Box threshold", style=_WIDE
+        ),
+        "text_threshold": w.FloatSlider(
+            value=0.25, min=0.0, max=1.0, step=0.01, description="Text threshold", style=_WIDE
+        ),
+        "size": w.Dropdown(options=list(size_choices), value=default_size, description="SAM 2"),
+        "detector": w.Dropdown(
+            options=list(detector_choices),
+            value=default_detector,
+            description="Detector",
+            style=_WIDE,
+        ),
+        "multimask": w.Checkbox(value=False, description="Best of 3 masks"),
+        "url": w.Text(
+            value=default_url,
+            placeholder="https://... or a file path",
+            description="Image URL",
+            style=_WIDE,
+            layout=w.Layout(width="480px"),
+        ),
+        "upload": w.FileUpload(accept="image/*", multiple=False, description="Upload"),
+        "run": w.Button(
+            description="Segment", button_style="primary", tooltip="Run text -> boxes -> masks"
+        ),
+        "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
+    }
+    state: dict[str, Any] = {"result": None, "error": None, "source": None, "runs": 0}
+    out = c["output"]
+
+    # Whichever of URL / upload the user touched last is the image to use.
+    def _url_changed(change):
+        state["source"] = "url"
+
+    def _upload_changed(change):
+        state["source"] = "upload"
+
+    c["url"].observe(_url_changed, names="value")
+    c["upload"].observe(_upload_changed, names="value")
+
+    def _current_image():
+        upload_value = c["upload"].value
+        if state["source"] == "url" and c["url"].value.strip():
+            upload_value = None
+        return image_from_inputs(upload_value, c["url"].value)
+
+    def _run(_button=None):
+        _clear(out)
+        state["error"] = None
+        c["run"].disabled = True
+        try:
+            prompt = c["prompt"].value
+            if not prompt.strip():
+                raise InputError("the prompt is empty: type what to segment, e.g. 'dog'.")
+            image, name = _current_image()
+            log = lambda msg: show_note(out, msg)  # noqa: E731
+            detector = cache.get("detector", c["detector"].value, log)
+            segmenter = cache.get("segmenter", c["size"].value, log)
+            t0 = time.perf_counter()
+            result = run_fn(
+                image,
+                prompt,
+                detector,
+                segmenter,
+                box_threshold=float(c["box_threshold"].value),
+                text_threshold=float(c["text_threshold"].value),
+                multimask=bool(c["multimask"].value),
+            )
+            elapsed = time.perf_counter() - t0
+            state["result"] = result
+            state["runs"] += 1
+            _clear(out)
+            _show_image_result(out, result, name, elapsed)
+        except InputError as e:
+            state["error"] = str(e)
+            show_error(out, str(e))
+        except Exception as e:  # keep the UI alive; the message, not a traceback
+            state["error"] = f"{type(e).__name__}: {e}"
+            show_error(out, f"unexpected {type(e).__name__}: {e}")
+        finally:
+            c["run"].disabled = False
+
+    c["run"].on_click(_run)
+
+    ui = w.VBox(
+        [
+            w.HTML("<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"),
+            c["prompt"],
+            w.HBox([c["box_threshold"], c["text_threshold"]]),
+            w.HBox([c["detector"], c["size"], c["multimask"]]),
+            w.HBox([c["url"], c["upload"]]),
+            c["run"],
+            out,
+        ]
+    )
+    ui.controls = c
+    ui.state = state
+    ui.cache = cache
+    ui.run = _run
+    return ui
+
+
+def _show_image_result(out, result, name: str, elapsed: float) -> None:
+    from IPython.display import HTML, Image
+
+    from helpers import render
+
+    dets = result.detections
+    overlay = render.annotate(result.image, dets)
+    out.append_display_data(Image(data=png_bytes(overlay), format="png"))
+    records = [
+        {k: v for k, v in r.items() if k != "mask"} for r in render.detections_to_records(dets)
+    ]
+    timings = getattr(result, "timings", None) or {}
+    timing_txt = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items() if isinstance(v, float))
+    out.append_display_data(
+        HTML(
+            f"<p>{html.escape(str(name))[:120]}: {len(dets)} instance(s) in {elapsed:.2f}s"
+            f"{' (' + html.escape(timing_txt) + ')' if timing_txt else ''}</p>"
+            + instances_table_html(records)
+        )
+    )
+    cands = getattr(result, "candidates", None)
+    if cands is not None and len(dets):
+        try:
+            masks, scores = cands
+            fig = render.candidates_figure(
+                result.image, masks[0], scores[0], title="SAM 2 candidates for instance 0"
+            )
+            out.append_display_data(Image(data=figure_png(fig), format="png"))
+        except (TypeError, ValueError, IndexError):
+            pass  # candidates in an unexpected shape: the overlay above is what matters
+
+
+# --------------------------------------------------------------------------- video UI
+
+
+def video_ui(
+    run_fn: Callable | None = None,
+    *,
+    detector_loader: Callable[[str], Any] | None = None,
+    tracker_loader: Callable[[str], Any] | None = None,
+    out_dir=None,
+    default_prompt: str = "",
+    default_video: str = "",
+    default_size: str = "tiny",
+    size_choices: tuple[str, ...] = SAM2_SIZE_CHOICES,
+    detector_choices: tuple[str, ...] = DETECTOR_CHOICES,
+    max_frames: int | None = None,
+):
+    """A form for video tracking: video path (or upload), prompt, detect-every, prompt type,
+    SAM 2 size; shows the annotated MP4 inline and a per-id summary.
+
+    ``run_fn(source, prompt, detector, tracker, out_dir, **kw)`` returns a
+    :class:`helpers.track.TrackResult` (default: ``track.track_video``).
+    """
+    from pathlib import Path
+
+    w = _widgets()
+    if run_fn is None:
+        from helpers import track
+
+        run_fn = track.track_video
+    cache = ModelCache(
+        {
+            "detector": detector_loader or _default_detector_loader,
+            "tracker": tracker_loader or _default_tracker_loader,
+        }
+    )
+    if out_dir is None:
+        from helpers import runtime
+
+        out_dir = runtime.output_dir("q2_video_ui")
+    out_dir = Path(out_dir)
+
+    c = {
+        "prompt": w.Text(
+            value=default_prompt, description="Prompt", layout=w.Layout(width="480px")
+        ),
+        "video": w.Text(
+            value=default_video,
+            placeholder="path to an MP4 (or a folder of frames)",
+            description="Video",
+            layout=w.Layout(width="480px"),
+        ),
+        "upload": w.FileUpload(accept="video/*", multiple=False, description="Upload"),
+        "detect_every": w.IntSlider(
+            value=30, min=1, max=300, step=1, description="Detect every", style=_WIDE
+        ),
+        "prompt_type": w.Dropdown(options=list(PROMPT_TYPES), value="box", description="Prompt"),
+        "box_threshold": w.FloatSlider(
+            value=0.35, min=0.0, max=1.0, step=0.01, description="Box threshold", style=_WIDE
+        ),
+        "size": w.Dropdown(options=list(size_choices), value=default_size, description="SAM 2"),
+        "detector": w.Dropdown(
+            options=list(detector_choices),
+            value=detector_choices[0],
+            description="Detector",
+            style=_WIDE,
+        ),
+        "run": w.Button(description="Track", button_style="primary", tooltip="Track the prompt"),
+        "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
+    }
+    state: dict[str, Any] = {"result": None, "error": None, "source": None}
+    out = c["output"]
+    c["video"].observe(lambda ch: state.update(source="path"), names="value")
+    c["upload"].observe(lambda ch: state.update(source="upload"), names="value")
+
+    def _source():
+        from helpers import files, media
+
+        uploads = media.upload_to_bytes(c["upload"].value) if c["upload"].value else []
+        if uploads and state["source"] != "path":
+            name, data = uploads[-1]
+            path = out_dir / "uploads" / Path(name).name
+            files.atomic_write_bytes(path, data)
+            return path
+        text = c["video"].value.strip()
+        if not text:
+            raise InputError("no video: give a path to a video file or upload one.")
+        return text
+
+    def _run(_button=None):
+        from IPython.display import HTML, Video
+
+        _clear(out)
+        state["error"] = None
+        c["run"].disabled = True
+        try:
+            prompt = c["prompt"].value
+            if not prompt.strip():
+                raise InputError("the prompt is empty: type what to track, e.g. 'car'.")
+            source = _source()
+            log = lambda msg: show_note(out, msg)  # noqa: E731
+            detector = cache.get("detector", c["detector"].value, log)
+            tracker = cache.get("tracker", c["size"].value, log)
+            t0 = time.perf_counter()
+            result = run_fn(
+                source,
+                prompt,
+                detector,
+                tracker,
+                out_dir,
+                detect_every=int(c["detect_every"].value),
+                prompt_type=c["prompt_type"].value,
+                box_threshold=float(c["box_threshold"].value),
+                max_frames=max_frames,
+            )
+            elapsed = time.perf_counter() - t0
+            state["result"] = result
+            _clear(out)
+            if result.video_path is not None:
+                out.append_display_data(
+                    Video(str(result.video_path), embed=True, mimetype="video/mp4", width=640)
+                )
+            out.append_display_data(HTML(track_summary_html(result, elapsed)))
+        except InputError as e:
+            state["error"] = str(e)
+            show_error(out, str(e))
+        except Exception as e:
+            state["error"] = f"{type(e).__name__}: {e}"
+            show_error(out, f"unexpected {type(e).__name__}: {e}")
+        finally:
+            c["run"].disabled = False
+
+    c["run"].on_click(_run)
+    ui = w.VBox(
+        [
+            w.HTML("<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"),
+            c["prompt"],
+            w.HBox([c["video"], c["upload"]]),
+            w.HBox([c["detect_every"], c["prompt_type"], c["box_threshold"]]),
+            w.HBox([c["detector"], c["size"]]),
+            c["run"],
+            out,
+        ]
+    )
+    ui.controls = c
+    ui.state = state
+    ui.cache = cache
+    ui.run = _run
+    return ui
+
+
+def track_summary_html(result, elapsed: float | None = None) -> str:
+    """Frames, ids and a per-id table (label, score, frames seen) of a TrackResult."""
+    from helpers.cli_segment import track_summary
+
+    s = track_summary(result)
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{html.escape(str(v['label']))}</td><td>{v['score']:.3f}</td>"
+        f"<td>{v['frames_seen']}</td></tr>"
+        for i, v in s["per_id"].items()
+    )
+    took = f" in {elapsed:.1f}s" if elapsed is not None else ""
+    return (
+        f"<p>{s['frames']} frames{took}; {len(s['ids'])} object id(s).</p>"
+        '<table class="tracks"><thead><tr><th>id</th><th>label</th><th>score</th>'
+        f"<th>frames seen</th></tr></thead><tbody>{rows}</tbody></table>"
+    )

@@ -1,0 +1,116 @@
+"""helpers.plots: every figure builds, has the expected content and saves to a non-empty PNG."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.errors import InputError
+from helpers.plots import (
+    plot_attention,
+    plot_confusion,
+    plot_history,
+    plot_patch_comparison,
+    plot_per_class,
+    plot_samples,
+    save_figure,
+)
+
+
+def _saved_png(fig, path):
+    import matplotlib.pyplot as plt
+
+    out = save_figure(fig, path)
+    plt.close(fig)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 2000
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    return out
+
+
+def _history(n=5):
+    return [
+        {
+            "epoch": e,
+            "step": 10 * e,
+            "lr": 1e-3 * (1 - e / (n + 1)),
+            "train_loss": 2.0 / e,
+            "train_acc": 0.2 + 0.1 * e,
+            "val_loss": 2.1 / e,
+            "val_acc": 0.15 + 0.1 * e,
+            "val_top5": 0.6 + 0.05 * e,
+            "elapsed_seconds": 3.0 * e,
+        }
+        for e in range(1, n + 1)
+    ]
+
+
+def test_history_plot(tmp_path):
+    fig = plot_history(_history())
+    assert len(fig.axes) == 3
+    assert [len(ax.lines) for ax in fig.axes] == [2, 3, 1]
+    np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), [25, 35, 45, 55, 65])
+    _saved_png(fig, tmp_path / "history.png")
+    with pytest.raises(InputError, match="empty"):
+        plot_history([])
+
+
+def test_confusion_and_per_class(tmp_path):
+    from helpers.metrics import classification_metrics
+
+    y = np.array([0, 0, 1, 1, 2, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0, 2])
+    m = classification_metrics(y, pred, ["cat", "dog", "ship"])
+    fig = plot_confusion(m["confusion_matrix"], m["classes"])
+    mesh = fig.axes[0].collections[0].get_array().reshape(3, 3)
+    np.testing.assert_allclose(mesh.sum(axis=1), 1.0)  # row-normalised
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["cat", "dog", "ship"]
+    _saved_png(fig, tmp_path / "confusion.png")
+    raw = plot_confusion(m["confusion_matrix"], m["classes"], normalize=False)
+    assert raw.axes[0].collections[0].get_array().sum() == 7
+    _saved_png(raw, tmp_path / "confusion_counts.png")
+    with pytest.raises(InputError, match="classes"):
+        plot_confusion(m["confusion_matrix"], ["a", "b"])
+    fig = plot_per_class(m)
+    assert len(fig.axes[0].patches) == 9  # 3 classes x (precision, recall, f1)
+    _saved_png(fig, tmp_path / "per_class.png")
+
+
+def test_samples_colours(tmp_path):
+    x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    fig = plot_samples(x, [0, 1, 2, 0, 1, 2], [0, 1, 0, 0, 2, 2], ["a", "b", "c"], n=6)
+    colours = [ax.title.get_color() for ax in fig.axes if ax.get_title()]
+    assert colours == ["green", "green", "red", "green", "red", "green"]
+    _saved_png(fig, tmp_path / "samples.png")
+
+
+def test_attention_overlay(tmp_path):
+    from helpers.presets import ViTConfig
+    from helpers.vit import InputSpec, ViT
+
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=4, dim=32, depth=2, heads=2, num_classes=3))
+    spec = InputSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=16)
+    img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    fig = plot_attention(model, img, spec)
+    assert len(fig.axes) == 3
+    assert fig.axes[1].images[0].get_array().shape == (4, 4)  # 16 px / patch 4
+    assert fig.axes[2].images[1].get_array().shape == (16, 16)  # upsampled overlay
+    _saved_png(fig, tmp_path / "attention.png")
+
+
+def test_patch_comparison(tmp_path):
+    rows = [
+        {"patch_size": 4, "minutes": 1.0, "val_acc": 0.70},
+        {"patch_size": 4, "minutes": 2.0, "val_acc": 0.80},
+        {"patch_size": 2, "elapsed_seconds": 150.0, "val_acc": 0.82},
+    ]
+    fig = plot_patch_comparison(rows)
+    lines = fig.axes[0].lines
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0].get_xdata(), [2.5])  # patch 2, seconds -> minutes
+    np.testing.assert_allclose(lines[1].get_ydata(), [70, 80])
+    assert any("p=4" in t.get_text() for t in fig.axes[0].texts)
+    _saved_png(fig, tmp_path / "patches.png")
+    with pytest.raises(InputError, match="accuracy"):
+        plot_patch_comparison([{"patch_size": 4, "minutes": 1}])
