@@ -66,6 +66,12 @@ def register(sub) -> None:
     t.add_argument("--iou-threshold", type=float, default=0.5, help="id matching IoU (0.5)")
     t.add_argument("--chunk-size", type=int, default=200, help="frames per chunk (200)")
     t.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    t.add_argument(
+        "--max-objects",
+        type=int,
+        default=None,
+        help="keep at most the N most confident detections per keyframe (default: all)",
+    )
     t.add_argument("--no-offload", action="store_true", help="keep video/state on the GPU")
     t.add_argument("--no-render", action="store_true", help="JSON only, no annotated MP4")
     t.set_defaults(func=cmd_track)
@@ -128,8 +134,10 @@ def _check_common(args) -> None:
     _check_threshold("text-threshold", args.text_threshold)
     if args.image_size is not None and not args.random_weights:
         raise InputError("--image-size only applies with --random-weights.")
-    if args.image_size is not None and (args.image_size < 64 or args.image_size % 16):
-        raise InputError(f"--image-size must be a multiple of 16 and >= 64, got {args.image_size}.")
+    if args.image_size is not None and (args.image_size < 128 or args.image_size % 32):
+        raise InputError(
+            f"--image-size must be a multiple of 32 and >= 128, got {args.image_size}."
+        )
 
 
 def _check_prompt(prompt: str | None) -> str:
@@ -150,26 +158,47 @@ def _stem_for(source: str) -> str:
 # --------------------------------------------------------------------------- models
 
 
+_MODELS: dict[tuple, object] = {}  # models loaded in this process, reused by later commands
+
+
+def _cached(key: tuple, build):
+    if key not in _MODELS:
+        _MODELS[key] = build()
+    return _MODELS[key]
+
+
 def load_models(args, *, video: bool = False):
-    """(detector, segmenter-or-tracker) for the parsed ``args``."""
+    """(detector, segmenter-or-tracker) for the parsed ``args``.
+
+    Models stay cached for the life of the process, so repeated ``cli.main`` calls from a
+    notebook (or a test session) load each model once."""
     from helpers import detect
 
     device = args.device
     if args.random_weights:
-        words = detect.prompt_phrases(args.prompt) if getattr(args, "prompt", None) else None
-        detector = detect.random_grounding_dino(words=words, size="toy", device=device)
+        words = tuple(detect.prompt_phrases(args.prompt)) if getattr(args, "prompt", None) else ()
+        detector = _cached(
+            ("toy-detector", words, device),
+            lambda: detect.random_grounding_dino(words=list(words), size="toy", device=device),
+        )
     else:
-        detector = detect.load_detector(args.detector, device=device)
+        detector = _cached(
+            ("detector", args.detector, device),
+            lambda: detect.load_detector(args.detector, device=device),
+        )
     kw = {"random_weights": bool(args.random_weights), "device": device}
     if args.image_size is not None:
         kw["image_size"] = args.image_size
+    key = (args.size, bool(args.random_weights), device, args.image_size)
     if video:
         from helpers import track
 
-        return detector, track.load_video_tracker(args.size, **kw)
+        return detector, _cached(
+            ("tracker", *key), lambda: track.load_video_tracker(args.size, **kw)
+        )
     from helpers import segment
 
-    return detector, segment.load_segmenter(args.size, **kw)
+    return detector, _cached(("segmenter", *key), lambda: segment.load_segmenter(args.size, **kw))
 
 
 # --------------------------------------------------------------------------- commands
@@ -207,14 +236,14 @@ def cmd_segment(args) -> dict:
     detector, segmenter = load_models(args)
     result = textseg.segment_image(image, prompt, detector, segmenter, **kw)
     dets = result.detections
-    timings = {k: round(float(v), 4) for k, v in (result.timings or {}).items()}
+    timings = {k: round(float(v), 2) for k, v in (result.timings or {}).items()}
     paths = render.save_image_outputs(
         result.image,
         dets,
         out,
         _stem_for(source),
         prompt=prompt,
-        extra={"source": source, "timings": timings},
+        extra={"source": source, "timings_ms": timings},
     )
     names = dets.data.get("class_name", []) if dets.data else []
     return {
@@ -226,11 +255,13 @@ def cmd_segment(args) -> dict:
         "scores": [round(float(s), 4) for s in (dets.confidence if len(dets) else [])],
         "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
         "outputs": {k: str(v) for k, v in paths.items()},
-        "timings": timings,
+        "timings_ms": timings,
     }
 
 
 def cmd_track(args) -> dict:
+    import numpy as np
+
     from helpers import track
 
     _check_common(args)
@@ -243,11 +274,28 @@ def cmd_track(args) -> dict:
     for name in ("detect_every", "chunk_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError(f"--max-frames must be >= 1, got {args.max_frames}.")
+    for name in ("max_frames", "max_objects"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
     detector, tracker = load_models(args, video=True)
+    detect_fn = None
+    if args.max_objects is not None:
+        from helpers import detect
+
+        def detect_fn(image):
+            found = detect.detect(
+                detector,
+                image,
+                prompt,
+                box_threshold=args.box_threshold,
+                text_threshold=args.text_threshold,
+            )
+            order = np.argsort(-np.asarray(found.confidence))[: args.max_objects]
+            return found[order]
+
     t0 = time.perf_counter()
     result = track.track_video(
         args.video,
@@ -264,6 +312,7 @@ def cmd_track(args) -> dict:
         offload=not args.no_offload,
         max_frames=args.max_frames,
         render=not args.no_render,
+        detect_fn=detect_fn,
     )
     elapsed = time.perf_counter() - t0
     return {
@@ -312,11 +361,23 @@ def cmd_eval_masks(args) -> dict:
 
 def track_summary(result) -> dict:
     """Frames, fps, ids and per-id (label, score, frames seen) of a ``track.TrackResult``."""
+    import numpy as np
+
     frames_per_id: dict[int, int] = {}
-    for per_frame in result.masks.values():
-        for oid, mask in per_frame.items():
-            if mask is not None and bool(mask.any()):
-                frames_per_id[int(oid)] = frames_per_id.get(int(oid), 0) + 1
+    rles = getattr(result.masks, "rles", None)  # track.MaskStore: count without decoding
+    if rles is not None:
+        from helpers.render import rle_area
+
+        seen = ((oid, rle_area(r) > 0) for per in rles.values() for oid, r in per.items())
+    else:
+        seen = (
+            (oid, m is not None and bool(np.asarray(m).any()))
+            for per in result.masks.values()
+            for oid, m in per.items()
+        )
+    for oid, visible in seen:
+        if visible:
+            frames_per_id[int(oid)] = frames_per_id.get(int(oid), 0) + 1
     ids = sorted(set(frames_per_id) | {int(i) for i in result.labels})
     return {
         "frames": int(result.num_frames),

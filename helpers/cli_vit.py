@@ -168,6 +168,18 @@ def summarize_history(history: list[dict]) -> dict:
     }
 
 
+def pick_device(name: str | None):
+    """``runtime.pick_device`` with a clear message for a misspelled device name."""
+    from helpers.runtime import pick_device as pick
+
+    try:
+        return pick(name)
+    except RuntimeError as e:
+        raise InputError(
+            f"--device {name!r} is not a device torch knows ({e}); use cuda, cpu or mps."
+        ) from None
+
+
 def checkpoint_folder(path: str | Path) -> Path:
     p = Path(path)
     return p if p.is_dir() else p.parent
@@ -183,9 +195,12 @@ def cmd_train(args) -> dict:
     if args.smoke:
         if args.data == "cifar10":
             args.data = "synthetic"
-        for k, v in SMOKE_MODEL.items():
-            if getattr(args, k) is None:
-                setattr(args, k, v)
+        from helpers.presets import get_preset
+
+        if not get_preset(args.preset).finetune:
+            for k, v in SMOKE_MODEL.items():
+                if getattr(args, k) is None:
+                    setattr(args, k, v)
         args.epochs = args.epochs or 1
         args.batch_size = args.batch_size or 64
         args.max_steps_per_epoch = args.max_steps_per_epoch or 2
@@ -195,15 +210,13 @@ def cmd_train(args) -> dict:
     if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
         raise InputError(f"--max-steps-per-epoch must be >= 1, got {args.max_steps_per_epoch}.")
 
+    device = pick_device(args.device)
     build_train_preset(args)  # check the settings before loading data (fast failure)
     _log(f"loading data: {args.data}")
     data = load_data(args.data)
     preset = build_train_preset(args, image_size=data.image_size)
-    if args.compile is None and preset.train.compile:
-        from helpers.runtime import pick_device
-
-        if pick_device(args.device).type != "cuda":  # compiling on CPU costs more than it saves
-            preset.train.compile = False
+    if args.compile is None and device.type != "cuda":
+        preset.train.compile = False  # compiling pays off only on a GPU
     if args.out:
         out_dir = Path(args.out)
     else:  # ./runs/q1_<preset>, or Google Drive inside Colab so a disconnect loses nothing
@@ -219,7 +232,7 @@ def cmd_train(args) -> dict:
         data,
         out_dir,
         resume=not args.no_resume,
-        device=args.device,
+        device=device,
         pretrained=args.pretrained,
         progress=True,
         max_steps_per_epoch=args.max_steps_per_epoch,
@@ -249,7 +262,6 @@ def cmd_evaluate(args) -> dict:
 
     from helpers import plots
     from helpers.metrics import evaluate
-    from helpers.runtime import pick_device
     from helpers.train import load_checkpoint
 
     device = pick_device(args.device)
@@ -337,10 +349,26 @@ def _save_figures(figures: dict, out: Path) -> list[str]:
 # ---------------------------------------------------------------------------- predict
 
 
-def read_image(path: str | Path, size: int):
-    """Any image file -> uint8 [1, 3, size, size] (short side resized, center-cropped)."""
+def image_to_tensor(image, size: int):
+    """A PIL image or HxWx3 uint8 array -> uint8 [1, 3, size, size] (short side resized to
+    ``size``, then center-cropped)."""
     import numpy as np
     import torch
+    from PIL import Image
+
+    im = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    im = im.convert("RGB")
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def read_image(path: str | Path, size: int):
+    """Any image file -> uint8 [1, 3, size, size]; unreadable or missing -> InputError."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -348,24 +376,40 @@ def read_image(path: str | Path, size: int):
         raise InputError(f"--image {p} does not exist (or is not a file).")
     try:
         with Image.open(p) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            return image_to_tensor(im, size)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(
             f"--image {p} could not be read as an image ({type(e).__name__}); "
             "give a JPEG/PNG/WebP/BMP file."
         ) from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def classify(model, spec, classes: list[str], image, k: int = 5, tta: bool = True, device=None):
+    """Top-``k`` ``[{"label", "index", "probability"}, ...]`` for one image (PIL, HxWx3 array
+    or uint8 [1, 3, H, W] tensor of any size)."""
+    from helpers.metrics import predict_logits
+
+    if k < 1:
+        raise InputError(f"k must be >= 1, got {k}.")
+    if hasattr(image, "ndim") and image.ndim == 4:
+        x = image
+        if x.shape[-1] != spec.size or x.shape[-2] != spec.size:
+            import torch.nn.functional as F
+
+            x = F.interpolate(x.float(), size=(spec.size, spec.size), mode="bilinear")
+            x = x.round().clamp(0, 255).to(image.dtype)
+    else:
+        x = image_to_tensor(image, spec.size)
+    logits = predict_logits(model, x, spec, tta_flip=tta, device=device)
+    probs = logits.float().softmax(-1)[0]
+    top = probs.topk(min(k, probs.numel()))
+    return [
+        {"label": classes[int(i)], "index": int(i), "probability": float(p)}
+        for p, i in zip(top.values, top.indices)
+    ]
 
 
 def cmd_predict(args) -> dict:
-    from helpers.metrics import predict_logits
-    from helpers.runtime import pick_device
     from helpers.train import load_checkpoint
 
     if args.top_k < 1:
@@ -375,16 +419,12 @@ def cmd_predict(args) -> dict:
         raise InputError(
             f"--checkpoint {args.checkpoint} does not exist; give best.pt/last.pt or the run folder."
         )
+    read_image(args.image, 8)  # a bad image fails fast, before the model loads
     loaded = load_checkpoint(args.checkpoint, device=device, log=_log)
     x = read_image(args.image, loaded.spec.size)
-    logits = predict_logits(loaded.model, x, loaded.spec, tta_flip=args.tta, device=device)
-    probs = logits.float().softmax(-1)[0]
-    k = min(args.top_k, probs.numel())
-    top = probs.topk(k)
-    preds = [
-        {"label": loaded.classes[int(i)], "index": int(i), "probability": float(p)}
-        for p, i in zip(top.values, top.indices)
-    ]
+    preds = classify(
+        loaded.model, loaded.spec, loaded.classes, x, k=args.top_k, tta=args.tta, device=device
+    )
     return {
         "command": "predict",
         "image": str(args.image),

@@ -152,10 +152,26 @@ def _cache_key(root: Path, items: list[tuple[str, int]], image_size: int | None)
 
 
 def _decode_one(path: str, image_size: int | None):
-    """Decode one file to an RGB uint8 HWC array (resized + center-cropped to a square if asked)."""
+    """Decode one file to an RGB uint8 HWC array (resized + center-cropped to a square if asked).
+
+    torchvision's decoder (about 4x faster than PIL for small JPEG/PNG files) is tried first;
+    PIL handles everything else (BMP, TIFF, 16-bit PNG, ...) and the resize.
+    """
     import numpy as np
     from PIL import Image
 
+    if image_size is None:
+        try:
+            import torch
+            from torchvision.io import ImageReadMode, decode_image
+
+            with open(path, "rb") as f:
+                raw = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+            t = decode_image(raw, mode=ImageReadMode.RGB)
+            if t.dtype == torch.uint8 and t.ndim == 3 and t.shape[0] == 3:
+                return t.permute(1, 2, 0).numpy()
+        except Exception:
+            pass  # let PIL try (and name the file if it cannot read it either)
     with Image.open(path) as im:
         im = im.convert("RGB")
         if image_size is not None and im.size != (image_size, image_size):
@@ -169,7 +185,7 @@ def _decode_one(path: str, image_size: int | None):
 
 
 def _decode_all(items: list[tuple[str, int]], image_size: int | None, desc: str):
-    """Decode files with a thread pool (PIL releases the GIL while decoding)."""
+    """Decode files with a thread pool (the decoders release the GIL while they work)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -290,9 +306,7 @@ def load_image_folder(
 
         try:
             with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
-                np.savez(
-                    f, train_x=tx, train_y=ty, val_x=vx, val_y=vy, classes=np.asarray(classes)
-                )
+                np.savez(f, train_x=tx, train_y=ty, val_x=vx, val_y=vy, classes=np.asarray(classes))
         except OSError as e:  # read-only home, full disk: loading still worked
             print(f"note: could not write the dataset cache {cache_file} ({e}).")
     return DataSplits(

@@ -58,7 +58,8 @@ def match_phrase(label: str, phrases: list[str]) -> int | None:
     """Index of the prompt phrase a decoded model label belongs to (None if nothing overlaps).
 
     Grounding DINO labels are the tokens above ``text_threshold``: a phrase, part of one, several
-    merged, or empty. Exact match wins, then the phrase sharing the most words (ties: first).
+    merged, or empty. Exact match wins, then the phrase explaining most of the label's words
+    (ties: the phrase the label covers best, then the first).
     """
     label = " ".join(label.lower().replace(".", " ").split())
     if not label:
@@ -66,13 +67,14 @@ def match_phrase(label: str, phrases: list[str]) -> int | None:
     if label in phrases:
         return phrases.index(label)
     words = set(label.replace(" ##", "").split())
-    best, best_score = None, 0.0
+    best, best_score = None, (0.0, 0.0)
     for i, p in enumerate(phrases):
         pw = set(p.split())
         common = len(words & pw)
         if not common:
             continue
-        score = common / len(pw) + common / max(1, len(words))
+        # most of the label explained first, then most of the phrase covered
+        score = (common / max(1, len(words)), common / len(pw))
         if score > best_score:
             best, best_score = i, score
     return best
@@ -157,7 +159,7 @@ def _toy_gdino_config():
     return GroundingDinoConfig(
         backbone_config=backbone,
         text_config=text,
-        num_queries=20,
+        num_queries=10,
         encoder_layers=1,
         decoder_layers=2,  # weight tying of the box heads needs >= 2
         encoder_ffn_dim=64,
@@ -313,7 +315,9 @@ def _check_threshold(name: str, value) -> float:
     except (TypeError, ValueError) as e:
         raise InputError(f"{name} must be a number in [0, 1], got {value!r}.") from e
     if not 0.0 <= v <= 1.0 or v != v:
-        raise InputError(f"{name} must be in [0, 1], got {value}; try 0.35 for boxes, 0.25 for text.")
+        raise InputError(
+            f"{name} must be in [0, 1], got {value}; try 0.35 for boxes, 0.25 for text."
+        )
     return v
 
 
@@ -327,16 +331,20 @@ def _model_dtype(model):
 
 
 def _autocast(device):
+    """bf16 autocast (+ TF32) on Ampere+ GPUs, nothing elsewhere (fp32)."""
     import contextlib
 
     import torch
 
-    from helpers.runtime import autocast_dtype
+    from helpers.segment import amp_dtype
 
-    dtype = autocast_dtype(device)
+    dtype = amp_dtype(device)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+    from helpers.runtime import enable_fast_matmul
+
+    enable_fast_matmul()
+    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 def _run_grounding_dino(detector, small, phrases, box_threshold, text_threshold):
@@ -417,6 +425,7 @@ def detect(
 
     The image is downscaled so its long side is at most ``max_side`` for the model; boxes come
     back in full-image pixels. Duplicate boxes of one label are merged with NMS (``nms_iou``).
+    OWLv2 scores each phrase separately and ignores ``text_threshold``.
     Nothing found -> empty Detections.
     """
     import torch
@@ -437,7 +446,9 @@ def detect(
     elif detector.kind == "owlv2":
         boxes, scores, ids, names = _run_owlv2(detector, small, phrases, box_threshold)
     else:
-        raise InputError(f"unknown detector kind {detector.kind!r}; use 'grounding-dino' or 'owlv2'.")
+        raise InputError(
+            f"unknown detector kind {detector.kind!r}; use 'grounding-dino' or 'owlv2'."
+        )
     if len(scores) == 0:
         return _empty_detections()
     boxes = boxes / np.array([sx, sy, sx, sy], dtype=np.float32)

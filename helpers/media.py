@@ -624,9 +624,11 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
     path = Path(path)
     with atomic_path(path, suffix=".mp4") as tmp:
         writer = None
-        for codec in ("avc1", "mp4v"):
+        codecs = [_CODEC_OK] if _CODEC_OK else []
+        for codec in [*codecs, "avc1", "mp4v"]:
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (w, h))
             if writer.isOpened():
+                _remember_codec(codec)
                 break
             writer.release()
             writer = None
@@ -648,6 +650,14 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise InputError(f"Writing {path} produced an empty file; check the disk space.")
     return path
+
+
+_CODEC_OK: str | None = None  # the first codec that opened, so failed tries are not repeated
+
+
+def _remember_codec(codec: str) -> None:
+    global _CODEC_OK
+    _CODEC_OK = codec
 
 
 def _chain(first, rest) -> Iterator[np.ndarray]:

@@ -52,7 +52,9 @@ def plot_history(history: list[dict]):
     def curve(ax, key, label, scale=1.0, **kw):
         vals = [r.get(key) for r in history]
         if any(v is not None for v in vals):
-            ax.plot(ep, [v * scale if v is not None else float("nan") for v in vals], label=label, **kw)
+            ax.plot(
+                ep, [v * scale if v is not None else float("nan") for v in vals], label=label, **kw
+            )
 
     curve(axes[0], "train_loss", "train")
     curve(axes[0], "val_loss", "val")
@@ -61,8 +63,9 @@ def plot_history(history: list[dict]):
     curve(axes[1], "val_acc", "val top-1", 100)
     curve(axes[1], "val_top5", "val top-5", 100, linestyle="--")
     curve(axes[1], "val_acc_model", "val top-1 (raw, no EMA)", 100, linestyle=":")
-    best = max(history, key=lambda r: r.get("val_acc", 0.0))
-    if "val_acc" in best:
+    scored = [r for r in history if r.get("val_acc") is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["val_acc"])
         axes[1].scatter([best["epoch"]], [best["val_acc"] * 100], color="red", zorder=3)
         axes[1].annotate(
             f"best {best['val_acc'] * 100:.2f}%",
@@ -109,7 +112,11 @@ def plot_confusion(cm, classes: list[str], normalize: bool = True):
         cbar=True,
         ax=ax,
     )
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix" + (" (row-normalised)" if normalize else ""))
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion matrix" + (" (row-normalised)" if normalize else ""),
+    )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.tight_layout()
     return fig
@@ -122,7 +129,9 @@ def plot_per_class(metrics: dict):
     plt = _plt()
     per = metrics.get("per_class")
     if not per:
-        raise InputError("metrics has no 'per_class' entry; pass the dict from classification_metrics.")
+        raise InputError(
+            "metrics has no 'per_class' entry; pass the dict from classification_metrics."
+        )
     names = list(per)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4))
@@ -225,7 +234,10 @@ def plot_patch_comparison(rows: list[dict]):
         p = _pick(r, ("patch_size", "patch"), "a patch size")
         t = r.get("minutes")
         if t is None:
-            t = _pick(r, ("elapsed_seconds", "seconds"), "a time ('minutes' or 'elapsed_seconds')") / 60
+            t = (
+                _pick(r, ("elapsed_seconds", "seconds"), "a time ('minutes' or 'elapsed_seconds')")
+                / 60
+            )
         acc = _pick(r, ("val_acc", "accuracy", "top1"), "an accuracy")
         series.setdefault(p, []).append((float(t), float(acc) * 100, r.get("label")))
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -235,7 +247,11 @@ def plot_patch_comparison(rows: list[dict]):
         ax.plot(ts, accs, marker="o", label=f"patch {p}", markersize=4 if len(pts) > 1 else 7)
         label = pts[-1][2] or f"p={p}: {accs[-1]:.1f}%"
         ax.annotate(label, (ts[-1], accs[-1]), textcoords="offset points", xytext=(5, 5))
-    ax.set(xlabel="wall time (minutes)", ylabel="val top-1 (%)", title="Accuracy vs time per patch size")
+    ax.set(
+        xlabel="wall time (minutes)",
+        ylabel="val top-1 (%)",
+        title="Accuracy vs time per patch size",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -17,7 +17,10 @@ def smoke_mode() -> bool:
 
 def in_colab() -> bool:
     """True inside Google Colab (``google.colab`` is importable only there)."""
-    return importlib.util.find_spec("google.colab") is not None
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except ModuleNotFoundError:  # no ``google`` package at all
+        return False
 
 
 def pick_device(prefer: str | None = None):

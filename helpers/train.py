@@ -122,9 +122,7 @@ def param_groups(model, weight_decay: float) -> list[dict]:
         except TypeError:
             groups = None
         if groups:
-            groups = [
-                dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in groups
-            ]
+            groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in groups]
             return [g for g in groups if g["params"]]
     decay, no_decay = [], []
     skip = ("pos_embed", "pos_embedding", "cls_token", "dist_token", "register", "norm")
@@ -259,7 +257,9 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
     else:
         candidates = [path]
     if not any(p.exists() for p in candidates):
-        raise InputError(f"no checkpoint at {path}; give a .pt file written by training or its folder.")
+        raise InputError(
+            f"no checkpoint at {path}; give a .pt file written by training or its folder."
+        )
     ckpt, _ = _read_with_fallback(candidates, log=log)
     preset = preset_from_dict(ckpt["preset"])
     classes = list(ckpt["classes"])
@@ -310,6 +310,9 @@ class _Run:
     device_type: str
     compile_pending: bool = False
 
+    def __post_init__(self):
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
     def autocast(self):
         import torch
 
@@ -327,7 +330,7 @@ def _train_step(run: _Run, x, y_soft):
         logits = run.fwd(x)
     loss = soft_cross_entropy(logits, y_soft, cfg.label_smoothing)
     run.optimizer.zero_grad(set_to_none=True)
-    params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    params = run.params
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
         if cfg.grad_clip:
@@ -355,7 +358,9 @@ def _step(run: _Run, x, y_soft, log):
     except (torch.cuda.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
-        log(f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly.")
+        log(
+            f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly."
+        )
         run.fwd = run.model
         out = _train_step(run, x, y_soft)
     run.compile_pending = False
@@ -402,6 +407,7 @@ def train(
     progress: bool = True,
     max_steps_per_epoch: int | None = None,
     max_epochs_this_run: int | None = None,
+    eval_every: int = 1,
     log=print,
 ) -> TrainResult:
     """Train ``preset`` on ``data``; checkpoints and history go to ``out_dir``.
@@ -410,6 +416,8 @@ def train(
     With ``resume`` (default) a run continues exactly where ``out_dir/last.pt`` stopped.
     ``max_steps_per_epoch`` shortens epochs (smoke runs); ``max_epochs_this_run`` returns after
     that many epochs (call again to continue). ``preset.train.minutes`` is a wall-time budget.
+    ``eval_every`` > 1 validates only every that many epochs (and always at the end); the
+    best checkpoint is judged on the EMA weights when EMA is on.
     """
     import torch
 
@@ -427,7 +435,9 @@ def train(
     if n_train == 0:
         raise InputError("the training split is empty.")
     if n_val == 0:
-        raise InputError("the validation split is empty; training needs one to pick the best epoch.")
+        raise InputError(
+            "the validation split is empty; training needs one to pick the best epoch."
+        )
     if cfg.batch_size > n_train:
         raise InputError(
             f"batch_size {cfg.batch_size} is larger than the training set ({n_train} images); "
@@ -467,9 +477,18 @@ def train(
         if ckpt["preset"].get("train") != preset_to_dict(preset)["train"]:
             log("note: the training settings differ from the checkpoint's; using the new ones.")
 
+    elif not resume and any(p.exists() for p in _resume_candidates(out_dir)):
+        old = out_dir / "previous_run"
+        old.mkdir(exist_ok=True)
+        for name in ("last.pt", "last.prev.pt", "best.pt", "history.json", "history.csv"):
+            if (out_dir / name).exists():
+                os.replace(out_dir / name, old / name)
+        log(f"resume=False: moved the earlier run's checkpoints to {old}.")
+
     if device.type == "cuda":
         runtime.enable_fast_matmul()
     runtime.seed_everything(cfg.seed)
+    setup_oom = False
     try:
         model, spec = build_model(preset, num_classes, pretrained=pretrained and ckpt is None)
         model.to(device)
@@ -508,7 +527,9 @@ def train(
             elapsed, history = float(ckpt["elapsed"]), list(ckpt["history"])
             best_acc = float(ckpt["best_val_acc"])
             _set_rng_state(ckpt["rng"], shuffle_gen, aug_gen)
-            log(f"resuming from {out_dir} at epoch {epoch} (step {step}, {elapsed / 60:.1f} min in).")
+            log(
+                f"resuming from {out_dir} at epoch {epoch} (step {step}, {elapsed / 60:.1f} min in)."
+            )
         del ckpt
 
         fwd = model
@@ -516,11 +537,16 @@ def train(
             try:
                 fwd = torch.compile(model)
             except Exception as e:
-                log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly.")
+                log(
+                    f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly."
+                )
         run = _Run(model, fwd, optimizer, scaler, cfg, amp_dtype, device.type, fwd is not model)
     except torch.cuda.OutOfMemoryError:
+        setup_oom = True
+    if setup_oom:
+        model = ema = optimizer = data = None
         _free_cuda()
-        raise InputError(runtime.oom_message(cfg.batch_size, "model setup")) from None
+        raise InputError(runtime.oom_message(cfg.batch_size, "model setup"))
 
     steps_per_epoch = n_train // cfg.batch_size
     if max_steps_per_epoch:
@@ -533,9 +559,14 @@ def train(
         log(f"the {cfg.minutes} min budget is already spent; raise minutes to train further.")
     t_start = time.perf_counter() - elapsed
     epochs_run = 0
+    eval_every = max(1, int(eval_every))
 
     from tqdm.auto import tqdm
 
+    outer = tqdm(
+        total=cfg.epochs, initial=epoch, desc=f"{preset.name}", unit="epoch", disable=not progress
+    )
+    oom = False
     try:
         while epoch < cfg.epochs and not stopped_early:
             if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
@@ -553,8 +584,8 @@ def train(
                 total=steps_per_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
                 disable=not progress,
-                leave=True,
-                dynamic_ncols=True,
+                leave=False,
+                unit="step",
             )
             batches = iterate_batches(
                 n_train, cfg.batch_size, True, shuffle_gen, device, drop_last=True
@@ -562,8 +593,9 @@ def train(
             for i, idx in enumerate(batches):
                 if i >= steps_per_epoch:
                     break
-                now = time.perf_counter()
-                lr = lr_at(run_progress(step, total_steps, now - t_start, budget), cfg)
+                lr = lr_at(
+                    run_progress(step, total_steps, time.perf_counter() - t_start, budget), cfg
+                )
                 for g in optimizer.param_groups:
                     g["lr"] = lr * g.get("lr_scale", 1.0)
                 x, y_soft = aug(data.train_x[idx], data.train_y[idx], generator=aug_gen)
@@ -580,43 +612,46 @@ def train(
                 if budget and time.perf_counter() - t_start >= budget:
                     stopped_early = epoch + 1 < cfg.epochs
                     break
-            train_loss = float(loss_sum / max(seen, 1))
+            bar.close()
+            train_loss = float(loss_sum / max(seen, 1))  # the one host sync of the epoch
             train_acc = int(correct) / max(seen, 1)
             train_s = time.perf_counter() - t0
-            judged = ema if ema is not None else model
-            val = _validate(judged, data, spec, eval_bs, device, cfg.precision)
             epoch += 1
+            final = epoch >= cfg.epochs or stopped_early
             row = {
                 "epoch": epoch,
                 "step": step,
                 "lr": lr,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
-                **val,
+                "val_loss": None,
+                "val_acc": None,
+                "val_top5": None,
             }
-            if ema is not None:
-                row["val_acc_model"] = _validate(model, data, spec, eval_bs, device, cfg.precision)[
-                    "val_acc"
-                ]
+            judged = ema if ema is not None else model
+            if final or epoch % eval_every == 0:
+                row.update(_validate(judged, data, spec, eval_bs, device, cfg.precision))
+                if ema is not None and final:  # the raw weights, for comparison
+                    raw = _validate(model, data, spec, eval_bs, device, cfg.precision)
+                    row["val_acc_model"] = raw["val_acc"]
             elapsed = time.perf_counter() - t_start
             row["epoch_seconds"] = time.perf_counter() - t0
             row["images_per_second"] = seen / max(train_s, 1e-9)
             row["elapsed_seconds"] = elapsed
             history.append(row)
-            bar.set_postfix(
-                loss=f"{train_loss:.3f}",
-                acc=f"{train_acc:.3f}",
-                val=f"{val['val_acc']:.4f}",
-                lr=f"{lr:.2e}",
-                img_s=f"{row['images_per_second']:.0f}",
+            val_acc = row["val_acc"]
+            summary = (
+                f"loss {train_loss:.4f} acc {train_acc:.4f} "
+                + (f"val {val_acc:.4f} " if val_acc is not None else "")
+                + f"lr {lr:.2e} {row['images_per_second']:.0f} img/s"
             )
-            bar.close()
+            outer.update(1)
+            outer.set_postfix_str(summary)
             if not progress:
-                log(
-                    f"epoch {epoch}/{cfg.epochs}: loss {train_loss:.4f} acc {train_acc:.4f} "
-                    f"val {val['val_acc']:.4f} lr {lr:.2e} {row['images_per_second']:.0f} img/s"
-                )
+                log(f"epoch {epoch}/{cfg.epochs}: {summary}")
 
+            improved = val_acc is not None and val_acc > best_acc
+            best_acc = max(best_acc, val_acc) if val_acc is not None else best_acc
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -626,14 +661,13 @@ def train(
                 "step": step,
                 "elapsed": elapsed,
                 "history": history,
-                "best_val_acc": max(best_acc, val["val_acc"]),
+                "best_val_acc": best_acc,
                 "preset": preset_to_dict(preset),
                 "classes": classes,
                 "spec": dataclasses.asdict(spec),
                 "rng": _rng_state(shuffle_gen, aug_gen),
             }
-            if val["val_acc"] > best_acc:
-                best_acc = val["val_acc"]
+            if improved:
                 from helpers.files import atomic_torch_save
 
                 best = {k: state[k] for k in ("preset", "classes", "spec", "epoch", "history")}
@@ -643,12 +677,16 @@ def train(
             _write_history(history, out_dir)
             epochs_run += 1
     except torch.cuda.OutOfMemoryError:
-        run = optimizer = None
-        _free_cuda()
-        raise InputError(runtime.oom_message(cfg.batch_size)) from None
+        oom = True  # handled below, outside the except block, so the traceback's tensors are freed
     except KeyboardInterrupt:
         log(f"interrupted; {out_dir / 'last.pt'} (epoch {epoch}) is kept: train again to resume.")
         raise
+    finally:
+        outer.close()
+    if oom:
+        del run, optimizer, model, ema, data
+        _free_cuda()
+        raise InputError(runtime.oom_message(cfg.batch_size))
 
     if stopped_early:
         log(f"time budget of {cfg.minutes} min reached after {epoch} epochs.")

@@ -194,6 +194,11 @@ class Block(nn.Module):
 # ----------------------------------------------------------------------------- the model
 
 
+def _trunc_normal(t: torch.Tensor, std: float = 0.02) -> None:
+    """Normal(0, std) truncated at +-2 std (torch's a/b are absolute values, not in std units)."""
+    nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
 class ViT(nn.Module):
     """ViT for small images, configured by :class:`helpers.presets.ViTConfig`.
 
@@ -223,13 +228,13 @@ class ViT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Truncated-normal(0.02) weights and position/CLS embeddings, zero biases, unit norms."""
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        """Truncated-normal(0.02, cut at 2 std) weights and position/CLS embeddings, zero biases, unit norms."""
+        _trunc_normal(self.pos_embed)
         if self.cls_token is not None:
-            nn.init.trunc_normal_(self.cls_token, std=0.02)
+            _trunc_normal(self.cls_token)
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                _trunc_normal(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
@@ -391,8 +396,8 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[0] != 1:
         raise InputError(f"attention_maps takes one image [1, 3, H, W], got {list(x.shape)}.")
-    device = next(inner.parameters()).device
-    x = x.to(device=device, dtype=torch.float32)
+    param = next(inner.parameters())
+    x = x.to(device=param.device, dtype=param.dtype)
 
     maps: list[torch.Tensor] = []
 

@@ -306,6 +306,7 @@ def segmentation_ui(
 
 
 def _show_image_result(out, result, name: str, elapsed: float) -> None:
+    import numpy as np
     from IPython.display import HTML, Image
 
     from helpers import render
@@ -317,7 +318,9 @@ def _show_image_result(out, result, name: str, elapsed: float) -> None:
         {k: v for k, v in r.items() if k != "mask"} for r in render.detections_to_records(dets)
     ]
     timings = getattr(result, "timings", None) or {}
-    timing_txt = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items() if isinstance(v, float))
+    timing_txt = ", ".join(
+        f"{k} {float(v):.0f} ms" for k, v in timings.items() if isinstance(v, (int, float))
+    )
     out.append_display_data(
         HTML(
             f"<p>{html.escape(str(name))[:120]}: {len(dets)} instance(s) in {elapsed:.2f}s"
@@ -328,9 +331,13 @@ def _show_image_result(out, result, name: str, elapsed: float) -> None:
     cands = getattr(result, "candidates", None)
     if cands is not None and len(dets):
         try:
+            from helpers import media
+
             masks, scores = cands
+            # candidates are at the model-input size: bring them to the image's size
+            first = media.masks_to_size(np.asarray(masks[0]).astype(bool), result.image.shape[:2])
             fig = render.candidates_figure(
-                result.image, masks[0], scores[0], title="SAM 2 candidates for instance 0"
+                result.image, first, scores[0], title="SAM 2 candidates for instance 0"
             )
             out.append_display_data(Image(data=figure_png(fig), format="png"))
         except (TypeError, ValueError, IndexError):

@@ -45,7 +45,9 @@ def test_metrics_match_sklearn():
         assert m[avg]["precision"] == pytest.approx(p)
         assert m[avg]["recall"] == pytest.approx(r)
         assert m[avg]["f1"] == pytest.approx(f)
-    np.testing.assert_array_equal(m["confusion_matrix"], skm.confusion_matrix(y, pred, labels=range(7)))
+    np.testing.assert_array_equal(
+        m["confusion_matrix"], skm.confusion_matrix(y, pred, labels=range(7))
+    )
     assert "macro avg" in m["report"] and "c6" in m["report"]
     json.dumps(m)  # JSON-serialisable
 
@@ -57,7 +59,9 @@ def test_top_k_and_confusion_helpers():
             skm.top_k_accuracy_score(y, logits, k=k, labels=range(10))
         )
     pred = logits.argmax(1)
-    np.testing.assert_array_equal(confusion_matrix(y, pred, 10), skm.confusion_matrix(y, pred, labels=range(10)))
+    np.testing.assert_array_equal(
+        confusion_matrix(y, pred, 10), skm.confusion_matrix(y, pred, labels=range(10))
+    )
 
 
 def test_predictions_input_and_zero_division():

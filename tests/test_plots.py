@@ -51,6 +51,11 @@ def test_history_plot(tmp_path):
     assert [len(ax.lines) for ax in fig.axes] == [2, 3, 1]
     np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), [25, 35, 45, 55, 65])
     _saved_png(fig, tmp_path / "history.png")
+    sparse = _history()
+    sparse[0].update(val_loss=None, val_acc=None, val_top5=None)  # an epoch without validation
+    fig = plot_history(sparse)
+    assert np.isnan(fig.axes[1].lines[1].get_ydata()[0])
+    _saved_png(fig, tmp_path / "history_sparse.png")
     with pytest.raises(InputError, match="empty"):
         plot_history([])
 

@@ -6,6 +6,7 @@ read what landed in the Output widget. Runs on whichever ipywidgets is installed
 
 from __future__ import annotations
 
+import datetime
 import functools
 import http.server
 import io
@@ -91,13 +92,18 @@ def _set_upload(upload, name: str, data: bytes) -> None:
                 "type": "image/png",
                 "size": len(data),
                 "content": memoryview(data),
-                "last_modified": 0,
+                "last_modified": datetime.datetime.now(datetime.timezone.utc),
             },
         )
     else:  # 7.x: read-only dict trait filled from the front end
         upload.set_trait(
             "value",
-            {name: {"metadata": {"name": name, "type": "image/png", "size": len(data)}, "content": data}},
+            {
+                name: {
+                    "metadata": {"name": name, "type": "image/png", "size": len(data)},
+                    "content": data,
+                }
+            },
         )
 
 
@@ -185,8 +191,6 @@ def test_unexpected_model_error_is_a_message():
 
     ui = widgets.segmentation_ui(broken, detector_loader=str, segmenter_loader=str)
     ui.controls["prompt"].value = "dog"
-    ui.controls["url"].value = "unused"
-    # the URL is not a file: fails as InputError before the model; use an upload instead
     _set_upload(ui.controls["upload"], "a.png", _png())
     ui.controls["run"].click()
     assert "CUDA exploded" in ui.state["error"] and "CUDA exploded" in _html(ui)
@@ -223,7 +227,9 @@ def test_image_from_inputs_both_upload_formats(version):
     if version == "7":
         value = {"x.png": {"metadata": {"name": "x.png", "size": len(data)}, "content": data}}
     else:
-        value = ({"name": "x.png", "type": "image/png", "size": len(data), "content": memoryview(data)},)
+        value = (
+            {"name": "x.png", "type": "image/png", "size": len(data), "content": memoryview(data)},
+        )
     image, name = widgets.image_from_inputs(value, "")
     assert name == "x.png" and image.shape == (20, 24, 3)
     assert tuple(image[0, 0]) == (0, 0, 255)
@@ -286,7 +292,7 @@ def toy_models():
     from helpers import detect, segment
 
     det = detect.random_grounding_dino(words=["red", "ball"], size="toy", device="cpu")
-    seg = segment.load_segmenter("tiny", random_weights=True, image_size=256, device="cpu")
+    seg = segment.load_segmenter("tiny", random_weights=True, image_size=128, device="cpu")
     return det, seg
 
 

@@ -1,0 +1,445 @@
+"""Q2 speed: text -> masks latency per image and video tracking FPS, ours vs a seed-style loop.
+
+Models have random weights built from the real configs (Grounding DINO tiny, SAM 2.1
+tiny/small/base_plus/large): the compute is the same as with the trained weights, and nothing
+is downloaded. Both variants run in the same process on the same inputs:
+
+image, per SAM 2 size (long side ``--image-px``, default 1024; ``--boxes`` boxes per image):
+  ours   detect.detect + segment.segment_boxes: inference_mode, bf16 autocast and TF32 on
+         Ampere+ GPUs, all boxes in one SAM 2 call; ``--compile`` also torch.compiles SAM 2's
+         image encoder
+  seed   the loop the earlier write-ups used: Grounding DINO and SAM 2 in fp32 (TF32 off) under
+         no_grad, no compile
+video, per size (synthetic ``--video-frames`` frames of 1280x720 with two moving objects):
+  ours   track.track_video: bf16, video frames + state offloaded to the CPU, detection every
+         ``--detect-every`` frames (30)
+  seed   the same tracker in fp32 (TF32 off), everything kept on the GPU, detection in fp32 on
+         every frame
+Detections are capped to the ``--boxes`` (image) / 2 (video) most confident ones so both variants
+segment the same number of objects (random weights find "objects" anywhere).
+
+Reported: median latency (warm, ``--n`` runs after ``--warmup``), FPS, peak GPU memory, and the
+seed/ours ratios. ``--long`` adds an 1,800-frame 720p run (ours only) for peak memory.
+
+    python benchmarks/q2_speed.py --out q2_speed.json                 # GPU, all sizes
+    python benchmarks/q2_speed.py --device cpu --quick                # sanity check, minutes on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers import detect, files, runtime, segment, track  # noqa: E402
+
+SIZES = ("tiny", "small", "base_plus", "large")
+PROMPT = "red ball. blue box"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    """TF32 on/off for the block (the seed loop runs with PyTorch's fp32 defaults)."""
+    import torch
+
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def _median_ms(fn, n: int, warmup: int, device) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), times
+
+
+def synthetic_image(h: int, w: int, t: float = 0.0) -> np.ndarray:
+    """Sky/grass background, a red disc and a blue rectangle; ``t`` in [0, 1] moves them."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[: h // 2] = (150, 190, 240)
+    img[h // 2 :] = (90, 160, 80)
+    yy, xx = np.ogrid[:h, :w]
+    cx, cy, r = w * (0.15 + 0.6 * t), h * 0.65, h * 0.09
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = (220, 40, 40)
+    x0 = int(w * (0.7 - 0.4 * t))
+    img[int(h * 0.4) : int(h * 0.6), x0 : x0 + w // 8] = (40, 70, 210)
+    return img
+
+
+def _top(dets, k: int, h: int, w: int) -> np.ndarray:
+    """The ``k`` most confident boxes, padded with fixed boxes when fewer were found."""
+    boxes = np.asarray(dets.xyxy, np.float32).reshape(-1, 4)
+    if len(boxes):
+        boxes = boxes[np.argsort(-np.asarray(dets.confidence))][:k]
+    pad = [[w * (0.1 + 0.2 * i), h * 0.3, w * (0.25 + 0.2 * i), h * 0.7] for i in range(k)]
+    if len(boxes) < k:
+        boxes = np.concatenate([boxes, np.asarray(pad[: k - len(boxes)], np.float32)])
+    return boxes
+
+
+def _top_detections(dets, k: int):
+    order = np.argsort(-np.asarray(dets.confidence))[:k]
+    return dets[order]
+
+
+# --------------------------------------------------------------------------- seed-style calls
+
+
+def seed_detect(detector, image: np.ndarray, prompt: str, k: int):
+    """Grounding DINO the way the earlier notebooks ran it: fp32, no_grad, per call."""
+    import supervision as sv
+    import torch
+
+    text = detect.normalize_prompt(prompt)
+    inputs = detector.processor(images=image, text=text, return_tensors="pt").to(detector.device)
+    with torch.no_grad():
+        outputs = detector.model(**inputs)
+    res = detector.processor.post_process_grounded_object_detection(
+        outputs,
+        input_ids=inputs["input_ids"],
+        threshold=0.0,
+        text_threshold=0.0,
+        target_sizes=[image.shape[:2]],
+    )[0]
+    boxes = res["boxes"].float().cpu().numpy().reshape(-1, 4)
+    scores = res["scores"].float().cpu().numpy().reshape(-1)
+    order = np.argsort(-scores)[:k]
+    return sv.Detections(
+        xyxy=boxes[order],
+        confidence=scores[order],
+        class_id=np.zeros(len(order), int),
+        data={"class_name": np.array(["object"] * len(order))},
+    )
+
+
+def seed_segment(segmenter, image: np.ndarray, boxes: np.ndarray):
+    """SAM 2 image predictor in fp32 under no_grad."""
+    import torch
+
+    pred = segmenter.predictor
+    with torch.no_grad():
+        pred.set_image(image)
+        masks, scores, _ = pred.predict(box=boxes, multimask_output=False)
+    return masks, scores
+
+
+# --------------------------------------------------------------------------- image benchmark
+
+
+def bench_image(args, device, detector) -> list[dict]:
+    import torch
+
+    rows = []
+    h, w = (args.image_px * 3) // 4, args.image_px
+    image = synthetic_image(h, w)
+    for size in args.sizes:
+        seg = segment.load_segmenter(
+            size, random_weights=True, device=device, image_size=args.sam_image_size
+        )
+        encoder = seg.predictor.model.image_encoder
+        compiled = None
+        if args.compile:
+            compiled = torch.compile(encoder)
+
+        def ours(seg=seg):
+            dets = detect.detect(
+                detector, image, PROMPT, box_threshold=0.0, text_threshold=0.0, max_side=None
+            )
+            segment.segment_boxes(seg, image, _top(dets, args.boxes, h, w))
+
+        def seed(seg=seg):
+            with _tf32(False):
+                dets = seed_detect(detector, image, PROMPT, args.boxes)
+                seed_segment(seg, image, _top(dets, args.boxes, h, w))
+
+        row = {"size": size, "image": f"{w}x{h}", "boxes": args.boxes}
+        for name, fn in (("seed", seed), ("ours", ours)):
+            if name == "ours" and compiled is not None:
+                seg.predictor.model.image_encoder = compiled
+            _reset_peak(device)
+            med, times = _median_ms(fn, args.n, args.warmup, device)
+            seg.predictor.model.image_encoder = encoder
+            row[f"{name}_ms"] = round(med, 2)
+            row[f"{name}_peak_mib"] = _peak_mib(device)
+            row[f"{name}_all_ms"] = [round(t, 2) for t in times]
+        row["speedup"] = round(row["seed_ms"] / row["ours_ms"], 2)
+        rows.append(row)
+        print(
+            f"image {size:9s} seed {row['seed_ms']:9.1f} ms  ours {row['ours_ms']:9.1f} ms  "
+            f"x{row['speedup']:.2f}",
+            flush=True,
+        )
+        del seg, encoder, compiled
+        _reset_peak(device)
+    return rows
+
+
+# --------------------------------------------------------------------------- video benchmark
+
+
+def write_frames(folder: Path, n: int, h: int, w: int) -> Path:
+    """``n`` JPEG frames 00000.jpg.. of two objects crossing the frame (SAM 2's folder format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = folder / f"{i:05d}.jpg"
+        if not path.exists():
+            files.atomic_save_image(path, synthetic_image(h, w, i / max(1, n - 1)))
+    return folder
+
+
+def bench_video(args, device, detector, frames_dir: Path, work: Path) -> list[dict]:
+    rows = []
+    for size in args.sizes:
+        row = {"size": size, "frames": args.video_frames, "video": args.video_res}
+        for name in ("seed", "ours"):
+            seed = name == "seed"
+            tracker = track.load_video_tracker(
+                size,
+                random_weights=True,
+                device=device,
+                image_size=args.sam_image_size,
+                precision="fp32" if seed else "auto",
+            )
+
+            def keyframes(image, seed=seed):
+                if seed:
+                    return seed_detect(detector, image, PROMPT, 2)
+                found = detect.detect(
+                    detector, image, PROMPT, box_threshold=0.0, text_threshold=0.0
+                )
+                return _top_detections(found, 2)
+
+            _reset_peak(device)
+            ctx = _tf32(False) if seed else contextlib.nullcontext()
+            with ctx:
+                t0 = time.perf_counter()
+                res = track.track_video(
+                    frames_dir,
+                    PROMPT,
+                    detector,
+                    tracker,
+                    work / f"{size}_{name}",
+                    detect_every=1 if seed else args.detect_every,
+                    offload=not seed,
+                    render=False,
+                    chunk_size=max(2, args.video_frames) if seed else args.chunk_size,
+                    detect_fn=keyframes,
+                )
+                _sync(device)
+                elapsed = time.perf_counter() - t0
+            track_s = float(res.timings.get("track_s", elapsed)) if res.timings else elapsed
+            row[f"{name}_fps"] = round(res.num_frames / track_s, 3)
+            row[f"{name}_e2e_fps"] = round(res.num_frames / elapsed, 3)
+            row[f"{name}_peak_mib"] = _peak_mib(device)
+            row[f"{name}_ids"] = len(res.labels)
+            del tracker, res
+        row["speedup"] = round(row["ours_fps"] / row["seed_fps"], 2)
+        rows.append(row)
+        print(
+            f"video {size:9s} seed {row['seed_fps']:7.2f} fps  ours {row['ours_fps']:7.2f} fps  "
+            f"x{row['speedup']:.2f}  peak MiB seed {row['seed_peak_mib']} ours {row['ours_peak_mib']}",
+            flush=True,
+        )
+    return rows
+
+
+def bench_long(args, device, detector, work: Path) -> dict:
+    """Ours on a long 720p video: FPS and peak GPU memory (memory must stay flat)."""
+    n = args.long_frames
+    h, w = _res(args.video_res)
+    frames_dir = write_frames(work / f"long_{w}x{h}_{n}", n, h, w)
+    size = args.sizes[-1]
+    tracker = track.load_video_tracker(
+        size, random_weights=True, device=device, image_size=args.sam_image_size
+    )
+
+    def keyframes(image):
+        found = detect.detect(detector, image, PROMPT, box_threshold=0.0, text_threshold=0.0)
+        return _top_detections(found, 2)
+
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    res = track.track_video(
+        frames_dir,
+        PROMPT,
+        detector,
+        tracker,
+        work / "long_out",
+        detect_every=args.detect_every,
+        chunk_size=args.chunk_size,
+        offload=True,
+        render=False,
+        detect_fn=keyframes,
+    )
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    out = {
+        "size": size,
+        "frames": res.num_frames,
+        "video": f"{w}x{h}",
+        "fps": round(res.num_frames / elapsed, 3),
+        "peak_mib": _peak_mib(device),
+    }
+    print(
+        f"long  {size:9s} {n} frames {out['fps']:.2f} fps, peak {out['peak_mib']} MiB", flush=True
+    )
+    return out
+
+
+def _res(name: str) -> tuple[int, int]:
+    h = int(name.rstrip("p"))
+    return h, (h * 16 // 9) // 2 * 2
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    p.add_argument("--sizes", default=",".join(SIZES), help="SAM 2.1 sizes, comma-separated")
+    p.add_argument("--n", type=int, default=20, help="timed runs per variant (median)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--image-px", type=int, default=1024, help="long side of the test image")
+    p.add_argument("--boxes", type=int, default=3, help="boxes per image for SAM 2")
+    p.add_argument("--compile", action="store_true", help="torch.compile SAM 2's image encoder")
+    p.add_argument("--video-frames", type=int, default=120)
+    p.add_argument("--video-res", default="720p")
+    p.add_argument("--detect-every", type=int, default=30)
+    p.add_argument("--chunk-size", type=int, default=200)
+    p.add_argument(
+        "--long", action="store_true", help="also an 1,800-frame run (ours, peak memory)"
+    )
+    p.add_argument("--long-frames", type=int, default=1800)
+    p.add_argument("--skip-image", action="store_true")
+    p.add_argument("--skip-video", action="store_true")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="sanity check: toy detector, SAM 2 tiny at 256 px, 2 runs, 6 frames of 180p",
+    )
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for s in args.sizes:
+        segment.normalize_size(s)
+    args.sam_image_size = None
+    args.detector_size = "tiny"
+    if args.quick:
+        args.sizes = args.sizes if "--sizes" in (argv or sys.argv) else ["tiny"]
+        args.n, args.warmup, args.image_px, args.boxes = 2, 1, 320, 2
+        args.video_frames, args.video_res, args.detect_every = 6, "180p", 3
+        args.long_frames = min(args.long_frames, 12)
+        args.sam_image_size, args.detector_size = 256, "toy"
+    return args
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    args = parse_args(argv)
+    device = runtime.pick_device(args.device)
+    if device.type == "cuda":
+        runtime.enable_fast_matmul()
+    print(f"{runtime.gpu_summary()} | sizes {args.sizes} | quick={args.quick}", flush=True)
+    detector = detect.random_grounding_dino(
+        words=detect.prompt_phrases(PROMPT), size=args.detector_size, device=device
+    )
+    results: dict = {
+        "device": runtime.gpu_summary(),
+        "torch": torch.__version__,
+        "random_weights": True,
+        "detector": f"grounding-dino ({args.detector_size}, random weights)",
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+    }
+    with tempfile.TemporaryDirectory(prefix="q2_speed_") as tmp:
+        work = Path(tmp)
+        if not args.skip_image:
+            results["image"] = bench_image(args, device, detector)
+        if not args.skip_video:
+            h, w = _res(args.video_res)
+            frames_dir = write_frames(work / "frames", args.video_frames, h, w)
+            results["video"] = bench_video(args, device, detector, frames_dir, work)
+        if args.long:
+            results["long"] = bench_long(args, device, detector, work)
+    print_table(results)
+    if args.out:
+        files.atomic_write_json(args.out, results)
+        print("wrote", args.out)
+    return results
+
+
+def print_table(results: dict) -> None:
+    if results.get("image"):
+        print("\nimage: text -> masks, median ms per image (warm)")
+        print(f"{'size':10s} {'seed ms':>10s} {'ours ms':>10s} {'speedup':>8s} {'peak MiB':>9s}")
+        for r in results["image"]:
+            peak = r["ours_peak_mib"] if r["ours_peak_mib"] is not None else "-"
+            print(
+                f"{r['size']:10s} {r['seed_ms']:10.1f} {r['ours_ms']:10.1f} "
+                f"{r['speedup']:7.2f}x {peak!s:>9s}"
+            )
+    if results.get("video"):
+        print("\nvideo: tracking FPS (propagation + keyframe detection)")
+        print(
+            f"{'size':10s} {'seed fps':>9s} {'ours fps':>9s} {'speedup':>8s} {'peak MiB s/o':>14s}"
+        )
+        for r in results["video"]:
+            print(
+                f"{r['size']:10s} {r['seed_fps']:9.2f} {r['ours_fps']:9.2f} {r['speedup']:7.2f}x "
+                f"{r['seed_peak_mib']!s:>6s}/{r['ours_peak_mib']!s:<6s}"
+            )
+    if results.get("long"):
+        r = results["long"]
+        print(
+            f"\nlong video: {r['frames']} frames {r['video']}, {r['fps']} fps, peak {r['peak_mib']} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,590 @@
+"""Boxes -> masks with SAM 2.1 (``sam2`` package; transformers ``Sam2Model`` as the alternate),
+mask cleanup, a CLIPSeg text -> mask route and CLIP re-scoring of SAM's candidate masks.
+
+Masks are bool ``np.ndarray`` [N,H,W] at the size of the image given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from helpers.errors import InputError
+
+SAM2_SIZES = {"tiny", "small", "base_plus", "large"}
+SAM2_HUB_IDS = {
+    "tiny": "facebook/sam2.1-hiera-tiny",
+    "small": "facebook/sam2.1-hiera-small",
+    "base_plus": "facebook/sam2.1-hiera-base-plus",
+    "large": "facebook/sam2.1-hiera-large",
+}
+SAM2_CONFIGS = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+# Hiera trunk shapes of each size, for random transformers Sam2 models (no download).
+_HIERA = {
+    "tiny": dict(
+        hidden_size=96,
+        blocks_per_stage=[1, 2, 7, 2],
+        embed_dim_per_stage=[96, 192, 384, 768],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+        global_attention_blocks=[5, 7, 9],
+    ),
+    "small": dict(
+        hidden_size=96,
+        blocks_per_stage=[1, 2, 11, 2],
+        embed_dim_per_stage=[96, 192, 384, 768],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+        global_attention_blocks=[7, 10, 13],
+    ),
+    "base_plus": dict(
+        hidden_size=112,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 3, 16, 3],
+        embed_dim_per_stage=[112, 224, 448, 896],
+        num_attention_heads_per_stage=[2, 4, 8, 16],
+        global_attention_blocks=[12, 16, 20],
+        window_positional_embedding_background_size=[14, 14],
+    ),
+    "large": dict(
+        hidden_size=144,
+        num_attention_heads=2,
+        blocks_per_stage=[2, 6, 36, 4],
+        embed_dim_per_stage=[144, 288, 576, 1152],
+        num_attention_heads_per_stage=[2, 4, 8, 16],
+        global_attention_blocks=[23, 33, 43],
+        window_size_per_stage=[8, 4, 16, 8],
+        window_positional_embedding_background_size=[7, 7],
+    ),
+}
+_SIZE_ALIASES = {"t": "tiny", "s": "small", "b+": "base_plus", "base-plus": "base_plus",
+                 "base": "base_plus", "l": "large"}  # fmt: skip
+
+
+@dataclass
+class Segmenter:
+    backend: str  # "sam2" | "transformers"
+    predictor: Any  # SAM2ImagePredictor, or transformers Sam2Model
+    processor: Any  # Sam2Processor for the transformers backend, else None
+    device: Any
+    size: str
+    image_size: int = 1024
+
+    @property
+    def model(self):
+        return self.predictor if self.backend == "transformers" else self.predictor.model
+
+
+# ---------------------------------------------------------------- precision
+
+
+def amp_dtype(device):
+    """bf16 autocast dtype on CUDA GPUs with native bf16 (Ampere+), else None (fp32)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return None
+
+
+def inference_context(device):
+    """``torch.inference_mode`` + bf16 autocast (and TF32) where the GPU supports it."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    dtype = amp_dtype(device)
+    if dtype is not None:
+        from helpers.runtime import enable_fast_matmul
+
+        enable_fast_matmul()
+        stack.enter_context(torch.autocast(device_type="cuda", dtype=dtype))
+    return stack
+
+
+def _device(device):
+    from helpers.runtime import pick_device
+
+    return pick_device(str(device)) if device is not None else pick_device()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def normalize_size(size: str) -> str:
+    s = str(size).strip().lower()
+    s = _SIZE_ALIASES.get(s, s)
+    if s not in SAM2_SIZES:
+        raise InputError(
+            f"unknown SAM 2 size {size!r}; choose one of {sorted(SAM2_SIZES)} "
+            "(tiny is fastest, large most accurate)."
+        )
+    return s
+
+
+def _check_image_size(image_size) -> int | None:
+    if image_size is None:
+        return None
+    if not isinstance(image_size, int) or image_size < 128 or image_size % 32:
+        raise InputError(
+            f"image_size must be a multiple of 32 and at least 128 (SAM 2 uses 1024), got {image_size!r}."
+        )
+    return image_size
+
+
+def load_segmenter(
+    size: str = "tiny",
+    backend: str = "sam2",
+    device=None,
+    random_weights: bool = False,
+    image_size: int | None = None,
+) -> Segmenter:
+    """SAM 2.1 image predictor of ``size`` (tiny/small/base_plus/large).
+
+    ``backend="sam2"`` uses Meta's package, ``"transformers"`` Hugging Face's ``Sam2Model``.
+    ``random_weights=True`` builds the architecture without downloading a checkpoint (tests,
+    smoke runs, speed benchmarks). ``image_size`` (multiple of 32) overrides the 1024 px input,
+    e.g. 256 for fast CPU tests.
+    """
+    size = normalize_size(size)
+    image_size = _check_image_size(image_size)
+    if backend not in ("sam2", "transformers"):
+        raise InputError(f"unknown segmenter backend {backend!r}; use 'sam2' or 'transformers'.")
+    dev = _device(device)
+    if backend == "sam2":
+        return _load_sam2(size, dev, random_weights, image_size)
+    return _load_hf_sam2(size, dev, random_weights, image_size)
+
+
+def _load_sam2(size, dev, random_weights, image_size) -> Segmenter:
+    try:
+        from sam2.build_sam import build_sam2
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+    except ImportError as e:
+        raise InputError(
+            "the 'sam2' package is not installed: pip install 'git+https://github.com/facebookresearch/sam2' "
+            "(or SAM-2 from PyPI), or use backend='transformers'."
+        ) from e
+    overrides = [f"++model.image_size={image_size}"] if image_size else []
+    if random_weights:
+        model = build_sam2(
+            SAM2_CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides
+        )
+        predictor = SAM2ImagePredictor(model)
+    else:
+        try:
+            predictor = SAM2ImagePredictor.from_pretrained(
+                SAM2_HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides
+            )
+        except Exception as e:  # hub/network errors come in many types
+            raise _weights_error(SAM2_HUB_IDS[size], e) from e
+    res = int(predictor.model.image_size)
+    # The predictor hard-codes the feature-map sizes of a 1024 px input.
+    predictor._bb_feat_sizes = [(res // 4, res // 4), (res // 8, res // 8), (res // 16, res // 16)]
+    return Segmenter("sam2", predictor, None, dev, size, res)
+
+
+def _weights_error(repo: str, e: Exception, hint: str = "random_weights=True") -> InputError:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return InputError(
+        f"the weights {repo} could not be fetched from the Hugging Face hub ({first}). Check the "
+        f"internet connection (or HF_HUB_OFFLINE), or use {hint} for a smoke test."
+    )
+
+
+def hf_sam2_config(size: str = "tiny", image_size: int = 1024, toy: bool = False):
+    """A transformers ``Sam2Config`` for ``size`` at ``image_size`` (``toy``: a very small net)."""
+    from transformers import Sam2Config
+
+    if toy:
+        trunk = dict(
+            hidden_size=16,
+            blocks_per_stage=[1, 1, 2, 1],
+            embed_dim_per_stage=[16, 32, 64, 128],
+            num_attention_heads_per_stage=[1, 1, 2, 2],
+            global_attention_blocks=[3],  # not a stage's first (pooling) block
+        )
+        hidden = 32
+    else:
+        trunk = dict(_HIERA[normalize_size(size)])
+        hidden = 256
+    trunk["image_size"] = [image_size, image_size]
+    dims = trunk["embed_dim_per_stage"]
+    feats = [[image_size // s, image_size // s] for s in (4, 8, 16)]
+    vision = dict(
+        backbone_config={"model_type": "sam2_hiera_det_model", **trunk},
+        backbone_channel_list=list(reversed(dims)),
+        backbone_feature_sizes=feats,
+        fpn_hidden_size=hidden,
+    )
+    prompt = dict(hidden_size=hidden, image_size=image_size, patch_size=16)
+    decoder = dict(hidden_size=hidden)
+    if toy:
+        decoder.update(mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32)
+    return Sam2Config(
+        vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder
+    )
+
+
+def _load_hf_sam2(size, dev, random_weights, image_size) -> Segmenter:
+    from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    if random_weights:
+        res = image_size or 1024
+        model = Sam2Model(hf_sam2_config(size, res))
+        image_processor = Sam2ImageProcessor(size={"height": res, "width": res})
+        processor = Sam2Processor(image_processor=image_processor)
+    else:
+        if image_size not in (None, 1024):
+            raise InputError(
+                "image_size can only be changed with random weights on the transformers backend."
+            )
+        res = 1024
+        try:
+            model = Sam2Model.from_pretrained(SAM2_HUB_IDS[size])
+            processor = Sam2Processor.from_pretrained(SAM2_HUB_IDS[size])
+        except (OSError, ValueError) as e:
+            raise _weights_error(SAM2_HUB_IDS[size], e) from e
+    model = model.to(dev).eval()
+    return Segmenter("transformers", model, processor, dev, size, res)
+
+
+def toy_hf_segmenter(image_size: int = 128, device=None) -> Segmenter:
+    """A very small random-weight transformers Sam2 (tests)."""
+    from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    image_size = _check_image_size(image_size)
+    model = Sam2Model(hf_sam2_config(image_size=image_size, toy=True))
+    processor = Sam2Processor(
+        image_processor=Sam2ImageProcessor(size={"height": image_size, "width": image_size})
+    )
+    dev = _device(device)
+    return Segmenter("transformers", model.to(dev).eval(), processor, dev, "toy", image_size)
+
+
+# ---------------------------------------------------------------- boxes -> masks
+
+
+def _check_image(image) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise InputError(
+            f"expected an HxWx3 RGB uint8 image array, got {shape}; load it with "
+            "helpers.media.load_image first."
+        )
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def _check_boxes(xyxy, H: int, W: int) -> np.ndarray:
+    boxes = np.asarray(xyxy, dtype=np.float32)
+    if boxes.size == 0:
+        return np.zeros((0, 4), np.float32)
+    if boxes.ndim == 1 and boxes.shape[0] == 4:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise InputError(f"boxes must be an [N,4] array of x0,y0,x1,y1; got shape {boxes.shape}.")
+    if not np.isfinite(boxes).all():
+        raise InputError("boxes contain NaN or infinite values.")
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, W)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, H)
+    return boxes
+
+
+def segment_boxes(segmenter: Segmenter, image: np.ndarray, xyxy, *, multimask: bool = False):
+    """Masks for all boxes of one image in one call.
+
+    Returns ``(masks bool [N,H,W], scores float32 [N], candidates)``; with ``multimask`` the
+    candidates are ``(masks [N,3,H,W], scores [N,3])`` and the best-scoring one is picked,
+    otherwise ``candidates`` is None. No boxes -> ``[0,H,W]`` masks.
+    """
+    image = _check_image(image)
+    H, W = image.shape[:2]
+    boxes = _check_boxes(xyxy, H, W)
+    n = len(boxes)
+    if n == 0:
+        empty = (np.zeros((0, 3, H, W), bool), np.zeros((0, 3), np.float32)) if multimask else None
+        return np.zeros((0, H, W), bool), np.zeros((0,), np.float32), empty
+    if segmenter.backend == "sam2":
+        masks, scores = _predict_sam2(segmenter, image, boxes, multimask)
+    elif segmenter.backend == "transformers":
+        masks, scores = _predict_hf(segmenter, image, boxes, multimask)
+    else:
+        raise InputError(f"unknown segmenter backend {segmenter.backend!r}.")
+    # masks [N,C,H,W] bool, scores [N,C]
+    best = scores.argmax(axis=1)
+    picked = masks[np.arange(n), best]
+    picked_scores = scores[np.arange(n), best].astype(np.float32)
+    candidates = (masks, scores.astype(np.float32)) if multimask else None
+    return picked, picked_scores, candidates
+
+
+def _predict_sam2(segmenter, image, boxes, multimask):
+    pred = segmenter.predictor
+    with inference_context(segmenter.device):
+        pred.set_image(image)
+        masks, scores, _ = pred.predict(box=boxes, multimask_output=multimask)
+    masks = np.asarray(masks)
+    scores = np.asarray(scores, dtype=np.float32)
+    if masks.ndim == 3:  # one box: [C,H,W]
+        masks, scores = masks[None], scores[None]
+    return masks > 0, scores.reshape(masks.shape[0], masks.shape[1])
+
+
+def _predict_hf(segmenter, image, boxes, multimask):
+    import torch
+
+    proc, model = segmenter.processor, segmenter.predictor
+    inputs = proc(images=image, input_boxes=[boxes.tolist()], return_tensors="pt")
+    original_sizes = inputs["original_sizes"]
+    dtype = next(model.parameters()).dtype
+    feed = {
+        k: (v.to(segmenter.device, dtype) if k == "pixel_values" else v.to(segmenter.device))
+        for k, v in inputs.items()
+        if k in ("pixel_values", "input_boxes")
+    }
+    with inference_context(segmenter.device):
+        out = model(**feed, multimask_output=multimask)
+    masks = proc.post_process_masks(out.pred_masks.float().cpu(), original_sizes.cpu())[0]
+    masks = torch.as_tensor(masks).bool().numpy()  # [N,C,H,W]
+    scores = out.iou_scores[0].float().cpu().numpy()  # [N,C]
+    return masks, scores.reshape(masks.shape[0], masks.shape[1])
+
+
+# ---------------------------------------------------------------- cleanup
+
+
+def clean_masks(masks, min_hole_area: int = 64, min_sprinkle_area: int = 64) -> np.ndarray:
+    """Fill holes smaller than ``min_hole_area`` px and drop islands smaller than
+    ``min_sprinkle_area`` px in each mask of ``[N,H,W]`` (or one ``[H,W]``)."""
+    import cv2
+
+    masks = np.asarray(masks)
+    single = masks.ndim == 2
+    if single:
+        masks = masks[None]
+    if masks.ndim != 3:
+        raise InputError(f"masks must be [N,H,W] or [H,W]; got shape {masks.shape}.")
+    if min_hole_area < 0 or min_sprinkle_area < 0:
+        raise InputError("min_hole_area and min_sprinkle_area must be >= 0.")
+    out = masks.astype(bool).copy()
+    for i, m in enumerate(out):
+        if not m.any():
+            continue
+        if min_sprinkle_area > 0:
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+            small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_sprinkle_area) + 1
+            if len(small) and len(small) < n - 1:  # never delete the whole mask
+                m[np.isin(lab, small)] = False
+        if min_hole_area > 0:
+            bg = (~m).astype(np.uint8)
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(bg, connectivity=4)
+            x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+            w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+            inner = (x > 0) & (y > 0) & (x + w < m.shape[1]) & (y + h < m.shape[0])
+            holes = np.flatnonzero(inner[1:] & (stats[1:, cv2.CC_STAT_AREA] < min_hole_area)) + 1
+            if len(holes):
+                m[np.isin(lab, holes)] = True
+        out[i] = m
+    return out[0] if single else out
+
+
+# ---------------------------------------------------------------- CLIPSeg / CLIP
+
+
+@dataclass
+class TextImageModel:
+    """A CLIPSeg or CLIP model with its processor."""
+
+    kind: str  # "clipseg" | "clip"
+    model: Any
+    processor: Any
+    device: Any
+    name: str
+
+
+def load_clipseg(device=None, name: str = "CIDAS/clipseg-rd64-refined") -> TextImageModel:
+    """CLIPSeg (text -> coarse mask) from the Hugging Face hub."""
+    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+    try:
+        processor = CLIPSegProcessor.from_pretrained(name)
+        model = CLIPSegForImageSegmentation.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise _weights_error(name, e, "random_clipseg()") from e
+    dev = _device(device)
+    return TextImageModel("clipseg", model.to(dev).eval(), processor, dev, name)
+
+
+def random_clipseg(device=None, seed: int = 0) -> TextImageModel:
+    """A tiny random-weight CLIPSeg (64 px input) for tests."""
+    import torch
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        ViTImageProcessor,
+    )
+
+    from helpers.detect import toy_clip_tokenizer
+
+    tok = toy_clip_tokenizer(16)
+    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2}  # fmt: skip
+    config = CLIPSegConfig(
+        text_config={
+            **common,
+            "vocab_size": len(tok),
+            "max_position_embeddings": 16,
+            "bos_token_id": len(tok) - 2,
+            "eos_token_id": len(tok) - 1,
+            "pad_token_id": len(tok) - 1,
+        },  # fmt: skip
+        vision_config={**common, "image_size": 64, "patch_size": 16},
+        projection_dim=32,
+        extract_layers=[1],
+        reduce_dim=16,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+    ip = ViTImageProcessor(size={"height": 64, "width": 64})
+    torch.manual_seed(seed)
+    dev = _device(device)
+    model = CLIPSegForImageSegmentation(config).to(dev).eval()
+    return TextImageModel(
+        "clipseg", model, CLIPSegProcessor(image_processor=ip, tokenizer=tok), dev, "random"
+    )
+
+
+def _phrases(phrases) -> list[str]:
+    from helpers.detect import prompt_phrases
+
+    if isinstance(phrases, str):
+        return prompt_phrases(phrases)
+    phrases = [str(p).strip() for p in phrases if str(p).strip()]
+    if not phrases:
+        raise InputError("no phrases given: type what to segment, e.g. 'dog. person.'")
+    return phrases
+
+
+def clipseg_masks(model: TextImageModel, image: np.ndarray, phrases, threshold: float = 0.4):
+    """One coarse bool mask ``[P,H,W]`` per phrase (CLIPSeg probabilities >= ``threshold``)."""
+    import torch
+
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"threshold must be in [0, 1], got {threshold}.")
+    image = _check_image(image)
+    phrases = _phrases(phrases)
+    H, W = image.shape[:2]
+    inputs = model.processor(
+        text=phrases, images=[image] * len(phrases), padding=True, return_tensors="pt"
+    )
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    with inference_context(model.device):
+        logits = model.model(**inputs).logits
+    logits = logits.float().reshape(len(phrases), 1, *logits.shape[-2:])
+    probs = torch.nn.functional.interpolate(
+        logits.sigmoid(), size=(H, W), mode="bilinear", align_corners=False
+    )
+    return (probs[:, 0] >= float(threshold)).cpu().numpy()
+
+
+def load_clip(device=None, name: str = "openai/clip-vit-base-patch32") -> TextImageModel:
+    """CLIP for re-scoring candidate masks against the prompt."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    try:
+        processor = CLIPProcessor.from_pretrained(name)
+        model = CLIPModel.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise _weights_error(name, e, "random_clip()") from e
+    dev = _device(device)
+    return TextImageModel("clip", model.to(dev).eval(), processor, dev, name)
+
+
+def random_clip(device=None, seed: int = 0) -> TextImageModel:
+    """A tiny random-weight CLIP (64 px input) for tests."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from helpers.detect import toy_clip_tokenizer
+
+    tok = toy_clip_tokenizer(16)
+    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2}  # fmt: skip
+    config = CLIPConfig(
+        text_config={
+            **common,
+            "vocab_size": len(tok),
+            "max_position_embeddings": 16,
+            "bos_token_id": len(tok) - 2,
+            "eos_token_id": len(tok) - 1,
+            "pad_token_id": len(tok) - 1,
+        },  # fmt: skip
+        vision_config={**common, "image_size": 64, "patch_size": 16},
+        projection_dim=32,
+    )
+    ip = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    torch.manual_seed(seed)
+    dev = _device(device)
+    model = CLIPModel(config).to(dev).eval()
+    return TextImageModel(
+        "clip", model, CLIPProcessor(image_processor=ip, tokenizer=tok), dev, "random"
+    )
+
+
+def mask_crop(image: np.ndarray, mask: np.ndarray, pad: float = 0.1) -> np.ndarray | None:
+    """The mask's bounding box (plus ``pad``), with pixels outside the mask blurred and greyed."""
+    import cv2
+
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    H, W = mask.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    py, px = int((y1 - y0) * pad), int((x1 - x0) * pad)
+    y0, y1, x0, x1 = max(0, y0 - py), min(H, y1 + py), max(0, x0 - px), min(W, x1 + px)
+    crop = image[y0:y1, x0:x1].astype(np.float32)
+    m = mask[y0:y1, x0:x1, None]
+    k = max(3, (max(crop.shape[:2]) // 16) | 1)
+    background = 0.5 * cv2.GaussianBlur(crop, (k, k), 0) + 0.5 * 127.0
+    return np.where(m, crop, background).astype(np.uint8)
+
+
+def clip_rescore(clip: TextImageModel, image: np.ndarray, candidate_masks, text: str) -> np.ndarray:
+    """Cosine similarity ``[K]`` between ``text`` and each candidate mask's crop (empty -> -1)."""
+    import torch
+
+    image = _check_image(image)
+    masks = np.asarray(candidate_masks).astype(bool)
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[1:] != image.shape[:2]:
+        raise InputError(
+            f"candidate masks must be [K,H,W] with the image's size {image.shape[:2]}; got {masks.shape}."
+        )
+    scores = np.full((len(masks),), -1.0, np.float32)
+    crops = [mask_crop(image, m) for m in masks]
+    idx = [i for i, c in enumerate(crops) if c is not None]
+    if not idx:
+        return scores
+    text = " ".join(_phrases(text)) if isinstance(text, str) else " ".join(_phrases(text))
+    inputs = clip.processor(
+        text=[text], images=[crops[i] for i in idx], padding=True, return_tensors="pt"
+    )
+    inputs = {k: v.to(clip.device) for k, v in inputs.items()}
+    with inference_context(clip.device):
+        out = clip.model(**inputs)
+    img = torch.nn.functional.normalize(out.image_embeds.float(), dim=-1)
+    txt = torch.nn.functional.normalize(out.text_embeds.float(), dim=-1)
+    scores[idx] = (img @ txt.T)[:, 0].cpu().numpy()
+    return scores

@@ -1,0 +1,219 @@
+"""`python -m helpers train / evaluate / predict` end to end on tiny synthetic runs (CPU)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers.cli import main
+
+TINY = ["--dim", "32", "--depth", "1", "--heads", "2"]
+
+
+def run_cli(argv, capsys):
+    """(exit code, parsed JSON result or None, stderr)."""
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    result = json.loads(lines[-1]) if rc == 0 else None
+    if rc == 0:
+        assert len(lines) == 1, f"stdout must be exactly one JSON line, got {lines!r}"
+    return rc, result, err
+
+
+def train_argv(out, *extra):
+    return [
+        "train",
+        "--preset",
+        "seed000",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--max-steps-per-epoch",
+        "2",
+        "--device",
+        "cpu",
+        "--no-compile",
+        "--out",
+        str(out),
+        *TINY,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One tiny trained run shared by the evaluate/predict tests."""
+    out = tmp_path_factory.mktemp("q1run")
+    assert main(train_argv(out)) == 0
+    return out
+
+
+def test_train_prints_metrics_and_resumes(tmp_path, capsys):
+    rc, res, _ = run_cli(train_argv(tmp_path / "r"), capsys)
+    assert rc == 0
+    assert res["command"] == "train" and res["preset"] == "seed000" and res["data"] == "synthetic"
+    assert res["epochs"] == 1
+    assert 0.0 <= res["best_val_acc"] <= 1.0 and 0.0 <= res["final_val_top5"] <= 1.0
+    assert res["best_val_acc"] >= res["final_val_acc"]
+    assert res["images_per_second"] > 0 and res["minutes"] > 0
+    # the hidden size flags shrank the model: far fewer than seed000's 10.4 M parameters
+    assert 0 < res["parameters"] < 100_000
+    assert (tmp_path / "r" / "last.pt").is_file()
+    assert res["checkpoint"] == str(tmp_path / "r" / "best.pt")
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert len(history) == 1
+
+    # same folder, more epochs: continues from epoch 1 instead of starting over
+    argv = train_argv(tmp_path / "r")
+    argv[argv.index("--epochs") + 1] = "2"
+    rc, res2, _ = run_cli(argv, capsys)
+    assert rc == 0 and res2["epochs"] == 2
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_train_smoke_flag(tmp_path, capsys):
+    rc, res, _ = run_cli(["train", "--smoke", "--device", "cpu", "--out", str(tmp_path)], capsys)
+    assert rc == 0
+    assert res["data"] == "synthetic" and res["epochs"] == 1
+    assert res["parameters"] < 100_000
+
+
+def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(run_dir), "--data", "synthetic", "--device", "cpu"]
+    rc, res, _ = run_cli([*argv, "--out", str(out)], capsys)
+    assert rc == 0
+    assert res["num_samples"] == 128 and res["tta_flip"] is True
+    assert 0.0 <= res["top1"] <= res["top5"] <= 1.0
+    for name in (
+        "metrics.json",
+        "classification_report.txt",
+        "logits.npy",
+        "predictions.npy",
+        "confusion.png",
+        "per_class.png",
+        "samples.png",
+        "history.png",
+        "attention.png",
+    ):
+        assert (out / name).is_file(), name
+        assert name in res["files"]
+    logits = np.load(out / "logits.npy")
+    assert logits.shape == (128, 10)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["top1"] == pytest.approx(res["top1"])
+    assert saved["top1"] == pytest.approx(
+        float((logits.argmax(1) == np.load(out / "targets.npy")).mean())
+    )
+
+    # without TTA, default output folder next to the checkpoint
+    rc, res2, _ = run_cli([*argv, "--no-tta"], capsys)
+    assert rc == 0 and res2["tta_flip"] is False
+    assert (run_dir / "eval" / "metrics.json").is_file()
+
+
+def test_predict_any_size_image(run_dir, tmp_path, capsys):
+    img = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(img)
+    rc, res, _ = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(run_dir / "best.pt"),
+            "--image",
+            str(img),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert rc == 0
+    top = res["top_k"]
+    assert len(top) == 5
+    probs = [t["probability"] for t in top]
+    assert probs == sorted(probs, reverse=True)
+    assert 0 < sum(probs) <= 1.0 + 1e-5
+    assert all(t["label"] == f"class{t['index']}" for t in top)
+    assert res["label"] == top[0]["label"]
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_unknown_preset_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--preset", "nope"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_missing_data_dir_exits_2(tmp_path, capsys):
+    missing = tmp_path / "no_such_folder"
+    rc, _, err = run_cli(train_argv(tmp_path / "r", "--data", str(missing)), capsys)
+    assert rc == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: --data") and "no_such_folder" in last
+
+
+def test_model_flags_on_finetune_preset_exit_2(tmp_path, capsys):
+    argv = ["train", "--preset", "ft_vit_small", "--patch-size", "8", "--data", "synthetic"]
+    rc, _, err = run_cli([*argv, "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "--patch-size" in err
+
+
+def test_bad_patch_size_exits_2(tmp_path, capsys):
+    rc, _, err = run_cli(train_argv(tmp_path / "r", "--patch-size", "5"), capsys)
+    assert rc == 2 and "patch_size 5" in err
+
+
+def test_predict_on_non_image_exits_2(run_dir, tmp_path, capsys):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not an image")
+    argv = ["predict", "--checkpoint", str(run_dir), "--image", str(bad), "--device", "cpu"]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 2 and "could not be read as an image" in err
+    rc, _, err = run_cli([*argv[:3], "--image", str(tmp_path / "nope.png")], capsys)
+    assert rc == 2 and "does not exist" in err
+
+
+def test_missing_or_corrupt_checkpoint_exits_2(run_dir, tmp_path, capsys):
+    rc, _, err = run_cli(
+        ["evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--data", "synthetic"], capsys
+    )
+    assert rc == 2 and "does not exist" in err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\x00garbage")
+    rc, _, err = run_cli(["evaluate", "--checkpoint", str(broken), "--data", "synthetic"], capsys)
+    assert rc == 2 and "broken.pt" in err
+
+
+def test_evaluate_on_other_data(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HELPERS_CACHE", str(tmp_path / "cache"))
+    # digits: 10 classes too, 16 px images -> resized to the model's 32 px; a note on the names
+    argv = ["evaluate", "--checkpoint", str(run_dir), "--device", "cpu", "--out", str(tmp_path)]
+    rc, res, err = run_cli([*argv, "--data", "digits", "--no-tta"], capsys)
+    assert rc == 0 and res["num_samples"] == 360 and "class names differ" in err
+    # an ImageFolder with 2 classes cannot be scored by a 10-class model
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / "two" / split / c).mkdir(parents=True)
+            for k in range(2):
+                img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(img).save(tmp_path / "two" / split / c / f"{k}.png")
+    rc, _, err = run_cli([*argv, "--data", str(tmp_path / "two")], capsys)
+    assert rc == 2 and "10 classes" in err and "has 2" in err
+
+
+def test_bad_device_exits_2(tmp_path, capsys):
+    argv = train_argv(tmp_path / "r")
+    argv[argv.index("--device") + 1] = "gpu0"
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 2 and "--device 'gpu0'" in err
