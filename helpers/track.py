@@ -656,13 +656,23 @@ def _chunk_folder(frames, first: int, end: int, root: Path) -> Path:
     return sub
 
 
+def _pack(masks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    return {i: np.packbits(m, axis=None) for i, m in masks.items()}
+
+
+def _unpack(packed: dict[int, np.ndarray], h: int, w: int) -> dict[int, np.ndarray]:
+    return {i: np.unpackbits(p, count=h * w).reshape(h, w).view(bool) for i, p in packed.items()}
+
+
 def _run_chunk(tracker, frames, start, end, carried, book, detect_fn, opts, bar, root):
-    """Track frames start..end-1; returns {frame: {id: mask}}. ``book`` is updated in place."""
+    """Track frames start..end-1. Returns ({frame: {id: bit-packed mask}}, {id: mask} of the
+    last frame); ``book`` is updated in place. Packing keeps a chunk's masks 8x smaller."""
     from helpers import media
 
     first = start - 1 if carried else start
     folder = _chunk_folder(frames, first, end, root)
     out: dict[int, dict[int, np.ndarray]] = {}
+    last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
     try:
         state = _open(tracker, folder, opts.offload)
         has_objects = False
@@ -675,9 +685,9 @@ def _run_chunk(tracker, frames, start, end, carried, book, detect_fn, opts, bar,
             stop = end - 1 if k is None else k
             if nxt <= stop:
                 if has_objects:
-                    for t, masks in _propagate(tracker, state, nxt - first, stop - first):
-                        out[t + first] = masks
-                        book.observe(t + first, masks)
+                    for t, last in _propagate(tracker, state, nxt - first, stop - first):
+                        out[t + first] = _pack(last)
+                        book.observe(t + first, last)
                         bar.update(1)
                 else:
                     for g in range(nxt, stop + 1):
@@ -701,7 +711,7 @@ def _run_chunk(tracker, frames, start, end, carried, book, detect_fn, opts, bar,
                     "has no image path here: use prompt_type='box' or the sam2 backend."
                 )
             ids, to_prompt = book.assign(
-                out[k],
+                last,
                 boxes,
                 labels,
                 np.asarray(conf, dtype=np.float32),
@@ -719,13 +729,14 @@ def _run_chunk(tracker, frames, start, end, carried, book, detect_fn, opts, bar,
                 else:
                     prompts.append((ids[j], "box", boxes[j]))
             if prompts:
-                out[k] = _prompt(tracker, state, k - first, prompts)
-                book.observe(k, out[k])
+                last = _prompt(tracker, state, k - first, prompts)
+                out[k] = _pack(last)
+                book.observe(k, last)
                 has_objects = True
     finally:
         if folder != Path(frames.frame_dir):
             shutil.rmtree(folder, ignore_errors=True)
-    return out
+    return out, last
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -748,7 +759,7 @@ def _track_frames(tracker, frames, detect_fn, opts, chunk_size, book, bar, root)
         trial = book.copy()
         try:
             with _quiet_sam2(), _autocast(tracker), torch.inference_mode():
-                out = _run_chunk(
+                out, last = _run_chunk(
                     tracker, frames, start, end, carried, trial, detect_fn, opts, bar, root
                 )
         except Exception as e:
@@ -778,9 +789,9 @@ def _track_frames(tracker, frames, detect_fn, opts, chunk_size, book, bar, root)
                 )
             continue
         book.__dict__.update(trial.__dict__)
+        carried = {i: m for i, m in last.items() if m.any()}
         for g in range(start, end):
-            yield g, out[g]
-        carried = {i: m for i, m in out[end - 1].items() if m.any()}
+            yield g, _unpack(out.pop(g), frames.height, frames.width)
         start = end
 
 
