@@ -67,10 +67,11 @@ def register(sub) -> None:
         action="store_true",
         help="quick check: synthetic data, a tiny model, 1 epoch of 2 steps",
     )
-    # advanced: shrink/grow the model (tests, smoke runs, experiments)
-    p.add_argument("--dim", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--depth", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--heads", type=int, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--dim", type=int, help="ViT width (from-scratch presets; default: the preset's)"
+    )
+    p.add_argument("--depth", type=int, help="number of ViT blocks (default: the preset's)")
+    p.add_argument("--heads", type=int, help="attention heads; must divide --dim")
     p.set_defaults(func=cmd_train)
 
     # ------------------------------------------------------------------ evaluate
@@ -295,9 +296,7 @@ def cmd_evaluate(args) -> dict:
     figures = {
         "confusion.png": lambda: plots.plot_confusion(m["confusion_matrix"], loaded.classes),
         "per_class.png": lambda: plots.plot_per_class(m),
-        "samples.png": lambda: plots.plot_samples(
-            data.val_x[:16], data.val_y[:16], pred[:16], loaded.classes
-        ),
+        "samples.png": lambda: plots.plot_samples(data.val_x, data.val_y, pred, loaded.classes),
     }
     if loaded.history:
         figures["history.png"] = lambda: plots.plot_history(loaded.history)

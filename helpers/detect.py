@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.media import check_rgb_array
 
 DETECTORS = {
     "grounding-dino-tiny": ("grounding-dino", "IDEA-Research/grounding-dino-tiny"),
@@ -435,7 +436,7 @@ def detect(
     text_threshold = _check_threshold("text_threshold", text_threshold)
     nms_iou = _check_threshold("nms_iou", nms_iou)
     phrases = prompt_phrases(prompt)
-    image = _check_image(image)
+    image = check_rgb_array(image)
     H, W = image.shape[:2]
     small = _downscale(image, max_side)
     sx, sy = small.shape[1] / W, small.shape[0] / H
@@ -478,18 +479,6 @@ def detect(
         class_id=ids_arr[keep],
         data={"class_name": np.array([names[i] for i in keep], dtype=str)},
     )
-
-
-def _check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise InputError(
-            f"expected an HxWx3 RGB uint8 image array, got {shape}; load it with "
-            "helpers.media.load_image first."
-        )
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return image
 
 
 def _downscale(image: np.ndarray, max_side: int | None) -> np.ndarray:

@@ -361,6 +361,19 @@ def upload_to_bytes(value: Any) -> list[tuple[str, bytes]]:
 # --------------------------------------------------------------------------- resizing
 
 
+def check_rgb_array(image) -> np.ndarray:
+    """An ``HxWx3`` array as contiguous RGB uint8 (values clipped); a clear error otherwise."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise InputError(
+            f"expected an HxWx3 RGB uint8 image array, got {shape}; load it with "
+            "helpers.media.load_image first."
+        )
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
 def fit_for_model(image: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """Downscale so the longer side is at most ``max_side``; returns ``(image, scale)``.
 

@@ -147,8 +147,26 @@ def plot_per_class(metrics: dict):
     return fig
 
 
-def plot_samples(x_uint8, y_true, y_pred, classes: list[str], n: int = 16):
-    """Grid of the first ``n`` images, titled ``true / pred``: green when right, red when wrong."""
+def spread_indices(y, n: int) -> list[int]:
+    """``n`` indices taking each class in turn (its 1st image, then its 2nd, ...), so a grid
+    drawn from a class-sorted split shows every class, not only the first one."""
+    import numpy as np
+
+    y = np.asarray(y.cpu() if hasattr(y, "cpu") else y).reshape(-1)
+    per_class = [np.flatnonzero(y == c).tolist() for c in np.unique(y)]
+    out: list[int] = []
+    for rank in range(max((len(ix) for ix in per_class), default=0)):
+        out += [ix[rank] for ix in per_class if rank < len(ix)]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def plot_samples(x_uint8, y_true, y_pred, classes: list[str], n: int = 16, spread: bool = True):
+    """Grid of ``n`` images titled ``true → pred``: green when right, red when wrong.
+
+    ``spread`` picks the images class by class (:func:`spread_indices`); ``False`` takes the first
+    ``n`` in order."""
     import math
 
     import numpy as np
@@ -157,16 +175,19 @@ def plot_samples(x_uint8, y_true, y_pred, classes: list[str], n: int = 16):
     x = x_uint8.detach().cpu().numpy() if hasattr(x_uint8, "detach") else np.asarray(x_uint8)
     yt = np.asarray(y_true.cpu() if hasattr(y_true, "cpu") else y_true).reshape(-1)
     yp = np.asarray(y_pred.cpu() if hasattr(y_pred, "cpu") else y_pred).reshape(-1)
-    n = min(n, len(x), len(yt), len(yp))
+    total = min(len(x), len(yt), len(yp))
+    n = min(n, total)
     if n <= 0:
         raise InputError("no images to show.")
+    idx = spread_indices(yt[:total], n) if spread else list(range(n))
     cols = min(8, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 2.1 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.flat):
         ax.axis("off")
-        if i >= n:
+        if k >= len(idx):
             continue
+        i = idx[k]
         ax.imshow(x[i].transpose(1, 2, 0), interpolation="nearest")
         ok = int(yt[i]) == int(yp[i])
         ax.set_title(
@@ -174,7 +195,8 @@ def plot_samples(x_uint8, y_true, y_pred, classes: list[str], n: int = 16):
             color="green" if ok else "red",
             fontsize=8,
         )
-    fig.suptitle(f"{int((yt[:n] == yp[:n]).sum())}/{n} right (true → predicted)")
+    right = int((yt[idx] == yp[idx]).sum())
+    fig.suptitle(f"{right}/{len(idx)} right (true → predicted)")
     fig.tight_layout()
     return fig
 
@@ -265,5 +287,6 @@ __all__ = [
     "plot_patch_comparison",
     "plot_per_class",
     "plot_samples",
+    "spread_indices",
     "save_figure",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.media import check_rgb_array
 
 SAM2_SIZES = {"tiny", "small", "base_plus", "large"}
 SAM2_HUB_IDS = {
@@ -272,18 +273,6 @@ def toy_hf_segmenter(image_size: int = 128, device=None) -> Segmenter:
 # ---------------------------------------------------------------- boxes -> masks
 
 
-def _check_image(image) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise InputError(
-            f"expected an HxWx3 RGB uint8 image array, got {shape}; load it with "
-            "helpers.media.load_image first."
-        )
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image)
-
-
 def _check_boxes(xyxy, H: int, W: int) -> np.ndarray:
     boxes = np.asarray(xyxy, dtype=np.float32)
     if boxes.size == 0:
@@ -307,7 +296,7 @@ def segment_boxes(segmenter: Segmenter, image: np.ndarray, xyxy, *, multimask: b
     candidates are ``(masks [N,3,H,W], scores [N,3])`` and the best-scoring one is picked,
     otherwise ``candidates`` is None. No boxes -> ``[0,H,W]`` masks.
     """
-    image = _check_image(image)
+    image = check_rgb_array(image)
     H, W = image.shape[:2]
     boxes = _check_boxes(xyxy, H, W)
     n = len(boxes)
@@ -416,13 +405,17 @@ def load_clipseg(device=None, name: str = "CIDAS/clipseg-rd64-refined") -> TextI
     """CLIPSeg (text -> coarse mask) from the Hugging Face hub."""
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
+    return _from_hub("clipseg", CLIPSegForImageSegmentation, CLIPSegProcessor, name, device)
+
+
+def _from_hub(kind: str, model_cls, processor_cls, name: str, device) -> TextImageModel:
     try:
-        processor = CLIPSegProcessor.from_pretrained(name)
-        model = CLIPSegForImageSegmentation.from_pretrained(name)
+        processor = processor_cls.from_pretrained(name)
+        model = model_cls.from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise _weights_error(name, e, "random_clipseg()") from e
+        raise _weights_error(name, e, f"random_{kind}()") from e
     dev = _device(device)
-    return TextImageModel("clipseg", model.to(dev).eval(), processor, dev, name)
+    return TextImageModel(kind, model.to(dev).eval(), processor, dev, name)
 
 
 def random_clipseg(device=None, seed: int = 0) -> TextImageModel:
@@ -482,7 +475,7 @@ def clipseg_masks(model: TextImageModel, image: np.ndarray, phrases, threshold: 
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError(f"threshold must be in [0, 1], got {threshold}.")
-    image = _check_image(image)
+    image = check_rgb_array(image)
     phrases = _phrases(phrases)
     H, W = image.shape[:2]
     inputs = model.processor(
@@ -502,13 +495,7 @@ def load_clip(device=None, name: str = "openai/clip-vit-base-patch32") -> TextIm
     """CLIP for re-scoring candidate masks against the prompt."""
     from transformers import CLIPModel, CLIPProcessor
 
-    try:
-        processor = CLIPProcessor.from_pretrained(name)
-        model = CLIPModel.from_pretrained(name)
-    except (OSError, ValueError) as e:
-        raise _weights_error(name, e, "random_clip()") from e
-    dev = _device(device)
-    return TextImageModel("clip", model.to(dev).eval(), processor, dev, name)
+    return _from_hub("clip", CLIPModel, CLIPProcessor, name, device)
 
 
 def random_clip(device=None, seed: int = 0) -> TextImageModel:
@@ -564,7 +551,7 @@ def clip_rescore(clip: TextImageModel, image: np.ndarray, candidate_masks, text:
     """Cosine similarity ``[K]`` between ``text`` and each candidate mask's crop (empty -> -1)."""
     import torch
 
-    image = _check_image(image)
+    image = check_rgb_array(image)
     masks = np.asarray(candidate_masks).astype(bool)
     if masks.ndim == 2:
         masks = masks[None]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.errors import InputError
+from helpers.vit import param_groups
 
 TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds")
 
@@ -105,39 +106,6 @@ def soft_cross_entropy(logits, y_soft, label_smoothing: float = 0.0):
     if label_smoothing:
         y_soft = y_soft * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     return -(y_soft * logits.float().log_softmax(-1)).sum(-1).mean()
-
-
-def param_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on norms, biases, position embeddings and tokens.
-
-    Uses ``helpers.vit.param_groups`` when that module provides one. Frozen parameters are left out.
-    """
-    try:
-        from helpers.vit import param_groups as vit_groups
-    except ImportError:
-        vit_groups = None
-    if vit_groups is not None:
-        try:
-            groups = vit_groups(model, weight_decay)
-        except TypeError:
-            groups = None
-        if groups:
-            groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in groups]
-            return [g for g in groups if g["params"]]
-    decay, no_decay = [], []
-    skip = ("pos_embed", "pos_embedding", "cls_token", "dist_token", "register", "norm")
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in skip):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 def make_optimizer(model, cfg, device):

@@ -13,6 +13,7 @@ area, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import time
@@ -32,6 +33,36 @@ def _widgets():
     import ipywidgets
 
     return ipywidgets
+
+
+@contextlib.contextmanager
+def _guarded(button, out, state: dict):
+    """Disable ``button`` while a run works; any error ends as a message in ``out`` (and in
+    ``state["error"]``), never as a traceback, and the UI stays usable."""
+    state["error"] = None
+    button.disabled = True
+    try:
+        yield
+    except InputError as e:
+        state["error"] = str(e)
+        show_error(out, str(e))
+    except Exception as e:  # keep the UI alive; the message, not a traceback
+        state["error"] = f"{type(e).__name__}: {e}"
+        show_error(out, f"unexpected {type(e).__name__}: {e}")
+    finally:
+        button.disabled = False
+
+
+def _panel(title_html: str, rows: list, c: dict, out, state: dict, cache, run) -> Any:
+    """The UI box: title, control rows, run button, output area; ``run`` wired to the button."""
+    w = _widgets()
+    c["run"].on_click(run)
+    ui = w.VBox([w.HTML(title_html), *rows, c["run"], out])
+    ui.controls = c
+    ui.state = state
+    ui.cache = cache
+    ui.run = run
+    return ui
 
 
 class ModelCache:
@@ -251,9 +282,7 @@ def segmentation_ui(
 
     def _run(_button=None):
         _clear(out)
-        state["error"] = None
-        c["run"].disabled = True
-        try:
+        with _guarded(c["run"], out, state):
             prompt = c["prompt"].value
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to segment, e.g. 'dog'.")
@@ -276,33 +305,15 @@ def segmentation_ui(
             state["runs"] += 1
             _clear(out)
             _show_image_result(out, result, name, elapsed)
-        except InputError as e:
-            state["error"] = str(e)
-            show_error(out, str(e))
-        except Exception as e:  # keep the UI alive; the message, not a traceback
-            state["error"] = f"{type(e).__name__}: {e}"
-            show_error(out, f"unexpected {type(e).__name__}: {e}")
-        finally:
-            c["run"].disabled = False
 
-    c["run"].on_click(_run)
-
-    ui = w.VBox(
-        [
-            w.HTML("<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"),
-            c["prompt"],
-            w.HBox([c["box_threshold"], c["text_threshold"]]),
-            w.HBox([c["detector"], c["size"], c["multimask"]]),
-            w.HBox([c["url"], c["upload"]]),
-            c["run"],
-            out,
-        ]
-    )
-    ui.controls = c
-    ui.state = state
-    ui.cache = cache
-    ui.run = _run
-    return ui
+    rows = [
+        c["prompt"],
+        w.HBox([c["box_threshold"], c["text_threshold"]]),
+        w.HBox([c["detector"], c["size"], c["multimask"]]),
+        w.HBox([c["url"], c["upload"]]),
+    ]
+    title = "<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"
+    return _panel(title, rows, c, out, state, cache, _run)
 
 
 def _show_image_result(out, result, name: str, elapsed: float) -> None:
@@ -436,9 +447,7 @@ def video_ui(
         from IPython.display import HTML, Video
 
         _clear(out)
-        state["error"] = None
-        c["run"].disabled = True
-        try:
+        with _guarded(c["run"], out, state):
             prompt = c["prompt"].value
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to track, e.g. 'car'.")
@@ -466,32 +475,15 @@ def video_ui(
                     Video(str(result.video_path), embed=True, mimetype="video/mp4", width=640)
                 )
             out.append_display_data(HTML(track_summary_html(result, elapsed)))
-        except InputError as e:
-            state["error"] = str(e)
-            show_error(out, str(e))
-        except Exception as e:
-            state["error"] = f"{type(e).__name__}: {e}"
-            show_error(out, f"unexpected {type(e).__name__}: {e}")
-        finally:
-            c["run"].disabled = False
 
-    c["run"].on_click(_run)
-    ui = w.VBox(
-        [
-            w.HTML("<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"),
-            c["prompt"],
-            w.HBox([c["video"], c["upload"]]),
-            w.HBox([c["detect_every"], c["prompt_type"], c["box_threshold"]]),
-            w.HBox([c["detector"], c["size"]]),
-            c["run"],
-            out,
-        ]
-    )
-    ui.controls = c
-    ui.state = state
-    ui.cache = cache
-    ui.run = _run
-    return ui
+    rows = [
+        c["prompt"],
+        w.HBox([c["video"], c["upload"]]),
+        w.HBox([c["detect_every"], c["prompt_type"], c["box_threshold"]]),
+        w.HBox([c["detector"], c["size"]]),
+    ]
+    title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
+    return _panel(title, rows, c, out, state, cache, _run)
 
 
 def track_summary_html(result, elapsed: float | None = None) -> str:

@@ -13,6 +13,7 @@ from helpers.plots import (
     plot_per_class,
     plot_samples,
     save_figure,
+    spread_indices,
 )
 
 
@@ -83,10 +84,22 @@ def test_confusion_and_per_class(tmp_path):
 
 def test_samples_colours(tmp_path):
     x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
-    fig = plot_samples(x, [0, 1, 2, 0, 1, 2], [0, 1, 0, 0, 2, 2], ["a", "b", "c"], n=6)
+    y_true, y_pred = [0, 1, 2, 0, 1, 2], [0, 1, 0, 0, 2, 2]
+    fig = plot_samples(x, y_true, y_pred, ["a", "b", "c"], n=6, spread=False)
     colours = [ax.title.get_color() for ax in fig.axes if ax.get_title()]
     assert colours == ["green", "green", "red", "green", "red", "green"]
     _saved_png(fig, tmp_path / "samples.png")
+
+
+def test_samples_spread_over_classes():
+    y = [0, 0, 0, 0, 1, 1, 2]  # sorted by class, as an ImageFolder val split is
+    assert spread_indices(y, 5) == [0, 4, 6, 1, 5]
+    assert spread_indices(y, 100) == [0, 4, 6, 1, 5, 2, 3]
+    x = torch.zeros((7, 3, 8, 8), dtype=torch.uint8)
+    fig = plot_samples(x, y, [0, 1, 1, 0, 1, 1, 2], ["a", "b", "c"], n=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["a\n→ a", "b\n→ b", "c\n→ c"]
+    assert fig._suptitle.get_text().startswith("3/3 right")
 
 
 def test_attention_overlay(tmp_path):

@@ -164,3 +164,15 @@ def test_unfetchable_weights_are_input_error(monkeypatch):
     for backend in ("sam2", "transformers"):
         with pytest.raises(InputError, match="could not be fetched"):
             load_segmenter("tiny", backend, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "loader, hint", [("load_clip", "random_clip()"), ("load_clipseg", "random_clipseg()")]
+)
+def test_unfetchable_clip_weights_are_input_error(monkeypatch, loader, hint):
+    import helpers.segment as seg
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="could not be fetched") as err:
+        getattr(seg, loader)(device="cpu", name="no-such-org/no-model")
+    assert hint in str(err.value)
