@@ -418,6 +418,24 @@ def _from_hub(kind: str, model_cls, processor_cls, name: str, device) -> TextIma
     return TextImageModel(kind, model.to(dev).eval(), processor, dev, name)
 
 
+def _toy_clip_parts(layers: int):
+    """A toy CLIP tokenizer with matching tiny text and vision config dicts (64 px images)."""
+    from helpers.detect import toy_clip_tokenizer
+
+    tok = toy_clip_tokenizer(16)
+    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": layers,
+              "num_attention_heads": 2}  # fmt: skip
+    text = {
+        **common,
+        "vocab_size": len(tok),
+        "max_position_embeddings": 16,
+        "bos_token_id": len(tok) - 2,
+        "eos_token_id": len(tok) - 1,
+        "pad_token_id": len(tok) - 1,
+    }
+    return tok, text, {**common, "image_size": 64, "patch_size": 16}
+
+
 def random_clipseg(device=None, seed: int = 0) -> TextImageModel:
     """A tiny random-weight CLIPSeg (64 px input) for tests."""
     import torch
@@ -428,21 +446,10 @@ def random_clipseg(device=None, seed: int = 0) -> TextImageModel:
         ViTImageProcessor,
     )
 
-    from helpers.detect import toy_clip_tokenizer
-
-    tok = toy_clip_tokenizer(16)
-    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 2}  # fmt: skip
+    tok, text, vision = _toy_clip_parts(layers=2)
     config = CLIPSegConfig(
-        text_config={
-            **common,
-            "vocab_size": len(tok),
-            "max_position_embeddings": 16,
-            "bos_token_id": len(tok) - 2,
-            "eos_token_id": len(tok) - 1,
-            "pad_token_id": len(tok) - 1,
-        },  # fmt: skip
-        vision_config={**common, "image_size": 64, "patch_size": 16},
+        text_config=text,
+        vision_config=vision,
         projection_dim=32,
         extract_layers=[1],
         reduce_dim=16,
@@ -503,21 +510,10 @@ def random_clip(device=None, seed: int = 0) -> TextImageModel:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from helpers.detect import toy_clip_tokenizer
-
-    tok = toy_clip_tokenizer(16)
-    common = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-              "num_attention_heads": 2}  # fmt: skip
+    tok, text, vision = _toy_clip_parts(layers=1)
     config = CLIPConfig(
-        text_config={
-            **common,
-            "vocab_size": len(tok),
-            "max_position_embeddings": 16,
-            "bos_token_id": len(tok) - 2,
-            "eos_token_id": len(tok) - 1,
-            "pad_token_id": len(tok) - 1,
-        },  # fmt: skip
-        vision_config={**common, "image_size": 64, "patch_size": 16},
+        text_config=text,
+        vision_config=vision,
         projection_dim=32,
     )
     ip = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
