@@ -10,6 +10,7 @@ Progress goes to stderr; the final result is one JSON line on stdout (see helper
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -186,6 +187,17 @@ def checkpoint_folder(path: str | Path) -> Path:
     return p if p.is_dir() else p.parent
 
 
+def _run_history(checkpoint: str | Path) -> list[dict]:
+    """The whole run's history (``history.json`` next to the checkpoint); best.pt itself only
+    holds the epochs up to the best one. Empty when there is none or it is unreadable."""
+    path = checkpoint_folder(checkpoint) / "history.json"
+    try:
+        history = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return history if isinstance(history, list) else []
+
+
 # ---------------------------------------------------------------------------- train
 
 
@@ -298,8 +310,9 @@ def cmd_evaluate(args) -> dict:
         "per_class.png": lambda: plots.plot_per_class(m),
         "samples.png": lambda: plots.plot_samples(data.val_x, data.val_y, pred, loaded.classes),
     }
-    if loaded.history:
-        figures["history.png"] = lambda: plots.plot_history(loaded.history)
+    history = _run_history(args.checkpoint) or loaded.history
+    if history:
+        figures["history.png"] = lambda: plots.plot_history(history)
     if not loaded.preset.finetune:
         figures["attention.png"] = lambda: plots.plot_attention(
             loaded.model, data.val_x[0], loaded.spec, device=device

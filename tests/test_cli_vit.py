@@ -217,3 +217,23 @@ def test_bad_device_exits_2(tmp_path, capsys):
     argv[argv.index("--device") + 1] = "gpu0"
     rc, _, err = run_cli(argv, capsys)
     assert rc == 2 and "--device 'gpu0'" in err
+
+
+def test_evaluate_plots_the_whole_run_history(run_dir, tmp_path, capsys, monkeypatch):
+    """best.pt keeps the history up to the best epoch; the plot shows the run's history.json."""
+    import shutil
+
+    from helpers import plots
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    history = json.loads((run / "history.json").read_text())
+    later = dict(history[-1], epoch=history[-1]["epoch"] + 1)
+    (run / "history.json").write_text(json.dumps([*history, later]))
+    seen = []
+    real_plot = plots.plot_history
+    monkeypatch.setattr(plots, "plot_history", lambda h: seen.append(h) or real_plot(h))
+    argv = ["evaluate", "--checkpoint", str(run / "best.pt"), "--data", "synthetic"]
+    rc, _, _ = run_cli([*argv, "--device", "cpu", "--out", str(tmp_path / "e")], capsys)
+    assert rc == 0
+    assert [h["epoch"] for h in seen[0]] == [h["epoch"] for h in history] + [later["epoch"]]
