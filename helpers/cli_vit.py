@@ -1,7 +1,7 @@
 """Q1 commands: ``train``, ``evaluate`` and ``predict`` a ViT on CIFAR-10 (or any ImageFolder).
 
     python -m helpers train --preset fast --data cifar10 --minutes 5 --out runs/fast
-    python -m helpers evaluate --checkpoint runs/fast --data cifar10
+    python -m helpers evaluate --checkpoint runs/fast --data cifar10 --split test
     python -m helpers predict --checkpoint runs/fast --image cat.jpg
 
 Progress goes to stderr; the final result is one JSON line on stdout (see helpers/cli.py).
@@ -38,10 +38,23 @@ def register(sub) -> None:
     p.add_argument(
         "--data",
         default="cifar10",
-        help="cifar10 | synthetic | digits | an ImageFolder path (train/ + val/); default cifar10",
+        help="cifar10 | synthetic | digits | an ImageFolder path (train/ + val/ and/or test/); "
+        "default cifar10 (45k train, 5k val held out of train, 10k test scored at the end)",
     )
     p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
-    p.add_argument("--minutes", type=float, help="wall-time budget in minutes")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="wall-time budget in minutes (compile and a step-rate measurement happen before "
+        "the clock starts; the schedule is fitted to the steps that fit)",
+    )
+    p.add_argument("--warmup-fraction", type=float, help="warm-up as a fraction of the run's steps")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        help="write the full last.pt at most this often (default 3; 0 = every epoch); always "
+        "at the end and on Ctrl-C",
+    )
     p.add_argument("--batch-size", type=int, help="batch size")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--patch-size", type=int, help="ViT patch size (from-scratch presets)")
@@ -84,12 +97,17 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run folder (uses best.pt)")
     p.add_argument("--data", default="cifar10", help="cifar10 | synthetic | digits | a path")
     p.add_argument(
+        "--split",
+        choices=["val", "test"],
+        help="which split to score (default: test if the data has one, else val)",
+    )
+    p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="average predictions with the horizontal flip (default on)",
     )
-    p.add_argument("--out", help="output folder (default <checkpoint folder>/eval)")
+    p.add_argument("--out", help="output folder (default <checkpoint folder>/eval/<data>-<split>)")
     p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
     p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
     p.set_defaults(func=cmd_evaluate)
@@ -124,6 +142,8 @@ def build_train_preset(args, image_size: int | None = None):
         "compile": args.compile,
         "precision": args.precision,
         "seed": args.seed,
+        "warmup_fraction": getattr(args, "warmup_fraction", None),
+        "checkpoint_minutes": getattr(args, "checkpoint_minutes", None),
         "dim": args.dim,
         "depth": args.depth,
         "heads": args.heads,
@@ -143,14 +163,30 @@ def build_train_preset(args, image_size: int | None = None):
     return get_preset(args.preset, **overrides)
 
 
-def load_data(spec: str, what: str = "--data"):
-    """``helpers.data.load_dataset`` with a message naming the command-line option."""
+def load_data(spec: str, what: str = "--data", splits: tuple[str, ...] | None = None):
+    """``helpers.data.load_dataset`` with a message naming the command-line option; for a
+    folder, ``splits`` limits what is decoded."""
     from helpers.data import load_dataset
 
+    kw = (
+        {"splits": splits}
+        if splits and spec.lower() not in ("cifar10", "synthetic", "digits")
+        else {}
+    )
     try:
-        return load_dataset(spec)
+        return load_dataset(spec, **kw)
     except InputError as e:
         raise InputError(f"{what} {spec!r}: {e}") from None
+
+
+def default_split(spec: str) -> str:
+    """``test`` when the data has a test split (cifar10, a folder with test/), else ``val``."""
+    name = spec.strip().lower()
+    if name == "cifar10":
+        return "test"
+    if name in ("synthetic", "digits"):
+        return "val"
+    return "test" if (Path(spec).expanduser() / "test").is_dir() else "val"
 
 
 def summarize_history(history: list[dict]) -> dict:
@@ -253,12 +289,19 @@ def cmd_train(args) -> dict:
     )
     summary = summarize_history(result.history)
     best = result.out_dir / "best.pt"
+    test = result.test or {}
     return {
         "command": "train",
         "preset": preset.name,
         "data": data.source,
         **summary,
         "best_val_acc": result.best_val_acc,
+        "test_acc": test.get("acc"),
+        "test_top5": test.get("top5"),
+        "test_acc_flip_tta": test.get("acc_flip_tta"),
+        "planned_steps": result.plan.total_steps,
+        "steps": result.history[-1]["step"] if result.history else 0,
+        "checkpoint_seconds": result.checkpoint_seconds,
         "stopped_early": result.stopped_early,
         "parameters": count_parameters(result.model),
         "out_dir": str(result.out_dir),
@@ -283,7 +326,9 @@ def cmd_evaluate(args) -> dict:
             f"--checkpoint {args.checkpoint} does not exist; give best.pt/last.pt or the run folder."
         )
     loaded = load_checkpoint(args.checkpoint, device=device, log=_log)
-    data = load_data(args.data)
+    split = args.split or default_split(args.data)
+    data = load_data(args.data, splits=(split,))
+    x, y = data.split(split)
     if len(data.classes) != len(loaded.classes):
         raise InputError(
             f"the checkpoint predicts {len(loaded.classes)} classes {loaded.classes[:10]} but "
@@ -292,12 +337,21 @@ def cmd_evaluate(args) -> dict:
         )
     if list(data.classes) != list(loaded.classes):
         _log("note: class names differ from the checkpoint's; assuming the same order.")
-    out = Path(args.out) if args.out else checkpoint_folder(args.checkpoint) / "eval"
-    _log(f"evaluating {args.checkpoint} on {data!r} (flip TTA {'on' if args.tta else 'off'})")
+    name = Path(data.source).name or data.source
+    out = (
+        Path(args.out)
+        if args.out
+        else checkpoint_folder(args.checkpoint) / "eval" / f"{name}-{split}"
+    )
+    _log(
+        f"evaluating {args.checkpoint} on the {split} split of {data.source} ({len(y)} images, "
+        f"flip TTA {'on' if args.tta else 'off'})"
+    )
     m = evaluate(
         loaded.model,
         data,
         loaded.spec,
+        split=split,
         tta_flip=args.tta,
         out_dir=out,
         batch_size=args.batch_size,
@@ -308,20 +362,21 @@ def cmd_evaluate(args) -> dict:
     figures = {
         "confusion.png": lambda: plots.plot_confusion(m["confusion_matrix"], loaded.classes),
         "per_class.png": lambda: plots.plot_per_class(m),
-        "samples.png": lambda: plots.plot_samples(data.val_x, data.val_y, pred, loaded.classes),
+        "samples.png": lambda: plots.plot_samples(x, y, pred, loaded.classes),
     }
     history = _run_history(args.checkpoint) or loaded.history
     if history:
         figures["history.png"] = lambda: plots.plot_history(history)
     if not loaded.preset.finetune:
         figures["attention.png"] = lambda: plots.plot_attention(
-            loaded.model, data.val_x[0], loaded.spec, device=device
+            loaded.model, x[0], loaded.spec, device=device
         )
     written = _save_figures(figures, out)
     return {
         "command": "evaluate",
         "checkpoint": str(args.checkpoint),
         "data": data.source,
+        "split": split,
         "num_samples": m["num_samples"],
         "top1": m["top1"],
         "top5": m.get("top5"),

@@ -2,8 +2,13 @@
 
 The whole dataset is kept on the GPU (CIFAR-10 is 150 MB as uint8) and batches are cut from it
 by index, so no DataLoader workers or per-image Python work sit in the training loop. Sources:
-CIFAR-10 (torchvision download), any ImageFolder tree (``train/`` + ``val/`` or ``test/``),
+CIFAR-10 (torchvision download), any ImageFolder tree (``train/`` + ``val/`` and/or ``test/``),
 a learnable synthetic set for smoke runs, and scikit-learn's bundled 8x8 digits.
+
+Three roles, never mixed: ``train`` is learned from, ``val`` picks the best epoch, ``test`` is
+scored once at the end. When a source has no validation split of its own (CIFAR-10, a tree with
+only ``test/``), a stratified, seeded part of the training images is held out as ``val``, so
+the test images never influence training or the choice of checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 
 from helpers.errors import InputError
 
+HOLDOUT_SEED = 0  # fixed: the held-out validation images never depend on the training seed
+HOLDOUT_FRACTION = 0.1  # of train/, when an ImageFolder tree has no val/
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 CIFAR10_CLASSES = [
     "airplane",
@@ -33,7 +40,11 @@ CIFAR10_CLASSES = [
 
 @dataclass
 class DataSplits:
-    """Train and validation images (uint8 [N, 3, H, W]) with int64 labels and class names."""
+    """Train, validation and (optional) test images (uint8 [N, 3, H, W]), int64 labels, classes.
+
+    ``val`` selects the best epoch; ``test`` (None when the source has none) is only scored at
+    the end of training or by ``evaluate --split test``.
+    """
 
     train_x: object  # torch.Tensor uint8 [N, 3, H, W]
     train_y: object  # torch.Tensor int64 [N]
@@ -41,9 +52,12 @@ class DataSplits:
     val_y: object
     classes: list[str]
     source: str = ""
+    test_x: object | None = None
+    test_y: object | None = None
 
     def to(self, device) -> DataSplits:
-        """A copy with all four tensors on ``device`` (non-blocking where possible)."""
+        """A copy with the train and val tensors on ``device``; ``test`` stays where it is
+        (it is scored once, in batches, so it need not take device memory while training)."""
         return DataSplits(
             self.train_x.to(device, non_blocking=True),
             self.train_y.to(device, non_blocking=True),
@@ -51,7 +65,24 @@ class DataSplits:
             self.val_y.to(device, non_blocking=True),
             list(self.classes),
             self.source,
+            self.test_x,
+            self.test_y,
         )
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_y is not None and len(self.test_y) > 0
+
+    def split(self, name: str) -> tuple:
+        """``(x, y)`` of split ``'train'``, ``'val'`` or ``'test'``."""
+        if name not in ("train", "val", "test"):
+            raise InputError(f"split must be train, val or test, got {name!r}.")
+        if name == "test" and not self.has_test:
+            raise InputError(
+                f"{self.source or 'this dataset'} has no test split; use --split val, or give a "
+                "folder with a test/<class>/ tree."
+            )
+        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +95,9 @@ class DataSplits:
     def __repr__(self) -> str:
         return (
             f"DataSplits(source={self.source!r}, train={tuple(self.train_x.shape)}, "
-            f"val={tuple(self.val_x.shape)}, classes={self.num_classes}, "
+            f"val={tuple(self.val_x.shape)}, "
+            + (f"test={tuple(self.test_x.shape)}, " if self.has_test else "")
+            + f"classes={self.num_classes}, "
             f"device={self.train_x.device})"
         )
 
@@ -72,8 +105,32 @@ class DataSplits:
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-def load_cifar10(root: str | os.PathLike = "data", download: bool = True) -> DataSplits:
-    """CIFAR-10 via torchvision: the 50,000 training images and the 10,000 test images (as val)."""
+def holdout(y, fraction: float, seed: int = HOLDOUT_SEED):
+    """Indices ``(keep, held)`` that hold out ``fraction`` of every class (stratified, seeded;
+    the same labels and seed always give the same split). Both sorted, int64 tensors."""
+    import numpy as np
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y.cpu() if hasattr(y, "cpu") else y)
+    idx = np.arange(len(y))
+    counts = np.bincount(y)
+    if len(y) < 2 or counts[counts > 0].min() < 2:
+        raise InputError(
+            "every class needs at least 2 training images to hold some out for validation; "
+            "add a val/<class>/ folder instead."
+        )
+    n_held = max(int(round(fraction * len(y))), int((counts > 0).sum()))
+    keep, held = train_test_split(idx, test_size=n_held, stratify=y, random_state=seed)
+    return torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+
+
+def load_cifar10(
+    root: str | os.PathLike = "data", download: bool = True, val_fraction: float = 0.1
+) -> DataSplits:
+    """CIFAR-10 via torchvision: 45,000 training images, a stratified, seeded 5,000 held out of
+    the training set for validation (``val_fraction``), and the 10,000 test images as the
+    untouched test split."""
     import numpy as np
     import torch
     from torchvision.datasets import CIFAR10
@@ -93,9 +150,12 @@ def load_cifar10(root: str | os.PathLike = "data", download: bool = True) -> Dat
         y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
         return x, y
 
-    tx, ty = conv(train)
-    vx, vy = conv(test)
-    return DataSplits(tx, ty, vx, vy, list(train.classes), "cifar10")
+    x, y = conv(train)
+    keep, held = holdout(y, val_fraction)
+    test_x, test_y = conv(test)
+    return DataSplits(
+        x[keep], y[keep], x[held], y[held], list(train.classes), "cifar10", test_x, test_y
+    )
 
 
 # --------------------------------------------------------------------------- ImageFolder
@@ -227,17 +287,49 @@ def _decode_all(items: list[tuple[str, int]], image_size: int | None, desc: str)
     return np.ascontiguousarray(x), y
 
 
+def _load_split_cached(
+    root: Path, split: str, items: list[tuple[str, int]], image_size, cache_dir
+) -> tuple:
+    """Decode one split's files, through an ``.npz`` cache keyed by every file's stat."""
+    import numpy as np
+
+    cache_file = None
+    if cache_dir is not None:
+        key = _cache_key(root, items, image_size)
+        cache_file = Path(cache_dir) / f"{root.name}-{split}-{key}.npz"
+        if cache_file.exists():
+            try:
+                with np.load(cache_file, allow_pickle=False) as d:
+                    return d["x"], d["y"]
+            except Exception:
+                pass  # unreadable cache: decode again and overwrite it
+    x, y = _decode_all(items, image_size, f"decoding {root.name}/{split}")
+    if cache_file is not None:
+        from helpers.files import atomic_path
+
+        try:
+            with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
+                np.savez(f, x=x, y=y)
+        except OSError as e:  # read-only home, full disk: loading still worked
+            print(f"note: could not write the dataset cache {cache_file} ({e}).")
+    return x, y
+
+
 def load_image_folder(
     path: str | os.PathLike,
     image_size: int | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    splits: tuple[str, ...] = ("train", "val", "test"),
 ) -> DataSplits:
-    """Load ``path/train/<class>/*`` and ``path/val/<class>/*`` (or ``test/``) as uint8 tensors.
+    """Load ``path/train/<class>/*`` with ``path/val/<class>/*`` and/or ``path/test/<class>/*``.
 
+    ``val/`` picks the best epoch and ``test/`` is only scored at the end. A tree without
+    ``val/`` holds out a stratified, seeded 10 % of ``train/`` as validation. ``splits`` limits
+    which splits are decoded (``evaluate`` reads only the one it scores); the others are empty.
     Class indices follow sorted folder names. All images must share one size unless
     ``image_size`` is given (then each is resized so its short side is ``image_size`` and
-    center-cropped to a square). Decoded arrays are cached as ``.npz`` in ``cache_dir``
+    center-cropped to a square). Decoded arrays are cached per split as ``.npz`` in ``cache_dir``
     (default ``$HELPERS_CACHE/imagefolder`` or ``~/.cache/cvkit/imagefolder``), keyed by the
     folder and every file's name, mtime and size, so a second load skips decoding.
     """
@@ -248,75 +340,60 @@ def load_image_folder(
     if not root.exists():
         raise InputError(
             f"dataset folder {root} does not exist. Give a folder with train/<class>/ images "
-            "and val/<class>/ (or test/<class>/), or use 'cifar10', 'synthetic' or 'digits'."
+            "and val/<class>/ and/or test/<class>/, or use 'cifar10', 'synthetic' or 'digits'."
         )
     if not root.is_dir():
         raise InputError(f"{root} is a file, not a folder; give the dataset's top folder.")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise InputError(f"image_size must be a positive integer or None, got {image_size!r}.")
-    train_dir = root / "train"
-    val_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
-    if not train_dir.is_dir() or val_dir is None:
+    present = [n for n in ("train", "val", "test") if (root / n).is_dir()]
+    if "train" not in present or len(present) < 2:
         found = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise InputError(
-            f"{root} needs a train/ folder and a val/ (or test/) folder, each with one subfolder "
-            f"per class; found folders: {found or 'none'}."
+            f"{root} needs a train/ folder and a val/ and/or test/ folder, each with one "
+            f"subfolder per class; found folders: {found or 'none'}."
         )
-    train_classes, train_files = _list_split(train_dir)
-    val_classes, val_files = _list_split(val_dir)
-    if train_classes != val_classes:
-        only_t = sorted(set(train_classes) - set(val_classes))
-        only_v = sorted(set(val_classes) - set(train_classes))
+    listed = {n: _list_split(root / n) for n in present}
+    classes = listed["train"][0]
+    for n in present[1:]:
+        other = listed[n][0]
+        if other != classes:
+            only_t = sorted(set(classes) - set(other))
+            only_o = sorted(set(other) - set(classes))
+            raise InputError(
+                f"train and {n} have different classes: only in train: {only_t or 'none'}; "
+                f"only in {n}: {only_o or 'none'}. Every split needs the same class folders."
+            )
+    items = {
+        n: [(p, i) for i, c in enumerate(classes) for p in files[c]]
+        for n, (_, files) in listed.items()
+    }
+    held_out = "val" not in present  # validation comes out of train/
+    wanted = set(splits) | ({"train"} if held_out and "val" in splits else set())
+    cache_dir = Path(cache_dir or _default_cache_dir()) if cache else None
+    arrays = {
+        n: _load_split_cached(root, n, items[n], image_size, cache_dir)
+        for n in present
+        if n in wanted
+    }
+    shapes = {n: a[0].shape[1:] for n, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{n} {s[2]}x{s[1]}" for n, s in shapes.items())
         raise InputError(
-            f"train and {val_dir.name} have different classes: only in train: {only_t or 'none'}; "
-            f"only in {val_dir.name}: {only_v or 'none'}. Both need the same class folders."
+            f"the splits' images differ in size ({desc}). Pass image_size=N to resize all to NxN."
         )
-    classes = train_classes
-    train_items = [(p, i) for i, c in enumerate(classes) for p in train_files[c]]
-    val_items = [(p, i) for i, c in enumerate(classes) for p in val_files[c]]
-
-    cache_file = None
-    if cache:
-        key = _cache_key(root, train_items + val_items, image_size)
-        cache_file = Path(cache_dir or _default_cache_dir()) / f"{root.name}-{key}.npz"
-        if cache_file.exists():
-            try:
-                with np.load(cache_file, allow_pickle=False) as d:
-                    arrays = {k: d[k] for k in ("train_x", "train_y", "val_x", "val_y")}
-                    cached_classes = [str(c) for c in d["classes"]]
-                if cached_classes == classes:
-                    return DataSplits(
-                        *(torch.from_numpy(arrays[k]) for k in ("train_x", "train_y")),
-                        *(torch.from_numpy(arrays[k]) for k in ("val_x", "val_y")),
-                        classes,
-                        str(root),
-                    )
-            except Exception:
-                pass  # unreadable cache: decode again and overwrite it
-
-    tx, ty = _decode_all(train_items, image_size, f"decoding {root.name}/train")
-    vx, vy = _decode_all(val_items, image_size, f"decoding {root.name}/{val_dir.name}")
-    if tx.shape[1:] != vx.shape[1:]:
-        raise InputError(
-            f"train images are {tx.shape[3]}x{tx.shape[2]} but {val_dir.name} images are "
-            f"{vx.shape[3]}x{vx.shape[2]}. Pass image_size=N to resize both to NxN."
-        )
-    if cache_file is not None:
-        from helpers.files import atomic_path
-
-        try:
-            with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
-                np.savez(f, train_x=tx, train_y=ty, val_x=vx, val_y=vy, classes=np.asarray(classes))
-        except OSError as e:  # read-only home, full disk: loading still worked
-            print(f"note: could not write the dataset cache {cache_file} ({e}).")
-    return DataSplits(
-        torch.from_numpy(tx),
-        torch.from_numpy(ty),
-        torch.from_numpy(vx),
-        torch.from_numpy(vy),
-        classes,
-        str(root),
-    )
+    shape = next(iter(shapes.values()), (3, image_size or 1, image_size or 1))
+    empty = (np.zeros((0, *shape), np.uint8), np.zeros(0, np.int64))
+    t = {n: tuple(torch.from_numpy(a) for a in arrays.get(n, empty)) for n in present}
+    if held_out:
+        if "train" in arrays:
+            keep, held = holdout(t["train"][1], HOLDOUT_FRACTION)
+            x, y = t["train"]
+            t["train"], t["val"] = (x[keep], y[keep]), (x[held], y[held])
+        else:
+            t["val"] = tuple(torch.from_numpy(a) for a in empty)
+    test = t.get("test", (None, None))
+    return DataSplits(*t["train"], *t["val"], classes, str(root), *test)
 
 
 # --------------------------------------------------------------------------- synthetic / digits
@@ -328,16 +405,19 @@ def synthetic_dataset(
     num_classes: int = 10,
     image_size: int = 32,
     seed: int = 0,
+    n_test: int = 0,
 ) -> DataSplits:
     """A learnable toy set: each class has its own colour and stripe orientation/frequency;
-    every image gets a random phase, brightness and noise. Deterministic from ``seed``."""
+    every image gets a random phase, brightness and noise. Deterministic from ``seed``.
+    ``n_test`` > 0 adds a test split."""
     import math
 
     import torch
 
-    if n_train < 1 or n_val < 1 or num_classes < 2 or image_size < 4:
+    if n_train < 1 or n_val < 1 or n_test < 0 or num_classes < 2 or image_size < 4:
         raise InputError(
-            "synthetic_dataset needs n_train >= 1, n_val >= 1, num_classes >= 2, image_size >= 4."
+            "synthetic_dataset needs n_train >= 1, n_val >= 1, n_test >= 0, num_classes >= 2, "
+            "image_size >= 4."
         )
     g = torch.Generator().manual_seed(seed)
     colours = torch.rand(num_classes, 3, generator=g) * 0.7 + 0.3  # [C, 3]
@@ -360,7 +440,8 @@ def synthetic_dataset(
 
     tx, ty = make(n_train)
     vx, vy = make(n_val)
-    return DataSplits(tx, ty, vx, vy, [f"class{i}" for i in range(num_classes)], "synthetic")
+    test = make(n_test) if n_test else (None, None)
+    return DataSplits(tx, ty, vx, vy, [f"class{i}" for i in range(num_classes)], "synthetic", *test)
 
 
 def load_digits(image_size: int = 16, seed: int = 0) -> DataSplits:
@@ -395,7 +476,7 @@ def load_dataset(spec: str | os.PathLike, **kw) -> DataSplits:
     if fn is None and not Path(name).expanduser().exists():
         raise InputError(
             f"unknown dataset {name!r}: use 'cifar10', 'synthetic', 'digits' or the path of an "
-            "existing folder with train/<class>/ and val/<class>/ images."
+            "existing folder with train/<class>/ and val/<class>/ and/or test/<class>/ images."
         )
     try:
         return fn(**kw) if fn is not None else load_image_folder(name, **kw)
@@ -449,6 +530,7 @@ def iterate_batches(
 __all__ = [
     "CIFAR10_CLASSES",
     "DataSplits",
+    "holdout",
     "iterate_batches",
     "load_cifar10",
     "load_dataset",

@@ -80,6 +80,24 @@ def predict_logits(
     return torch.cat(out)
 
 
+def split_metrics(
+    model, x, y, spec, batch_size: int = 512, device=None, precision: str = "auto", prefix="val"
+) -> dict:
+    """``{prefix}_loss``, ``{prefix}_acc`` and ``{prefix}_top5`` of ``model`` on images ``x``
+    (uint8) with labels ``y``: the per-epoch validation numbers (no TTA)."""
+    import torch.nn.functional as F
+
+    logits = predict_logits(
+        model, x, spec, batch_size=batch_size, device=device, precision=precision
+    )
+    y = y.cpu()
+    return {
+        f"{prefix}_loss": float(F.cross_entropy(logits, y)),
+        f"{prefix}_acc": float((logits.argmax(1) == y).float().mean()),
+        f"{prefix}_top5": top_k_accuracy(y, logits, k=5),
+    }
+
+
 def _as_numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().cpu().float().numpy() if a.is_floating_point() else a.detach().cpu().numpy()
@@ -206,26 +224,28 @@ def evaluate(
     batch_size: int = 512,
     device=None,
     progress: bool = False,
+    split: str = "val",
 ) -> dict:
-    """Metrics of ``model`` on ``data``'s validation split (see :func:`classification_metrics`).
+    """Metrics of ``model`` on ``data``'s ``split`` (see :func:`classification_metrics`).
 
     With ``out_dir`` it also writes ``logits.npy``, ``predictions.npy``, ``targets.npy``,
     ``metrics.json`` and ``classification_report.txt`` there (atomically).
     """
     from helpers.files import atomic_path, atomic_write_json, atomic_write_text
 
-    if len(data.val_y) == 0:
-        raise InputError("the validation split is empty; nothing to evaluate.")
+    x, y = data.split(split)
+    if len(y) == 0:
+        raise InputError(f"the {split} split is empty; nothing to evaluate.")
     logits = predict_logits(
         model,
-        data.val_x,
+        x,
         spec,
         batch_size=batch_size,
         tta_flip=tta_flip,
         device=device,
         progress=progress,
     )
-    targets = data.val_y.detach().cpu().numpy()
+    targets = y.detach().cpu().numpy()
     if logits.shape[1] != len(data.classes):
         raise InputError(
             f"the model predicts {logits.shape[1]} classes but the data has {len(data.classes)}; "
@@ -233,6 +253,7 @@ def evaluate(
         )
     m = classification_metrics(targets, logits, data.classes)
     m["tta_flip"] = bool(tta_flip)
+    m["split"] = split
     if out_dir is not None:
         out = Path(out_dir)
         arrays = {
@@ -254,5 +275,6 @@ __all__ = [
     "evaluate",
     "format_report",
     "predict_logits",
+    "split_metrics",
     "top_k_accuracy",
 ]

@@ -1,29 +1,45 @@
-"""The training loop: AdamW, LR schedules, EMA, mixed precision, torch.compile, a wall-time
-budget, atomic per-epoch checkpoints and exact resume.
+"""The training loop: AdamW, a step-based schedule, EMA, mixed precision, torch.compile, a
+wall-time budget, light checkpoints and exact resume.
 
 Data stay on the device as uint8; each step indexes a batch there, augments it with
 :class:`helpers.augment.GpuAugment` and trains on soft targets. Nothing syncs the host per
 step: loss and accuracy are summed as device tensors and read once per epoch.
+
+Before the clock starts, the run compiles and (with a time budget) measures its step rate,
+then fixes its step plan (:mod:`helpers.schedule`); the learning rate is a function of the
+step alone, so a budgeted run is reproducible for its plan and resumes bit-for-bit. A full
+``last.pt`` is written at most every ``checkpoint_minutes``, at the end, and on Ctrl-C /
+kernel interrupt (the step in flight finishes first); ``best.pt`` holds inference weights.
+The test split, if the data has one, is scored once, at the end, with the best weights.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import dataclasses
 import gc
-import io
-import math
+import itertools
 import os
-import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.calibrate import plan_run
+from helpers.checkpoint import (
+    LoadedModel,
+    Saver,
+    load_checkpoint,
+    resume_point,
+    saved_best,
+    set_rng_state,
+)
 from helpers.errors import InputError
-from helpers.vit import param_groups
+from helpers.metrics import split_metrics
+from helpers.schedule import StepPlan
+from helpers.step import RunState, make_optimizer, one_step
 
 TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds")
 
@@ -37,323 +53,15 @@ class TrainResult:
     out_dir: Path
     spec: Any
     classes: list[str]
-    stopped_early: bool  # True when the time budget ended the run before the last epoch
-
-
-@dataclass
-class LoadedModel:
-    model: Any  # in eval mode; EMA weights when the checkpoint has them
-    spec: Any
-    classes: list[str]
-    preset: Any
-    epoch: int
-    history: list[dict]
-
-
-# ----------------------------------------------------------------------------- schedule
-
-
-def lr_at(progress: float, cfg) -> float:
-    """Learning rate at ``progress`` in [0, 1] of the run (a pure function, easy to test).
-
-    Linear warmup from 0 over the first ``warmup_epochs / epochs`` of the run, then
-    ``cosine`` (down to ``min_lr`` at progress 1), ``multistep`` (times ``gamma`` at each
-    milestone epoch) or ``constant``.
-    """
-    p = min(max(float(progress), 0.0), 1.0)
-    warm = min(max(cfg.warmup_epochs, 0.0) / cfg.epochs, 1.0)
-    if warm > 0 and p < warm:
-        return cfg.lr * p / warm
-    if cfg.schedule == "constant":
-        return cfg.lr
-    if cfg.schedule == "multistep":
-        epoch = p * cfg.epochs + 1e-9
-        return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
-    if cfg.schedule != "cosine":
-        raise InputError(f"schedule must be cosine, multistep or constant, got {cfg.schedule!r}.")
-    t = (p - warm) / (1.0 - warm) if warm < 1.0 else 1.0
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def run_progress(step: int, total_steps: int, elapsed: float, budget_s: float | None) -> float:
-    """Schedule progress: the step fraction, or the time fraction of the budget if further."""
-    p = step / max(total_steps, 1)
-    if budget_s:
-        p = max(p, elapsed / budget_s)
-    return min(p, 1.0)
-
-
-# ----------------------------------------------------------------------------- pieces
-
-
-def ema_update(ema_model, model, decay: float) -> None:
-    """``ema = decay * ema + (1 - decay) * param`` for every parameter; buffers are copied."""
-    import torch
-
-    with torch.no_grad():
-        ema_p = [p for p in ema_model.parameters()]
-        src_p = [p.detach() for p in model.parameters()]
-        if len(ema_p) != len(src_p):
-            raise InputError("the EMA model and the model have different parameters.")
-        if ema_p:
-            torch._foreach_lerp_(ema_p, src_p, 1.0 - decay)
-        for eb, b in zip(ema_model.buffers(), model.buffers()):
-            eb.copy_(b)
-
-
-def soft_cross_entropy(logits, y_soft, label_smoothing: float = 0.0):
-    """Cross entropy against soft targets, which are first smoothed: ``y (1 - eps) + eps / C``."""
-    if label_smoothing:
-        y_soft = y_soft * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
-    return -(y_soft * logits.float().log_softmax(-1)).sum(-1).mean()
-
-
-def make_optimizer(model, cfg, device):
-    import torch
-
-    groups = param_groups(model, cfg.weight_decay)
-    if not groups:
-        raise InputError("the model has no trainable parameters; unfreeze some layers.")
-    kw = {}
-    if torch.device(device).type == "cuda":
-        kw["fused"] = True
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), **kw)
-    except (RuntimeError, TypeError, ValueError):  # fused not supported for these params
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state(shuffle_gen, aug_gen) -> dict:
-    import numpy as np
-    import torch
-
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "shuffle": shuffle_gen.get_state(),
-        "augment": aug_gen.get_state(),
-    }
-
-
-def _set_rng_state(state: dict, shuffle_gen, aug_gen) -> None:
-    import numpy as np
-    import torch
-
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError):
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    shuffle_gen.set_state(state["shuffle"].cpu())
-    aug_gen.set_state(state["augment"].cpu())
-
-
-def _read_checkpoint(path: Path) -> dict:
-    """torch.load a checkpoint dict; any failure -> InputError naming the file."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"checkpoint {path} does not exist.") from None
-    except Exception as e:
-        raise InputError(
-            f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); it is probably "
-            "corrupt or incomplete. Delete it, or train with resume=False."
-        ) from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "preset" not in ckpt:
-        raise InputError(f"{path} is not a checkpoint written by helpers.train.")
-    return ckpt
-
-
-def _read_with_fallback(candidates: list[Path], log=print) -> tuple[dict, Path]:
-    existing = [p for p in candidates if p.exists()]
-    if not existing:
-        raise InputError(f"no checkpoint found at {candidates[0]}.")
-    errors = []
-    for p in existing:
-        try:
-            ckpt = _read_checkpoint(p)
-        except InputError as e:
-            errors.append(str(e))
-            continue
-        if p != candidates[0]:
-            log(f"{candidates[0].name} is missing or unreadable; using {p} instead.")
-        return ckpt, p
-    raise InputError(" ".join(errors))
-
-
-def _resume_candidates(out_dir: Path) -> list[Path]:
-    return [out_dir / "last.pt", out_dir / "last.prev.pt"]
-
-
-def save_last_checkpoint(state: dict, out_dir: Path) -> Path:
-    """Rename the current ``last.pt`` to ``last.prev.pt``, then write the new one atomically."""
-    from helpers.files import atomic_torch_save
-
-    last = out_dir / "last.pt"
-    if last.exists():
-        os.replace(last, out_dir / "last.prev.pt")
-    return atomic_torch_save(state, last)
-
-
-def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedModel:
-    """Rebuild the model from a checkpoint file (or a run folder: ``best.pt``, else ``last.pt``).
-
-    Uses the EMA weights when the checkpoint has them. If ``last.pt`` is unreadable it falls
-    back to ``last.prev.pt``; if nothing readable is left -> InputError naming the file.
-    """
-    import torch
-
-    from helpers.presets import preset_from_dict
-    from helpers.vit import InputSpec, build_model
-
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / "best.pt", *_resume_candidates(path)]
-    elif path.name == "last.pt":
-        candidates = [path, path.with_name("last.prev.pt")]
-    else:
-        candidates = [path]
-    if not any(p.exists() for p in candidates):
-        raise InputError(
-            f"no checkpoint at {path}; give a .pt file written by training or its folder."
-        )
-    ckpt, _ = _read_with_fallback(candidates, log=log)
-    preset = preset_from_dict(ckpt["preset"])
-    classes = list(ckpt["classes"])
-    model, _ = build_model(preset, len(classes), pretrained=False)
-    weights = ckpt.get("ema") or ckpt["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise InputError(f"checkpoint {path} does not match its own model config: {e}") from None
-    model.to(torch.device(device)).eval()
-    return LoadedModel(
-        model=model,
-        spec=InputSpec(**ckpt["spec"]),
-        classes=classes,
-        preset=preset,
-        epoch=int(ckpt.get("epoch", 0)),
-        history=list(ckpt.get("history", [])),
-    )
-
-
-def _write_history(history: list[dict], out_dir: Path) -> None:
-    from helpers.files import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out_dir / "history.json", history)
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(out_dir / "history.csv", buf.getvalue())
-
-
-# ----------------------------------------------------------------------------- training
-
-
-@dataclass
-class _Run:
-    """Everything one training step needs."""
-
-    model: Any
-    fwd: Any  # model, or torch.compile(model)
-    optimizer: Any
-    scaler: Any
-    cfg: Any
-    amp_dtype: Any
-    device_type: str
-    compile_pending: bool = False
-
-    def __post_init__(self):
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def autocast(self):
-        import torch
-
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.amp_dtype)
-
-
-def _train_step(run: _Run, x, y_soft):
-    """One optimizer step; returns (loss, number correct) as device tensors (no host sync)."""
-    import torch
-
-    cfg = run.cfg
-    with run.autocast():
-        logits = run.fwd(x)
-    loss = soft_cross_entropy(logits, y_soft, cfg.label_smoothing)
-    run.optimizer.zero_grad(set_to_none=True)
-    params = run.params
-    if run.scaler is not None:
-        run.scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            run.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    else:
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        run.optimizer.step()
-    correct = (logits.detach().argmax(-1) == y_soft.argmax(-1)).sum()
-    return loss.detach(), correct
-
-
-def _step(run: _Run, x, y_soft, log):
-    """``_train_step``, falling back to eager mode if the compiled model fails on first use."""
-    if not run.compile_pending:
-        return _train_step(run, x, y_soft)
-    import torch
-
-    try:
-        out = _train_step(run, x, y_soft)
-    except (torch.cuda.OutOfMemoryError, KeyboardInterrupt):
-        raise
-    except Exception as e:
-        log(
-            f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly."
-        )
-        run.fwd = run.model
-        out = _train_step(run, x, y_soft)
-    run.compile_pending = False
-    return out
-
-
-def _validate(model, data, spec, batch_size: int, device, precision: str) -> dict:
-    import torch.nn.functional as F
-
-    from helpers.metrics import predict_logits, top_k_accuracy
-
-    logits = predict_logits(
-        model, data.val_x, spec, batch_size=batch_size, device=device, precision=precision
-    )
-    y = data.val_y.cpu()
-    return {
-        "val_loss": float(F.cross_entropy(logits, y)),
-        "val_acc": float((logits.argmax(1) == y).float().mean()),
-        "val_top5": top_k_accuracy(y, logits, k=5),
-    }
-
-
-def _same_model(saved: dict, current: dict) -> bool:
-    keys = ("model", "timm_name", "freeze_all_but_last")
-    return all(saved.get(k) == current.get(k) for k in keys)
+    stopped_early: bool  # True when the time budget ended the run before its plan was done
+    plan: StepPlan | None = None
+    test: dict | None = None  # the best weights scored on the test split (None: no test split)
+    checkpoint_seconds: float = 0.0  # time spent writing checkpoints and history in this call
+    checkpoint_bytes: int = 0
+
+    @property
+    def test_acc(self) -> float | None:
+        return self.test["acc"] if self.test else None
 
 
 def _free_cuda() -> None:
@@ -362,6 +70,255 @@ def _free_cuda() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _checked(preset, data, max_steps_per_epoch):
+    """A validated copy of ``preset`` for ``data``, or InputError saying what to change."""
+    preset = copy.deepcopy(preset)
+    cfg = preset.train.validate()
+    if preset.model is not None:
+        preset.model.validate()
+    n_train, n_val = len(data.train_y), len(data.val_y)
+    if n_train == 0:
+        raise InputError("the training split is empty.")
+    if n_val == 0:
+        raise InputError(
+            "the validation split is empty; training needs one to pick the best epoch."
+        )
+    if cfg.batch_size > n_train:
+        raise InputError(
+            f"batch_size {cfg.batch_size} is larger than the training set ({n_train} images); "
+            f"use batch_size <= {n_train}."
+        )
+    if max_steps_per_epoch is not None and max_steps_per_epoch < 1:
+        raise InputError(f"max_steps_per_epoch must be >= 1, got {max_steps_per_epoch}.")
+    num_classes = len(data.classes)
+    if num_classes < 2:
+        raise InputError(f"need at least 2 classes, got {num_classes}.")
+    ys = [data.train_y, data.val_y] + ([data.test_y] if data.has_test else [])
+    y_max, y_min = max(int(y.max()) for y in ys), min(int(y.min()) for y in ys)
+    if y_max >= num_classes or y_min < 0:
+        raise InputError(
+            f"labels must be in [0, {num_classes - 1}] for {num_classes} classes; found label "
+            f"{y_max if y_max >= num_classes else y_min}."
+        )
+    if preset.model is not None:
+        preset.model.num_classes = num_classes
+    return preset, cfg
+
+
+def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, log) -> RunState:
+    """Model, EMA, optimizer, scaler, augmentation and RNGs, restored from ``ckpt`` if given."""
+    import torch
+
+    from helpers import runtime
+    from helpers.augment import GpuAugment, eval_transform
+    from helpers.models import build_model
+
+    cfg, num_classes = preset.train, len(data.classes)
+    if device.type == "cuda":
+        runtime.enable_fast_matmul()
+    runtime.seed_everything(cfg.seed)
+    model, spec = build_model(preset, num_classes, pretrained=pretrained and ckpt is None)
+    model.to(device)
+    data = data.to(device)
+    model.eval()
+    with torch.no_grad():
+        out = model(eval_transform(data.val_x[:1], spec))
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise InputError(
+            f"the model outputs {tuple(out.shape)} but the data has {num_classes} classes."
+        )
+    model.train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
+    optimizer = make_optimizer(model, cfg, device)
+    amp_dtype = runtime.autocast_dtype(device, cfg.precision)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    shuffle_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    aug = GpuAugment(preset.aug, spec, num_classes)
+    run = RunState(
+        model, model, ema, optimizer, scaler, aug, data, spec, cfg, amp_dtype, device,
+        shuffle_gen, aug_gen,
+    )  # fmt: skip
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt.get("ema") or ckpt["model"])
+        run.epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
+        run.elapsed, run.history = float(ckpt["elapsed"]), list(ckpt["history"])
+        run.best_acc, run.best_epoch = float(ckpt["best_val_acc"]), int(ckpt.get("best_epoch", 0))
+        set_rng_state(ckpt["rng"], shuffle_gen, aug_gen)
+        run.epoch_shuffle, run.partial = ckpt.get("epoch_shuffle"), ckpt.get("partial")
+        run.best_weights = saved_best(out_dir, run.best_epoch, device)
+        log(
+            f"resuming from epoch {run.epoch} (step {run.step}, {run.elapsed / 60:.1f} min "
+            "of training done)."
+        )
+    if cfg.compile:
+        try:
+            run.fwd = torch.compile(model)
+            run.compile_pending = True
+        except Exception as e:
+            log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly.")
+    return run
+
+
+@contextlib.contextmanager
+def _interrupt_requests(log):
+    """While inside, Ctrl-C / a kernel interrupt sets ``flag['set']`` instead of raising, so
+    the loop can finish its step and save; a second one raises KeyboardInterrupt at once."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+        log("interrupt: finishing this step and saving last.pt (interrupt again to stop now).")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+
+def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar, log) -> dict:
+    """Train the current epoch (or its remainder after a mid-epoch resume). Returns its sums
+    and why it ended: ``'done'``, ``'budget'`` or ``'interrupt'``."""
+    import torch
+
+    from helpers.data import iterate_batches
+
+    n_steps = plan.steps_in_epoch(run.epoch)
+    p = run.partial or {}  # set only after a mid-epoch resume
+    done = int(p.get("done", 0))
+    if done:  # draw this epoch's order again from the RNG state it was drawn with
+        run.shuffle_gen.set_state(run.epoch_shuffle.cpu())
+    else:
+        run.epoch_shuffle = run.shuffle_gen.get_state()
+    n_train = len(run.data.train_y)
+    batches = iterate_batches(n_train, run.cfg.batch_size, True, run.shuffle_gen, run.device)
+    sums = {
+        "done": done,
+        "loss_sum": torch.as_tensor(p.get("loss_sum", 0.0), device=run.device).float(),
+        "correct": torch.as_tensor(p.get("correct", 0), device=run.device).long(),
+        "seen": int(p.get("seen", 0)),
+        "seconds": float(p.get("seconds", 0.0)),
+        "lr": p.get("lr"),
+        "end": "done",
+    }
+    run.model.train()
+    t0 = time.perf_counter()
+    bar.reset(total=n_steps)
+    bar.update(done)
+    for i, idx in enumerate(itertools.islice(batches, done, n_steps), start=done):
+        loss, correct, lr = one_step(run, plan, idx, log)
+        sums["loss_sum"] += loss * len(idx)
+        sums["correct"] += correct
+        sums["seen"] += len(idx)
+        sums["lr"] = lr
+        sums["done"] = i + 1
+        bar.update(1)
+        if i % 20 == 0:
+            bar.set_postfix(lr=f"{lr:.2e}", refresh=False)
+        if interrupted["set"] and i + 1 < n_steps:
+            sums["end"] = "interrupt"
+            break
+        if budget and clock() >= budget and i + 1 < n_steps:
+            sums["end"] = "budget"
+            break
+    sums["seconds"] += time.perf_counter() - t0
+    return sums
+
+
+def _epoch_row(run: RunState, sums: dict, validate: bool, final: bool, eval_bs: int, clock) -> dict:
+    """The history row of the epoch just trained (validating when asked) — one host sync."""
+    seen = max(sums["seen"], 1)
+    row = {
+        "epoch": run.epoch,
+        "step": run.step,
+        "lr": sums["lr"],
+        "train_loss": float(sums["loss_sum"] / seen),
+        "train_acc": int(sums["correct"]) / seen,
+        "val_loss": None,
+        "val_acc": None,
+        "val_top5": None,
+    }
+    args = (run.data.val_x, run.data.val_y, run.spec, eval_bs, run.device, run.cfg.precision)
+    if validate:
+        row.update(split_metrics(run.judged, *args))
+        if run.ema is not None and final:  # the raw weights, for comparison
+            row["val_acc_model"] = split_metrics(run.model, *args)["val_acc"]
+    row["epoch_seconds"] = sums["seconds"]
+    row["images_per_second"] = sums["seen"] / max(sums["seconds"], 1e-9)
+    row["elapsed_seconds"] = clock()
+    return row
+
+
+def _summary(row: dict) -> str:
+    val = f"val {row['val_acc']:.4f} " if row["val_acc"] is not None else ""
+    return f"loss {row['train_loss']:.4f} {val}{row['images_per_second']:.0f} img/s"
+
+
+def _keep_if_best(run: RunState, val_acc: float | None) -> None:
+    """Remember the judged weights (on the device) when they are the best so far."""
+    if val_acc is None or val_acc <= run.best_acc:
+        return
+    run.best_acc, run.best_epoch = val_acc, run.epoch
+    run.best_weights = {k: v.detach().clone() for k, v in run.judged.state_dict().items()}
+    run.best_saved = False
+
+
+def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
+    """The best weights (best.pt) on the test split, once; written to ``test.json``."""
+    from helpers.files import atomic_write_json
+    from helpers.metrics import predict_logits, top_k_accuracy
+
+    data = run.data
+    if not data.has_test:
+        return None
+    model = copy.deepcopy(run.judged)
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
+    y = data.test_y.cpu()
+    kw = dict(batch_size=eval_bs, device=run.device, precision=run.cfg.precision)
+    logits = predict_logits(model, data.test_x, run.spec, **kw)
+    flip = predict_logits(model, data.test_x, run.spec, tta_flip=True, **kw)
+    result = {
+        "split": "test",
+        "num_samples": len(y),
+        "acc": float((logits.argmax(1) == y).float().mean()),
+        "top5": top_k_accuracy(y, logits, k=5),
+        "acc_flip_tta": float((flip.argmax(1) == y).float().mean()),
+        "weights_epoch": run.best_epoch,
+        "selected_on": "val",
+        "data": data.source,
+    }
+    del model
+    _free_cuda()
+    atomic_write_json(out_dir / "test.json", result)
+    log(
+        f"test accuracy (best epoch {run.best_epoch}, chosen on val): {result['acc']:.4f} "
+        f"({result['acc_flip_tta']:.4f} with flip TTA) on {len(y)} images."
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- training
 
 
 def train(
@@ -385,301 +342,121 @@ def train(
     ``max_steps_per_epoch`` shortens epochs (smoke runs); ``max_epochs_this_run`` returns after
     that many epochs (call again to continue). ``preset.train.minutes`` is a wall-time budget.
     ``eval_every`` > 1 validates only every that many epochs (and always at the end); the
-    best checkpoint is judged on the EMA weights when EMA is on.
+    best checkpoint is judged on the EMA weights when EMA is on. The test split, if any, is
+    scored once when the run is complete.
     """
     import torch
+    from tqdm.auto import tqdm
 
     from helpers import runtime
-    from helpers.augment import GpuAugment
-    from helpers.data import iterate_batches
-    from helpers.presets import preset_to_dict
-    from helpers.vit import build_model
 
-    preset = copy.deepcopy(preset)
-    cfg = preset.train.validate()
-    if preset.model is not None:
-        preset.model.validate()
-    n_train, n_val = len(data.train_y), len(data.val_y)
-    if n_train == 0:
-        raise InputError("the training split is empty.")
-    if n_val == 0:
-        raise InputError(
-            "the validation split is empty; training needs one to pick the best epoch."
-        )
-    if cfg.batch_size > n_train:
-        raise InputError(
-            f"batch_size {cfg.batch_size} is larger than the training set ({n_train} images); "
-            f"use batch_size <= {n_train}."
-        )
-    if max_steps_per_epoch is not None and max_steps_per_epoch < 1:
-        raise InputError(f"max_steps_per_epoch must be >= 1, got {max_steps_per_epoch}.")
+    preset, cfg = _checked(preset, data, max_steps_per_epoch)
     classes = list(data.classes)
-    num_classes = len(classes)
-    if num_classes < 2:
-        raise InputError(f"need at least 2 classes, got {num_classes}.")
-    y_max = max(int(data.train_y.max()), int(data.val_y.max()))
-    if y_max >= num_classes or min(int(data.train_y.min()), int(data.val_y.min())) < 0:
-        raise InputError(
-            f"labels must be in [0, {num_classes - 1}] for {num_classes} classes; found label {y_max}."
-        )
-    if preset.model is not None:
-        preset.model.num_classes = num_classes
-
     device = runtime.pick_device(str(device) if device is not None else None)
     out_dir = Path(out_dir) if out_dir is not None else runtime.output_dir(preset.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    ckpt = None
-    if resume and any(p.exists() for p in _resume_candidates(out_dir)):
-        ckpt, used = _read_with_fallback(_resume_candidates(out_dir), log=log)
-        if list(ckpt["classes"]) != classes:
-            raise InputError(
-                f"{used} was trained on {len(ckpt['classes'])} classes {list(ckpt['classes'])[:10]} "
-                f"but the data has {num_classes} {classes[:10]}; use another out_dir or resume=False."
-            )
-        if not _same_model(ckpt["preset"], preset_to_dict(preset)):
-            raise InputError(
-                f"{used} holds a different model than preset {preset.name!r}; "
-                "use another out_dir or resume=False."
-            )
-        if ckpt["preset"].get("train") != preset_to_dict(preset)["train"]:
-            log("note: the training settings differ from the checkpoint's; using the new ones.")
-
-    elif not resume and any(p.exists() for p in _resume_candidates(out_dir)):
-        old = out_dir / "previous_run"
-        old.mkdir(exist_ok=True)
-        for name in ("last.pt", "last.prev.pt", "best.pt", "history.json", "history.csv"):
-            if (out_dir / name).exists():
-                os.replace(out_dir / name, old / name)
-        log(f"resume=False: moved the earlier run's checkpoints to {old}.")
-
-    if device.type == "cuda":
-        runtime.enable_fast_matmul()
-    runtime.seed_everything(cfg.seed)
-    setup_oom = False
-    try:
-        model, spec = build_model(preset, num_classes, pretrained=pretrained and ckpt is None)
-        model.to(device)
-        data = data.to(device)
-        aug = GpuAugment(preset.aug, spec, num_classes)
-        from helpers.augment import eval_transform
-
-        model.eval()
-        with torch.no_grad():
-            out = model(eval_transform(data.val_x[:1], spec))
-        if out.ndim != 2 or out.shape[1] != num_classes:
-            raise InputError(
-                f"the model outputs {tuple(out.shape)} but the data has {num_classes} classes."
-            )
-        model.train()
-        ema = None
-        if cfg.ema_decay:
-            ema = copy.deepcopy(model).eval().requires_grad_(False)
-        optimizer = make_optimizer(model, cfg, device)
-        amp_dtype = runtime.autocast_dtype(device, cfg.precision)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        shuffle_gen = torch.Generator(device=device)
-        shuffle_gen.manual_seed(cfg.seed)
-        aug_gen = torch.Generator(device=device)
-        aug_gen.manual_seed(cfg.seed + 1)
-
-        epoch, step, elapsed, history, best_acc = 0, 0, 0.0, [], -1.0
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            if ema is not None:
-                ema.load_state_dict(ckpt.get("ema") or ckpt["model"])
-            epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-            elapsed, history = float(ckpt["elapsed"]), list(ckpt["history"])
-            best_acc = float(ckpt["best_val_acc"])
-            _set_rng_state(ckpt["rng"], shuffle_gen, aug_gen)
-            log(
-                f"resuming from {out_dir} at epoch {epoch} (step {step}, {elapsed / 60:.1f} min in)."
-            )
-        del ckpt
-
-        fwd = model
-        if cfg.compile:
-            try:
-                fwd = torch.compile(model)
-            except Exception as e:
-                log(
-                    f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly."
-                )
-        run = _Run(model, fwd, optimizer, scaler, cfg, amp_dtype, device.type, fwd is not model)
-    except torch.cuda.OutOfMemoryError:
-        setup_oom = True
-    if setup_oom:
-        model = ema = optimizer = data = None
-        _free_cuda()
-        raise InputError(runtime.oom_message(cfg.batch_size, "model setup"))
-
-    steps_per_epoch = n_train // cfg.batch_size
+    ckpt = resume_point(out_dir, preset, classes, resume, log)
+    steps_per_epoch = len(data.train_y) // cfg.batch_size
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
-    total_steps = cfg.epochs * steps_per_epoch
+    eval_bs, eval_every = min(1024, max(2 * cfg.batch_size, 256)), max(1, int(eval_every))
     budget = cfg.minutes * 60 if cfg.minutes else None
-    eval_bs = min(1024, max(2 * cfg.batch_size, 256))
-    stopped_early = bool(budget and elapsed >= budget)
+    try:
+        run = _setup(preset, data, device, ckpt, pretrained, out_dir, log)
+        plan = plan_run(run, ckpt, steps_per_epoch, eval_bs, eval_every, log)
+    except torch.cuda.OutOfMemoryError:
+        run = ckpt = None
+        _free_cuda()
+        raise InputError(runtime.oom_message(cfg.batch_size, "model setup")) from None
+    del ckpt
+    t_start = time.perf_counter() - run.elapsed  # the clock starts now, after compile
+
+    def clock() -> float:
+        return time.perf_counter() - t_start
+
+    saver = Saver(out_dir, preset, classes, cfg.checkpoint_minutes * 60, clock)
+    stopped_early = bool(budget and run.elapsed >= budget and run.epoch < plan.epochs)
     if stopped_early:
         log(f"the {cfg.minutes} min budget is already spent; raise minutes to train further.")
-    t_start = time.perf_counter() - elapsed
-    epochs_run = 0
-    eval_every = max(1, int(eval_every))
-
-    from tqdm.auto import tqdm
-
+    elif run.epoch < plan.epochs:
+        log(
+            f"plan: {plan.total_steps} steps ({plan.epochs} epochs of {steps_per_epoch}), "
+            f"warm-up {plan.warmup_steps} steps, {cfg.schedule} schedule."
+        )
     outer = tqdm(
-        total=cfg.epochs, initial=epoch, desc=f"{preset.name}", unit="epoch", disable=not progress
+        total=plan.epochs, initial=run.epoch, desc=preset.name, unit="epoch", disable=not progress
     )
-    oom = False
-    try:
-        while epoch < cfg.epochs and not stopped_early:
-            if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
-                break
-            if budget and time.perf_counter() - t_start >= budget:
-                stopped_early = True
-                break
-            t0 = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            lr = lr_at(run_progress(step, total_steps, t0 - t_start, budget), cfg)
-            bar = tqdm(
-                total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not progress,
-                leave=False,
-                unit="step",
-            )
-            batches = iterate_batches(
-                n_train, cfg.batch_size, True, shuffle_gen, device, drop_last=True
-            )
-            for i, idx in enumerate(batches):
-                if i >= steps_per_epoch:
+    bar = tqdm(total=steps_per_epoch, desc="steps", unit="step", leave=False, disable=not progress)
+    epochs_run, oom = 0, False
+    with _interrupt_requests(log) as interrupted:
+        try:
+            while run.epoch < plan.epochs and not stopped_early:
+                if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
                     break
-                lr = lr_at(
-                    run_progress(step, total_steps, time.perf_counter() - t_start, budget), cfg
-                )
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * g.get("lr_scale", 1.0)
-                x, y_soft = aug(data.train_x[idx], data.train_y[idx], generator=aug_gen)
-                loss, corr = _step(run, x, y_soft, log)
-                loss_sum += loss * len(idx)
-                correct += corr
-                seen += len(idx)
-                step += 1
-                if ema is not None:
-                    ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-                bar.update(1)
-                if i % 20 == 0:
-                    bar.set_postfix(lr=f"{lr:.2e}", refresh=False)
-                if budget and time.perf_counter() - t_start >= budget:
-                    stopped_early = epoch + 1 < cfg.epochs
-                    break
+                if interrupted["set"]:  # came at the last step of an epoch
+                    saver.save(run, plan, force=True)
+                    raise KeyboardInterrupt
+                bar.set_description(f"epoch {run.epoch + 1}/{plan.epochs}")
+                sums = _train_epoch(run, plan, clock, budget, interrupted, bar, log)
+                run.elapsed = clock()
+                if sums.pop("end") == "interrupt":
+                    run.partial = sums
+                    saver.save(run, plan, force=True)
+                    raise KeyboardInterrupt
+                run.epoch, run.partial, epochs_run = run.epoch + 1, None, epochs_run + 1
+                stopped_early = bool(budget and clock() >= budget)
+                stopped_early = stopped_early and run.epoch < plan.epochs
+                final = run.epoch >= plan.epochs or stopped_early
+                validate = final or run.epoch % eval_every == 0
+                row = _epoch_row(run, sums, validate, final, eval_bs, clock)
+                run.history.append(row)
+                _keep_if_best(run, row["val_acc"])
+                outer.update(1)
+                summary = _summary(row)
+                outer.set_postfix_str(summary)
+                if not progress:
+                    log(f"epoch {run.epoch}/{plan.epochs}: {summary}")
+                last_of_call = max_epochs_this_run is not None and epochs_run >= max_epochs_this_run
+                saver.save(run, plan, force=final or last_of_call)
+        except torch.cuda.OutOfMemoryError:
+            oom = True  # handled below, outside the except block, so its tensors are freed
+        except KeyboardInterrupt:
+            log(
+                f"interrupted at step {run.step}; {out_dir}/last.pt is kept: train again to resume."
+            )
+            raise
+        finally:
             bar.close()
-            train_loss = float(loss_sum / max(seen, 1))  # the one host sync of the epoch
-            train_acc = int(correct) / max(seen, 1)
-            train_s = time.perf_counter() - t0
-            epoch += 1
-            final = epoch >= cfg.epochs or stopped_early
-            row = {
-                "epoch": epoch,
-                "step": step,
-                "lr": lr,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": None,
-                "val_acc": None,
-                "val_top5": None,
-            }
-            judged = ema if ema is not None else model
-            if final or epoch % eval_every == 0:
-                row.update(_validate(judged, data, spec, eval_bs, device, cfg.precision))
-                if ema is not None and final:  # the raw weights, for comparison
-                    raw = _validate(model, data, spec, eval_bs, device, cfg.precision)
-                    row["val_acc_model"] = raw["val_acc"]
-            elapsed = time.perf_counter() - t_start
-            row["epoch_seconds"] = time.perf_counter() - t0
-            row["images_per_second"] = seen / max(train_s, 1e-9)
-            row["elapsed_seconds"] = elapsed
-            history.append(row)
-            val_acc = row["val_acc"]
-            summary = (
-                f"loss {train_loss:.4f} acc {train_acc:.4f} "
-                + (f"val {val_acc:.4f} " if val_acc is not None else "")
-                + f"lr {lr:.2e} {row['images_per_second']:.0f} img/s"
-            )
-            outer.update(1)
-            outer.set_postfix_str(summary)
-            if not progress:
-                log(f"epoch {epoch}/{cfg.epochs}: {summary}")
-
-            improved = val_acc is not None and val_acc > best_acc
-            best_acc = max(best_acc, val_acc) if val_acc is not None else best_acc
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "ema": ema.state_dict() if ema is not None else None,
-                "epoch": epoch,
-                "step": step,
-                "elapsed": elapsed,
-                "history": history,
-                "best_val_acc": best_acc,
-                "preset": preset_to_dict(preset),
-                "classes": classes,
-                "spec": dataclasses.asdict(spec),
-                "rng": _rng_state(shuffle_gen, aug_gen),
-            }
-            if improved:
-                from helpers.files import atomic_torch_save
-
-                best = {k: state[k] for k in ("preset", "classes", "spec", "epoch", "history")}
-                best.update(model=judged.state_dict(), ema=None, best_val_acc=best_acc)
-                atomic_torch_save(best, out_dir / "best.pt")
-            save_last_checkpoint(state, out_dir)
-            _write_history(history, out_dir)
-            epochs_run += 1
-    except torch.cuda.OutOfMemoryError:
-        oom = True  # handled below, outside the except block, so the traceback's tensors are freed
-    except KeyboardInterrupt:
-        log(f"interrupted; {out_dir / 'last.pt'} (epoch {epoch}) is kept: train again to resume.")
-        raise
-    finally:
-        outer.close()
+            outer.close()
     if oom:
-        del run, optimizer, model, ema, data
+        run = None
         _free_cuda()
         raise InputError(runtime.oom_message(cfg.batch_size))
-
+    if saver.writes:
+        share = saver.seconds / max(run.elapsed, 1e-9)
+        log(
+            f"checkpoints: {saver.writes} writes, {saver.bytes / 1e6:.0f} MB, "
+            f"{saver.seconds:.2f} s ({share:.1%} of {run.elapsed:.0f} s of training)."
+        )
     if stopped_early:
-        log(f"time budget of {cfg.minutes} min reached after {epoch} epochs.")
-    model.eval()
+        log(f"time budget of {cfg.minutes} min reached after {run.epoch} epochs.")
+    complete = run.epoch >= plan.epochs or stopped_early
+    test = _score_test(run, out_dir, eval_bs, log) if complete else None
+    run.model.eval()
     return TrainResult(
-        model=model,
-        ema_model=ema,
-        history=history,
-        best_val_acc=max(best_acc, 0.0),
+        model=run.model,
+        ema_model=run.ema,
+        history=run.history,
+        best_val_acc=max(run.best_acc, 0.0),
         out_dir=out_dir,
-        spec=spec,
+        spec=run.spec,
         classes=classes,
         stopped_early=stopped_early,
+        plan=plan,
+        test=test,
+        checkpoint_seconds=saver.seconds,
+        checkpoint_bytes=saver.bytes,
     )
 
 
-__all__ = [
-    "LoadedModel",
-    "TrainResult",
-    "ema_update",
-    "load_checkpoint",
-    "lr_at",
-    "make_optimizer",
-    "param_groups",
-    "run_progress",
-    "soft_cross_entropy",
-    "train",
-]
+__all__ = ["LoadedModel", "TrainResult", "load_checkpoint", "train"]

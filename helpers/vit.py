@@ -3,8 +3,9 @@
 Pre-norm blocks with attention through ``F.scaled_dot_product_attention``, stochastic depth,
 CLS-token or mean pooling, and the two small-dataset tricks of Lee et al. 2021 ("Vision
 Transformer for Small-Size Datasets"): shifted patch tokenization (SPT) and locality
-self-attention (LSA). Also: :func:`build_model` for any preset, attention maps and rollout for
-plotting, weight-decay parameter groups, and parameter counting.
+self-attention (LSA). Also: the input spec every model carries, attention maps and rollout for
+plotting (this ViT and timm's), weight-decay parameter groups, and parameter counting.
+:func:`helpers.models.build_model` builds the model of any preset.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.errors import InputError
-from helpers.presets import Preset, ViTConfig
+from helpers.presets import ViTConfig
 
 
 @dataclass
@@ -318,36 +319,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_model(
-    preset: Preset, num_classes: int = 10, pretrained: bool = True
-) -> tuple[nn.Module, InputSpec]:
-    """The model a preset describes and the input it expects.
-
-    From-scratch presets -> :class:`ViT` with ``num_classes`` outputs (normalization from the
-    preset); fine-tune presets -> a timm ViT (see :func:`helpers.finetune.build_timm_vit`)."""
-    if num_classes < 2:
-        raise InputError(f"num_classes must be >= 2, got {num_classes}.")
-    if preset.finetune:
-        from helpers.finetune import build_timm_vit
-
-        return build_timm_vit(
-            preset.timm_name,
-            num_classes,
-            pretrained=pretrained,
-            freeze_all_but_last=preset.freeze_all_but_last,
-        )
-    if preset.model is None:
-        raise InputError(f"preset {preset.name!r} has neither a ViTConfig nor a timm model name.")
-    cfg = dataclasses.replace(preset.model, num_classes=num_classes)
-    model = ViT(cfg)
-    spec = InputSpec(
-        mean=tuple(float(v) for v in preset.mean),
-        std=tuple(float(v) for v in preset.std),
-        size=cfg.image_size,
-    )
-    return model, spec
-
-
 # ----------------------------------------------------------------------------- attention maps
 
 
@@ -470,7 +441,6 @@ __all__ = [
     "ViT",
     "attention_maps",
     "attention_rollout",
-    "build_model",
     "count_parameters",
     "param_groups",
 ]

@@ -115,7 +115,8 @@ def test_evaluate_writes_metrics_and_plots(run_dir, tmp_path, capsys):
     # without TTA, default output folder next to the checkpoint
     rc, res2, _ = run_cli([*argv, "--no-tta"], capsys)
     assert rc == 0 and res2["tta_flip"] is False
-    assert (run_dir / "eval" / "metrics.json").is_file()
+    assert (run_dir / "eval" / "synthetic-val" / "metrics.json").is_file()
+    assert res2["split"] == "val"  # synthetic data has no test split
 
 
 def test_predict_any_size_image(run_dir, tmp_path, capsys):
@@ -237,3 +238,63 @@ def test_evaluate_plots_the_whole_run_history(run_dir, tmp_path, capsys, monkeyp
     rc, _, _ = run_cli([*argv, "--device", "cpu", "--out", str(tmp_path / "e")], capsys)
     assert rc == 0
     assert [h["epoch"] for h in seen[0]] == [h["epoch"] for h in history] + [later["epoch"]]
+
+
+def _folder(root, splits, n=4, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for k in range(n):
+                img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(img).save(root / split / c / f"{k}.png")
+
+
+def test_train_reports_test_accuracy_and_evaluate_scores_each_split_apart(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("HELPERS_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "ds"
+    _folder(data, ("train",), n=16)
+    _folder(data, ("val", "test"), n=3, seed=1)
+    argv = train_argv(tmp_path / "run")
+    argv[argv.index("--data") + 1] = str(data)
+    rc, res, err = run_cli(argv, capsys)
+    assert rc == 0 and 0.0 <= res["test_acc"] <= 1.0 and res["test_acc_flip_tta"] is not None
+    assert "test accuracy" in err and (tmp_path / "run" / "test.json").is_file()
+    ev = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--device", "cpu"]
+    rc, test_res, _ = run_cli(ev, capsys)  # default: the test split, as the folder has one
+    assert rc == 0 and test_res["split"] == "test" and test_res["num_samples"] == 6
+    rc, val_res, _ = run_cli([*ev, "--split", "val"], capsys)
+    assert rc == 0 and val_res["split"] == "val"
+    # each split gets its own folder: scoring one never overwrites the other
+    assert test_res["out_dir"] != val_res["out_dir"]
+    for r in (test_res, val_res):
+        saved = json.loads((tmp_path / r["out_dir"] / "metrics.json").read_text())
+        assert saved["split"] == r["split"] and saved["top1"] == pytest.approx(r["top1"])
+    # a split the data does not have is a one-line error
+    rc, _, err = run_cli([*ev, "--data", "synthetic", "--split", "test"], capsys)
+    assert rc == 2 and "no test split" in err and "--split val" in err
+
+
+def test_evaluate_test_split_does_not_decode_train(tmp_path, capsys, monkeypatch, run_dir):
+    from helpers import data as D
+
+    monkeypatch.setenv("HELPERS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "ten"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 5), ("test", 1)):
+        for c in range(10):
+            (folder / split / f"c{c}").mkdir(parents=True)
+            for k in range(n):
+                img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(img).save(folder / split / f"c{c}" / f"{k}.png")
+    decoded = []
+    real = D._decode_all
+    monkeypatch.setattr(
+        D, "_decode_all", lambda items, size, desc: decoded.append(desc) or real(items, size, desc)
+    )
+    argv = ["evaluate", "--checkpoint", str(run_dir), "--data", str(folder), "--device", "cpu"]
+    rc, res, _ = run_cli([*argv, "--out", str(tmp_path / "e")], capsys)
+    assert rc == 0 and res["split"] == "test" and res["num_samples"] == 10
+    assert decoded == ["decoding ten/test"]

@@ -72,23 +72,40 @@ def test_digits_upscaled_rgb_stratified():
 # ----------------------------------------------------------------------------- CIFAR-10 wrapper
 
 
-def test_cifar10_conversion_with_a_fake_torchvision(monkeypatch):
-    import torchvision.datasets
-
+def _fake_cifar(n_train=200, n_test=40):
     class Fake:
         def __init__(self, root, train=True, download=True):
-            n = 6 if train else 4
+            n = n_train if train else n_test
             self.data = np.arange(n * 32 * 32 * 3, dtype=np.uint32).reshape(n, 32, 32, 3)
-            self.data = (self.data % 251).astype(np.uint8)
-            self.targets = list(range(n))
+            self.data = ((self.data + (0 if train else 7)) % 251).astype(np.uint8)
+            self.targets = [i % 10 for i in range(n)]
             self.classes = D.CIFAR10_CLASSES
 
+    return Fake
+
+
+def test_cifar10_holds_out_val_from_train_and_keeps_test_apart(monkeypatch):
+    import torchvision.datasets
+
+    Fake = _fake_cifar()
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", Fake)
-    d = D.load_cifar10("nowhere")
+    d = D.load_cifar10("nowhere", val_fraction=0.25)
     ref = Fake(None)
-    assert d.train_x.shape == (6, 3, 32, 32) and d.val_x.shape == (4, 3, 32, 32)
-    assert torch.equal(d.train_x[2, 1], torch.from_numpy(ref.data[2, :, :, 1]))  # HWC -> CHW
-    assert d.train_y.tolist() == list(range(6)) and d.classes[0] == "airplane"
+    assert d.train_x.shape == (150, 3, 32, 32) and d.val_x.shape == (50, 3, 32, 32)
+    assert d.test_x.shape == (40, 3, 32, 32) and d.has_test
+    # the test split is torchvision's test set, untouched, HWC -> CHW
+    assert torch.equal(d.test_x[3, 1], torch.from_numpy(Fake(None, train=False).data[3, :, :, 1]))
+    # val is a stratified part of the training set (5 per class), disjoint from train
+    assert torch.bincount(d.val_y, minlength=10).tolist() == [5] * 10
+    all_x = torch.from_numpy(ref.data).permute(0, 3, 1, 2).reshape(200, -1)
+    rows = {tuple(r.tolist()): i for i, r in enumerate(all_x)}
+    train_ids = {rows[tuple(r.tolist())] for r in d.train_x.reshape(150, -1)}
+    val_ids = {rows[tuple(r.tolist())] for r in d.val_x.reshape(50, -1)}
+    assert len(train_ids) == 150 and len(val_ids) == 50 and not train_ids & val_ids
+    # the held-out images are fixed: independent of anything but the labels
+    again = D.load_cifar10("nowhere", val_fraction=0.25)
+    assert torch.equal(again.val_x, d.val_x) and d.classes[0] == "airplane"
+    assert D.load_cifar10("nowhere").val_x.shape[0] == 20  # 5,000 of 50,000 -> 10 %
 
 
 def test_cifar10_offline_gives_input_error(monkeypatch, tmp_path):
@@ -127,14 +144,40 @@ def test_image_folder_loads_png_and_jpeg_sorted_classes(tmp_path):
     assert d.source == str(root)
 
 
-def test_image_folder_test_split_and_resize(tmp_path):
+def test_image_folder_test_only_holds_out_val_and_resizes(tmp_path):
     root = tmp_path / "ds"
-    _write_tree(root, {"train": ["a", "b"]}, size=(12, 10), n=2)
+    _write_tree(root, {"train": ["a", "b"]}, size=(12, 10), n=10)
     _write_tree(root, {"test": ["a", "b"]}, size=(20, 16), n=1)
     with pytest.raises(InputError, match="differ in size|Pass image_size"):
         D.load_image_folder(root, cache=False)
     d = D.load_image_folder(root, image_size=8, cache=False)
-    assert d.train_x.shape == (4, 3, 8, 8) and d.val_x.shape == (2, 3, 8, 8)
+    # no val/: 10 % of train/ (stratified) selects; test/ stays the test split
+    assert d.train_x.shape == (18, 3, 8, 8) and d.val_x.shape == (2, 3, 8, 8)
+    assert sorted(d.val_y.tolist()) == [0, 1] and d.test_x.shape == (2, 3, 8, 8)
+
+
+def test_image_folder_with_val_and_test_keeps_three_splits(tmp_path):
+    root = tmp_path / "ds"
+    _write_tree(root, {"train": ["a", "b"], "val": ["a", "b"]}, n=2)
+    written = _write_tree(root, {"test": ["a", "b"]}, n=3, seed=5)
+    d = D.load_image_folder(root, cache=False)
+    assert (len(d.train_y), len(d.val_y), len(d.test_y)) == (4, 4, 6)
+    assert torch.equal(
+        d.test_x[3], torch.from_numpy(written[root / "test/b/0.png"]).permute(2, 0, 1)
+    )
+    assert "test=(6, 3, 8, 8)" in repr(d)
+    # moving to a device leaves test where it is: it is scored once, in batches
+    assert d.to("cpu").test_x is d.test_x
+    # evaluate reads only the split it scores
+    only = D.load_image_folder(root, cache=False, splits=("test",))
+    assert len(only.test_y) == 6 and len(only.train_y) == 0 and len(only.val_y) == 0
+    assert torch.equal(only.split("test")[0], d.test_x)
+    with pytest.raises(InputError, match="split must be train, val or test"):
+        d.split("nope")
+    plain = tmp_path / "plain"
+    _write_tree(plain, {"train": ["a", "b"], "val": ["a", "b"]}, n=2)
+    with pytest.raises(InputError, match="has no test split.*--split val"):
+        D.load_image_folder(plain, cache=False).split("test")
 
 
 def test_image_folder_odd_size_names_the_file(tmp_path):
@@ -199,7 +242,7 @@ def test_image_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
     _write_tree(root, {"train": ["a", "b"], "val": ["a", "b"]}, n=2)
     cache_dir = tmp_path / "cache"
     first = D.load_image_folder(root, cache_dir=cache_dir)
-    assert len(list(cache_dir.glob("*.npz"))) == 1
+    assert len(list(cache_dir.glob("*.npz"))) == 2  # one per split
     assert not list(cache_dir.glob(".*"))  # no temporary leftovers (atomic write)
 
     def boom(*a, **k):

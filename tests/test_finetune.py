@@ -5,8 +5,9 @@ import torch
 
 from helpers.errors import InputError
 from helpers.finetune import build_timm_vit, freeze_all_but_last
+from helpers.models import build_model
 from helpers.presets import get_preset
-from helpers.vit import InputSpec, attention_maps, attention_rollout, build_model, param_groups
+from helpers.vit import InputSpec, attention_maps, attention_rollout, param_groups
 
 timm = pytest.importorskip("timm")
 

@@ -46,11 +46,16 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    # the best epoch was chosen on val; the test split was scored at the end and evaluated
+    test = json.loads((run / "test.json").read_text())
+    assert test["num_samples"] == 64 and test["selected_on"] == "val"
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     assert metrics["num_samples"] == 64 and 0.0 <= metrics["top1"] <= 1.0
-    assert metrics["tta_flip"] is True
-    for name in ("history", "confusion", "per_class", "samples", "attention", "patch_comparison"):
-        assert (run / "eval" / f"{name}.png").stat().st_size > 1000, name
+    assert metrics["tta_flip"] is True and metrics["split"] == "test"
+    assert metrics["top1"] == test["acc_flip_tta"]
+    for name in ("history", "confusion", "per_class", "samples", "attention"):
+        assert (run / "eval" / "test" / f"{name}.png").stat().st_size > 1000, name
+    assert (run / "eval" / "patch_comparison.png").stat().st_size > 1000
     rows = json.loads((run / "patch_comparison.json").read_text())
     assert [r["patch_size"] for r in rows] == [2, 4, 8]
     assert [r["tokens"] for r in rows] == [256, 64, 16]

@@ -7,9 +7,13 @@ import time
 import pytest
 import torch
 
+from helpers import calibrate as C
+from helpers import checkpoint as CK
+from helpers import step as S
 from helpers import train as T
 from helpers.errors import InputError
 from helpers.presets import TrainConfig, get_preset
+from helpers.schedule import budget_steps, lr_at_step, make_plan
 
 TIMING = set(T.TIMING_KEYS)
 
@@ -38,6 +42,7 @@ def tiny_preset(**kw):
         batch_size=32,
         lr=2e-3,
         warmup_epochs=0.5,
+        warmup_fraction=None,
         ema_decay=0.9,
         compile=False,
         precision="fp32",
@@ -87,39 +92,55 @@ def _assert_same_weights(a, b):
 # ----------------------------------------------------------------------------- schedule / EMA
 
 
-def test_cosine_schedule_with_warmup():
+def test_cosine_schedule_with_warmup_in_steps():
     cfg = TrainConfig(epochs=10, warmup_epochs=2, lr=1.0, min_lr=0.1, schedule="cosine")
-    assert T.lr_at(0.0, cfg) == 0.0  # warmup starts at 0
-    assert T.lr_at(0.1, cfg) == pytest.approx(0.5)  # half-way through warmup
-    assert T.lr_at(0.2, cfg) == pytest.approx(1.0)  # warmup end = peak
-    assert T.lr_at(0.6, cfg) == pytest.approx(0.55)  # cosine midpoint = (lr + min_lr) / 2
-    assert T.lr_at(1.0, cfg) == pytest.approx(0.1)  # ends at min_lr
-    assert T.lr_at(1.5, cfg) == pytest.approx(0.1)  # clamped
-    vals = [T.lr_at(p / 100, cfg) for p in range(20, 101)]
-    assert all(a >= b for a, b in zip(vals, vals[1:]))  # monotone decay after warmup
+    plan = make_plan(cfg, steps_per_epoch=10)  # 100 steps, 20 of warm-up
+    assert (plan.total_steps, plan.warmup_steps, plan.epochs) == (100, 20, 10)
+    assert lr_at_step(0, plan, cfg) == pytest.approx(1 / 20)  # the first step already learns
+    assert lr_at_step(9, plan, cfg) == pytest.approx(0.5)  # half-way through warm-up
+    assert lr_at_step(19, plan, cfg) == pytest.approx(1.0)  # last warm-up step = peak
+    assert lr_at_step(20, plan, cfg) == pytest.approx(1.0)  # cosine starts at the peak
+    assert lr_at_step(99, plan, cfg) == pytest.approx(0.1)  # the last step is at min_lr
+    assert lr_at_step(500, plan, cfg) == pytest.approx(0.1)  # clamped
+    vals = [lr_at_step(s, plan, cfg) for s in range(19, 100)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))  # monotone decay after warm-up
+    # a warm-up fraction scales with the run; it wins over warmup_epochs
+    frac = TrainConfig(epochs=10, warmup_epochs=2, warmup_fraction=0.05, lr=1.0)
+    assert make_plan(frac, 10).warmup_steps == 5 and make_plan(frac, 10, 400).warmup_steps == 20
+
+
+def test_warmup_as_long_as_the_run_is_clamped_with_a_message():
+    cfg = TrainConfig(epochs=3, warmup_epochs=5, lr=1.0, min_lr=0.0)
+    logs = []
+    plan = make_plan(cfg, steps_per_epoch=10, log=logs.append)
+    assert plan.warmup_steps == 6 and any("warm-up" in m and "30 steps" in m for m in logs)
+    assert lr_at_step(5, plan, cfg) == pytest.approx(1.0)  # the peak is reached ...
+    assert lr_at_step(29, plan, cfg) == pytest.approx(0.0)  # ... and the run still anneals
 
 
 def test_multistep_and_constant_schedules():
     cfg = TrainConfig(epochs=100, lr=1.0, schedule="multistep", milestones=(50, 75), gamma=0.1)
-    assert T.lr_at(0.0, cfg) == 1.0
-    assert T.lr_at(0.499, cfg) == 1.0
-    assert T.lr_at(0.5, cfg) == pytest.approx(0.1)
-    assert T.lr_at(0.749, cfg) == pytest.approx(0.1)
-    assert T.lr_at(0.75, cfg) == pytest.approx(0.01)
-    # milestones computed from steps land exactly on the epoch boundary
     spe = 391
-    assert T.lr_at(T.run_progress(50 * spe, 100 * spe, 0, None), cfg) == pytest.approx(0.1)
-    assert T.lr_at(T.run_progress(50 * spe - 1, 100 * spe, 0, None), cfg) == 1.0
+    plan = make_plan(cfg, spe)
+    assert lr_at_step(0, plan, cfg) == 1.0
+    assert lr_at_step(50 * spe - 1, plan, cfg) == 1.0  # milestones land on epoch boundaries
+    assert lr_at_step(50 * spe, plan, cfg) == pytest.approx(0.1)
+    assert lr_at_step(75 * spe - 1, plan, cfg) == pytest.approx(0.1)
+    assert lr_at_step(75 * spe, plan, cfg) == pytest.approx(0.01)
     const = TrainConfig(epochs=10, lr=0.3, schedule="constant", warmup_epochs=1)
-    assert T.lr_at(0.05, const) == pytest.approx(0.15)
-    assert T.lr_at(0.9, const) == pytest.approx(0.3)
+    cplan = make_plan(const, 10)
+    assert lr_at_step(4, cplan, const) == pytest.approx(0.15)
+    assert lr_at_step(90, cplan, const) == pytest.approx(0.3)
 
 
-def test_progress_uses_time_budget_when_further():
-    assert T.run_progress(10, 100, elapsed=0.0, budget_s=None) == pytest.approx(0.1)
-    assert T.run_progress(10, 100, elapsed=30.0, budget_s=60.0) == pytest.approx(0.5)
-    assert T.run_progress(90, 100, elapsed=30.0, budget_s=60.0) == pytest.approx(0.9)
-    assert T.run_progress(10, 100, elapsed=90.0, budget_s=60.0) == 1.0
+def test_budget_steps_fit_the_budget():
+    # 300 s at 10 ms/step, a 1 s validation every 100-step epoch, 3 % kept free
+    n = budget_steps(300, 0.01, steps_per_epoch=100, eval_seconds=1.0)
+    assert n == int(300 * 0.97 / (0.01 + 0.01))
+    assert budget_steps(300, 0.01, 100, eval_seconds=1.0, eval_every=10) > n
+    assert budget_steps(0.001, 5.0, 100) == 1  # at least one step
+    with pytest.raises(InputError, match="step_seconds"):
+        budget_steps(10, 0.0, 100)
 
 
 def test_ema_update_math():
@@ -128,12 +149,12 @@ def test_ema_update_math():
     ema = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     before = {k: v.clone() for k, v in ema.state_dict().items()}
     model[1].running_mean.fill_(2.5)
-    T.ema_update(ema, model, 0.9)
+    S.ema_update(ema, model, 0.9)
     for name, p in model.named_parameters():
         expect = 0.9 * before[name] + 0.1 * p.detach()
         torch.testing.assert_close(dict(ema.named_parameters())[name].detach(), expect)
     assert torch.equal(ema[1].running_mean, torch.full((4,), 2.5))  # buffers copied
-    T.ema_update(ema, model, 0.0)  # decay 0 -> exact copy
+    S.ema_update(ema, model, 0.0)  # decay 0 -> exact copy
     _assert_same_weights(ema, model)
 
 
@@ -144,14 +165,14 @@ def test_soft_cross_entropy_label_smoothing():
     onehot = torch.nn.functional.one_hot(y, 4).float()
     for eps in (0.0, 0.1):
         expect = torch.nn.functional.cross_entropy(logits, y, label_smoothing=eps)
-        torch.testing.assert_close(T.soft_cross_entropy(logits, onehot, eps), expect)
+        torch.testing.assert_close(S.soft_cross_entropy(logits, onehot, eps), expect)
 
 
 def test_param_groups_skip_decay_on_norms_biases_tokens():
-    from helpers.vit import build_model
+    from helpers.models import build_model
 
     model, _ = build_model(tiny_preset(pool="cls"), 4, pretrained=False)
-    groups = T.param_groups(model, 0.05)
+    groups = S.param_groups(model, 0.05)
     ids = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     for name, p in model.named_parameters():
         no_decay = p.ndim <= 1 or "cls_token" in name or "pos_embed" in name
@@ -161,36 +182,52 @@ def test_param_groups_skip_decay_on_norms_biases_tokens():
 # ----------------------------------------------------------------------------- resume
 
 
+def _interrupt_at(monkeypatch, n):
+    """Send this process a real SIGINT (Ctrl-C / kernel interrupt) during training step ``n``."""
+    import os
+    import signal
+
+    real_step, calls = S.train_step, {"n": 0}
+
+    def step(run, x, y):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(run, x, y)
+
+    monkeypatch.setattr(S, "train_step", step)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One uninterrupted 2-epoch run and one interrupted in epoch 2 then resumed."""
+    """One uninterrupted 2-epoch run and one interrupted in the middle of epoch 2 (a real
+    SIGINT: the step finishes, last.pt is written mid-epoch) then resumed."""
     data = tiny_data()
     straight_dir = tmp_path_factory.mktemp("straight")
     resumed_dir = tmp_path_factory.mktemp("resumed")
-    straight = T.train(tiny_preset(), data, straight_dir, progress=False, log=lambda m: None)
-
-    real_step = T._train_step
-    calls = {"n": 0}
-
-    def crashing_step(run, x, y):
-        calls["n"] += 1
-        if calls["n"] == 6:  # 4 steps per epoch: crash in the middle of epoch 2
-            raise KeyboardInterrupt
-        return real_step(run, x, y)
-
+    quiet = dict(progress=False, log=lambda m: None)
+    straight = T.train(tiny_preset(checkpoint_minutes=0), data, straight_dir, **quiet)
     mp = pytest.MonkeyPatch()
-    mp.setattr(T, "_train_step", crashing_step)
-    with pytest.raises(KeyboardInterrupt):
-        T.train(tiny_preset(), data, resumed_dir, progress=False, log=lambda m: None)
-    mp.undo()
-    assert calls["n"] == 6
+    calls = _interrupt_at(mp, 6)  # 4 steps per epoch: step 2 of epoch 2
     logs = []
-    resumed = T.train(tiny_preset(), data, resumed_dir, progress=False, log=logs.append)
-    assert any("resuming" in m and "epoch 1" in m for m in logs)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(
+            tiny_preset(checkpoint_minutes=0), data, resumed_dir, progress=False, log=logs.append
+        )
+    mp.undo()
+    assert calls["n"] == 6 and any("interrupt" in m for m in logs)
+    mid = torch.load(resumed_dir / "last.pt", weights_only=True)
+    assert (mid["epoch"], mid["step"], mid["partial"]["done"]) == (1, 6, 2)
+    logs.clear()
+    resumed = T.train(
+        tiny_preset(checkpoint_minutes=0), data, resumed_dir, progress=False, log=logs.append
+    )
+    assert any("resuming" in m and "step 6" in m for m in logs)
     return {"data": data, "straight": straight, "resumed": resumed, "dir": resumed_dir}
 
 
-def test_interrupt_and_resume_is_bit_identical(runs):
+def test_interrupt_mid_epoch_and_resume_is_bit_identical(runs):
     a, b = runs["straight"], runs["resumed"]
     assert [r["epoch"] for r in a.history] == [1, 2]
     _assert_same_weights(a.model, b.model)
@@ -207,31 +244,53 @@ def test_checkpoint_files_and_load(runs):
     for name in ("last.pt", "last.prev.pt", "best.pt", "history.json", "history.csv"):
         assert (d / name).stat().st_size > 0, name
     ckpt = torch.load(d / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "ema", "epoch", "step", "elapsed", "history", "rng"} <= set(ckpt)
+    assert {
+        "model",
+        "optimizer",
+        "ema",
+        "epoch",
+        "step",
+        "elapsed",
+        "history",
+        "rng",
+        "plan",
+    } <= set(ckpt)
     assert {"python", "numpy", "torch", "shuffle", "augment"} <= set(ckpt["rng"])
-    assert ckpt["epoch"] == 2 and torch.load(d / "last.prev.pt", weights_only=True)["epoch"] == 1
+    assert ckpt["epoch"] == 2 and ckpt["partial"] is None
+    assert torch.load(d / "last.prev.pt", weights_only=True)["epoch"] == 1
     loaded = T.load_checkpoint(d / "last.pt")
     _assert_same_weights(loaded.model, runs["resumed"].ema_model)  # EMA weights preferred
     assert loaded.classes == runs["data"].classes and loaded.epoch == 2
     assert loaded.spec.size == 16 and not loaded.model.training
+    # best.pt: inference weights only (the EMA's), no optimizer state
+    best_file = torch.load(d / "best.pt", weights_only=True)
+    assert best_file["ema"] is None and "optimizer" not in best_file and "rng" not in best_file
+    assert best_file["best_val_acc"] == pytest.approx(runs["resumed"].best_val_acc)
+    assert (d / "best.pt").stat().st_size < 0.5 * (d / "last.pt").stat().st_size
     best = T.load_checkpoint(d)  # a folder -> best.pt
-    assert best.history[-1]["val_acc"] == pytest.approx(runs["resumed"].best_val_acc)
+    assert best.epoch == best_file["epoch"]
     assert (d / "history.csv").read_text().splitlines()[0].startswith("epoch,step,lr")
 
 
-def test_corrupt_last_falls_back_to_prev_and_resumes_identically(runs, tmp_path):
+def test_corrupt_last_falls_back_and_never_overwrites_the_good_backup(runs, tmp_path):
     import shutil
 
     d = tmp_path / "run"
     shutil.copytree(runs["dir"], d)
     (d / "last.pt").write_bytes(b"not a checkpoint, a half-written file")
+    good_prev = (d / "last.prev.pt").read_bytes()
     logs = []
     loaded = T.load_checkpoint(d / "last.pt", log=logs.append)
     assert loaded.epoch == 1 and any("last.prev.pt" in m for m in logs)
-    # resuming from the fallback redoes epoch 2 and lands on the same weights
+    # resuming from the fallback sets the bad file aside and redoes epoch 2 exactly
     logs.clear()
-    res = T.train(tiny_preset(), runs["data"], d, progress=False, log=logs.append)
-    assert any("unreadable" in m or "last.prev.pt" in m for m in logs)
+    p = tiny_preset(checkpoint_minutes=0)
+    res = T.train(p, runs["data"], d, progress=False, max_epochs_this_run=0, log=logs.append)
+    assert any("last.corrupt.pt" in m for m in logs) and (d / "last.corrupt.pt").exists()
+    assert not (d / "last.pt").exists() and (d / "last.prev.pt").read_bytes() == good_prev
+    res = T.train(p, runs["data"], d, progress=False, log=logs.append)
+    assert torch.load(d / "last.prev.pt", weights_only=True)["epoch"] == 1  # still the good one
+    assert torch.load(d / "last.pt", weights_only=True)["epoch"] == 2
     _assert_same_weights(res.model, runs["straight"].model)
     assert _strip(res.history) == _strip(runs["straight"].history)
 
@@ -307,39 +366,110 @@ def test_cuda_oom_becomes_input_error(tmp_path, monkeypatch):
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(T, "_train_step", oom)
+    monkeypatch.setattr(S, "train_step", oom)
     with pytest.raises(InputError, match=r"ran out of memory.*batch_size=16 \(was 32\)"):
         T.train(tiny_preset(), tiny_data(), tmp_path, progress=False, log=lambda m: None)
 
 
-class FakeClock:
-    """Stands in for the ``time`` module inside helpers.train: each reading advances 20 ms."""
+class StepClock:
+    """Stands in for the ``time`` module: time passes only inside training steps, ``first``
+    seconds in the first one (a compile) and then ``per_step`` (``slow_after`` calls on:
+    ``slow``), so a budgeted run's plan and stopping point are exact."""
 
-    def __init__(self):
-        self.now = 1000.0
+    def __init__(self, monkeypatch, per_step=0.02, first=0.02, slow_after=None, slow=None):
+        self.now, self.calls = 1000.0, 0
+        real = S.train_step
+
+        def step(run, x, y):
+            self.calls += 1
+            if self.calls == 1:
+                self.now += first
+            elif slow_after is not None and self.calls > slow_after:
+                self.now += slow
+            else:
+                self.now += per_step
+            return real(run, x, y)
+
+        for mod in (T, C, CK):
+            monkeypatch.setattr(mod, "time", self)
+        monkeypatch.setattr(S, "train_step", step)
 
     def perf_counter(self):
-        self.now += 0.02
         return self.now
 
 
-def test_time_budget_stops_the_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "time", FakeClock())
-    p = tiny_preset(epochs=10_000, minutes=0.02, ema_decay=None, min_lr=1e-5)  # 1.2 s
-    res = T.train(p, tiny_data(), tmp_path, progress=False, log=lambda m: None)
-    assert res.stopped_early
-    assert 2 <= len(res.history) < 20
-    assert res.history[-1]["elapsed_seconds"] >= 1.2
-    # the schedule followed the clock: warm at the start, near min_lr at the end
-    assert res.history[0]["lr"] > 0.8 * p.train.lr
-    assert res.history[-1]["lr"] < 0.05 * p.train.lr
-    lrs = [r["lr"] for r in res.history]
-    assert lrs == sorted(lrs, reverse=True)
-    # resuming a spent budget trains nothing more
+def budget_preset(**kw):
+    return tiny_preset(
+        **{"epochs": 10_000, "minutes": 0.05, "ema_decay": None, "min_lr": 1e-5, **kw}
+    )
+
+
+def test_budget_warmup_is_in_steps_whatever_the_first_step_costs(tmp_path, monkeypatch):
+    StepClock(monkeypatch, first=600.0)  # a 10-minute compile in a 3 s budget
     logs = []
-    again = T.train(p, tiny_data(), tmp_path, progress=False, log=logs.append)
-    assert again.stopped_early and len(again.history) == len(res.history)
-    assert any("budget" in m for m in logs)
+    p = budget_preset()
+    res = T.train(p, tiny_data(), tmp_path, progress=False, log=logs.append)
+    # the compile happened outside the clock; the plan was fitted to the measured 20 ms/step
+    assert res.plan.total_steps == int(3.0 * 0.97 / 0.02) and res.plan.warmup_steps == 2
+    assert res.plan.step_seconds == pytest.approx(0.02) and not res.stopped_early
+    assert any("calibrated outside the clock" in m for m in logs)
+    # every recorded lr is the schedule's lr of that step: warm-up done in steps, then cosine
+    for row in res.history:
+        assert row["lr"] == pytest.approx(lr_at_step(row["step"] - 1, res.plan, p.train))
+    assert res.history[0]["lr"] > 0.95 * p.train.lr  # step 4: past the 2-step warm-up
+    assert res.history[-1]["lr"] == pytest.approx(p.train.min_lr)
+    assert res.history[-1]["step"] == res.plan.total_steps
+    assert res.history[-1]["elapsed_seconds"] <= 3.0
+
+
+def test_budgeted_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    data = tiny_data()
+    clock = StepClock(monkeypatch)
+    p = budget_preset(ema_decay=0.9)
+    straight = T.train(p, data, tmp_path / "a", progress=False, log=lambda m: None)
+    again = StepClock(monkeypatch)
+    _interrupt_at(monkeypatch, 22 + 50)  # 22 calibration steps, then step 50 of the run
+    with pytest.raises(KeyboardInterrupt):
+        T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
+    assert again.calls == 72
+    StepClock(monkeypatch)
+    logs = []
+    resumed = T.train(p, data, tmp_path / "b", progress=False, log=logs.append)
+    assert not any("calibrated" in m for m in logs)  # the saved plan is used as it is
+    assert resumed.plan == straight.plan and clock.calls > 0
+    _assert_same_weights(straight.model, resumed.model)
+    _assert_same_weights(straight.ema_model, resumed.ema_model)
+    assert _strip(straight.history) == _strip(resumed.history)
+    # a finished budget trains nothing more
+    done = T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
+    assert len(done.history) == len(resumed.history)
+
+
+def test_budget_stops_the_run_when_steps_get_slower_than_planned(tmp_path, monkeypatch):
+    StepClock(monkeypatch, slow_after=22 + 10, slow=0.2)  # 10x slower after step 10
+    logs = []
+    res = T.train(budget_preset(), tiny_data(), tmp_path, progress=False, log=logs.append)
+    assert res.stopped_early and any("budget" in m for m in logs)
+    assert res.history[-1]["step"] < res.plan.total_steps
+    assert 3.0 <= res.history[-1]["elapsed_seconds"] < 3.5
+    assert res.history[-1]["val_acc"] is not None  # the last epoch is always validated
+
+
+def test_checkpoints_are_written_every_checkpoint_minutes_and_at_the_end(tmp_path, monkeypatch):
+    StepClock(monkeypatch)  # 20 ms a step, 4 steps an epoch
+    written = []
+    real = CK.save_last
+    monkeypatch.setattr(
+        CK, "save_last", lambda state, d: written.append(state["epoch"]) or real(state, d)
+    )
+    logs = []
+    p = tiny_preset(epochs=20, checkpoint_minutes=0.01)  # 0.6 s = every 8 epochs
+    res = T.train(p, tiny_data(), tmp_path, progress=False, log=logs.append)
+    assert written == [8, 16, 20]
+    assert res.checkpoint_bytes > (tmp_path / "last.pt").stat().st_size  # last.pt x3 + best.pt
+    assert any(m.startswith("checkpoints: 3 writes") for m in logs)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["best_val_acc"] == pytest.approx(res.best_val_acc)  # flushed with the last save
 
 
 def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
@@ -384,6 +514,7 @@ def test_learns_digits_above_90_percent(tmp_path):
         lr=4e-3,
         min_lr=1e-5,
         warmup_epochs=1,
+        warmup_fraction=None,
         weight_decay=0.05,
         ema_decay=None,
         compile=False,
@@ -421,3 +552,108 @@ def test_cuda_mixed_precision_compile_and_resume(tmp_path, precision):
     assert (ckpt["scaler"] is not None) == (precision == "fp16")
     loaded = T.load_checkpoint(tmp_path / "best.pt", device="cuda")
     assert loaded.epoch >= 1
+
+
+# ----------------------------------------------------------------------------- GPU guarantees
+
+
+def test_no_host_sync_inside_a_training_step(tmp_path, monkeypatch):
+    """Nothing in a step (lr, augmentation, forward/backward, clipping, AdamW, EMA) reads a
+    tensor back to the host: each such call would stall the GPU queue once per step."""
+    counts, inside = {}, {"on": False}
+
+    def spy(name, real):
+        def wrapper(*a, **k):
+            if inside["on"]:
+                counts[name] = counts.get(name, 0) + 1
+            return real(*a, **k)
+
+        return wrapper
+
+    for name in ("item", "__bool__", "tolist", "cpu", "nonzero", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch.cuda, "synchronize", spy("synchronize", torch.cuda.synchronize))
+    real_step = T.one_step
+
+    def watched(*a, **k):
+        inside["on"] = True
+        try:
+            return real_step(*a, **k)
+        finally:
+            inside["on"] = False
+
+    monkeypatch.setattr(T, "one_step", watched)
+    # fused AdamW (as on CUDA) and the full augmentation policy of `fast`
+    monkeypatch.setattr(
+        S,
+        "make_optimizer",
+        lambda m, cfg, d: torch.optim.AdamW(
+            S.param_groups(m, cfg.weight_decay), lr=cfg.lr, fused=True
+        ),
+    )
+    monkeypatch.setattr(T, "make_optimizer", S.make_optimizer)
+    from helpers import augment as A  # the CUDA path of the policies (CPU picks image subsets)
+
+    real_ops = A._apply_ops
+    monkeypatch.setattr(A, "_apply_ops", lambda *a, **k: real_ops(*a, **{**k, "subset": False}))
+    res = T.train(tiny_preset(epochs=1), tiny_data(), tmp_path, progress=False, log=lambda m: None)
+    assert res.history[0]["step"] == 4
+    assert counts == {}
+
+
+@pytest.mark.parametrize("name", ["fast", "best", "seed000"])
+def test_models_compile_without_graph_breaks(name):
+    import torch._dynamo
+
+    from helpers.models import build_model
+
+    model, _ = build_model(get_preset(name), 10, pretrained=False)
+    model.train()
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_seed000_has_exactly_the_seed_parameter_count():
+    from helpers.models import build_model
+    from helpers.vit import count_parameters
+
+    model, _ = build_model(get_preset("seed000"), 10, pretrained=False)
+    assert count_parameters(model) == 10_402_954
+
+
+# ----------------------------------------------------------------------------- the test split
+
+
+def test_test_split_is_scored_once_at_the_end_with_the_best_weights(tmp_path, monkeypatch):
+    import json
+
+    data = tiny_data(n_test=48)
+    seen = []
+    real = T.split_metrics
+
+    def spy(model, x, *a, **k):
+        seen.append(x.data_ptr())
+        return real(model, x, *a, **k)
+
+    monkeypatch.setattr(T, "split_metrics", spy)
+    res = T.train(tiny_preset(epochs=3), data, tmp_path, progress=False, log=lambda m: None)
+    # validation (which picks best.pt) never saw a test image
+    assert seen and data.test_x.data_ptr() not in seen
+    assert res.test is not None and res.test["num_samples"] == 48
+    assert 0.0 <= res.test_acc <= 1.0 and res.test["selected_on"] == "val"
+    saved = json.loads((tmp_path / "test.json").read_text())
+    assert saved["acc"] == res.test_acc and saved["weights_epoch"] == res.test["weights_epoch"]
+    # the score is that of best.pt's weights
+    from helpers.metrics import predict_logits
+
+    best = T.load_checkpoint(tmp_path / "best.pt")
+    logits = predict_logits(best.model, data.test_x, best.spec)
+    assert float((logits.argmax(1) == data.test_y).float().mean()) == pytest.approx(res.test_acc)
+    # no test split, no test score; an unfinished run is not scored either
+    assert T.train(tiny_preset(epochs=1), tiny_data(), tmp_path / "n", progress=False).test is None
+    part = T.train(
+        tiny_preset(epochs=3), data, tmp_path / "p", max_epochs_this_run=1, progress=False
+    )
+    assert part.test is None and not (tmp_path / "p" / "test.json").exists()

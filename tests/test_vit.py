@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from helpers.errors import InputError
+from helpers.models import build_model
 from helpers.presets import ViTConfig, get_preset, preset_names
 from helpers.vit import (
     InputSpec,
     ViT,
     attention_maps,
     attention_rollout,
-    build_model,
     count_parameters,
     param_groups,
 )

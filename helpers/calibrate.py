@@ -1,0 +1,121 @@
+"""Planning a run before its clock starts: compile, measure the step rate, fix the step plan.
+
+The first steps of a compiled model compile it; with a time budget the run also needs its step
+rate to know how many steps fit. Both happen here, on real batches, and every weight, optimizer
+moment and RNG is restored afterwards, so the run itself starts from exactly the state it had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import time
+
+from helpers.checkpoint import rng_state, set_rng_state
+from helpers.metrics import split_metrics
+from helpers.schedule import StepPlan, budget_steps, make_plan
+from helpers.step import RunState, one_step
+
+PLAN_KEYS = ("epochs", "minutes", "batch_size", "warmup_epochs", "warmup_fraction", "milestones")
+
+
+@contextlib.contextmanager
+def restored_afterwards(run: RunState):
+    """Run steps inside; afterwards every weight, optimizer, scaler and RNG state is as before."""
+    snap = {
+        "model": copy.deepcopy(run.model.state_dict()),
+        "ema": copy.deepcopy(run.ema.state_dict()) if run.ema is not None else None,
+        "optimizer": copy.deepcopy(run.optimizer.state_dict()),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "rng": rng_state(run.shuffle_gen, run.aug_gen),
+        "step": run.step,
+    }
+    try:
+        yield
+    finally:
+        run.model.load_state_dict(snap["model"])
+        if run.ema is not None:
+            run.ema.load_state_dict(snap["ema"])
+        run.optimizer.load_state_dict(snap["optimizer"])
+        if run.scaler is not None:
+            run.scaler.load_state_dict(snap["scaler"])
+        set_rng_state(snap["rng"], run.shuffle_gen, run.aug_gen)
+        run.step = snap["step"]
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, float]:
+    """Compile (first steps) and measure seconds per step and per validation pass, outside
+    the clock; all state is restored afterwards. Returns ``(step_seconds, eval_seconds)``."""
+    from helpers.data import iterate_batches
+
+    cfg = run.cfg
+    probe = StepPlan(total_steps=1 << 30, steps_per_epoch=1 << 30, warmup_steps=1 << 29)
+    batches = iterate_batches(n_train, cfg.batch_size, True, run.shuffle_gen, run.device)
+    t_compile = time.perf_counter()
+    with restored_afterwards(run):
+        for idx in itertools.islice(batches, 2):  # the first compiles; the second settles
+            one_step(run, probe, idx, log)
+        sync(run.device)
+        warm_s = time.perf_counter() - t_compile
+        t0, n = time.perf_counter(), 0
+        for idx in batches:
+            one_step(run, probe, idx, log)
+            n += 1
+            if n >= 20 or (n >= 3 and time.perf_counter() - t0 > 3.0):
+                break
+        sync(run.device)
+        step_s = (time.perf_counter() - t0) / max(n, 1)
+        t1 = time.perf_counter()
+        split_metrics(
+            run.judged, run.data.val_x, run.data.val_y, run.spec, eval_bs, run.device, cfg.precision
+        )
+        eval_s = time.perf_counter() - t1
+    log(
+        f"calibrated outside the clock in {time.perf_counter() - t_compile:.1f} s "
+        f"(first steps incl. compile {warm_s:.1f} s): {step_s * 1000:.1f} ms/step, "
+        f"{eval_s:.2f} s per validation."
+    )
+    return step_s, eval_s
+
+
+def plan_run(
+    run: RunState, ckpt, steps_per_epoch: int, eval_bs: int, eval_every: int, log
+) -> StepPlan:
+    """The run's step plan: the checkpoint's when its settings are unchanged, else a new one
+    (fitted to the time budget from a measured step rate). Compiles outside the clock."""
+    cfg = run.cfg
+    n_train = len(run.data.train_y)
+    saved = ckpt.get("plan") if ckpt else None
+    same = saved is not None and all(
+        ckpt["preset"]["train"].get(k) == getattr(cfg, k) for k in PLAN_KEYS
+    )
+    same = same and saved["steps_per_epoch"] == steps_per_epoch
+    budget = cfg.minutes * 60 if cfg.minutes else None
+    timing = (None, None)
+    if run.compile_pending or (budget and not same):
+        timing = calibrate(run, n_train, eval_bs, log)
+    if same:
+        return StepPlan.from_dict(saved)
+    if saved is not None:
+        log("note: the schedule settings changed since the checkpoint; planning the rest anew.")
+    total = cfg.epochs * steps_per_epoch
+    if budget:
+        step_s, eval_s = timing
+        remaining = max(budget - run.elapsed, 0.0)
+        fit = run.step + budget_steps(remaining, step_s, steps_per_epoch, eval_s, eval_every)
+        total = min(total, fit)
+        return make_plan(
+            cfg, steps_per_epoch, total, log, budget_seconds=budget, step_seconds=step_s
+        )
+    return make_plan(cfg, steps_per_epoch, total, log)
+
+
+__all__ = ["PLAN_KEYS", "calibrate", "plan_run", "restored_afterwards"]
