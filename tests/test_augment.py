@@ -348,3 +348,28 @@ def test_pipeline_on_cuda_is_reproducible():
     cpu = A._apply_ops(x.cpu().float(), op, frac, sign, A.OP_NAMES)
     gpu = A._apply_ops(x.float(), op.cuda(), frac.cuda(), sign.cuda(), A.OP_NAMES)
     assert (cpu - gpu.cpu()).abs().max() < 1.0
+
+
+def test_policy_tables_equal_torchvisions():
+    """Our AutoAugment CIFAR-10 table, RandAugment op set and op ranges are torchvision's."""
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy, RandAugment
+
+    tv = AutoAugment(AutoAugmentPolicy.CIFAR10)
+    ours = [tuple((n, p, lvl) for n, p, lvl in sub) for sub in A.CIFAR10_POLICY]
+    theirs = [tuple(sub) for sub in tv._get_policies(AutoAugmentPolicy.CIFAR10)]
+    assert ours == theirs
+    # RandAugment: the same ops, and at every level the same argument as torchvision's space
+    space = RandAugment()._augmentation_space(31, (32, 32))
+    assert set(A.RANDAUGMENT_OPS) == set(space)
+    sign = torch.ones(1)
+    for name, (values, signed) in space.items():
+        for level in (0, 9, 30):
+            want = float(values[level]) if values.ndim else 0.0
+            got = float(A._op_value(name, torch.tensor([level / 30.0]), sign, 32, 32)[0])
+            if name in ("Brightness", "Color", "Contrast", "Sharpness"):
+                got -= 1.0  # ours is the blend factor, torchvision's the offset from 1
+            if name in ("Identity", "AutoContrast", "Equalize"):
+                continue  # no magnitude
+            if name == "Posterize":
+                want = float(int(values[level]))
+            assert got == pytest.approx(want, abs=1e-4), (name, level)
