@@ -362,7 +362,7 @@ def test_policy_tables_equal_torchvisions():
     space = RandAugment()._augmentation_space(31, (32, 32))
     assert set(A.RANDAUGMENT_OPS) == set(space)
     sign = torch.ones(1)
-    for name, (values, signed) in space.items():
+    for name, (values, _signed) in space.items():
         for level in (0, 9, 30):
             want = float(values[level]) if values.ndim else 0.0
             got = float(A._op_value(name, torch.tensor([level / 30.0]), sign, 32, 32)[0])
