@@ -99,6 +99,8 @@ def plan_run(
     )
     same = same and saved["steps_per_epoch"] == steps_per_epoch
     budget = cfg.minutes * 60 if cfg.minutes else None
+    if same and run.step >= saved["total_steps"]:
+        return StepPlan.from_dict(saved)  # finished: nothing to compile or measure
     timing = (None, None)
     if run.compile_pending or (budget and not same):
         timing = calibrate(run, n_train, eval_bs, log)

@@ -423,26 +423,35 @@ def test_budget_warmup_is_in_steps_whatever_the_first_step_costs(tmp_path, monke
 
 
 def test_budgeted_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """Compiled (a stand-in compile whose first step costs 10 minutes, every time the run
+    starts), interrupted mid-epoch, resumed: the same plan, weights and history as one run."""
+    monkeypatch.setattr(torch, "compile", lambda model, **k: lambda x: model(x))
     data = tiny_data()
-    clock = StepClock(monkeypatch)
-    p = budget_preset(ema_decay=0.9)
+    p = budget_preset(ema_decay=0.9, compile=True)
+    StepClock(monkeypatch, first=600.0)
     straight = T.train(p, data, tmp_path / "a", progress=False, log=lambda m: None)
-    again = StepClock(monkeypatch)
+    first = StepClock(monkeypatch, first=600.0)
     _interrupt_at(monkeypatch, 22 + 50)  # 22 calibration steps, then step 50 of the run
     with pytest.raises(KeyboardInterrupt):
         T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
-    assert again.calls == 72
-    StepClock(monkeypatch)
+    assert first.calls == 72
+    StepClock(monkeypatch, first=600.0)  # the resumed process compiles again
     logs = []
     resumed = T.train(p, data, tmp_path / "b", progress=False, log=logs.append)
-    assert not any("calibrated" in m for m in logs)  # the saved plan is used as it is
-    assert resumed.plan == straight.plan and clock.calls > 0
+    # the compile is paid outside the clock again, but the saved plan is kept as it is
+    assert any("calibrated outside the clock" in m for m in logs)
+    assert resumed.plan == straight.plan and not resumed.stopped_early
+    assert resumed.history[-1]["elapsed_seconds"] == pytest.approx(
+        straight.history[-1]["elapsed_seconds"]
+    )
     _assert_same_weights(straight.model, resumed.model)
     _assert_same_weights(straight.ema_model, resumed.ema_model)
     assert _strip(straight.history) == _strip(resumed.history)
-    # a finished budget trains nothing more
-    done = T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
+    # a finished run trains (and compiles) nothing more
+    logs.clear()
+    done = T.train(p, data, tmp_path / "b", progress=False, log=logs.append)
     assert len(done.history) == len(resumed.history)
+    assert not any("calibrated" in m for m in logs)
 
 
 def test_budget_stops_the_run_when_steps_get_slower_than_planned(tmp_path, monkeypatch):
