@@ -154,28 +154,31 @@ def seed_transform(mean, std):
     )
 
 
-def seed_dataset(data: str | None, n_synthetic: int, mean, std):
+def seed_dataset(data: str | None, n_synthetic: int, mean, std, splits=None):
     """Like torchvision's CIFAR10 dataset: uint8 images in memory, PIL + transforms per item.
 
     An ImageFolder is decoded once up front (as torchvision's CIFAR-10 arrays are), so the
-    timed loop measures the seed's augmentation and loading pipeline, not JPEG decoding."""
+    timed loop measures the seed's augmentation and loading pipeline, not JPEG decoding.
+    ``splits`` (a loaded ``DataSplits``) is used as is instead of reading ``data``."""
     tf = seed_transform(mean, std)
-    if data:
+    if splits is None and data:
         from helpers.data import load_image_folder
 
         splits = load_image_folder(data)
-        x = splits.train_x.permute(0, 2, 3, 1).contiguous().numpy()
-        return ArrayImages(x, splits.train_y.numpy(), tf)
+    if splits is not None:
+        x = splits.train_x.cpu().permute(0, 2, 3, 1).contiguous().numpy()
+        return ArrayImages(x, splits.train_y.cpu().numpy(), tf)
     x, y = synthetic_arrays(n_synthetic)
     return ArrayImages(x, y, tf)
 
 
-def ours_data(data: str | None, n_synthetic: int, device):
-    """(uint8 [N,3,32,32], int64 [N]) on ``device``."""
-    if data:
+def ours_data(data: str | None, n_synthetic: int, device, splits=None):
+    """(uint8 [N,3,32,32], int64 [N], classes) on ``device``; ``splits`` as in seed_dataset."""
+    if splits is None and data:
         from helpers.data import load_image_folder
 
         splits = load_image_folder(data)
+    if splits is not None:
         return splits.train_x.to(device), splits.train_y.to(device), splits.num_classes
     x, y = synthetic_arrays(n_synthetic)
     return (
@@ -218,9 +221,9 @@ def timed(step, warmup: int, steps: int, batch: int, device, label: str) -> dict
 # ----------------------------------------------------------------------------------------------
 # (a) seed pipeline
 # ----------------------------------------------------------------------------------------------
-def run_seed(args, device, mean, std) -> dict:
+def run_seed(args, device, mean, std, splits=None) -> dict:
     torch.manual_seed(0)
-    ds = seed_dataset(args.data, args.synthetic_n, mean, std)
+    ds = seed_dataset(args.data, args.synthetic_n, mean, std, splits)
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=args.seed_batch,
@@ -270,18 +273,18 @@ def run_seed(args, device, mean, std) -> dict:
 # ----------------------------------------------------------------------------------------------
 # (b) ours
 # ----------------------------------------------------------------------------------------------
-def run_ours(args, device) -> dict:
+def run_ours(args, device, splits=None) -> dict:
     from helpers.augment import GpuAugment
     from helpers.data import iterate_batches
+    from helpers.models import build_model
     from helpers.presets import get_preset
     from helpers.runtime import autocast_dtype, enable_fast_matmul
-    from helpers.train import make_optimizer, soft_cross_entropy
-    from helpers.vit import build_model
+    from helpers.step import make_optimizer, soft_cross_entropy
 
     torch.manual_seed(0)
     preset = get_preset("seed000", batch_size=args.batch, precision=args.precision)
     cfg = preset.train
-    x_all, y_all, num_classes = ours_data(args.data, args.synthetic_n, device)
+    x_all, y_all, num_classes = ours_data(args.data, args.synthetic_n, device, splits)
     if device.type == "cuda":
         enable_fast_matmul()
     model, spec = build_model(preset, num_classes, pretrained=False)

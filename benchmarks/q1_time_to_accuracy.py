@@ -152,6 +152,7 @@ def main(argv=None) -> dict:
         "minutes": history[-1]["elapsed_seconds"] / 60 if history else 0.0,
         "best_val_acc": result.best_val_acc,
         "final_val_acc": history[-1]["val_acc"] if history else None,
+        "test_acc": result.test_acc,  # the best (val-selected) weights on the test split, if any
         "target": args.target,
         "minutes_to_target": hit["elapsed_seconds"] / 60 if hit else None,
         "epoch_at_target": hit["epoch"] if hit else None,

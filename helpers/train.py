@@ -375,7 +375,7 @@ def train(
         return time.perf_counter() - t_start
 
     saver = Saver(out_dir, preset, classes, cfg.checkpoint_minutes * 60, clock)
-    stopped_early = bool(budget and run.elapsed >= budget and run.epoch < plan.epochs)
+    stopped_early = bool(budget and run.elapsed >= budget and run.step < plan.total_steps)
     if stopped_early:
         log(f"the {cfg.minutes} min budget is already spent; raise minutes to train further.")
     elif run.epoch < plan.epochs:
@@ -404,8 +404,8 @@ def train(
                     saver.save(run, plan, force=True)
                     raise KeyboardInterrupt
                 run.epoch, run.partial, epochs_run = run.epoch + 1, None, epochs_run + 1
-                stopped_early = bool(budget and clock() >= budget)
-                stopped_early = stopped_early and run.epoch < plan.epochs
+                spent = bool(budget and clock() >= budget)
+                stopped_early = spent and run.step < plan.total_steps
                 final = run.epoch >= plan.epochs or stopped_early
                 validate = final or run.epoch % eval_every == 0
                 row = _epoch_row(run, sums, validate, final, eval_bs, clock)
@@ -439,7 +439,10 @@ def train(
             f"{saver.seconds:.2f} s ({share:.1%} of {run.elapsed:.0f} s of training)."
         )
     if stopped_early:
-        log(f"time budget of {cfg.minutes} min reached after {run.epoch} epochs.")
+        log(
+            f"the {cfg.minutes} min budget ran out after {run.step} of the {plan.total_steps} "
+            "planned steps (the steps got slower than measured); the schedule did not finish."
+        )
     complete = run.epoch >= plan.epochs or stopped_early
     test = _score_test(run, out_dir, eval_bs, log) if complete else None
     run.model.eval()

@@ -38,9 +38,10 @@ def test_q1_throughput_compares_both_pipelines(tmp_path):
     assert "ratio (b)/(a)" in stdout
 
 
-def _image_folder(root: Path, per_class: int = 12) -> Path:
+def _image_folder(root: Path, per_class: int = 12, test: int = 0) -> Path:
     rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", per_class // 3)):
+    splits = (("train", per_class), ("val", per_class // 3)) + ((("test", test),) if test else ())
+    for split, n in splits:
         for c, colour in enumerate(((220, 40, 40), (40, 40, 220))):
             folder = root / split / f"class{c}"
             folder.mkdir(parents=True)
@@ -72,3 +73,92 @@ def test_q2_speed_quick_runs_image_and_video(tmp_path):
     assert image["size"] == "tiny" and image["seed_ms"] > 0 and image["ours_ms"] > 0
     (video,) = res["video"]
     assert video["frames"] == 6 and video["seed_fps"] > 0 and video["ours_fps"] > 0
+
+
+# --------------------------------------------------------------------------- gpu_report.py
+
+
+def _gpu_report(out: Path, *args: str) -> tuple[dict, str]:
+    _run("gpu_report.py", *args, "--quick", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    assert report["quick"] is True and report["device"] and report["torch"]
+    assert not [k for k, s in report["sections"].items() if s.get("error") or s.get("errors")]
+    for sec in report["sections"].values():  # each section: device, torch, command, a table
+        assert f"## {sec['title']}" in md and sec["table"].startswith("| ")
+    assert md.count(f"device: {report['device']} · torch {report['torch']}") == len(
+        report["sections"]
+    )
+    assert md.count(f"`{report['command']}`") >= len(report["sections"])
+    assert "--part" in report["command"] and "--quick" in report["command"]
+    return report, md
+
+
+def test_gpu_report_q1_quick_measures_throughput_and_fast_run(tmp_path):
+    data = _image_folder(tmp_path / "data", per_class=12, test=3)
+    out = tmp_path / "q1"
+    report, md = _gpu_report(out, "--part", "q1", "--data", str(data))
+    sections = report["sections"]
+    assert list(sections) == ["data", "fast", "throughput"]
+    assert sections["data"]["result"]["train"] == 24
+
+    tp = sections["throughput"]["result"]
+    assert tp["seed"]["images_per_second"] > 0 and tp["ours"]["images_per_second"] > 0
+    assert tp["seed"]["params"] == 10_402_954  # the seed000 network
+    ratio = tp["ours"]["images_per_second"] / tp["seed"]["images_per_second"]
+    assert abs(tp["ratio"] - ratio) < 1e-9
+
+    fast = sections["fast"]["result"]
+    assert fast["preset"] == "fast" and 1 <= fast["epochs"] <= 2
+    for key in ("final_val_acc", "best_val_acc"):
+        assert 0.0 <= fast[key] <= 1.0
+    if sections["data"]["result"]["test"]:  # the data split has a test/ folder
+        assert 0.0 <= fast["test_acc"] <= 1.0
+    curve = fast["curve"]
+    assert len(curve) == fast["epochs"] >= 1
+    assert all(p["elapsed_seconds"] > 0 and 0.0 <= p["val_acc"] <= 1.0 for p in curve)
+    assert (out / fast["plot"]).stat().st_size > 1000
+
+    for words in ("train images/s", "ratio (b)/(a)", "val accuracy vs wall time", "test acc"):
+        assert words in md, words
+
+
+def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
+    out = tmp_path / "q2"
+    report, md = _gpu_report(out, "--part", "q2")
+    sections = report["sections"]
+    assert list(sections) == ["setup", "image", "video", "long"]
+    (image,) = sections["image"]["result"]
+    assert image["size"] == "tiny" and image["ours_ms"] > 0 and image["seed_ms"] > 0
+    (video,) = sections["video"]["result"]
+    assert video["frames"] == 4 and video["ours_fps"] > 0 and video["seed_fps"] > 0
+    long = sections["long"]["result"]
+    assert long["frames"] == 8 and long["fps"] > 0
+    assert long["peak_mib"] is None  # CPU: no GPU memory to report
+    for words in ("text -> masks", "ours ms", "tracking FPS", "official-usage fps", "peak GPU"):
+        assert words in md, words
+
+
+def test_gpu_report_records_a_failed_section_and_goes_on(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_report
+    import torch
+
+    args = gpu_report.parse_args(["--part", "q2", "--quick", "--out", str(tmp_path)])
+    report = gpu_report.Report(args, torch.device("cpu"), "python benchmarks/gpu_report.py")
+
+    def boom(sec):
+        sec["notes"].append("partial")
+        raise RuntimeError("CUDA out of memory (pretend)")
+
+    def fine(sec):
+        sec["table"] = gpu_report.md_table(["a", "b"], [[1, 2]], right={1})
+
+    report.run("bad", "Bad section", boom)
+    report.run("good", "Good section", fine)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert "out of memory" in saved["sections"]["bad"]["error"]
+    assert saved["sections"]["good"]["table"] == "| a | b |\n| --- | ---: |\n| 1 | 2 |"
+    md = (tmp_path / "report.md").read_text()
+    assert "**error:** RuntimeError: CUDA out of memory (pretend)" in md and "| 1 | 2 |" in md
+    assert report.failed() == ["bad"]
