@@ -107,6 +107,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     checkpoint_minutes: float = 3.0
+    patience: int | None = None  # early stop after this many epochs without a better val acc
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -129,6 +130,8 @@ class TrainConfig:
             raise InputError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
             raise InputError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if self.patience is not None and self.patience < 1:
+            raise InputError(f"patience must be >= 1 epoch (or None), got {self.patience}.")
         if self.checkpoint_minutes < 0:
             raise InputError(
                 f"checkpoint_minutes must be >= 0 (0 = every epoch), got {self.checkpoint_minutes}."

@@ -40,8 +40,9 @@ from helpers.errors import InputError
 from helpers.metrics import split_metrics
 from helpers.schedule import StepPlan
 from helpers.step import RunState, make_optimizer, one_step
+from helpers.vit import count_parameters
 
-TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds")
+TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds", "peak_memory_mb")
 
 
 @dataclass
@@ -58,10 +59,22 @@ class TrainResult:
     test: dict | None = None  # the best weights scored on the test split (None: no test split)
     checkpoint_seconds: float = 0.0  # time spent writing checkpoints and history in this call
     checkpoint_bytes: int = 0
+    stop_reason: str = "done"  # done | budget | patience | paused (max_epochs_this_run)
+    parameters: int = 0
+    trainable_parameters: int = 0
 
     @property
     def test_acc(self) -> float | None:
         return self.test["acc"] if self.test else None
+
+
+def _peak_memory_mb(device) -> float | None:
+    """The run's peak GPU memory so far (allocator statistics: no device sync)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def _free_cuda() -> None:
@@ -264,9 +277,16 @@ def _epoch_row(run: RunState, sums: dict, validate: bool, final: bool, eval_bs: 
         if run.ema is not None and final:  # the raw weights, for comparison
             row["val_acc_model"] = split_metrics(run.model, *args)["val_acc"]
     row["epoch_seconds"] = sums["seconds"]
+    row["peak_memory_mb"] = _peak_memory_mb(run.device)
     row["images_per_second"] = sums["seen"] / max(sums["seconds"], 1e-9)
     row["elapsed_seconds"] = clock()
     return row
+
+
+def _patience_spent(run: RunState) -> bool:
+    """Early stopping: ``patience`` epochs have passed since the best validation accuracy."""
+    patience = run.cfg.patience
+    return bool(patience) and run.best_epoch > 0 and run.epoch - run.best_epoch >= patience
 
 
 def _summary(row: dict) -> str:
@@ -390,7 +410,7 @@ def train(
     epochs_run, oom = 0, False
     with _interrupt_requests(log) as interrupted:
         try:
-            while run.epoch < plan.epochs and not stopped_early:
+            while run.epoch < plan.epochs and not stopped_early and not _patience_spent(run):
                 if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
                     break
                 if interrupted["set"]:  # came at the last step of an epoch
@@ -411,6 +431,7 @@ def train(
                 row = _epoch_row(run, sums, validate, final, eval_bs, clock)
                 run.history.append(row)
                 _keep_if_best(run, row["val_acc"])
+                final = final or _patience_spent(run)
                 outer.update(1)
                 summary = _summary(row)
                 outer.set_postfix_str(summary)
@@ -443,8 +464,16 @@ def train(
             f"the {cfg.minutes} min budget ran out after {run.step} of the {plan.total_steps} "
             "planned steps (the steps got slower than measured); the schedule did not finish."
         )
-    complete = run.epoch >= plan.epochs or stopped_early
-    test = _score_test(run, out_dir, eval_bs, log) if complete else None
+    reason = (
+        "budget" if stopped_early else "patience" if _patience_spent(run)
+        else "done" if run.epoch >= plan.epochs else "paused"
+    )  # fmt: skip
+    if reason == "patience":
+        log(
+            f"early stop: no better val accuracy for {cfg.patience} epochs (best "
+            f"{run.best_acc:.4f} at epoch {run.best_epoch})."
+        )
+    test = _score_test(run, out_dir, eval_bs, log) if reason != "paused" else None
     run.model.eval()
     return TrainResult(
         model=run.model,
@@ -458,6 +487,9 @@ def train(
         plan=plan,
         test=test,
         checkpoint_seconds=saver.seconds,
+        stop_reason=reason,
+        parameters=count_parameters(run.model),
+        trainable_parameters=count_parameters(run.model, trainable_only=True),
         checkpoint_bytes=saver.bytes,
     )
 

@@ -666,3 +666,28 @@ def test_test_split_is_scored_once_at_the_end_with_the_best_weights(tmp_path, mo
         tiny_preset(epochs=3), data, tmp_path / "p", max_epochs_this_run=1, progress=False
     )
     assert part.test is None and not (tmp_path / "p" / "test.json").exists()
+
+
+def test_early_stop_on_patience_is_final_and_survives_resume(tmp_path, monkeypatch):
+    accs = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.9])
+    real = T.split_metrics
+
+    def scripted(*a, **k):
+        out = real(*a, **k)
+        out["val_acc"] = next(accs)
+        return out
+
+    monkeypatch.setattr(T, "split_metrics", scripted)
+    logs = []
+    p = tiny_preset(epochs=10, patience=2, ema_decay=None)
+    res = T.train(p, tiny_data(n_test=16), tmp_path, progress=False, log=logs.append)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3, 4]
+    assert res.stop_reason == "patience" and res.best_val_acc == 0.6
+    assert any("early stop" in m and "epoch 2" in m for m in logs)
+    assert res.test["weights_epoch"] == 2  # the test score is that of the best epoch
+    assert res.parameters >= res.trainable_parameters > 0
+    assert all("peak_memory_mb" in r for r in res.history)  # None on the CPU
+    again = T.train(p, tiny_data(n_test=16), tmp_path, progress=False, log=lambda m: None)
+    assert len(again.history) == 4 and again.stop_reason == "patience"
+    with pytest.raises(InputError, match="patience"):
+        T.train(tiny_preset(patience=0), tiny_data(), tmp_path / "x", progress=False)
