@@ -65,6 +65,23 @@ def register(sub) -> None:
     t.add_argument("--prompt-type", default="box", help="box | point | mask (default box)")
     t.add_argument("--iou-threshold", type=float, default=0.5, help="id matching IoU (0.5)")
     t.add_argument("--chunk-size", type=int, default=200, help="frames per chunk (200)")
+    t.add_argument(
+        "--reid-threshold",
+        type=float,
+        default=0.8,
+        help="appearance similarity that gives a returning object its old id (0.8)",
+    )
+    t.add_argument(
+        "--keep-missed",
+        type=int,
+        default=2,
+        help="keyframes an undetected object keeps being tracked before it is retired (2)",
+    )
+    t.add_argument(
+        "--backfill",
+        action="store_true",
+        help="also track new objects backwards to the previous keyframe",
+    )
     t.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     t.add_argument(
         "--max-objects",
@@ -267,6 +284,9 @@ def cmd_track(args) -> dict:
     _check_common(args)
     prompt = _check_prompt(args.prompt)
     _check_threshold("iou-threshold", args.iou_threshold)
+    _check_threshold("reid-threshold", args.reid_threshold)
+    if args.keep_missed < 0:
+        raise InputError(f"--keep-missed must be >= 0 keyframes, got {args.keep_missed}.")
     if args.prompt_type not in PROMPT_TYPES:
         raise InputError(
             f"unknown --prompt-type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}."
@@ -308,6 +328,9 @@ def cmd_track(args) -> dict:
         box_threshold=args.box_threshold,
         text_threshold=args.text_threshold,
         iou_threshold=args.iou_threshold,
+        reid_threshold=args.reid_threshold,
+        keep_missed=args.keep_missed,
+        backfill=args.backfill,
         chunk_size=args.chunk_size,
         offload=not args.no_offload,
         max_frames=args.max_frames,

@@ -337,15 +337,13 @@ def _autocast(device):
 
     import torch
 
-    from helpers.segment import amp_dtype
-
-    dtype = amp_dtype(device)
-    if dtype is None:
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_bf16_supported(including_emulation=False):
         return contextlib.nullcontext()
     from helpers.runtime import enable_fast_matmul
 
     enable_fast_matmul()
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
 def _run_grounding_dino(detector, small, phrases, box_threshold, text_threshold):

@@ -499,8 +499,41 @@ def _list_frame_folder(folder: Path, allow_gaps: bool) -> list[Path]:
 
 def _clear_frames(frame_dir: Path) -> None:
     for p in frame_dir.iterdir():
-        if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and p.stem.isdigit():
-            p.unlink()
+        if (p.is_file() or p.is_symlink()) and p.suffix.lower() in (".jpg", ".jpeg"):
+            if p.stem.isdigit():
+                p.unlink()
+
+
+def _jpeg_as_is(path: Path, max_side: int | None) -> tuple[int, int] | None:
+    """(height, width) of a JPEG frame that can be used without re-encoding it (no
+    downscaling needed, no EXIF rotation), else None."""
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.getexif().get(0x0112, 1) != 1:
+                return None
+            w, h = im.size
+    except Exception:  # unreadable here: the decoding path reports it properly
+        return None
+    if max_side is not None and max(w, h) > max_side:
+        return None
+    return h, w
+
+
+def _link_frame(src: Path, dst: Path) -> None:
+    """``dst`` points at ``src`` (a symlink; a byte copy where links are not allowed)."""
+    import shutil
+
+    try:
+        os.symlink(src.resolve(), dst)
+    except OSError:
+        from helpers.files import atomic_path
+
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def video_to_frames(
@@ -557,7 +590,22 @@ def video_to_frames(
         if max_frames is not None:
             files = files[:max_frames]
         for f in tqdm(files, desc="frames", unit="frame"):
-            emit(load_image(f, min_side=1), f"frame {f.name}")
+            hw = _jpeg_as_is(f, max_side)
+            if hw is None:
+                emit(load_image(f, min_side=1), f"frame {f.name}")
+                continue
+            # a JPEG frame is used as it is: decoding and re-encoding it would add a second
+            # generation of JPEG loss (and time)
+            if size is None:
+                size = hw
+            elif hw != size:
+                raise InputError(
+                    f"frame {f.name} is {hw[1]}x{hw[0]} but earlier frames are "
+                    f"{size[1]}x{size[0]}; all frames of a video must have the same size."
+                )
+            p = out_dir / f"{len(paths):05d}.jpg"
+            _link_frame(f, p)
+            paths.append(p)
     else:
         import cv2
 

@@ -150,25 +150,79 @@ def annotate(
 # --------------------------------------------------------------------------- COCO RLE
 
 
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """COCO uncompressed RLE ``{"size": [H, W], "counts": [...]}`` of a 2-D mask.
+def mask_to_rle(mask: np.ndarray, compressed: bool = False) -> dict:
+    """COCO RLE ``{"size": [H, W], "counts": ...}`` of a 2-D mask.
 
     Runs go down the columns (Fortran order) and alternate 0/1 starting with a zero-run
-    (which is 0 long when the first pixel is set).
+    (which is 0 long when the first pixel is set). ``counts`` is a list of ints, or with
+    ``compressed`` COCO's compact ASCII string (what ``pycocotools.mask.encode`` gives, as
+    ``str``), typically 5-10x smaller in memory and in JSON.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise InputError(f"mask_to_rle needs one [H,W] mask; got shape {tuple(mask.shape)}.")
     h, w = mask.shape
-    flat = mask.astype(bool).ravel(order="F")
+    if compressed:
+        try:
+            from pycocotools import mask as mask_utils
+        except ImportError:
+            return {"size": [int(h), int(w)], "counts": compress_counts(_runs(mask))}
+        enc = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": [int(h), int(w)], "counts": enc["counts"].decode("ascii")}
+    return {"size": [int(h), int(w)], "counts": _runs(mask)}
+
+
+def _runs(mask: np.ndarray) -> list[int]:
+    flat = np.asarray(mask).astype(bool).ravel(order="F")
     if flat.size == 0:
-        return {"size": [h, w], "counts": []}
+        return []
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate([[0], change, [flat.size]])
     runs = np.diff(bounds).tolist()
     if flat[0]:
         runs.insert(0, 0)
-    return {"size": [int(h), int(w)], "counts": [int(r) for r in runs]}
+    return [int(r) for r in runs]
+
+
+def compress_counts(counts: list[int]) -> str:
+    """COCO's compact string for a list of run lengths.
+
+    Each count (from the third on, minus the count two places before it) is written as
+    signed 5-bit groups, low bits first, 0x20 marking "more groups follow", each group
+    offset by 48 into printable ASCII.
+    """
+    out = []
+    for i, c in enumerate(counts):
+        x = int(c) - int(counts[i - 2]) if i > 2 else int(c)
+        more = True
+        while more:
+            group = x & 0x1F
+            x >>= 5
+            more = not ((x == 0 and not group & 0x10) or (x == -1 and group & 0x10))
+            out.append(chr(group + (0x20 if more else 0) + 48))
+    return "".join(out)
+
+
+def decompress_counts(s: str | bytes) -> list[int]:
+    """Run lengths of a COCO compact RLE string (the inverse of ``compress_counts``)."""
+    if isinstance(s, bytes):
+        s = s.decode("ascii")
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            group = ord(s[p]) - 48
+            x |= (group & 0x1F) << (5 * k)
+            more = bool(group & 0x20)
+            p += 1
+            k += 1
+            if not more and group & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
 
 
 def rle_to_mask(rle: dict) -> np.ndarray:
@@ -182,11 +236,10 @@ def rle_to_mask(rle: dict) -> np.ndarray:
         try:
             from pycocotools import mask as mask_utils
         except ImportError:
-            raise InputError(
-                "Compressed (string) RLE counts need pycocotools: pip install pycocotools."
-            ) from None
-        enc = counts.encode("ascii") if isinstance(counts, str) else counts
-        return mask_utils.decode({"size": [h, w], "counts": enc}).astype(bool)
+            counts = decompress_counts(counts)
+        else:
+            enc = counts.encode("ascii") if isinstance(counts, str) else counts
+            return mask_utils.decode({"size": [h, w], "counts": enc}).astype(bool)
     counts = np.asarray(counts, dtype=np.int64)
     if (counts < 0).any() or int(counts.sum()) != h * w:
         raise InputError(
@@ -201,8 +254,24 @@ def rle_area(rle: dict) -> int:
     """Foreground pixel count of an RLE."""
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
-        return int(rle_to_mask(rle).sum())
+        coco = _coco(rle)
+        if coco is not None:
+            from pycocotools import mask as mask_utils
+
+            return int(mask_utils.area(coco))
+        return int(sum(decompress_counts(counts)[1::2]))
     return int(sum(counts[1::2]))
+
+
+def _coco(rle: dict) -> dict | None:
+    """The RLE as pycocotools wants it (bytes counts), or None without pycocotools."""
+    try:
+        import pycocotools.mask  # noqa: F401
+    except ImportError:
+        return None
+    counts = rle["counts"]
+    enc = counts.encode("ascii") if isinstance(counts, str) else counts
+    return {"size": [int(v) for v in rle["size"]], "counts": enc}
 
 
 def mask_bbox(mask: np.ndarray) -> list[int]:
@@ -215,7 +284,26 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
 
 def rle_bbox(rle: dict) -> list[int]:
     """COCO-style ``[x, y, width, height]`` of an RLE (as ``pycocotools.mask.toBbox``)."""
-    x0, y0, x1, y1 = mask_bbox(rle_to_mask(rle))
+    h = int(rle["size"][0])
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes)):
+        coco = _coco(rle)
+        if coco is not None:
+            from pycocotools import mask as mask_utils
+
+            return [int(v) for v in mask_utils.toBbox(coco)]
+        counts = decompress_counts(counts)
+    starts = np.cumsum([0, *counts[:-1]])
+    fg = [(int(s), int(c)) for s, c in zip(starts[1::2], counts[1::2]) if c > 0]
+    if not fg:
+        return [0, 0, 0, 0]
+    x0, x1 = fg[0][0] // h, (fg[-1][0] + fg[-1][1] - 1) // h + 1
+    y0, y1 = h, 0
+    for s, c in fg:
+        if s // h != (s + c - 1) // h:  # the run wraps past a column: rows 0..h-1 all set
+            y0, y1 = 0, h
+            break
+        y0, y1 = min(y0, s % h), max(y1, (s + c - 1) % h + 1)
     return [x0, y0, x1 - x0, y1 - y0]
 
 

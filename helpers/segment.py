@@ -289,24 +289,36 @@ def _check_boxes(xyxy, H: int, W: int) -> np.ndarray:
     return boxes
 
 
-def segment_boxes(segmenter: Segmenter, image: np.ndarray, xyxy, *, multimask: bool = False):
+def segment_boxes(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    xyxy,
+    *,
+    multimask: bool = False,
+    out_size: tuple[int, int] | None = None,
+):
     """Masks for all boxes of one image in one call.
 
     Returns ``(masks bool [N,H,W], scores float32 [N], candidates)``; with ``multimask`` the
     candidates are ``(masks [N,3,H,W], scores [N,3])`` and the best-scoring one is picked,
-    otherwise ``candidates`` is None. No boxes -> ``[0,H,W]`` masks.
+    otherwise ``candidates`` is None. No boxes -> ``[0,H,W]`` masks. ``out_size=(H, W)``
+    gives masks at that size (e.g. the full image when ``image`` is a downscaled copy): SAM's
+    logits are upsampled to it and thresholded there, as SAM 2 does for the original size,
+    rather than upsampling a thresholded mask.
     """
     image = check_rgb_array(image)
     H, W = image.shape[:2]
     boxes = _check_boxes(xyxy, H, W)
     n = len(boxes)
+    if out_size is not None:
+        H, W = int(out_size[0]), int(out_size[1])
     if n == 0:
         empty = (np.zeros((0, 3, H, W), bool), np.zeros((0, 3), np.float32)) if multimask else None
         return np.zeros((0, H, W), bool), np.zeros((0,), np.float32), empty
     if segmenter.backend == "sam2":
-        masks, scores = _predict_sam2(segmenter, image, boxes, multimask)
+        masks, scores = _predict_sam2(segmenter, image, boxes, multimask, out_size)
     elif segmenter.backend == "transformers":
-        masks, scores = _predict_hf(segmenter, image, boxes, multimask)
+        masks, scores = _predict_hf(segmenter, image, boxes, multimask, out_size)
     else:
         raise InputError(f"unknown segmenter backend {segmenter.backend!r}.")
     # masks [N,C,H,W] bool, scores [N,C]
@@ -317,19 +329,34 @@ def segment_boxes(segmenter: Segmenter, image: np.ndarray, xyxy, *, multimask: b
     return picked, picked_scores, candidates
 
 
-def _predict_sam2(segmenter, image, boxes, multimask):
+def _predict_sam2(segmenter, image, boxes, multimask, out_size=None):
     pred = segmenter.predictor
     with inference_context(segmenter.device):
         pred.set_image(image)
-        masks, scores, _ = pred.predict(box=boxes, multimask_output=multimask)
-    masks = np.asarray(masks)
+        masks, scores, low_res = pred.predict(box=boxes, multimask_output=multimask)
     scores = np.asarray(scores, dtype=np.float32)
+    if out_size is not None:
+        masks = upsample_logits(low_res, out_size) > 0
+    masks = np.asarray(masks)
     if masks.ndim == 3:  # one box: [C,H,W]
         masks, scores = masks[None], scores[None]
     return masks > 0, scores.reshape(masks.shape[0], masks.shape[1])
 
 
-def _predict_hf(segmenter, image, boxes, multimask):
+def upsample_logits(logits, size: tuple[int, int]) -> np.ndarray:
+    """Mask logits [..., h, w] resized bilinearly to ``size=(H, W)`` (float32 numpy)."""
+    import torch
+
+    t = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    lead = t.shape[:-2]
+    t = t.reshape(-1, 1, *t.shape[-2:])
+    out = torch.nn.functional.interpolate(
+        t, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False
+    )
+    return out.reshape(*lead, int(size[0]), int(size[1])).numpy()
+
+
+def _predict_hf(segmenter, image, boxes, multimask, out_size=None):
     import torch
 
     proc, model = segmenter.processor, segmenter.predictor
@@ -343,6 +370,8 @@ def _predict_hf(segmenter, image, boxes, multimask):
     }
     with inference_context(segmenter.device):
         out = model(**feed, multimask_output=multimask)
+    if out_size is not None:
+        original_sizes = torch.tensor([[int(out_size[0]), int(out_size[1])]])
     masks = proc.post_process_masks(out.pred_masks.float().cpu(), original_sizes.cpu())[0]
     masks = torch.as_tensor(masks).bool().numpy()  # [N,C,H,W]
     scores = out.iou_scores[0].float().cpu().numpy()  # [N,C]

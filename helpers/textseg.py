@@ -96,26 +96,30 @@ def segment_image(
         mask_scores = np.zeros((0,), np.float32)
     else:
         t0 = time.perf_counter()
+        # masks at the full size: SAM's logits are upsampled, then thresholded
         masks_small, mask_scores, candidates = segment_boxes(
-            segmenter, small, dets.xyxy, multimask=multimask
+            segmenter, small, dets.xyxy, multimask=multimask, out_size=(H, W)
         )
         timings["segment"] = _ms(t0)
         if multimask and clip is not None:
             t0 = time.perf_counter()
             names = dets.data["class_name"]
             for i in range(len(dets)):
-                sims = clip_rescore(clip, small, candidates[0][i], str(names[i]))
+                sims = clip_rescore(clip, image, candidates[0][i], str(names[i]))
                 best = int(np.argmax(sims))
                 masks_small[i] = candidates[0][i, best]
                 mask_scores[i] = candidates[1][i, best]
             timings["rescore"] = _ms(t0)
         if clean:
             t0 = time.perf_counter()
-            masks_small = clean_masks(masks_small, min_hole_area, min_sprinkle_area)
+            area = (H * W) / (h * w)  # the areas are in model-input pixels
+            masks_small = clean_masks(
+                masks_small, round(min_hole_area * area), round(min_sprinkle_area * area)
+            )
             timings["clean"] = _ms(t0)
 
     t0 = time.perf_counter()
-    masks = media.masks_to_size(masks_small, (H, W))
+    masks = media.masks_to_size(masks_small, (H, W))  # a no-op: already full size
     xyxy = dets.xyxy.astype(np.float32).reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
     xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, W)
     xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, H)

@@ -471,3 +471,25 @@ def test_frame_folder(tmp_path):
         media.video_to_frames(src, tmp_path / "out3")
     with pytest.raises(InputError, match="no .jpg/.png frames"):
         media.video_to_frames((tmp_path / "out3"), tmp_path / "out4")
+
+
+def test_jpeg_frame_folder_is_used_as_it_is(tmp_path):
+    src = tmp_path / "jpgs"
+    src.mkdir()
+    for i in range(3):
+        img = np.random.default_rng(i).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        Image.fromarray(img).save(src / f"{i + 1:04d}.jpg", quality=80)
+    vf = media.video_to_frames(src, tmp_path / "out")
+    assert (vf.num_frames, vf.width, vf.height) == (3, 32, 24)
+    for i, p in enumerate(vf.frame_paths):  # the very same bytes: no second JPEG generation
+        assert p.read_bytes() == (src / f"{i + 1:04d}.jpg").read_bytes()
+    cv_rgb = media.read_frame(vf, 1)
+    assert cv_rgb.shape == (24, 32, 3)
+    again = media.video_to_frames(src, tmp_path / "out")  # old links are replaced
+    assert again.num_frames == 3
+    # downscaling needs decoding: then frames are re-encoded at the new size
+    small = media.video_to_frames(src, tmp_path / "small", max_side=16)
+    assert (small.width, small.height) == (16, 12)
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(src / "0004.jpg")
+    with pytest.raises(InputError, match="same size"):
+        media.video_to_frames(src, tmp_path / "out3")

@@ -176,3 +176,22 @@ def test_unfetchable_clip_weights_are_input_error(monkeypatch, loader, hint):
     with pytest.raises(InputError, match="could not be fetched") as err:
         getattr(seg, loader)(device="cpu", name="no-such-org/no-model")
     assert hint in str(err.value)
+
+
+def test_full_resolution_masks_threshold_upsampled_logits(sam2_tiny, image):
+    """out_size: SAM's low-res logits are upsampled to the full size and thresholded there
+    (as SAM 2 does for the original size), not a thresholded small mask upsampled."""
+    from helpers.segment import upsample_logits
+
+    full = (3 * H, 3 * W)
+    masks, scores, _ = segment_boxes(sam2_tiny, image, BOXES, out_size=full)
+    assert masks.shape == (2, *full) and masks.dtype == bool
+    pred = sam2_tiny.predictor
+    pred.set_image(image)
+    _, _, low = pred.predict(box=BOXES, multimask_output=False)
+    np.testing.assert_array_equal(masks, upsample_logits(low, full)[:, 0] > 0)
+    same, _, _ = segment_boxes(sam2_tiny, image, BOXES)
+    assert same.shape == (2, H, W)
+    hf = toy_hf_segmenter(128)
+    m_hf, _, _ = segment_boxes(hf, image, BOXES, out_size=full)
+    assert m_hf.shape == (2, *full)

@@ -1,6 +1,7 @@
 """helpers.track: id matching, and video tracking end to end (random-weight SAM 2, CPU)."""
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ def square(x, y, s=24, h=H, w=W):
     return m
 
 
-# --------------------------------------------------------------------------- match_ids / IdBook
+# --------------------------------------------------------------------------- match_ids (IdBook: test_identity.py)
 
 
 def test_masks_iou_matches_direct_computation():
@@ -62,62 +63,6 @@ def test_match_ids_follows_crossing_objects_frame_to_frame():
         tracked = {i: truth[k] for i, k in got.items()}
     # they really crossed: A ends right of where B ends
     assert a_at(12).nonzero()[1].mean() > b_at(12).nonzero()[1].mean()
-
-
-def test_idbook_object_that_leaves_and_returns_gets_its_old_id():
-    book = track.IdBook()
-    ids, prompt = book.assign(
-        {}, [[10, 10, 34, 34]], ["dog"], np.array([0.8]), square(10, 10)[None]
-    )
-    assert ids == [1] and prompt == [0]
-    book.observe(0, {1: square(10, 10)})
-    # frame 10: the dog is gone (empty mask) and a cat appears elsewhere -> new id
-    gone = {1: np.zeros((H, W), bool)}
-    ids, prompt = book.assign(
-        gone, [[80, 60, 104, 84]], ["cat"], np.array([0.9]), square(80, 60)[None]
-    )
-    assert ids == [2] and prompt == [0]
-    book.observe(10, {2: square(80, 60)})
-    # frame 20: the dog comes back near where it left (mask IoU) -> id 1, prompted again
-    back = square(12, 10)
-    ids, prompt = book.assign(
-        {2: square(80, 60)}, [track.mask_box(back)], ["dog"], np.array([0.7]), back[None]
-    )
-    assert ids == [1] and prompt == [0]
-    assert book.labels == {1: "dog", 2: "cat"}
-    assert book.scores[1] == pytest.approx(0.8)  # best score kept
-
-
-def test_idbook_returning_object_by_box_and_label_only():
-    book = track.IdBook()
-    book.assign({}, [[0, 40, 30, 70]], ["car"], np.array([0.9]))
-    book.observe(0, {1: square(0, 40, 30)})
-    # box-only matching (no detection masks): shifted box, IoU ~0.43 >= 0.3 -> same id
-    ids, prompt = book.assign({}, [[8, 40, 38, 70]], ["car"], np.array([0.9]))
-    assert ids == [1] and prompt == [0]
-    # a different label at the same place does not take the old id
-    book2 = track.IdBook()
-    book2.assign({}, [[0, 40, 30, 70]], ["car"], np.array([0.9]))
-    book2.observe(0, {1: square(0, 40, 30)})
-    ids, _ = book2.assign({}, [[0, 40, 30, 70]], ["bus"], np.array([0.9]))
-    assert ids == [2]
-
-
-def test_idbook_duplicate_detection_of_tracked_object_is_not_a_new_object():
-    book = track.IdBook()
-    book.assign({}, [[10, 10, 34, 34]], ["dog"], np.array([0.9]), square(10, 10)[None])
-    tracked = {1: square(10, 10)}
-    dets = np.stack([square(10, 10), square(11, 10), square(70, 40)])
-    boxes = [track.mask_box(m) for m in dets]
-    ids, prompt = book.assign(
-        tracked, boxes, ["dog", "animal", "dog"], np.array([0.9, 0.5, 0.6]), dets
-    )
-    assert ids == [1, 1, 2]  # "animal" on the dog is the dog, not a new object
-    assert prompt == [2]  # only the new one is prompted
-    # two new overlapping detections in one frame -> one object
-    book = track.IdBook()
-    ids, prompt = book.assign({}, boxes[:2], ["dog", "animal"], np.array([0.5, 0.9]), dets[:2])
-    assert ids == [1, 1] and prompt == [1]
 
 
 # --------------------------------------------------------------------------- synthetic videos
@@ -360,22 +305,24 @@ def test_load_video_tracker_offline_real_weights_is_input_error(monkeypatch):
 # does with ids (keyframes, chunk carry-over, objects leaving and returning) exactly and fast.
 
 
-@pytest.fixture
-def oracle(monkeypatch):
-    calls = {"open": 0, "prompts": []}
+class OracleSession:
+    """Follows each prompted object by its colour; loses an object for good once it is gone."""
 
-    def _open(tracker, folder, offload):
+    def __init__(self, frames, first, calls):
+        self.frames, self.first, self.calls = frames, first, calls
+        self.objs = {}
         calls["open"] += 1
-        paths = sorted(folder.glob("*.jpg"))
-        return {"frames": [cv2.imread(str(p))[:, :, ::-1] for p in paths], "objs": {}}
 
-    def colour_mask(img, colour):
-        return np.abs(img.astype(int) - np.array(colour)).sum(-1) < 90
+    def image(self, t):
+        return self.frames[t - self.first]
 
-    def _prompt(tracker, state, t, prompts):
-        img = state["frames"][t]
+    def mask(self, t, colour):
+        return np.abs(self.image(t).astype(int) - np.array(colour)).sum(-1) < 90
+
+    def prompt(self, t, prompts):
+        img = self.image(t)
         for oid, kind, val in prompts:
-            calls["prompts"].append((oid, kind))
+            self.calls["prompts"].append((oid, kind))
             if kind == "mask":
                 pix = img[val]
             elif kind == "point":
@@ -384,24 +331,47 @@ def oracle(monkeypatch):
             else:
                 x0, y0, x1, y1 = (int(v) for v in val)
                 pix = img[y0:y1, x0:x1].reshape(-1, 3)
-            state["objs"][oid] = tuple(int(v) for v in np.median(pix, axis=0))
-        return {i: colour_mask(img, c) for i, c in state["objs"].items()}
+            self.objs[oid] = tuple(int(v) for v in np.median(pix, axis=0))
+        return {i: self.mask(t, c) for i, c in self.objs.items()}
 
-    def _propagate(tracker, state, a, b):
-        for t in range(a, b + 1):
-            img = state["frames"][t]
+    def propagate(self, a, b, reverse=False):
+        for t in range(a, b - 1, -1) if reverse else range(a, b + 1):
             out = {}
-            for i, c in list(state["objs"].items()):
-                m = colour_mask(img, c)
-                if not m.any():  # like a tracker that loses an object for good
-                    state["objs"][i] = (-999, -999, -999)
+            for i, c in list(self.objs.items()):
+                m = self.mask(t, c)
+                if not m.any() and not reverse:  # like a tracker that loses an object for good
+                    self.objs[i] = (-999, -999, -999)
                 out[i] = m
             yield t, out
 
-    monkeypatch.setattr(track, "_open", _open)
-    monkeypatch.setattr(track, "_prompt", _prompt)
-    monkeypatch.setattr(track, "_propagate", _propagate)
-    monkeypatch.setattr(track, "_image_masks", lambda tracker, image, boxes: None)
+    def remove(self, ids):
+        self.calls["removed"].extend(ids)
+        for i in ids:
+            self.objs.pop(i, None)
+        return True
+
+    def reset(self):
+        self.calls["resets"] += 1
+        self.objs = {}
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    calls = {"open": 0, "prompts": [], "removed": [], "resets": 0}
+
+    class OracleProp:
+        def __init__(self, tracker, frames, root, offload=True):
+            self.frames, self.offload = frames, offload
+
+        def open(self, first, end):
+            paths = self.frames.frame_paths[first:end]
+            imgs = [cv2.imread(str(p))[:, :, ::-1] for p in paths]
+            return OracleSession(imgs, first, calls)
+
+    monkeypatch.setattr(track, "Sam2Propagator", OracleProp)
     return track.VideoTracker(None, "oracle", torch.device("cpu"), "tiny"), calls
 
 
@@ -441,10 +411,12 @@ def test_ids_stable_across_chunks_keyframes_and_new_objects(oracle, tmp_path):
     seen = ids_by_colour(r, frames, [RED, GREEN, BLUE])
     assert seen == {RED: {1}, GREEN: {2}, BLUE: {3}}
     assert calls["open"] == 3  # 12 frames in chunks of 5
-    # each object is prompted by its box once; afterwards detections of it only confirm it,
-    # and it is carried into every later chunk by its last mask under the same id
+    # keyframes 0, 3 | 5, 6, 9 | 10: every detected object is re-seeded from its fresh
+    # detection (a box here: the oracle gives no masks), and carried into every later chunk
+    # by its last mask under the same id
     kinds = {i: [k for oid, k in calls["prompts"] if oid == i] for i in (1, 2, 3)}
-    assert kinds == {1: ["box", "mask", "mask"], 2: ["box", "mask", "mask"], 3: ["box", "mask"]}
+    both = ["box", "box", "mask", "box", "box", "box", "mask", "box"]
+    assert kinds == {1: both, 2: both, 3: ["box", "box", "box", "mask", "box"]}
     doc = json.loads(r.json_path.read_text())
     assert doc["objects"]["3"]["frames"] == 7  # blue: detected at frame 5 (a chunk start)
     assert [o["id"] for o in doc["frames"][11]["objects"]] == [1, 2, 3]
@@ -501,16 +473,16 @@ def test_simulated_cuda_oom_retries_then_gives_advice(oracle, tmp_path, monkeypa
     for im in frames:
         im[square(10, 10)] = RED
     src = write_video(tmp_path / "v.mp4", frames)
-    real_open = track._open
+    real_open = track.Sam2Propagator.open
     fails = {"n": 1}
 
-    def flaky_open(tracker, folder, offload):
+    def flaky_open(self, first, end):
         if fails["n"] > 0:
             fails["n"] -= 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_open(tracker, folder, offload)
+        return real_open(self, first, end)
 
-    monkeypatch.setattr(track, "_open", flaky_open)
+    monkeypatch.setattr(track.Sam2Propagator, "open", flaky_open)
     r = track.track_video(
         src,
         "square",
@@ -524,10 +496,10 @@ def test_simulated_cuda_oom_retries_then_gives_advice(oracle, tmp_path, monkeypa
     assert "offload=True" in capsys.readouterr().out
     assert all(r.masks[f][1].any() for f in range(4))
 
-    def always_oom(tracker, folder, offload):
+    def always_oom(self, first, end):
         raise RuntimeError("CUDA error: out of memory")
 
-    monkeypatch.setattr(track, "_open", always_oom)
+    monkeypatch.setattr(track.Sam2Propagator, "open", always_oom)
     with pytest.raises(InputError, match="chunk_size"):
         track.track_video(
             src,
@@ -540,8 +512,189 @@ def test_simulated_cuda_oom_retries_then_gives_advice(oracle, tmp_path, monkeypa
             render=False,
         )
     # other errors are not swallowed as OOM
-    monkeypatch.setattr(track, "_open", lambda *a: (_ for _ in ()).throw(KeyError("x")))
+    monkeypatch.setattr(
+        track.Sam2Propagator, "open", lambda *a: (_ for _ in ()).throw(KeyError("x"))
+    )
     with pytest.raises(KeyError):
         track.track_video(
             src, "square", None, tracker, tmp_path / "o3", detect_fn=color_boxes, render=False
         )
+
+
+# --------------------------------------------------------------------------- identity in the loop
+
+
+def test_reentry_elsewhere_and_retirement_in_the_loop(oracle, tmp_path, monkeypatch):
+    """Red leaves at the right and comes back at the left; the detector misses green twice."""
+    tracker, calls = oracle
+    frames = []
+    for i in range(16):
+        im = np.full((H, W, 3), 40, np.uint8)
+        if i <= 4:
+            im[square(80 + 8 * i, 10)] = RED  # gone from frame 5 on (off the right edge)
+        elif i >= 10:
+            im[square(2 + 2 * (i - 10), 50)] = RED  # back on the left, far from where it left
+        im[square(60, 60, 20)] = GREEN
+        frames.append(im)
+    src = write_video(tmp_path / "v.mp4", frames)
+    looks = {RED: np.eye(8)[0], GREEN: np.eye(8)[1]}
+
+    calls_made = []
+
+    def detect_missing_green(image):  # keyframes 0, 2, 4, ...: green missed at 4, 6 and 8
+        calls_made.append(1)
+        return color_boxes(image, colors=(RED,) if len(calls_made) in (3, 4, 5) else (RED, GREEN))
+
+    real = track.make_keyframe_fn
+
+    def with_looks(tracker, frames_, detect_fn, prompt_type):
+        fn = real(tracker, frames_, detect_fn, prompt_type)
+
+        def keyframe_fn(k):
+            d = fn(k)
+            img = cv2.imread(str(frames_.frame_paths[k]))[:, :, ::-1]
+            emb = []
+            for b in d.boxes.astype(int):
+                mean = img[b[1] : b[3], b[0] : b[2]].reshape(-1, 3).mean(0)
+                emb.append(looks[min(looks, key=lambda c: np.abs(mean - c).sum())])
+            d.embeddings = np.array(emb).reshape(len(d), -1) if len(d) else None
+            return d
+
+        return keyframe_fn
+
+    monkeypatch.setattr(track, "make_keyframe_fn", with_looks)
+    r = track.track_video(
+        src, "square", None, tracker, tmp_path / "o", detect_every=2, keep_missed=1, render=False,
+        detect_fn=detect_missing_green,
+    )  # fmt: skip
+    seen = ids_by_colour(r, frames, [RED, GREEN])
+    assert seen == {RED: {1}, GREEN: {2}}
+    assert r.masks[12][1].any() and not r.masks[7].get(1, np.zeros(1, bool)).any()
+    # red retired once its mask emptied; green kept through one missed keyframe (4), retired
+    # after the second (6), then re-identified at 10
+    assert 1 in calls["removed"] and 2 in calls["removed"]
+    assert r.masks[5][2].any()  # kept (propagated) while the detector missed it
+
+
+def test_older_sam2_refusing_new_ids_resets_and_readds_live_objects(oracle, tmp_path, monkeypatch):
+    tracker, calls = oracle
+
+    class Strict(OracleSession):
+        started = False
+
+        def propagate(self, a, b, reverse=False):
+            self.started = True
+            yield from super().propagate(a, b, reverse)
+
+        def prompt(self, t, prompts):
+            if self.started and any(oid not in self.objs for oid, _, _ in prompts):
+                raise track.NewIdRefused("Cannot add new object id 3 after tracking starts.")
+            return super().prompt(t, prompts)
+
+        def remove(self, ids):
+            return False  # older sam2: no remove_object either
+
+        def reset(self):
+            super().reset()
+            self.started = False
+
+    monkeypatch.setattr(sys.modules[__name__], "OracleSession", Strict)
+    frames = []
+    for i in range(9):
+        im = np.full((H, W, 3), 40, np.uint8)
+        im[square(4 + 4 * i, 10)] = RED
+        im[square(100 - 4 * i, 60)] = GREEN
+        if i >= 4:
+            im[square(50, 36, 16)] = BLUE
+        frames.append(im)
+    src = write_video(tmp_path / "v.mp4", frames)
+    r = track.track_video(
+        src, "square", None, tracker, tmp_path / "o", detect_every=4, render=False,
+        detect_fn=color_boxes,
+    )  # fmt: skip
+    assert ids_by_colour(r, frames, [RED, GREEN, BLUE]) == {RED: {1}, GREEN: {2}, BLUE: {3}}
+    assert calls["resets"] == 1  # blue at keyframe 4: reset, then 1, 2 and 3 added together
+    assert all(r.masks[f][i].any() for f in range(4, 9) for i in (1, 2, 3))
+
+
+def test_backfill_tracks_a_new_object_back_to_the_previous_keyframe(oracle, tmp_path):
+    tracker, _ = oracle
+    frames = []
+    for i in range(9):
+        im = np.full((H, W, 3), 40, np.uint8)
+        if i >= 2:
+            im[square(10 + 3 * i, 10)] = RED  # appears at 2, first detected at keyframe 4
+        frames.append(im)
+    src = write_video(tmp_path / "v.mp4", frames)
+    for backfill, first in ((False, 4), (True, 2)):
+        r = track.track_video(
+            src, "square", None, tracker, tmp_path / f"o{backfill}", detect_every=4,
+            backfill=backfill, render=False, detect_fn=color_boxes,
+        )  # fmt: skip
+        assert [1 in r.masks[f] for f in range(9)] == [False] * first + [True] * (9 - first)
+
+
+def test_sam2_older_predictor_fallback_and_retirement(sam2_tiny, tmp_path, monkeypatch):
+    """The real (random-weight) SAM 2 predictor made to behave like older releases: new ids
+    refused once tracking started, no remove_object."""
+    pred = sam2_tiny.predictor
+    cls = type(pred)
+    real_idx, real_prop, real_reset = cls._obj_id_to_idx, cls.propagate_in_video, cls.reset_state
+    resets = []
+
+    def strict_idx(self, state, obj_id):
+        if obj_id not in state["obj_id_to_idx"] and state.get("_started"):
+            raise RuntimeError(f"Cannot add new object id {obj_id} after tracking starts.")
+        return real_idx(self, state, obj_id)
+
+    def prop(self, state, *a, **k):
+        state["_started"] = True
+        yield from real_prop(self, state, *a, **k)
+
+    def reset(self, state):
+        resets.append(1)
+        state["_started"] = False
+        return real_reset(self, state)
+
+    monkeypatch.setattr(cls, "_obj_id_to_idx", strict_idx)
+    monkeypatch.setattr(cls, "propagate_in_video", prop)
+    monkeypatch.setattr(cls, "reset_state", reset)
+    monkeypatch.delattr(cls, "remove_object")
+    frames = []
+    for i in range(5):
+        im = np.full((H, W, 3), 40, np.uint8)
+        im[square(8 + 6 * i, 16)] = RED
+        if i >= 2:
+            im[square(80, 56)] = GREEN  # a new object once tracking has started
+        frames.append(im)
+    src = write_video(tmp_path / "v.mp4", frames)
+    r = track.track_video(
+        src, "square", None, sam2_tiny, tmp_path / "o", detect_every=2, chunk_size=8,
+        detect_fn=color_boxes, render=False,
+    )  # fmt: skip
+    check_outputs(r, 5)
+    assert set(r.labels) == {1, 2} and resets  # green added through reset + re-add
+
+
+def test_masks_held_and_written_as_compressed_rle(oracle, tmp_path):
+    tracker, _ = oracle
+    src = two_squares_video(tmp_path, n=4)
+    r = track.track_video(
+        src, "square", None, tracker, tmp_path / "o", detect_fn=color_boxes, render=False
+    )
+    assert all(
+        isinstance(rle["counts"], str) for per in r.masks.rles.values() for rle in per.values()
+    )
+    doc = json.loads(r.json_path.read_text())
+    obj = doc["frames"][0]["objects"][0]
+    assert isinstance(obj["mask"]["counts"], str)
+    from helpers import render
+
+    m = render.rle_to_mask(obj["mask"])
+    assert obj["area"] == m.sum() and obj["box"] == [float(v) for v in track.mask_box(m)]
+    plain = sum(
+        len(json.dumps(render.mask_to_rle(m)["counts"]))
+        for f in r.masks
+        for m in r.masks[f].values()
+    )
+    assert r.masks.nbytes() * 2 < plain  # at least 2x smaller than plain run lists already
