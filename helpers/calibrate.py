@@ -13,9 +13,8 @@ import itertools
 import time
 
 from helpers.checkpoint import rng_state, set_rng_state
-from helpers.metrics import split_metrics
 from helpers.schedule import StepPlan, budget_steps, make_plan
-from helpers.step import RunState, one_step
+from helpers.step import RunState, one_step, validate
 
 PLAN_KEYS = ("epochs", "minutes", "batch_size", "warmup_epochs", "warmup_fraction", "milestones")
 
@@ -66,18 +65,21 @@ def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, fl
         sync(run.device)
         warm_s = time.perf_counter() - t_compile
         t0, n = time.perf_counter(), 0
+        fixed = run.dist is not None and run.dist.on  # every process must take as many steps
         for idx in batches:
             one_step(run, probe, idx, log)
             n += 1
-            if n >= 20 or (n >= 3 and time.perf_counter() - t0 > 3.0):
+            if n >= (10 if fixed else 20) or (
+                not fixed and n >= 3 and time.perf_counter() - t0 > 3
+            ):
                 break
         sync(run.device)
         step_s = (time.perf_counter() - t0) / max(n, 1)
         t1 = time.perf_counter()
-        split_metrics(
-            run.judged, run.data.val_x, run.data.val_y, run.spec, eval_bs, run.device, cfg.precision
-        )
+        validate(run, run.judged, eval_bs)
         eval_s = time.perf_counter() - t1
+    if run.dist is not None:  # plan with the slowest process's rates
+        step_s, eval_s = run.dist.agree([step_s, eval_s])
     log(
         f"calibrated outside the clock in {time.perf_counter() - t_compile:.1f} s "
         f"(first steps incl. compile {warm_s:.1f} s): {step_s * 1000:.1f} ms/step, "

@@ -84,7 +84,8 @@ def read_checkpoint(path: Path) -> dict:
     except Exception as e:
         raise InputError(
             f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}); it is probably "
-            "corrupt or incomplete. Delete it, or train with resume=False."
+            "corrupt or incomplete. Delete it, or train with resume=False (--no-resume on the "
+            "command line)."
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "preset" not in ckpt:
         raise InputError(f"{path} is not a checkpoint written by helpers.train.")
@@ -129,16 +130,20 @@ def read_resume_checkpoint(out_dir: Path, log=print) -> dict:
 
 
 def save_last(state: dict, out_dir: Path) -> tuple[Path, int]:
-    """Keep the current ``last.pt`` as ``last.prev.pt``, then write the new one atomically.
+    """Write the new ``last.pt``; only once it is complete does the current one become
+    ``last.prev.pt`` (a full disk leaves both old files as they were).
 
     Returns the path and the number of bytes written."""
-    from helpers.files import atomic_torch_save
+    import torch
+
+    from helpers.files import atomic_path
 
     last = out_dir / "last.pt"
-    if last.exists():
-        os.replace(last, out_dir / "last.prev.pt")
-    path = atomic_torch_save(state, last)
-    return path, path.stat().st_size
+    with atomic_path(last) as tmp:
+        torch.save(state, tmp)
+        if last.exists():
+            os.replace(last, out_dir / "last.prev.pt")
+    return last, last.stat().st_size
 
 
 def save_best(weights: dict, meta: dict, out_dir: Path) -> tuple[Path, int]:
@@ -197,7 +202,10 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise InputError(f"checkpoint {path} does not match its own model config: {e}") from None
+        raise InputError(
+            f"checkpoint {path} does not match its own model config ({_mismatch_summary(e)}); "
+            "it was edited or written by another version: train it again."
+        ) from None
     model.to(torch.device(device)).eval()
     return LoadedModel(
         model=model,
@@ -207,6 +215,30 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
         epoch=int(ckpt.get("epoch", 0)),
         history=list(ckpt.get("history", [])),
     )
+
+
+def _mismatch_summary(e: RuntimeError) -> str:
+    """One line from ``load_state_dict``'s many-line error: counts and the first key of each
+    kind (missing, unexpected, wrong shape)."""
+    import re
+
+    text = str(e)
+    parts = []
+    for kind, label in (("Missing key(s)", "missing"), ("Unexpected key(s)", "unexpected")):
+        m = re.search(rf"{re.escape(kind)} in state_dict: (.*?)\.\s*(?:\n|$)", text)
+        if m:
+            keys = re.findall(r'"([^"]+)"', m.group(1))
+            if keys:
+                parts.append(f"{len(keys)} {label} weight(s), e.g. {keys[0]}")
+    shapes = re.findall(
+        r"size mismatch for ([^:]+): copying a param with shape (.*?) from "
+        r"checkpoint, the shape in current model is (.*?)\.",
+        text,
+    )
+    if shapes:
+        name, old, new = shapes[0]
+        parts.append(f"{len(shapes)} weight(s) of another shape, e.g. {name} {old} vs {new}")
+    return "; ".join(parts) or " ".join(text.split())[:200]
 
 
 # ----------------------------------------------------------------------------- in a run
@@ -230,15 +262,17 @@ def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | No
     if list(ckpt["classes"]) != classes:
         raise InputError(
             f"{out_dir} was trained on {len(ckpt['classes'])} classes {list(ckpt['classes'])[:10]} "
-            f"but the data has {len(classes)} {classes[:10]}; use another out_dir or resume=False."
+            f"but the data has {len(classes)} {classes[:10]}; use another out_dir (--out) or "
+            "resume=False (--no-resume on the command line)."
         )
     current = preset_to_dict(preset)
     if any(
-        ckpt["preset"].get(k) != current[k] for k in ("model", "timm_name", "freeze_all_but_last")
+        ckpt["preset"].get(k) != current[k]
+        for k in ("model", "timm_name", "freeze_all_but_last", "timm_kwargs")
     ):
         raise InputError(
             f"{out_dir} holds a different model than preset {preset.name!r}; "
-            "use another out_dir or resume=False."
+            "use another out_dir (--out) or resume=False (--no-resume on the command line)."
         )
     if ckpt["preset"].get("train") != current["train"]:
         log("note: the training settings differ from the checkpoint's; using the new ones.")
@@ -278,9 +312,13 @@ class Saver:
             "spec": dataclasses.asdict(run.spec),
         }
 
-    def save(self, run, plan, force: bool = False) -> bool:
-        """Write now if forced or due; ``run`` is a :class:`helpers.step.RunState`."""
-        if not force and self.clock() - self.last_save < self.every_s:
+    def due(self) -> bool:
+        return self.clock() - self.last_save >= self.every_s
+
+    def save(self, run, plan, force: bool = False, rng_ranks: list | None = None) -> bool:
+        """Write now if forced or due; ``run`` is a :class:`helpers.step.RunState`.
+        ``rng_ranks``: every process's RNG state when several train together."""
+        if not force and not self.due():
             return False
         t0 = time.perf_counter()
         if run.best_weights is not None and not run.best_saved:
@@ -301,6 +339,8 @@ class Saver:
             "best_epoch": run.best_epoch,
             "plan": plan.to_dict(),
             "rng": rng_state(run.shuffle_gen, run.aug_gen),
+            "rng_ranks": rng_ranks,
+            "world_size": len(rng_ranks) if rng_ranks else 1,
             "epoch_shuffle": run.epoch_shuffle,
             "partial": run.partial,
         }

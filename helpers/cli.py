@@ -3,6 +3,8 @@
 Q1 (ViT on CIFAR-10): ``train``, ``evaluate``, ``predict`` — see :mod:`helpers.cli_vit`.
 Q2 (text-prompted segmentation): ``segment``, ``track``, ``eval-masks`` — see
 :mod:`helpers.cli_segment`.
+``repo OWNER/NAME``: point the badges, setup cells and asset URLs at a fork — see
+:mod:`helpers.repo`.
 
 Every command ends by printing one JSON line with its results. Bad input exits with status 2
 and a one-line ``error: ...`` message instead of a traceback.
@@ -18,12 +20,13 @@ from helpers.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from helpers import cli_segment, cli_vit
+    from helpers import cli_segment, cli_vit, repo
 
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_vit.register(sub)
     cli_segment.register(sub)
+    repo.register(sub)
     return parser
 
 
@@ -37,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint and finished outputs are kept.", file=sys.stderr)
         return 130
-    print(json.dumps(result, default=str))
+    if result is not None:  # None: a secondary process of a torchrun job (rank 0 reports)
+        print(json.dumps(result, default=str))
     return 0
 
 

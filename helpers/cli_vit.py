@@ -24,6 +24,10 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _quiet(msg: str) -> None:
+    pass
+
+
 def register(sub) -> None:
     """Add ``train``, ``evaluate`` and ``predict`` to the argparse sub-parsers ``sub``."""
     from helpers.presets import preset_names
@@ -55,9 +59,22 @@ def register(sub) -> None:
         help="write the full last.pt at most this often (default 3; 0 = every epoch); always "
         "at the end and on Ctrl-C",
     )
-    p.add_argument("--batch-size", type=int, help="batch size")
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="stop early after this many epochs without a better val accuracy",
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="global batch size (split among torchrun processes)"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--patch-size", type=int, help="ViT patch size (from-scratch presets)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="resize every image of a folder dataset to this square size (needed when its "
+        "images differ in size)",
+    )
     p.add_argument("--out", help="run folder (default runs/q1_<preset>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out has last.pt")
     p.add_argument(
@@ -86,7 +103,7 @@ def register(sub) -> None:
     )
     p.add_argument("--depth", type=int, help="number of ViT blocks (default: the preset's)")
     p.add_argument("--heads", type=int, help="attention heads; must divide --dim")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=_in_cli_terms(cmd_train))
 
     # ------------------------------------------------------------------ evaluate
     p = sub.add_parser(
@@ -107,10 +124,16 @@ def register(sub) -> None:
         default=True,
         help="average predictions with the horizontal flip (default on)",
     )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="resize every image of a folder dataset to this square size (needed when its "
+        "images differ in size)",
+    )
     p.add_argument("--out", help="output folder (default <checkpoint folder>/eval/<data>-<split>)")
     p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
     p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=_in_cli_terms(cmd_evaluate))
 
     # ------------------------------------------------------------------ predict
     p = sub.add_parser(
@@ -119,14 +142,30 @@ def register(sub) -> None:
         description="Classify one image (any size; resized to the model's input).",
     )
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run folder (uses best.pt)")
-    p.add_argument("--image", required=True, help="image file (jpg, png, ...)")
+    p.add_argument(
+        "--image", required=True, help="image file (jpg, png, ...) or an http(s) URL of one"
+    )
     p.add_argument("--top-k", type=int, default=5, help="how many classes to list (default 5)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True, help="flip TTA")
     p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=_in_cli_terms(cmd_predict))
 
 
 # ---------------------------------------------------------------------------- shared pieces
+
+
+def _in_cli_terms(command):
+    """``command`` with library wording in its InputError messages turned into flags."""
+    import functools
+
+    @functools.wraps(command)
+    def run(args):
+        try:
+            return command(args)
+        except InputError as e:
+            raise InputError(cli_wording(str(e))) from None
+
+    return run
 
 
 def build_train_preset(args, image_size: int | None = None):
@@ -144,6 +183,7 @@ def build_train_preset(args, image_size: int | None = None):
         "seed": args.seed,
         "warmup_fraction": getattr(args, "warmup_fraction", None),
         "checkpoint_minutes": getattr(args, "checkpoint_minutes", None),
+        "patience": getattr(args, "patience", None),
         "dim": args.dim,
         "depth": args.depth,
         "heads": args.heads,
@@ -163,16 +203,66 @@ def build_train_preset(args, image_size: int | None = None):
     return get_preset(args.preset, **overrides)
 
 
-def load_data(spec: str, what: str = "--data", splits: tuple[str, ...] | None = None):
-    """``helpers.data.load_dataset`` with a message naming the command-line option; for a
-    folder, ``splits`` limits what is decoded."""
+# (flag, attribute, lowest allowed, lowest included, highest allowed (excluded) or None)
+_NUMBER_RULES = {
+    "train": [
+        ("--epochs", "epochs", 1, True, None),
+        ("--minutes", "minutes", 0, False, None),
+        ("--warmup-fraction", "warmup_fraction", 0, True, 1),
+        ("--checkpoint-minutes", "checkpoint_minutes", 0, True, None),
+        ("--patience", "patience", 1, True, None),
+        ("--batch-size", "batch_size", 1, True, None),
+        ("--lr", "lr", 0, False, None),
+        ("--patch-size", "patch_size", 1, True, None),
+        ("--image-size", "image_size", 8, True, None),
+        ("--max-steps-per-epoch", "max_steps_per_epoch", 1, True, None),
+        ("--dim", "dim", 1, True, None),
+        ("--depth", "depth", 1, True, None),
+        ("--heads", "heads", 1, True, None),
+    ],
+    "evaluate": [
+        ("--batch-size", "batch_size", 1, True, None),
+        ("--image-size", "image_size", 8, True, None),
+    ],
+    "predict": [("--top-k", "top_k", 1, True, None)],
+}
+
+
+def check_numbers(args, command: str) -> None:
+    """Every numeric option of ``command`` is finite and in range, or InputError naming the
+    flag — checked before anything is loaded or created."""
+    import math
+
+    for flag, attr, low, low_ok, high in _NUMBER_RULES[command]:
+        v = getattr(args, attr, None)
+        if v is None:
+            continue
+        if not math.isfinite(v):
+            raise InputError(f"{flag} must be a finite number, got {v}.")
+        too_low = v < low if low_ok else v <= low
+        if too_low or (high is not None and v >= high):
+            want = f"{'>=' if low_ok else '>'} {low}" + (f" and < {high}" if high else "")
+            raise InputError(f"{flag} must be {want}, got {v}.")
+
+
+def load_data(
+    spec: str,
+    what: str = "--data",
+    splits: tuple[str, ...] | None = None,
+    image_size: int | None = None,
+):
+    """``helpers.data.load_dataset`` with a message naming the command-line options; for a
+    folder, ``splits`` limits what is decoded and ``image_size`` resizes every image."""
     from helpers.data import load_dataset
 
-    kw = (
-        {"splits": splits}
-        if splits and spec.lower() not in ("cifar10", "synthetic", "digits")
-        else {}
-    )
+    builtin = spec.strip().lower() in ("cifar10", "synthetic", "digits")
+    kw = {"splits": splits} if splits and not builtin else {}
+    if image_size is not None:
+        if spec.strip().lower() in ("cifar10", "synthetic"):
+            raise InputError(
+                f"--image-size applies to folder datasets (and digits), not {spec!r}; leave it out."
+            )
+        kw["image_size"] = image_size
     try:
         return load_dataset(spec, **kw)
     except InputError as e:
@@ -207,15 +297,45 @@ def summarize_history(history: list[dict]) -> dict:
 
 
 def pick_device(name: str | None):
-    """``runtime.pick_device`` with a clear message for a misspelled device name."""
+    """``runtime.pick_device`` with a one-line message naming ``--device`` for a misspelled or
+    unavailable device."""
+    from helpers.runtime import available_devices
     from helpers.runtime import pick_device as pick
 
     try:
         return pick(name)
-    except RuntimeError as e:
+    except InputError as e:
+        msg = str(e)
+        raise InputError("--" + msg if msg.startswith("device ") else f"--device: {msg}") from None
+    except RuntimeError:
         raise InputError(
-            f"--device {name!r} is not a device torch knows ({e}); use cuda, cpu or mps."
+            f"--device {name!r} is not a device here; use one of: {', '.join(available_devices())}."
         ) from None
+
+
+def cli_wording(message: str) -> str:
+    """A library message in command-line terms (``resume=False`` -> ``--no-resume``, ...)."""
+    for lib, cli in (
+        ("resume=False (--no-resume on the command line)", "--no-resume"),
+        ("resume=False", "--no-resume"),
+        ("another out_dir (--out)", "another --out"),
+        ("another out_dir", "another --out"),
+        ("image_size=N (--image-size N on the command line)", "--image-size N"),
+        ("image_size=N", "--image-size N"),
+        ("pretrained=False (--no-pretrained on the command line)", "--no-pretrained"),
+    ):
+        message = message.replace(lib, cli)
+    return message
+
+
+def check_checkpoint_arg(path: str) -> None:
+    """``--checkpoint`` names an existing file or folder (the loader says if it is unreadable)."""
+    if not str(path).strip():
+        raise InputError("--checkpoint is empty; give best.pt/last.pt or the run folder.")
+    if not Path(path).exists():
+        raise InputError(
+            f"--checkpoint {path} does not exist; give best.pt/last.pt or the run folder."
+        )
 
 
 def checkpoint_folder(path: str | Path) -> Path:
@@ -237,9 +357,15 @@ def _run_history(checkpoint: str | Path) -> list[dict]:
 # ---------------------------------------------------------------------------- train
 
 
-def cmd_train(args) -> dict:
+def cmd_train(args) -> dict | None:
+    import os
+
+    from helpers.files import check_output_dir, write_error_reason
     from helpers.train import train
     from helpers.vit import count_parameters
+
+    secondary = int(os.environ.get("RANK", "0") or 0) > 0  # under torchrun: rank 0 speaks
+    log = _quiet if secondary else _log
 
     if args.smoke:
         if args.data == "cifar10":
@@ -256,40 +382,51 @@ def cmd_train(args) -> dict:
         args.pretrained = False
         if args.compile is None:
             args.compile = False
-    if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
-        raise InputError(f"--max-steps-per-epoch must be >= 1, got {args.max_steps_per_epoch}.")
-
+    # every setting and the output folder are checked before data is loaded or anything created
+    check_numbers(args, "train")
     device = pick_device(args.device)
-    build_train_preset(args)  # check the settings before loading data (fast failure)
-    _log(f"loading data: {args.data}")
-    data = load_data(args.data)
-    preset = build_train_preset(args, image_size=data.image_size)
-    if args.compile is None and device.type != "cuda":
-        preset.train.compile = False  # compiling pays off only on a GPU
+    first = build_train_preset(args)
     if args.out:
-        out_dir = Path(args.out)
+        out_dir = check_output_dir(args.out, "--out")
     else:  # ./runs/q1_<preset>, or Google Drive inside Colab so a disconnect loses nothing
         from helpers.runtime import output_dir
 
-        out_dir = output_dir(f"q1_{preset.name}")
-    _log(
+        out_dir = check_output_dir(output_dir(f"q1_{first.name}", create=False), "the run folder")
+    log(f"loading data: {args.data}")
+    data = load_data(args.data, image_size=args.image_size)
+    preset = build_train_preset(args, image_size=data.image_size)
+    if args.compile is None and device.type != "cuda":
+        preset.train.compile = False  # compiling pays off only on a GPU
+    log(
         f"training preset {preset.name!r} on {data!r} -> {out_dir} "
         f"({'resume' if not args.no_resume else 'fresh start'})"
     )
-    result = train(
-        preset,
-        data,
-        out_dir,
-        resume=not args.no_resume,
-        device=device,
-        pretrained=args.pretrained,
-        progress=True,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        log=_log,
-    )
+    try:
+        result = train(
+            preset,
+            data,
+            out_dir,
+            resume=not args.no_resume,
+            device=device,
+            pretrained=args.pretrained,
+            progress=True,
+            max_steps_per_epoch=args.max_steps_per_epoch,
+            log=log,
+        )
+    except OSError as e:  # disk full, read-only, Drive gone...: say so; what was saved stays
+        reason = write_error_reason(e)
+        if reason is None:
+            raise
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise InputError(
+            f"training stopped: could not write to {out_dir}{where}: {reason}. The checkpoints "
+            "written before are kept; fix that and run the same command again to resume."
+        ) from None
     summary = summarize_history(result.history)
     best = result.out_dir / "best.pt"
     test = result.test or {}
+    if secondary:
+        return None
     return {
         "command": "train",
         "preset": preset.name,
@@ -303,6 +440,13 @@ def cmd_train(args) -> dict:
         "steps": result.history[-1]["step"] if result.history else 0,
         "checkpoint_seconds": result.checkpoint_seconds,
         "stopped_early": result.stopped_early,
+        "stop_reason": result.stop_reason,
+        "trainable_parameters": result.trainable_parameters,
+        "peak_memory_mb": max((r.get("peak_memory_mb") or 0) for r in result.history)
+        if result.history
+        else None,
+        "seconds_per_epoch": sum(r["epoch_seconds"] for r in result.history)
+        / max(len(result.history), 1),
         "parameters": count_parameters(result.model),
         "out_dir": str(result.out_dir),
         "checkpoint": str(best if best.exists() else result.out_dir / "last.pt"),
@@ -317,17 +461,20 @@ def cmd_evaluate(args) -> dict:
     import torch
 
     from helpers import plots
+    from helpers.files import check_output_dir
     from helpers.metrics import evaluate
     from helpers.train import load_checkpoint
 
+    check_numbers(args, "evaluate")
     device = pick_device(args.device)
-    if not Path(args.checkpoint).exists():
-        raise InputError(
-            f"--checkpoint {args.checkpoint} does not exist; give best.pt/last.pt or the run folder."
-        )
+    check_checkpoint_arg(args.checkpoint)
+    if args.out:  # outputs are checked before anything is loaded or computed
+        check_output_dir(args.out, "--out")
+    else:
+        check_output_dir(checkpoint_folder(args.checkpoint) / "eval", "the checkpoint folder")
     loaded = load_checkpoint(args.checkpoint, device=device, log=_log)
     split = args.split or default_split(args.data)
-    data = load_data(args.data, splits=(split,))
+    data = load_data(args.data, splits=(split,), image_size=args.image_size)
     x, y = data.split(split)
     if len(data.classes) != len(loaded.classes):
         raise InputError(
@@ -343,6 +490,7 @@ def cmd_evaluate(args) -> dict:
         if args.out
         else checkpoint_folder(args.checkpoint) / "eval" / f"{name}-{split}"
     )
+    check_output_dir(out, "--out" if args.out else "the evaluation folder")
     _log(
         f"evaluating {args.checkpoint} on the {split} split of {data.source} ({len(y)} images, "
         f"flip TTA {'on' if args.tta else 'off'})"
@@ -434,21 +582,91 @@ def image_to_tensor(image, size: int):
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def read_image(path: str | Path, size: int):
-    """Any image file -> uint8 [1, 3, size, size]; unreadable or missing -> InputError."""
-    from PIL import Image, UnidentifiedImageError
+# the most pixels predict decodes (a larger JPEG is decoded at 1/2, 1/4 or 1/8 scale instead)
+MAX_PIXELS = 100_000_000
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--image {p} does not exist (or is not a file).")
-    try:
-        with Image.open(p) as im:
-            return image_to_tensor(im, size)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+
+def _is_url(source: str) -> bool:
+    return source.strip().lower().startswith(("http://", "https://"))
+
+
+def open_image(source: str | Path, what: str = "--image"):
+    """A local image file or an http(s) URL -> RGB PIL image (EXIF orientation applied).
+
+    Bad input -> InputError with one line: missing file, a folder, an empty or non-image file,
+    a truncated image, an unreachable URL. Images above :data:`MAX_PIXELS` are decoded at a
+    reduced scale when they are JPEGs (no full-size decode), else refused with a clear message.
+    """
+    import io
+    import math
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    text = str(source)
+    if _is_url(text):
+        from helpers.media import fetch_bytes  # timeouts, a byte cap, "is it an image" checks
+
+        try:
+            fp = io.BytesIO(fetch_bytes(text.strip(), timeout=15))
+        except ImportError:
+            raise InputError(
+                f"{what} {text}: reading a URL needs the requests package (pip install "
+                "requests); or download the image and pass its file path."
+            ) from None
+        name = text.strip()
+    elif "://" in text:
         raise InputError(
-            f"--image {p} could not be read as an image ({type(e).__name__}); "
+            f"{what} {text}: only http(s) URLs and local files are supported; download it and "
+            "pass the file path."
+        )
+    else:
+        p = Path(text).expanduser()
+        if p.is_dir():
+            raise InputError(f"{what} {p} is a folder, not an image file; give one image file.")
+        if not p.exists():
+            raise InputError(f"{what} {p} does not exist; check the path.")
+        if not p.is_file():
+            raise InputError(f"{what} {p} is not a regular file; give an image file.")
+        if p.stat().st_size == 0:
+            raise InputError(f"{what} {p} is empty (0 bytes); give a JPEG/PNG/WebP/BMP file.")
+        fp, name = p, str(p)
+    old_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # the size is checked below, before anything is decoded
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS and im.format == "JPEG":
+                    f = math.sqrt(MAX_PIXELS / (w * h)) / 2  # draft keeps >= this, <= 2x per side
+                    im.draft("RGB", (max(1, int(w * f)), max(1, int(h * f))))
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise InputError(
+                        f"{what} {name} is {w}x{h} = {w * h:,} pixels, more than predict decodes "
+                        f"({MAX_PIXELS:,}); downscale it first (a few hundred pixels are enough)."
+                    )
+                im.load()
+                return ImageOps.exif_transpose(im).convert("RGB")
+    except UnidentifiedImageError:
+        raise InputError(
+            f"{what} {name} could not be read as an image (UnidentifiedImageError); "
             "give a JPEG/PNG/WebP/BMP file."
         ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(
+            f"{what} {name} could not be decoded ({type(e).__name__}: {str(e)[:120]}); it may be "
+            "truncated or corrupt: re-export or re-download it."
+        ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def read_image(path: str | Path, size: int):
+    """Any image file (or http(s) URL) -> uint8 [1, 3, size, size]; bad input -> InputError."""
+    return image_to_tensor(open_image(path), size)
 
 
 def classify(model, spec, classes: list[str], image, k: int = 5, tta: bool = True, device=None):
@@ -479,16 +697,12 @@ def classify(model, spec, classes: list[str], image, k: int = 5, tta: bool = Tru
 def cmd_predict(args) -> dict:
     from helpers.train import load_checkpoint
 
-    if args.top_k < 1:
-        raise InputError(f"--top-k must be >= 1, got {args.top_k}.")
+    check_numbers(args, "predict")
     device = pick_device(args.device)
-    if not Path(args.checkpoint).exists():
-        raise InputError(
-            f"--checkpoint {args.checkpoint} does not exist; give best.pt/last.pt or the run folder."
-        )
-    read_image(args.image, 8)  # a bad image fails fast, before the model loads
+    check_checkpoint_arg(args.checkpoint)
+    image = open_image(args.image)  # a bad image fails fast, before the model loads
     loaded = load_checkpoint(args.checkpoint, device=device, log=_log)
-    x = read_image(args.image, loaded.spec.size)
+    x = image_to_tensor(image, loaded.spec.size)
     preds = classify(
         loaded.model, loaded.spec, loaded.classes, x, k=args.top_k, tta=args.tta, device=device
     )

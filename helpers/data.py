@@ -280,7 +280,8 @@ def _decode_all(items: list[tuple[str, int]], image_size: int | None, desc: str)
         if a.shape != shape:
             raise InputError(
                 f"images differ in size: {paths[0]} is {shape[1]}x{shape[0]} but {p} is "
-                f"{a.shape[1]}x{a.shape[0]}. Pass image_size=N to resize every image to NxN."
+                f"{a.shape[1]}x{a.shape[0]}. Pass image_size=N (--image-size N on the command "
+                "line) to resize every image to NxN."
             )
     x = np.stack(arrays).transpose(0, 3, 1, 2)
     y = np.asarray([c for _, c in items], dtype=np.int64)
@@ -380,7 +381,8 @@ def load_image_folder(
     if len(set(shapes.values())) > 1:
         desc = ", ".join(f"{n} {s[2]}x{s[1]}" for n, s in shapes.items())
         raise InputError(
-            f"the splits' images differ in size ({desc}). Pass image_size=N to resize all to NxN."
+            f"the splits' images differ in size ({desc}). Pass image_size=N (--image-size N on the "
+            "command line) to resize all to NxN."
         )
     shape = next(iter(shapes.values()), (3, image_size or 1, image_size or 1))
     empty = (np.zeros((0, *shape), np.uint8), np.zeros(0, np.int64))

@@ -2,17 +2,163 @@
 
 Every writer goes to a temporary file in the destination folder and then ``os.replace``s it
 into place, which is atomic on POSIX and Windows file systems (Google Drive's FUSE mount too).
+
+Temporary files are named ``.<name>.tmp-<pid>-<random><suffix>`` (e.g.
+``.last.pt.tmp-4242-k3j9x1.pt``), so they are easy to recognise. One left behind by a writer
+that was killed (``kill -9``, a crashed kernel) is removed the next time that file is written
+(its process no longer runs); :func:`remove_stale_temporaries` cleans a whole folder.
+Written files get the usual permissions (``0o666`` minus the umask), or keep those of the file
+they replace.
+
+:func:`check_output_dir` says, before any work starts, whether an output folder can be used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from helpers.errors import InputError
+
+TMP_MARK = ".tmp-"
+
+# errno values that mean "this place cannot be written" (as opposed to a bug)
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "an input/output error occurred (disk or network drive)",
+    errno.EFBIG: "the file is too large for this file system",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder",
+    errno.ENAMETOOLONG: "the file name is too long",
+    errno.ENOENT: "that place does not accept new files",
+}
+
+
+class WriteError(InputError, OSError):
+    """A file could not be written (disk full, read-only, permission denied, ...).
+
+    Both an :class:`InputError` (the CLI prints its one-line message and exits 2) and an
+    ``OSError`` (``errno`` is the original one)."""
+
+    def __init__(self, message: str, err: int | None = None, filename: str | None = None):
+        OSError.__init__(self, message)
+        self.errno, self.filename, self.message = err, filename, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def write_error_reason(e: BaseException) -> str | None:
+    """A short, plain reason for an ``OSError`` raised by a write, or None when it is not one
+    of the "cannot write here" kinds (then it is a bug and should surface as is)."""
+    return _WRITE_ERRNOS.get(getattr(e, "errno", None)) if isinstance(e, OSError) else None
+
+
+# ----------------------------------------------------------------------------- permissions
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where possible (Linux ``/proc``)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back at once
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    """The mode a new version of ``path`` gets: that of the file it replaces, else 0o666 minus
+    the umask (what ``open()`` would give; ``mkstemp`` alone gives 0o600)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(path.stat().st_mode)
+    return 0o666 & ~current_umask()
+
+
+# ----------------------------------------------------------------------------- temporaries
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}{TMP_MARK}"
+
+
+_TMP_PID = re.compile(r"^(\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True  # cannot tell cheaply: keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _stale_temporaries(path: Path) -> list[Path]:
+    """Temporaries of ``path`` (same folder) whose writing process no longer runs."""
+    prefix = _tmp_prefix(path)
+    out = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if not entry.name.startswith(prefix):
+                continue
+            m = _TMP_PID.match(entry.name[len(prefix) :])
+            if m and not _pid_alive(int(m.group(1))):
+                out.append(Path(entry.path))
+    return out
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files in ``folder`` left by writers that were killed mid-write
+    (``.NAME.tmp-PID-XXXX``, PID no longer running). Returns what was removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if not entry.name.startswith(".") or TMP_MARK not in entry.name:
+                continue
+            target = Path(folder) / entry.name[1 : entry.name.index(TMP_MARK)]
+            for p in _stale_temporaries(target):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def _make_temporary(path: Path, suffix: str) -> Path:
+    """Create an empty, unique temporary file next to ``path`` with its final mode."""
+    mode = _mode_for(path)
+    prefix = _tmp_prefix(path)
+    for _ in range(100):
+        tmp = path.parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            os.fchmod(fd, mode) if hasattr(os, "fchmod") else os.chmod(tmp, mode)
+        finally:
+            os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path))
 
 
 @contextlib.contextmanager
@@ -22,21 +168,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     Use it for writers that want a file name (``cv2.VideoWriter``, ``torch.save``,
     ``fig.savefig``). ``suffix`` defaults to the target's own suffix so libraries that pick
     a format from the extension still do. On an exception the temporary file is removed and
-    ``path`` is left as it was.
+    ``path`` is left as it was. A write that fails because the place cannot be written (disk
+    full, read-only, permission denied, ...) raises :class:`WriteError`, whose one-line
+    message names the file and the reason.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _stale_temporaries(path):  # left by a writer that was killed
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        tmp_path = _make_temporary(path, path.suffix if suffix is None else suffix)
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+    except BaseException as e:
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+        reason = write_error_reason(e)
+        if reason is not None and not isinstance(e, WriteError):
+            raise WriteError(
+                f"could not write {path}: {reason}. Files written before are kept; "
+                "fix that and run again.",
+                e.errno,
+                str(path),
+            ) from e
         raise
 
 
@@ -87,3 +244,61 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be an output folder; creates nothing.
+
+    Raises :class:`InputError` with a one-line message when ``path`` is a file, lies below a
+    file, or cannot be written (read-only place, no permission). ``what`` names the setting in
+    the message (``--out``, ``out_dir``, ...). Returns ``path`` as a ``Path``.
+    """
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise InputError(f"{what} is empty; give a folder path.")
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{what} {p} is a file, not a folder; give a folder path.")
+    # the nearest part of the path that exists must be a folder we can create things in
+    probe = p
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link: creating through it would fail
+            raise InputError(f"{what} {p}: {probe} is a broken link; give another folder.")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(
+            f"{what} {p} lies below {probe}, which is a file, not a folder; give another path."
+        )
+    reason = _not_writable(probe)
+    if reason:
+        where = "" if probe == p else f" (in {probe})"
+        raise InputError(
+            f"{what} {p} cannot be written{where}: {reason}; give a folder you can write to."
+        )
+    return p
+
+
+def _not_writable(folder: Path) -> str | None:
+    """Why nothing can be created in ``folder`` (None when something can): tried for real with
+    a temporary file, which is removed at once (permission bits alone miss read-only mounts,
+    and root ignores them)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied" if not _read_only_fs(folder) else "the file system is read-only"
+    try:
+        tmp = _make_temporary(folder / ".write-test", "")
+    except OSError as e:
+        return _WRITE_ERRNOS.get(e.errno, e.strerror or type(e).__name__)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    return None
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False

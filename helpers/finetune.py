@@ -3,6 +3,8 @@ and freeze everything but the last k blocks (+ final norm and head)."""
 
 from __future__ import annotations
 
+import os
+
 from torch import nn
 
 from helpers.errors import InputError
@@ -11,7 +13,8 @@ from helpers.vit import InputSpec, count_parameters
 _NO_HUB = (
     "could not download the pretrained weights for {name!r}: there is no internet access to "
     "the Hugging Face hub here ({err}). Connect to the internet (e.g. in Colab), or use "
-    "pretrained=False to train the same architecture from random init."
+    "pretrained=False (--no-pretrained on the command line) to train the same architecture "
+    "from random init."
 )
 
 
@@ -34,6 +37,74 @@ def _offline_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
+
+
+HUB_PROBE_SECONDS = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """One quick probe of the Hugging Face hub (``HF_ENDPOINT``): any HTTP answer counts.
+
+    Runs in a thread joined with a deadline, so a hanging DNS lookup cannot stall it. Used to
+    fail in seconds offline instead of waiting out the hub client's retries (~50 s)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    answer: dict[str, bool] = {}
+
+    def probe() -> None:
+        try:
+            req = urllib.request.Request(url, method="HEAD")
+            urllib.request.urlopen(req, timeout=timeout).close()
+            answer["ok"] = True
+        except urllib.error.HTTPError:  # it answered (even 4xx/5xx): the network is there
+            answer["ok"] = True
+        except Exception:
+            answer["ok"] = False
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return answer.get("ok", False)
+
+
+def _hub_offline_mode() -> bool:
+    """``HF_HUB_OFFLINE=1``: the hub client then uses its cache only and fails at once."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cached_weights(name: str) -> str | None:
+    """The local path of ``name``'s pretrained weights when the hub cache already has them."""
+    try:
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(name)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not repo:
+            return None
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            path = try_to_load_from_cache(repo, filename)
+            if isinstance(path, str) and os.path.isfile(path):
+                return path
+    except Exception:
+        return None
+    return None
+
+
+def _offline_settings(name: str, pretrained: bool) -> dict:
+    """Extra ``timm.create_model`` settings when the hub cannot be reached: the cached weights
+    file if there is one, else an InputError at once (no ~50 s of retries)."""
+    if not pretrained or _hub_offline_mode():
+        return {}
+    cached = cached_weights(name)
+    if hub_reachable():
+        return {}
+    if cached is not None:
+        return {"pretrained_cfg_overlay": {"file": cached, "source": ""}}
+    raise InputError(_NO_HUB.format(name=name, err=f"no answer within {HUB_PROBE_SECONDS:.0f} s"))
 
 
 def _vit_names() -> str:
@@ -97,12 +168,14 @@ def build_timm_vit(
         raise InputError(f"num_classes must be >= 2, got {num_classes}.")
     if not 0.0 <= drop_path < 1.0:
         raise InputError(f"drop_path must be in [0, 1), got {drop_path}.")
+    offline = _offline_settings(name, pretrained)
     try:
         model = timm.create_model(
             name,
             pretrained=pretrained,
             num_classes=num_classes,
             drop_path_rate=drop_path,
+            **offline,
             **kwargs,
         )
     except RuntimeError as e:

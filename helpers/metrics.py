@@ -85,11 +85,16 @@ def split_metrics(
 ) -> dict:
     """``{prefix}_loss``, ``{prefix}_acc`` and ``{prefix}_top5`` of ``model`` on images ``x``
     (uint8) with labels ``y``: the per-epoch validation numbers (no TTA)."""
-    import torch.nn.functional as F
-
     logits = predict_logits(
         model, x, spec, batch_size=batch_size, device=device, precision=precision
     )
+    return logit_metrics(logits, y, prefix)
+
+
+def logit_metrics(logits, y, prefix: str = "val") -> dict:
+    """Loss, top-1 and top-5 accuracy of float logits ``[N, C]`` against labels ``y``."""
+    import torch.nn.functional as F
+
     y = y.cpu()
     return {
         f"{prefix}_loss": float(F.cross_entropy(logits, y)),
@@ -192,6 +197,34 @@ def classification_metrics(y_true, logits_or_pred, classes: list[str]) -> dict:
     return result
 
 
+def confused_pairs(confusion, classes: list[str], k: int = 5) -> list[dict]:
+    """The ``k`` most frequent mistakes: ``{true, predicted, count, rate}`` with ``rate`` the
+    share of the true class sent to the predicted one, most frequent first."""
+    cm = np.asarray(confusion, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
+        raise InputError(f"confusion must be [C, C] for {len(classes)} classes, got {cm.shape}.")
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[: max(int(k), 0)]
+    rows = []
+    for flat in order:
+        t, p = divmod(int(flat), cm.shape[1])
+        if off[t, p] == 0:
+            break
+        total = int(cm[t].sum())
+        rows.append(
+            {
+                "true": classes[t],
+                "predicted": classes[p],
+                "true_index": t,
+                "predicted_index": p,
+                "count": int(off[t, p]),
+                "rate": off[t, p] / total if total else 0.0,
+            }
+        )
+    return rows
+
+
 def format_report(m: dict) -> str:
     """A plain-text per-class table (like scikit-learn's classification_report)."""
     names = list(m["per_class"])
@@ -271,9 +304,11 @@ def evaluate(
 
 __all__ = [
     "classification_metrics",
+    "confused_pairs",
     "confusion_matrix",
     "evaluate",
     "format_report",
+    "logit_metrics",
     "predict_logits",
     "split_metrics",
     "top_k_accuracy",

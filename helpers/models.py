@@ -28,6 +28,7 @@ def build_model(
             num_classes,
             pretrained=pretrained,
             freeze_all_but_last=preset.freeze_all_but_last,
+            **(preset.timm_kwargs or {}),
         )
     if preset.model is None:
         raise InputError(f"preset {preset.name!r} has neither a ViTConfig nor a timm model name.")

@@ -51,6 +51,8 @@ def plot_history(history: list[dict]):
 
     def curve(ax, key, label, scale=1.0, **kw):
         vals = [r.get(key) for r in history]
+        if sum(v is not None for v in vals) == 1:  # one point (e.g. raw weights, last epoch)
+            kw.setdefault("marker", "o")
         if any(v is not None for v in vals):
             ax.plot(
                 ep, [v * scale if v is not None else float("nan") for v in vals], label=label, **kw
@@ -67,11 +69,16 @@ def plot_history(history: list[dict]):
     if scored:
         best = max(scored, key=lambda r: r["val_acc"])
         axes[1].scatter([best["epoch"]], [best["val_acc"] * 100], color="red", zorder=3)
+        # the label goes on the side of the point with more room, never over the y ticks
+        lo, hi = min(ep), max(ep)
+        right = hi == lo or (best["epoch"] - lo) / (hi - lo) < 0.5
         axes[1].annotate(
             f"best {best['val_acc'] * 100:.2f}%",
             (best["epoch"], best["val_acc"] * 100),
             textcoords="offset points",
-            xytext=(-40, -15),
+            xytext=(8, -12) if right else (-8, -12),
+            ha="left" if right else "right",
+            va="top",
         )
     axes[1].set(title="Accuracy", xlabel="epoch", ylabel="%")
     curve(axes[2], "lr", "lr")
@@ -223,7 +230,7 @@ def plot_attention(model, image_uint8, spec, device=None):
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     axes[0].imshow(img, interpolation="nearest")
     axes[0].set_title("image")
-    axes[1].imshow(roll.numpy(), cmap="inferno")
+    shown = axes[1].imshow(roll.numpy(), cmap="inferno", vmin=0.0, vmax=1.0)
     axes[1].set_title(f"rollout ({roll.shape[0]}×{roll.shape[1]} patches)")
     axes[2].imshow(img, interpolation="nearest")
     axes[2].imshow(heat.numpy(), cmap="jet", alpha=0.45, interpolation="bilinear")
@@ -231,6 +238,8 @@ def plot_attention(model, image_uint8, spec, device=None):
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
+    bar = fig.colorbar(shown, ax=list(axes), fraction=0.025, pad=0.02)
+    bar.set_label("attention (normalised)")
     return fig
 
 
@@ -280,13 +289,84 @@ def plot_patch_comparison(rows: list[dict]):
     return fig
 
 
+def plot_confused_pairs(x_uint8, y_true, y_pred, classes: list[str], pairs: list[dict], per_pair=6):
+    """One row per confused pair (from :func:`helpers.metrics.confused_pairs`): the pair, how
+    often, and up to ``per_pair`` of the images that were mistaken that way."""
+    import numpy as np
+
+    plt = _plt()
+    if not pairs:
+        raise InputError("no confused pairs to show (no mistakes).")
+    x = x_uint8.detach().cpu().numpy() if hasattr(x_uint8, "detach") else np.asarray(x_uint8)
+    yt = np.asarray(y_true.cpu() if hasattr(y_true, "cpu") else y_true).reshape(-1)
+    yp = np.asarray(y_pred.cpu() if hasattr(y_pred, "cpu") else y_pred).reshape(-1)
+    fig, axes = plt.subplots(
+        len(pairs), per_pair + 1, figsize=(1.5 * (per_pair + 1), 1.6 * len(pairs)), squeeze=False
+    )
+    for row, p in zip(axes, pairs):
+        for ax in row:
+            ax.axis("off")
+        row[0].text(
+            0.0, 0.5,
+            f"{p['true']}\n→ {p['predicted']}\n{p['count']} ({p['rate']:.1%})",
+            fontsize=9, va="center",
+        )  # fmt: skip
+        idx = np.flatnonzero((yt == p["true_index"]) & (yp == p["predicted_index"]))[:per_pair]
+        for ax, i in zip(row[1:], idx):
+            ax.imshow(x[i].transpose(1, 2, 0), interpolation="nearest")
+    fig.suptitle("most confused classes: true → predicted, with examples")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(rows: list[dict], title: str = "what each piece is worth"):
+    """Bars of each variant's val accuracy (from :func:`helpers.ablation.run_variants`), the
+    difference to the first row written on each, and the first row with flip TTA."""
+    plt = _plt()
+    if not rows:
+        raise InputError("no runs to plot.")
+    names = [r["variant"] for r in rows] + ["+ flip TTA (no retrain)"]
+    accs = [r["val_acc"] * 100 for r in rows] + [rows[0]["val_acc_flip_tta"] * 100]
+    base = accs[0]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    colors = ["0.5"] + ["tab:green" if a >= base else "tab:red" for a in accs[1:]]
+    ax.barh(names[::-1], accs[::-1], color=colors[::-1])
+    lo = min(accs)
+    ax.set_xlim(max(0.0, lo - 0.15 * (max(accs) - lo + 1)), max(accs) + 0.6 * (max(accs) - lo + 1))
+    for y, a in enumerate(accs[::-1]):
+        ax.text(a, y, f" {a:.2f}%  ({a - base:+.2f})", va="center", fontsize=8)
+    ax.set_xlabel("val accuracy (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_f1_deltas(deltas: dict[str, float], title: str):
+    """Per-class F1 differences (e.g. patch 32 minus patch 16), sorted."""
+    plt = _plt()
+    if not deltas:
+        raise InputError("no classes to plot.")
+    items = sorted(deltas.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items],
+            color=["tab:red" if v < 0 else "tab:green" for _, v in items])  # fmt: skip
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_xlabel("F1 difference")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = [
+    "plot_ablation",
     "plot_attention",
+    "plot_confused_pairs",
     "plot_confusion",
+    "plot_f1_deltas",
     "plot_history",
     "plot_patch_comparison",
     "plot_per_class",
     "plot_samples",
-    "spread_indices",
     "save_figure",
+    "spread_indices",
 ]

@@ -9,6 +9,7 @@ policy (:class:`AugConfig`). Everything is a plain dataclass: override any field
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, replace
 
 from helpers.errors import InputError
@@ -43,6 +44,10 @@ class ViTConfig:
         return self.mlp_dim if self.mlp_dim is not None else int(self.dim * self.mlp_ratio)
 
     def validate(self) -> ViTConfig:
+        for name in ("image_size", "patch_size", "dim", "depth", "heads", "num_classes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be a whole number >= 1, got {v!r}.")
         if self.patch_size <= 0 or self.image_size % self.patch_size:
             raise InputError(
                 f"patch_size {self.patch_size} does not divide image_size {self.image_size}; "
@@ -52,9 +57,11 @@ class ViTConfig:
             raise InputError(f"dim {self.dim} is not divisible by heads {self.heads}.")
         if self.pool not in ("cls", "mean"):
             raise InputError(f"pool must be 'cls' or 'mean', got {self.pool!r}.")
+        if not _is_finite(self.mlp_ratio) or self.mlp_ratio <= 0:
+            raise InputError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio!r}.")
         for name in ("dropout", "attn_dropout", "emb_dropout", "drop_path"):
             v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
+            if not _is_finite(v) or not 0.0 <= v < 1.0:
                 raise InputError(f"{name} must be in [0, 1), got {v}.")
         if self.depth < 1 or self.dim < 1 or self.heads < 1:
             raise InputError("depth, dim and heads must be positive.")
@@ -110,6 +117,16 @@ class TrainConfig:
     patience: int | None = None  # early stop after this many epochs without a better val acc
 
     def validate(self) -> TrainConfig:
+        for name in _TRAIN_FLOATS:
+            v = getattr(self, name)
+            if v is not None and not _is_finite(v):
+                raise InputError(f"{name} must be a finite number, got {v!r}.")
+        if len(self.betas) != 2 or not all(_is_finite(b) and 0.0 <= b < 1.0 for b in self.betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
+        for name in ("epochs", "batch_size", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InputError(f"{name} must be a whole number, got {v!r}.")
         if self.epochs < 1:
             raise InputError(f"epochs must be >= 1, got {self.epochs}.")
         if self.minutes is not None and self.minutes <= 0:
@@ -118,6 +135,16 @@ class TrainConfig:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.lr <= 0:
             raise InputError(f"lr must be > 0, got {self.lr}.")
+        if self.min_lr < 0:
+            raise InputError(f"min_lr must be >= 0, got {self.min_lr}.")
+        if self.weight_decay < 0:
+            raise InputError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise InputError(
+                f"grad_clip must be > 0 (or None for no clipping), got {self.grad_clip}."
+            )
+        if self.gamma <= 0:
+            raise InputError(f"gamma must be > 0, got {self.gamma}.")
         if self.schedule not in ("cosine", "multistep", "constant"):
             raise InputError(
                 f"schedule must be cosine, multistep or constant, got {self.schedule!r}."
@@ -139,6 +166,28 @@ class TrainConfig:
         return self
 
 
+_TRAIN_FLOATS = (
+    "minutes",
+    "lr",
+    "min_lr",
+    "weight_decay",
+    "warmup_epochs",
+    "warmup_fraction",
+    "gamma",
+    "label_smoothing",
+    "grad_clip",
+    "ema_decay",
+    "checkpoint_minutes",
+)
+
+
+def _is_finite(v) -> bool:
+    """A real, finite number (not NaN, not ±inf, not a bool or a string)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return math.isfinite(v)
+
+
 @dataclass
 class Preset:
     name: str
@@ -148,6 +197,7 @@ class Preset:
     model: ViTConfig | None = None  # from scratch
     timm_name: str | None = None  # fine-tune a pretrained timm ViT instead
     freeze_all_but_last: int | None = None  # fine-tuning: train only the last k blocks + head
+    timm_kwargs: dict | None = None  # fine-tuning: extra timm.create_model settings (img_size...)
     source: str = "ours"  # where the recipe comes from ("seed000", ... or "ours")
     mean: tuple[float, float, float] = CIFAR10_MEAN
     std: tuple[float, float, float] = CIFAR10_STD
@@ -375,6 +425,26 @@ def get_preset(name: str, **overrides) -> Preset:
     return apply_overrides(p, **overrides)
 
 
+MODES = ("scratch", "finetune")
+
+
+def check_mode(name: str, mode: str) -> Preset:
+    """Preset ``name`` if it fits ``mode`` (``'scratch'``: from-scratch presets, ``'finetune'``:
+    ``ft_*`` presets); otherwise an InputError saying which MODE (or preset) to pick."""
+    if mode not in MODES:
+        raise InputError(f"MODE must be 'scratch' or 'finetune', got {mode!r}.")
+    preset = get_preset(name)
+    if (mode == "finetune") != preset.finetune:
+        fits = [n for n in PRESET_BUILDERS if get_preset(n).finetune == (mode == "finetune")]
+        kind = "fine-tunes a pretrained timm ViT" if preset.finetune else "trains from scratch"
+        need = "finetune" if preset.finetune else "scratch"
+        raise InputError(
+            f"PRESET {name!r} {kind}: set MODE = {need!r}, or keep MODE = {mode!r} and pick one "
+            f"of {', '.join(fits)}."
+        )
+    return preset
+
+
 def apply_overrides(p: Preset, **overrides) -> Preset:
     targets = [("preset", p), ("train", p.train), ("aug", p.aug)]
     if p.model is not None:
@@ -424,6 +494,7 @@ __all__ = [
     "TrainConfig",
     "ViTConfig",
     "apply_overrides",
+    "check_mode",
     "get_preset",
     "preset_from_dict",
     "preset_names",

@@ -24,21 +24,68 @@ def in_colab() -> bool:
 
 
 def pick_device(prefer: str | None = None):
-    """``torch.device`` to use: ``prefer`` if given, else CUDA, then Apple MPS, then CPU."""
+    """``torch.device`` to use: ``prefer`` if given, else CUDA, then Apple MPS, then CPU.
+
+    ``prefer`` must name a device that exists here (``cpu``, ``cuda``, ``cuda:N``, ``mps``);
+    anything else raises ``InputError`` with one line saying what can be used."""
     import torch
 
-    if prefer:
-        dev = torch.device(prefer)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            from helpers.errors import InputError
+    from helpers.errors import InputError
 
-            raise InputError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu'.")
+    if prefer is not None and str(prefer).strip():
+        name = str(prefer).strip()
+        usable = available_devices()
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, ValueError, TypeError):
+            raise InputError(
+                f"device {name!r} is not a device name; use one of: {', '.join(usable)}."
+            ) from None
+        if dev.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise InputError(
+                    f"device {name!r} was asked for but no CUDA GPU is visible; use 'cpu'."
+                )
+            if dev.index is not None and dev.index >= count:
+                raise InputError(
+                    f"device {name!r}: there are only {count} CUDA GPU(s) (cuda:0"
+                    f"{f'..cuda:{count - 1}' if count > 1 else ''}); use one of them."
+                )
+        elif dev.type == "mps":
+            if "mps" not in usable:
+                raise InputError(
+                    f"device {name!r}: Apple's MPS is not available here; use one of: "
+                    f"{', '.join(usable)}."
+                )
+        elif dev.type != "cpu":
+            raise InputError(
+                f"device {name!r} cannot run this code; use one of: {', '.join(usable)}."
+            )
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """Device names that work here, best first (e.g. ``['cuda', 'cuda:0', 'cpu']``)."""
+    import torch
+
+    names = []
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if _mps_available():
+        names.append("mps")
+    return [*names, "cpu"]
 
 
 def autocast_dtype(device, precision: str = "auto"):
@@ -81,12 +128,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def output_dir(name: str, root: str | os.PathLike | None = None, use_drive: bool = True) -> Path:
+def output_dir(
+    name: str, root: str | os.PathLike | None = None, use_drive: bool = True, create: bool = True
+) -> Path:
     """Folder for a run's outputs and checkpoints.
 
     ``root`` wins when given. Otherwise, inside Colab, Google Drive is mounted and
     ``MyDrive/cv-notebooks/<name>`` is used so checkpoints survive a disconnect; if mounting
-    fails (or ``use_drive=False``) it falls back to ``./runs/<name>``.
+    fails (or ``use_drive=False``) it falls back to ``./runs/<name>``. ``create=False`` only
+    names the folder (check it with ``helpers.files.check_output_dir`` first).
     """
     if root is not None:
         path = Path(root) / name
@@ -94,7 +144,11 @@ def output_dir(name: str, root: str | os.PathLike | None = None, use_drive: bool
         path = _drive_root() / name
     else:
         path = Path("runs") / name
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        from helpers.files import check_output_dir
+
+        check_output_dir(path, "the output folder")
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

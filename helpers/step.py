@@ -82,9 +82,21 @@ class RunState:
     best_saved: bool = True
     epoch_shuffle: Any = None  # shuffle RNG state at the start of the current epoch
     partial: dict | None = None  # sums of an epoch interrupted mid-way (from a checkpoint)
+    dist: Any = None  # helpers.distributed.Dist: this process's rank among the run's processes
+    eager: Any = None  # the uncompiled forward: model, or DistributedDataParallel(model)
 
     def __post_init__(self):
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.eager is None:
+            self.eager = self.model
+
+    def my_part(self, idx):
+        """This process's slice of a global batch of indices (all of it in one process)."""
+        d = self.dist
+        if d is None or not d.on:
+            return idx
+        per = len(idx) // d.world
+        return idx[d.rank * per : (d.rank + 1) * per]
 
     @property
     def judged(self):
@@ -138,14 +150,16 @@ def step_with_fallback(run: RunState, x, y_soft, log):
         log(
             f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly."
         )
-        run.fwd = run.model
+        run.fwd = run.eager
         out = train_step(run, x, y_soft)
     run.compile_pending = False
     return out
 
 
 def one_step(run: RunState, plan: StepPlan, idx, log):
-    """Set the step's learning rate, augment the batch, step, update the EMA. No host sync."""
+    """Set the step's learning rate, augment this process's part of the global batch ``idx``,
+    step (gradients averaged over the processes), update the EMA. No host sync."""
+    idx = run.my_part(idx)
     lr = lr_at_step(run.step, plan, run.cfg)
     for g in run.optimizer.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
@@ -154,7 +168,26 @@ def one_step(run: RunState, plan: StepPlan, idx, log):
     run.step += 1
     if run.ema is not None:
         ema_update(run.ema, run.model, min(run.cfg.ema_decay, (1 + run.step) / (10 + run.step)))
-    return loss, correct, lr
+    return loss, correct, lr, len(idx)
+
+
+def validate(run: RunState, model, batch_size: int = 512) -> dict:
+    """Validation loss / top-1 / top-5 of ``model``. With several processes each scores its
+    share of the validation images and the logits are gathered in order: every image counted
+    once, the same numbers on every process."""
+    import torch
+
+    from helpers.distributed import shard
+    from helpers.metrics import logit_metrics, predict_logits
+
+    x, y, d = run.data.val_x, run.data.val_y, run.dist
+    kw = dict(batch_size=batch_size, device=run.device, precision=run.cfg.precision)
+    if d is None or not d.on:
+        return logit_metrics(predict_logits(model, x, run.spec, **kw), y)
+    part = shard(len(y), d)
+    mine = predict_logits(model, x[part.start : part.stop], run.spec, **kw) if len(part) else None
+    logits = torch.cat([t for t in d.gather(mine) if t is not None])
+    return logit_metrics(logits, y)
 
 
 __all__ = [
@@ -165,4 +198,5 @@ __all__ = [
     "soft_cross_entropy",
     "step_with_fallback",
     "train_step",
+    "validate",
 ]

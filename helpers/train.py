@@ -27,19 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers import distributed
 from helpers.calibrate import plan_run
 from helpers.checkpoint import (
     LoadedModel,
     Saver,
     load_checkpoint,
     resume_point,
+    rng_state,
     saved_best,
     set_rng_state,
 )
 from helpers.errors import InputError
-from helpers.metrics import split_metrics
 from helpers.schedule import StepPlan
-from helpers.step import RunState, make_optimizer, one_step
+from helpers.step import RunState, make_optimizer, one_step, validate
 from helpers.vit import count_parameters
 
 TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds", "peak_memory_mb")
@@ -88,7 +89,7 @@ def _free_cuda() -> None:
 # ----------------------------------------------------------------------------- setup
 
 
-def _checked(preset, data, max_steps_per_epoch):
+def _checked(preset, data, max_steps_per_epoch, world: int = 1):
     """A validated copy of ``preset`` for ``data``, or InputError saying what to change."""
     preset = copy.deepcopy(preset)
     cfg = preset.train.validate()
@@ -108,6 +109,11 @@ def _checked(preset, data, max_steps_per_epoch):
         )
     if max_steps_per_epoch is not None and max_steps_per_epoch < 1:
         raise InputError(f"max_steps_per_epoch must be >= 1, got {max_steps_per_epoch}.")
+    if cfg.batch_size % world:
+        raise InputError(
+            f"batch_size {cfg.batch_size} is the global batch; it must divide evenly among the "
+            f"{world} processes (e.g. {cfg.batch_size // world * world or world})."
+        )
     num_classes = len(data.classes)
     if num_classes < 2:
         raise InputError(f"need at least 2 classes, got {num_classes}.")
@@ -123,8 +129,12 @@ def _checked(preset, data, max_steps_per_epoch):
     return preset, cfg
 
 
-def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, log) -> RunState:
-    """Model, EMA, optimizer, scaler, augmentation and RNGs, restored from ``ckpt`` if given."""
+def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) -> RunState:
+    """Model, EMA, optimizer, scaler, augmentation and RNGs, restored from ``ckpt`` if given.
+
+    With several processes (``d``) every one builds the same model, wraps it in
+    DistributedDataParallel and draws the same batch order, but augments (and drops paths)
+    with its own random streams."""
     import torch
 
     from helpers import runtime
@@ -151,11 +161,18 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, log) -> 
     amp_dtype = runtime.autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     shuffle_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 1000 * d.rank)
+    if d.rank:
+        runtime.seed_everything(cfg.seed + 1000 * d.rank)  # dropout / drop-path per process
     aug = GpuAugment(preset.aug, spec, num_classes)
+    eager = model
+    if d.on:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        eager = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     run = RunState(
-        model, model, ema, optimizer, scaler, aug, data, spec, cfg, amp_dtype, device,
-        shuffle_gen, aug_gen,
+        model, eager, ema, optimizer, scaler, aug, data, spec, cfg, amp_dtype, device,
+        shuffle_gen, aug_gen, dist=d, eager=eager,
     )  # fmt: skip
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -167,7 +184,13 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, log) -> 
         run.epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
         run.elapsed, run.history = float(ckpt["elapsed"]), list(ckpt["history"])
         run.best_acc, run.best_epoch = float(ckpt["best_val_acc"]), int(ckpt.get("best_epoch", 0))
-        set_rng_state(ckpt["rng"], shuffle_gen, aug_gen)
+        if int(ckpt.get("world_size", 1)) != d.world:
+            raise InputError(
+                f"{out_dir}/last.pt was written by {ckpt.get('world_size', 1)} training "
+                f"process(es), this run has {d.world}; resume with the same number, or start "
+                "over with --no-resume."
+            )
+        set_rng_state((ckpt.get("rng_ranks") or [ckpt["rng"]])[d.rank], shuffle_gen, aug_gen)
         run.epoch_shuffle, run.partial = ckpt.get("epoch_shuffle"), ckpt.get("partial")
         run.best_weights = saved_best(out_dir, run.best_epoch, device)
         log(
@@ -176,7 +199,7 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, log) -> 
         )
     if cfg.compile:
         try:
-            run.fwd = torch.compile(model)
+            run.fwd = torch.compile(eager)
             run.compile_pending = True
         except Exception as e:
             log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly.")
@@ -239,16 +262,16 @@ def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar,
     bar.reset(total=n_steps)
     bar.update(done)
     for i, idx in enumerate(itertools.islice(batches, done, n_steps), start=done):
-        loss, correct, lr = one_step(run, plan, idx, log)
-        sums["loss_sum"] += loss * len(idx)
+        loss, correct, lr, n = one_step(run, plan, idx, log)
+        sums["loss_sum"] += loss * n
         sums["correct"] += correct
-        sums["seen"] += len(idx)
+        sums["seen"] += n
         sums["lr"] = lr
         sums["done"] = i + 1
         bar.update(1)
         if i % 20 == 0:
             bar.set_postfix(lr=f"{lr:.2e}", refresh=False)
-        if interrupted["set"] and i + 1 < n_steps:
+        if interrupted is not None and interrupted["set"] and i + 1 < n_steps:
             sums["end"] = "interrupt"
             break
         if budget and clock() >= budget and i + 1 < n_steps:
@@ -258,8 +281,11 @@ def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar,
     return sums
 
 
-def _epoch_row(run: RunState, sums: dict, validate: bool, final: bool, eval_bs: int, clock) -> dict:
-    """The history row of the epoch just trained (validating when asked) — one host sync."""
+def _epoch_row(run: RunState, sums: dict, check: bool, final: bool, eval_bs: int, clock) -> dict:
+    """The history row of the epoch just trained (validating when ``check``) — one host sync.
+    With several processes the sums are over all of them."""
+    run.dist.sum_(sums["loss_sum"], sums["correct"])
+    sums["seen"] = int(run.dist.agree([sums["seen"]], op="sum")[0])
     seen = max(sums["seen"], 1)
     row = {
         "epoch": run.epoch,
@@ -271,16 +297,23 @@ def _epoch_row(run: RunState, sums: dict, validate: bool, final: bool, eval_bs: 
         "val_acc": None,
         "val_top5": None,
     }
-    args = (run.data.val_x, run.data.val_y, run.spec, eval_bs, run.device, run.cfg.precision)
-    if validate:
-        row.update(split_metrics(run.judged, *args))
+    if check:
+        row.update(validate(run, run.judged, eval_bs))
         if run.ema is not None and final:  # the raw weights, for comparison
-            row["val_acc_model"] = split_metrics(run.model, *args)["val_acc"]
+            row["val_acc_model"] = validate(run, run.model, eval_bs)["val_acc"]
     row["epoch_seconds"] = sums["seconds"]
     row["peak_memory_mb"] = _peak_memory_mb(run.device)
     row["images_per_second"] = sums["seen"] / max(sums["seconds"], 1e-9)
     row["elapsed_seconds"] = clock()
     return row
+
+
+def _save(run: RunState, plan: StepPlan, saver: Saver) -> None:
+    """Write last.pt (and best.pt) from the first process, with every process's RNG state."""
+    d = run.dist
+    rngs = d.gather(rng_state(run.shuffle_gen, run.aug_gen)) if d.on else None
+    if d.main:
+        saver.save(run, plan, force=True, rng_ranks=rngs)
 
 
 def _patience_spent(run: RunState) -> bool:
@@ -369,20 +402,31 @@ def train(
     from tqdm.auto import tqdm
 
     from helpers import runtime
+    from helpers.files import check_output_dir
 
-    preset, cfg = _checked(preset, data, max_steps_per_epoch)
+    d = distributed.from_env(str(device) if device is not None else None)
+    if not d.main:  # one voice: the first process logs, shows progress and writes files
+        log, progress = (lambda m: None), False
+    preset, cfg = _checked(preset, data, max_steps_per_epoch, d.world)
     classes = list(data.classes)
     device = runtime.pick_device(str(device) if device is not None else None)
-    out_dir = Path(out_dir) if out_dir is not None else runtime.output_dir(preset.name)
+    if d.backend == "nccl":
+        device = torch.device("cuda", d.local_rank)
+    if out_dir is None:
+        out_dir = runtime.output_dir(preset.name)
+    out_dir = check_output_dir(out_dir, "out_dir")  # a file, below a file, read-only: say so
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = resume_point(out_dir, preset, classes, resume, log)
+    ckpt = resume_point(out_dir, preset, classes, resume, log) if d.main else None
+    d.barrier()  # the first process has set aside an earlier run (resume=False) before others look
+    if not d.main:
+        ckpt = resume_point(out_dir, preset, classes, resume, log)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
     eval_bs, eval_every = min(1024, max(2 * cfg.batch_size, 256)), max(1, int(eval_every))
     budget = cfg.minutes * 60 if cfg.minutes else None
     try:
-        run = _setup(preset, data, device, ckpt, pretrained, out_dir, log)
+        run = _setup(preset, data, device, ckpt, pretrained, out_dir, d, log)
         plan = plan_run(run, ckpt, steps_per_epoch, eval_bs, eval_every, log)
     except torch.cuda.OutOfMemoryError:
         run = ckpt = None
@@ -413,22 +457,22 @@ def train(
             while run.epoch < plan.epochs and not stopped_early and not _patience_spent(run):
                 if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
                     break
-                if interrupted["set"]:  # came at the last step of an epoch
-                    saver.save(run, plan, force=True)
-                    raise KeyboardInterrupt
                 bar.set_description(f"epoch {run.epoch + 1}/{plan.epochs}")
-                sums = _train_epoch(run, plan, clock, budget, interrupted, bar, log)
+                # one process stops mid-epoch on its own; several only where they all agree
+                mid = None if d.on else interrupted
+                sums = _train_epoch(run, plan, clock, None if d.on else budget, mid, bar, log)
                 run.elapsed = clock()
                 if sums.pop("end") == "interrupt":
                     run.partial = sums
-                    saver.save(run, plan, force=True)
+                    _save(run, plan, saver)
                     raise KeyboardInterrupt
                 run.epoch, run.partial, epochs_run = run.epoch + 1, None, epochs_run + 1
-                spent = bool(budget and clock() >= budget)
+                asks = [bool(budget and clock() >= budget), interrupted["set"], saver.due()]
+                spent, stop_asked, due = (bool(v) for v in d.agree(asks))
                 stopped_early = spent and run.step < plan.total_steps
                 final = run.epoch >= plan.epochs or stopped_early
-                validate = final or run.epoch % eval_every == 0
-                row = _epoch_row(run, sums, validate, final, eval_bs, clock)
+                check = final or run.epoch % eval_every == 0
+                row = _epoch_row(run, sums, check, final, eval_bs, clock)
                 run.history.append(row)
                 _keep_if_best(run, row["val_acc"])
                 final = final or _patience_spent(run)
@@ -438,7 +482,10 @@ def train(
                 if not progress:
                     log(f"epoch {run.epoch}/{plan.epochs}: {summary}")
                 last_of_call = max_epochs_this_run is not None and epochs_run >= max_epochs_this_run
-                saver.save(run, plan, force=final or last_of_call)
+                if final or last_of_call or due or stop_asked:
+                    _save(run, plan, saver)
+                if stop_asked and not final:
+                    raise KeyboardInterrupt
         except torch.cuda.OutOfMemoryError:
             oom = True  # handled below, outside the except block, so its tensors are freed
         except KeyboardInterrupt:
@@ -473,7 +520,7 @@ def train(
             f"early stop: no better val accuracy for {cfg.patience} epochs (best "
             f"{run.best_acc:.4f} at epoch {run.best_epoch})."
         )
-    test = _score_test(run, out_dir, eval_bs, log) if reason != "paused" else None
+    test = _score_test(run, out_dir, eval_bs, log) if reason != "paused" and d.main else None
     run.model.eval()
     return TrainResult(
         model=run.model,

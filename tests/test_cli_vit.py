@@ -61,6 +61,8 @@ def test_train_prints_metrics_and_resumes(tmp_path, capsys):
     assert 0.0 <= res["best_val_acc"] <= 1.0 and 0.0 <= res["final_val_top5"] <= 1.0
     assert res["best_val_acc"] >= res["final_val_acc"]
     assert res["images_per_second"] > 0 and res["minutes"] > 0
+    assert res["stop_reason"] == "done" and res["seconds_per_epoch"] > 0
+    assert 0 < res["trainable_parameters"] <= res["parameters"]
     # the hidden size flags shrank the model: far fewer than seed000's 10.4 M parameters
     assert 0 < res["parameters"] < 100_000
     assert (tmp_path / "r" / "last.pt").is_file()
@@ -298,3 +300,246 @@ def test_evaluate_test_split_does_not_decode_train(tmp_path, capsys, monkeypatch
     rc, res, _ = run_cli([*argv, "--out", str(tmp_path / "e")], capsys)
     assert rc == 0 and res["split"] == "test" and res["num_samples"] == 10
     assert decoded == ["decoding ten/test"]
+
+
+# ------------------------------------------------------------------------------ faults (issue 8)
+
+
+def one_line_error(rc, err, *needles):
+    """Exit 2 and a last stderr line `error: ...` holding every needle; no traceback."""
+    assert rc == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for n in needles:
+        assert n in last, (n, last)
+    return last
+
+
+def _no_data_loading(monkeypatch):
+    from helpers import cli_vit
+
+    def boom(*a, **k):
+        raise AssertionError("data was loaded before the settings were checked")
+
+    monkeypatch.setattr(cli_vit, "load_data", boom)
+
+
+@pytest.mark.parametrize("where", ["file", "below_file", "read_only"])
+def test_unusable_out_folder_exits_2_before_any_work(run_dir, tmp_path, capsys, monkeypatch, where):
+    import errno
+
+    from helpers import files
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    out = {"file": a_file, "below_file": a_file / "run", "read_only": tmp_path / "ro" / "run"}[
+        where
+    ]
+    if where == "read_only":
+        (tmp_path / "ro").mkdir()
+        real_open = files.os.open
+
+        def read_only(path, flags, mode=0o777, **kw):
+            if str(path).startswith(str(tmp_path / "ro")):
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real_open(path, flags, mode, **kw)
+
+        monkeypatch.setattr(files.os, "open", read_only)
+    _no_data_loading(monkeypatch)
+    rc, _, err = run_cli(train_argv(out), capsys)
+    one_line_error(rc, err, "--out", str(out))
+    ev = ["evaluate", "--checkpoint", str(run_dir), "--data", "synthetic", "--device", "cpu"]
+    rc, _, err = run_cli([*ev, "--out", str(out)], capsys)
+    one_line_error(rc, err, "--out", str(out))
+    assert not (tmp_path / "ro" / "run").exists()
+
+
+def test_disk_full_during_training_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import torch
+
+    out = tmp_path / "r"
+    assert run_cli(train_argv(out), capsys)[0] == 0
+    before = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    argv = train_argv(out)
+    argv[argv.index("--epochs") + 1] = "2"
+    rc, _, err = run_cli(argv, capsys)
+    one_line_error(rc, err, "disk is full", "kept")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]  # no temporary left
+    # the epoch-1 checkpoint is still there, and the same command resumes from it
+    from helpers.checkpoint import read_resume_checkpoint
+
+    assert read_resume_checkpoint(out, log=lambda m: None)["epoch"] == before
+    rc, res, _ = run_cli(argv, capsys)
+    assert rc == 0 and res["epochs"] == 2
+
+
+@pytest.mark.parametrize("device", ["banana", "meta", "cuda:7", "mps", "cpu:x"])
+def test_bad_device_exits_2_on_every_command(run_dir, tmp_path, capsys, monkeypatch, device):
+    _no_data_loading(monkeypatch)
+    img = tmp_path / "a.png"
+    Image.new("RGB", (40, 40)).save(img)
+    argvs = [
+        train_argv(tmp_path / "r"),
+        ["evaluate", "--checkpoint", str(run_dir), "--data", "synthetic", "--device", "cpu"],
+        ["predict", "--checkpoint", str(run_dir), "--image", str(img), "--device", "cpu"],
+    ]
+    for argv in argvs:
+        argv[argv.index("--device") + 1] = device
+        rc, _, err = run_cli(argv, capsys)
+        one_line_error(rc, err, f"--device {device!r}", "cpu")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "flag,value,needle",
+    [
+        ("--lr", "nan", "--lr must be a finite number"),
+        ("--lr", "-1", "--lr must be > 0"),
+        ("--minutes", "nan", "--minutes must be a finite number"),
+        ("--minutes", "inf", "--minutes must be a finite number"),
+        ("--minutes", "-5", "--minutes must be > 0"),
+        ("--warmup-fraction", "nan", "--warmup-fraction must be a finite number"),
+        ("--checkpoint-minutes", "-1", "--checkpoint-minutes must be >= 0"),
+        ("--batch-size", "-4", "--batch-size must be >= 1"),
+        ("--epochs", "0", "--epochs must be >= 1"),
+        ("--heads", "0", "--heads must be >= 1"),
+        ("--patch-size", "0", "--patch-size must be >= 1"),
+        ("--image-size", "2", "--image-size must be >= 8"),
+    ],
+)
+def test_bad_numbers_exit_2_and_create_nothing(tmp_path, capsys, monkeypatch, flag, value, needle):
+    _no_data_loading(monkeypatch)
+    rc, _, err = run_cli(train_argv(tmp_path / "r", flag, value), capsys)
+    one_line_error(rc, err, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_trainconfig_rejects_nan_and_inf():
+    from helpers.errors import InputError
+    from helpers.presets import get_preset
+
+    for field in ("lr", "minutes", "min_lr", "weight_decay", "checkpoint_minutes", "gamma"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(InputError, match=f"{field} must be a finite number"):
+                get_preset("fast", **{field: bad})
+    with pytest.raises(InputError, match="heads must be"):
+        get_preset("fast", heads=0)
+
+
+def test_evaluate_and_predict_numbers_exit_2(run_dir, tmp_path, capsys, monkeypatch):
+    _no_data_loading(monkeypatch)
+    ev = ["evaluate", "--checkpoint", str(run_dir), "--data", "synthetic", "--device", "cpu"]
+    rc, _, err = run_cli([*ev, "--batch-size", "0"], capsys)
+    one_line_error(rc, err, "--batch-size must be >= 1")
+    img = tmp_path / "a.png"
+    Image.new("RGB", (40, 40)).save(img)
+    pr = ["predict", "--checkpoint", str(run_dir), "--image", str(img), "--device", "cpu"]
+    rc, _, err = run_cli([*pr, "--top-k", "0"], capsys)
+    one_line_error(rc, err, "--top-k must be >= 1")
+
+
+def _huge_png(path, w=20000, h=20000):
+    """A PNG whose header says w x h (the pixels are never there: nothing big is allocated)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path
+
+
+def test_predict_bad_images_exit_2(run_dir, tmp_path, capsys):
+    pr = ["predict", "--checkpoint", str(run_dir), "--device", "cpu", "--image"]
+    rc, _, err = run_cli([*pr, str(_huge_png(tmp_path / "huge.png"))], capsys)
+    one_line_error(rc, err, "20000x20000", "downscale")
+    rc, _, err = run_cli([*pr, str(tmp_path)], capsys)
+    one_line_error(rc, err, "is a folder, not an image file")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    rc, _, err = run_cli([*pr, str(empty)], capsys)
+    one_line_error(rc, err, "empty (0 bytes)")
+    rc, _, err = run_cli([*pr, "ftp://example.com/a.png"], capsys)
+    one_line_error(rc, err, "ftp://example.com/a.png", "only http(s) URLs and local files")
+
+
+def test_predict_huge_jpeg_is_decoded_small(run_dir, tmp_path, capsys, monkeypatch):
+    from helpers import cli_vit
+
+    monkeypatch.setattr(cli_vit, "MAX_PIXELS", 40 * 40)  # a 160 px JPEG is "huge" now
+    img = tmp_path / "big.jpg"
+    Image.new("RGB", (160, 160), (200, 30, 30)).save(img)
+    pr = ["predict", "--checkpoint", str(run_dir), "--device", "cpu", "--image", str(img)]
+    rc, res, _ = run_cli(pr, capsys)
+    assert rc == 0 and len(res["top_k"]) == 5
+
+
+def test_predict_takes_a_url(run_dir, tmp_path, capsys, monkeypatch):
+    import io
+
+    from helpers import media
+
+    buf = io.BytesIO()
+    Image.new("RGB", (50, 40), (10, 200, 10)).save(buf, format="PNG")
+    asked = []
+    monkeypatch.setattr(
+        media, "fetch_bytes", lambda url, **kw: asked.append((url, kw)) or buf.getvalue()
+    )
+    url = "https://example.com/photos/cat.png"
+    pr = ["predict", "--checkpoint", str(run_dir), "--device", "cpu", "--image", url]
+    rc, res, _ = run_cli(pr, capsys)
+    assert rc == 0 and res["image"] == url and asked[0][0] == url
+    assert asked[0][1].get("timeout")  # the media loader's timeout is used
+
+
+def test_messages_name_the_command_line_flags(run_dir, tmp_path, capsys):
+    import shutil
+
+    # resuming a run of another model: the CLI says --no-resume / --out, not resume=False
+    out = tmp_path / "run"
+    shutil.copytree(run_dir, out)
+    rc, _, err = run_cli(train_argv(out, "--dim", "64"), capsys)
+    last = one_line_error(rc, err, "--no-resume", "--out")
+    assert "resume=False" not in last and "out_dir" not in last
+    # a folder with images of two sizes: the CLI suggests --image-size, which works
+    data = tmp_path / "mixed"
+    _folder(data, ("train",), n=16)
+    _folder(data, ("val",), n=3, size=24, seed=1)
+    argv = train_argv(tmp_path / "m")
+    argv[argv.index("--data") + 1] = str(data)
+    rc, _, err = run_cli(argv, capsys)
+    last = one_line_error(rc, err, "--image-size N")
+    assert "image_size=N" not in last
+    rc, res, _ = run_cli([*argv, "--image-size", "32"], capsys)
+    assert rc == 0
+
+
+def test_checkpoint_weights_not_matching_config_is_one_line(run_dir, tmp_path, capsys):
+    import torch
+
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    ckpt["preset"]["model"]["dim"] = 48  # the config no longer matches the weights
+    torch.save(ckpt, tmp_path / "edited.pt")
+    img = tmp_path / "a.png"
+    Image.new("RGB", (40, 40)).save(img)
+    pr = ["predict", "--checkpoint", str(tmp_path / "edited.pt"), "--image", str(img)]
+    rc, _, err = run_cli([*pr, "--device", "cpu"], capsys)
+    last = one_line_error(rc, err, "does not match its own model config", "shape")
+    assert err.strip().count("\n") == 0 and len(last) < 400

@@ -140,3 +140,19 @@ def test_evaluate_writes_files(tmp_path):
     assert saved["top1"] == pytest.approx(skm.accuracy_score(y.numpy(), logits.argmax(1)))
     assert "precision" in (tmp_path / "classification_report.txt").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_confused_pairs_ranked_with_rates():
+    from helpers.metrics import confused_pairs
+
+    cm = np.array([[50, 9, 1], [2, 40, 8], [0, 0, 60]])
+    pairs = confused_pairs(cm, ["cat", "dog", "emu"], k=3)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("cat", "dog", 9),
+        ("dog", "emu", 8),
+        ("dog", "cat", 2),
+    ]
+    assert pairs[0]["rate"] == pytest.approx(9 / 60) and pairs[1]["true_index"] == 1
+    assert confused_pairs(np.eye(3, dtype=int) * 5, ["a", "b", "c"]) == []  # no mistakes
+    with pytest.raises(InputError, match=r"\[C, C\]"):
+        confused_pairs(np.zeros((2, 3)), ["a", "b"])

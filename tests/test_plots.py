@@ -111,7 +111,10 @@ def test_attention_overlay(tmp_path):
     spec = InputSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), size=16)
     img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
     fig = plot_attention(model, img, spec)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 4  # image, rollout, overlay + the rollout's colour bar
+    bar = fig.axes[3]
+    assert bar.get_ylabel() == "attention (normalised)"
+    assert fig.axes[1].images[0].get_clim() == (0.0, 1.0)
     assert fig.axes[1].images[0].get_array().shape == (4, 4)  # 16 px / patch 4
     assert fig.axes[2].images[1].get_array().shape == (16, 16)  # upsampled overlay
     _saved_png(fig, tmp_path / "attention.png")
@@ -132,3 +135,73 @@ def test_patch_comparison(tmp_path):
     _saved_png(fig, tmp_path / "patches.png")
     with pytest.raises(InputError, match="accuracy"):
         plot_patch_comparison([{"patch_size": 4, "minutes": 1}])
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("best_epoch", [1, 3, 5])
+def test_history_best_label_clears_the_tick_labels(best_epoch):
+    """The "best" label stays inside the axes, off the y tick labels, wherever the best is."""
+    import matplotlib.pyplot as plt
+
+    history = _history()
+    for r in history:
+        r["val_acc"] = 0.9 if r["epoch"] == best_epoch else 0.5 + 0.01 * r["epoch"]
+    fig = plot_history(history)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[1]
+    label = next(t for t in ax.texts if t.get_text().startswith("best"))
+    box = label.get_window_extent(renderer)
+    ticks = [t.get_window_extent(renderer) for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and not any(_overlaps(box, t) for t in ticks)
+    frame = ax.get_window_extent(renderer)
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1
+    plt.close(fig)
+
+
+def test_history_single_point_series_has_a_marker():
+    """Raw (no-EMA) accuracy exists for the last epoch only: it must still be visible, and its
+    legend entry shows the marker."""
+    import matplotlib.pyplot as plt
+
+    history = _history()
+    history[-1]["val_acc_model"] = 0.6
+    fig = plot_history(history)
+    ax = fig.axes[1]
+    raw = next(ln for ln in ax.lines if ln.get_label() == "val top-1 (raw, no EMA)")
+    assert raw.get_marker() == "o"
+    handles, labels = ax.get_legend_handles_labels()
+    assert handles[labels.index("val top-1 (raw, no EMA)")].get_marker() == "o"
+    assert all(ln.get_marker() in (None, "None", "") for ln in ax.lines if ln is not raw)
+    plt.close(fig)
+
+
+def test_confused_pairs_ablation_and_f1_delta_figures(tmp_path):
+    from helpers import plots
+    from helpers.metrics import confused_pairs
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 3, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 4
+    pred = y.copy()
+    pred[:6] = (y[:6] + 1) % 4  # classes 0,1 -> 1,2 mistaken
+    cm = np.zeros((4, 4), int)
+    np.add.at(cm, (y, pred), 1)
+    pairs = confused_pairs(cm, ["a", "b", "c", "d"], k=2)
+    fig = plots.plot_confused_pairs(x, y, pred, ["a", "b", "c", "d"], pairs, per_pair=3)
+    assert len(fig.axes) == 2 * 4 and "a\n→ b" in fig.axes[0].texts[0].get_text()
+    assert sum(1 for ax in fig.axes if ax.images) == 2 * 2  # 2 examples per pair exist
+    rows = [
+        {"variant": "recipe", "val_acc": 0.8, "val_acc_flip_tta": 0.82},
+        {"variant": "no EMA", "val_acc": 0.78, "val_acc_flip_tta": 0.8},
+    ]
+    fig = plots.plot_ablation(rows)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert any("(-2.00)" in t for t in labels) and any("(+2.00)" in t for t in labels)
+    fig = plots.plot_f1_deltas({"a": 0.1, "b": -0.2}, "patch 32 - patch 16")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["b", "a"]
+    with pytest.raises(InputError):
+        plots.plot_confused_pairs(x, y, y, ["a", "b", "c", "d"], [])

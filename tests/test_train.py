@@ -639,14 +639,25 @@ def test_test_split_is_scored_once_at_the_end_with_the_best_weights(tmp_path, mo
     import json
 
     data = tiny_data(n_test=48)
-    seen = []
-    real = T.split_metrics
+    from helpers import metrics
 
-    def spy(model, x, *a, **k):
-        seen.append(x.data_ptr())
-        return real(model, x, *a, **k)
+    seen, phase = [], {"validating": False}
+    real_predict, real_validate = metrics.predict_logits, T.validate
 
-    monkeypatch.setattr(T, "split_metrics", spy)
+    def predict_spy(model, x, *a, **k):
+        if phase["validating"]:
+            seen.append(x.data_ptr())
+        return real_predict(model, x, *a, **k)
+
+    def validate_spy(*a, **k):
+        phase["validating"] = True
+        try:
+            return real_validate(*a, **k)
+        finally:
+            phase["validating"] = False
+
+    monkeypatch.setattr(metrics, "predict_logits", predict_spy)
+    monkeypatch.setattr(T, "validate", validate_spy)
     res = T.train(tiny_preset(epochs=3), data, tmp_path, progress=False, log=lambda m: None)
     # validation (which picks best.pt) never saw a test image
     assert seen and data.test_x.data_ptr() not in seen
@@ -670,14 +681,14 @@ def test_test_split_is_scored_once_at_the_end_with_the_best_weights(tmp_path, mo
 
 def test_early_stop_on_patience_is_final_and_survives_resume(tmp_path, monkeypatch):
     accs = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.9])
-    real = T.split_metrics
+    real = T.validate
 
     def scripted(*a, **k):
         out = real(*a, **k)
         out["val_acc"] = next(accs)
         return out
 
-    monkeypatch.setattr(T, "split_metrics", scripted)
+    monkeypatch.setattr(T, "validate", scripted)
     logs = []
     p = tiny_preset(epochs=10, patience=2, ema_decay=None)
     res = T.train(p, tiny_data(n_test=16), tmp_path, progress=False, log=logs.append)
