@@ -8,8 +8,10 @@
 --part q2  (1) warm text -> masks latency per image (Grounding DINO tiny + SAM 2.1 large, 1024 px);
            (2) video tracking FPS for SAM 2.1 tiny and large (720p, 2 objects), ours vs the
            official-usage loop (fp32, everything on the GPU, detection on every frame) in the
-           same run; (3) peak GPU memory (and FPS) on a long 720p video (1,800 frames).
-           q2_speed.py's functions do the measuring.
+           same run; (3) peak GPU memory (and FPS) on a long 720p video (1,800 frames);
+           (4) SAM 3 image latency (one model, text -> masks, same image and prompt) and
+           (5) SAM 3 video tracking FPS (its own detector + tracker, 720p, at most 2 objects).
+           q2_speed.py's functions do the measuring of (1)-(3).
 
 Q2's models have random weights built from the real configs (nothing is downloaded; speed and
 memory do not depend on the weights). Each part is sized to finish within ``--budget-minutes``
@@ -44,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the package and the sibling benchmark scripts
 
 Q1_SECTIONS = ("data", "throughput", "fast")
-Q2_SECTIONS = ("image", "video", "long")
+Q2_SECTIONS = ("image", "video", "long", "sam3_image", "sam3_video")
 SEED_WAY = "(a) seed000 way: per-image CPU transforms, DataLoader, hand-written attention"
 OURS_WAY = "(b) ours: uint8 on the GPU, batched GPU augmentation, SDPA, fused AdamW"
 OFFICIAL = "official-usage loop (fp32, all on the GPU, detection every frame)"
@@ -763,6 +765,146 @@ def q2_long(sec: dict, args, qargs, device, detector, report: Report, work: Path
     )
 
 
+def _sam3_size(args) -> str:
+    return "toy" if args.quick else "full"
+
+
+def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
+    """Warm SAM 3 latency per image: processor + vision encoder + one DETR/mask pass per phrase
+    (text features cached), and what the cached text encoding saves per image."""
+    import numpy as np
+    import q2_speed
+
+    from helpers import sam3
+
+    size = _sam3_size(args)
+    seg = sam3.random_sam3(size, device=device)
+    h, w = (qargs.image_px * 3) // 4, qargs.image_px
+    image = q2_speed.synthetic_image(h, w)  # the image of the SAM 2.1 rows
+    phrases = [p.strip() for p in q2_speed.PROMPT.split(".") if p.strip()]
+    kw = {"threshold": 0.5, "mask_threshold": 0.5}
+    for _ in range(1 if args.quick else 3):
+        sam3.segment_image_sam3(image, q2_speed.PROMPT, seg, **kw)
+    q2_speed._reset_peak(device)
+    times, found = [], 0
+    for _ in range(args.n):
+        q2_speed._sync(device)
+        t = time.perf_counter()
+        res = sam3.segment_image_sam3(image, q2_speed.PROMPT, seg, **kw)
+        q2_speed._sync(device)
+        times.append((time.perf_counter() - t) * 1000)
+        found = len(res.detections)
+    peak = q2_speed._peak_mib(device)
+    text_ms = []
+    for _ in range(max(2, args.n // 4)):
+        seg.text_cache.clear()
+        q2_speed._sync(device)
+        t = time.perf_counter()
+        sam3.encode_phrases(seg, phrases)
+        q2_speed._sync(device)
+        text_ms.append((time.perf_counter() - t) * 1000)
+    row = {
+        "model": f"sam3 random-{size}",
+        "image": f"{w}x{h}",
+        "phrases": len(phrases),
+        "instances": found,
+        "ms": float(np.median(times)),
+        "text_encode_ms_saved": float(np.median(text_ms)),
+        "peak_mib": peak,
+    }
+    sec["result"] = [row]
+    sec["table"] = md_table(
+        ["model", "image", "phrases", "warm ms", "text encoding saved / image ms", "peak MiB"],
+        [
+            [
+                row["model"],
+                row["image"],
+                row["phrases"],
+                f"{row['ms']:.1f}",
+                f"{row['text_encode_ms_saved']:.1f}",
+                _fmt(peak),
+            ]
+        ],
+        right={2, 3, 4, 5},
+    )
+    sec["notes"] += [
+        "SAM 3 "
+        + ("toy config" if args.quick else "Sam3Config() (the real sizes)")
+        + f", random weights; median of {args.n} warm runs; prompt '{q2_speed.PROMPT}'; "
+        "compare with the Grounding DINO + SAM 2.1 rows of the image section (same image size "
+        "and prompt in a full run)",
+        "per image: 1 vision pass + 1 DETR/mask pass per phrase; each phrase's text features "
+        "are computed once per process and reused (the last column is what that saves)",
+        "inference_mode, bf16 autocast + TF32 on Ampere+ (fp32 elsewhere)",
+    ]
+    del seg
+    _free_gpu()
+
+
+def q2_sam3_video(sec: dict, args, qargs, device, report: Report, work: Path) -> None:
+    """SAM 3 video FPS through our chunked path (track_video_sam3, no rendering)."""
+    import q2_speed
+
+    from helpers import sam3_video
+
+    size = _sam3_size(args)
+    tracker = sam3_video.random_sam3_video(size, device=device)
+    model = tracker.model
+    # random weights score every query alike: admit detections but track at most 2 objects,
+    # like the SAM 2.1 rows (2 objects)
+    model.score_threshold_detection = 0.0
+    model.new_det_thresh = 0.0
+    model.max_num_objects = 2
+    h, w = q2_speed._res(qargs.video_res)
+    frames_dir = q2_speed.write_frames(work / "frames", qargs.video_frames, h, w)
+    chunk = max(2, min(qargs.chunk_size, qargs.video_frames))
+    q2_speed._reset_peak(device)
+    t = time.perf_counter()
+    res = sam3_video.track_video_sam3(
+        frames_dir, q2_speed.PROMPT, tracker, work / "sam3_out", chunk_size=chunk, render=False
+    )
+    e2e = time.perf_counter() - t
+    peak = q2_speed._peak_mib(device)
+    n = res.num_frames
+    row = {
+        "model": f"sam3-video random-{size}",
+        "video": f"{w}x{h}",
+        "frames": n,
+        "fps": n / res.timings["track_s"],
+        "e2e_fps": n / e2e,
+        "chunk_size": chunk,
+        "ids": len(res.labels),
+        "peak_mib": peak,
+    }
+    sec["result"] = [row]
+    sec["table"] = md_table(
+        ["model", "video", "frames", "fps", "fps end to end", "chunk", "ids", "peak MiB"],
+        [
+            [
+                row["model"],
+                row["video"],
+                n,
+                f"{row['fps']:.2f}",
+                f"{row['e2e_fps']:.2f}",
+                chunk,
+                row["ids"],
+                _fmt(peak),
+            ]
+        ],
+        right={2, 3, 4, 5, 6, 7},
+    )
+    sec["notes"] += [
+        "SAM 3 video (detector on every frame + memory tracker), "
+        + ("toy config" if args.quick else "Sam3VideoConfig() (the real sizes)")
+        + ", random weights, at most 2 tracked objects; frames preprocessed and stored on the "
+        "CPU (offload), sessions of at most --chunk-size frames",
+        "fps = frames / tracking time (SAM 3 detection + tracking + RLE of the masks); end to "
+        "end also counts reading the frames; compare with the SAM 2.1 rows of the video section",
+    ]
+    del tracker, model
+    _free_gpu()
+
+
 def run_q2(args, device, report: Report) -> None:
     import q2_speed
 
@@ -811,6 +953,12 @@ def run_q2(args, device, report: Report) -> None:
         if "long" in sections:
             title = "Q2 long video: peak GPU memory"
             report.run("long", title, q2_long, args, qargs, device, det, report, work)
+        if "sam3_image" in sections:
+            title = "Q2 SAM 3 image: text -> masks latency with one model (warm)"
+            report.run("sam3_image", title, q2_sam3_image, args, qargs, device, report)
+        if "sam3_video" in sections:
+            title = "Q2 SAM 3 video: tracking FPS with its own detector + tracker"
+            report.run("sam3_video", title, q2_sam3_video, args, qargs, device, report, work / "s3")
 
 
 # --------------------------------------------------------------------------- main
@@ -828,7 +976,9 @@ def parse_args(argv=None):
     p.add_argument("--device", help="cuda | cpu (default: cuda when available; --quick: cpu)")
     p.add_argument("--quick", action="store_true", help="CPU sanity run with tiny sizes")
     p.add_argument(
-        "--only", help="comma-separated sections: q1 throughput,fast; q2 image,video,long"
+        "--only",
+        help="comma-separated sections: q1 throughput,fast; q2 image,video,long,sam3_image,"
+        "sam3_video",
     )
     g = p.add_argument_group("q1")
     g.add_argument("--steps", type=int, help="timed throughput steps (default 100; quick 1)")

@@ -13,10 +13,11 @@ initialised SAM 2 of the chosen size (offline smoke tests; the masks are meaning
 from __future__ import annotations
 
 import argparse
-import re
+import json
+import os
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from helpers.errors import InputError
 
@@ -48,6 +49,29 @@ def register(sub) -> None:
     )
     p.add_argument("--no-clean", action="store_true", help="keep small holes / islands")
     p.add_argument("--max-side", type=int, default=1024, help="model input long side (1024)")
+    p.add_argument(
+        "--route",
+        default="detect-sam2",
+        help="detect-sam2 (default: detector boxes -> SAM 2 masks) | clipseg (CLIPSeg: one "
+        "coarse mask per phrase, no detector, no SAM)",
+    )
+    p.add_argument(
+        "--rescore",
+        default="none",
+        help="none (default) | clip: SAM 2 proposes 3 masks per box and CLIP picks the one "
+        "that best matches the phrase",
+    )
+    p.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=0.4,
+        help="CLIPSeg probability a pixel needs (--route clipseg; default 0.4)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--folder: redo every image (default: skip images done with the same settings)",
+    )
     p.set_defaults(func=cmd_segment)
 
     t = sub.add_parser(
@@ -129,6 +153,19 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="SAM 2 input size override (random weights only; small = fast CPU tests)",
     )
+    p.add_argument(
+        "--backend",
+        default="sam2",
+        choices=("sam2", "sam3"),
+        help="sam2 (default: Grounding DINO/OWLv2 boxes -> SAM 2.1 masks) | sam3 (one SAM 3 "
+        "model from text to every instance; gated weights facebook/sam3)",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="--backend sam3: instance score to keep (default 0.5)",
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -166,10 +203,72 @@ def _check_prompt(prompt: str | None) -> str:
     return prompt
 
 
+def _check_device(args) -> None:
+    """A bad --device (``banana``, ``cuda`` without a GPU) is an error before any work."""
+    if args.device is None:
+        return
+    import torch
+
+    from helpers import runtime
+
+    try:
+        args.device = str(runtime.pick_device(args.device))
+    except (RuntimeError, ValueError, TypeError) as e:  # an older pick_device
+        if isinstance(e, InputError):
+            raise
+        raise InputError(
+            f"--device {args.device!r} is not a device; use cpu, cuda or mps"
+            f"{'' if torch.cuda.is_available() else ' (no CUDA GPU is visible here: cpu)'}."
+        ) from None
+
+
+def _check_out(path, flag: str = "--out") -> Path:
+    """The output folder can be written (not a file, not below a file, not read-only):
+    checked before any model is loaded or any image is segmented."""
+    from helpers import files
+
+    check = getattr(files, "check_output_dir", None)
+    if check is not None:
+        return check(path, flag)
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{flag} {p} is a file, not a folder; give a folder path.")
+    if not probe.is_dir():
+        raise InputError(f"{flag} {p} lies below {probe}, which is a file; give another path.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {p} cannot be written (in {probe}); give a writable folder.")
+    return p
+
+
 def _stem_for(source: str) -> str:
-    """A safe file stem for an image path or URL."""
-    name = Path(urlparse(source).path).stem if "://" in source else Path(source).stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+    """A file stem for an image path or URL that keeps Unicode (``猫.jpg`` -> ``猫``); names
+    that leave nothing usable get ``image_<hash>``, so different sources never share a stem."""
+    import hashlib
+
+    from helpers.textseg import safe_stem
+
+    name = Path(unquote(urlparse(source).path)).stem if "://" in source else Path(source).stem
+    fallback = "image_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
+    return safe_stem(name, fallback=fallback)
+
+
+ROUTES = ("detect-sam2", "clipseg")
+RESCORERS = ("none", "clip")
+
+
+def _check_route(args) -> None:
+    if args.route not in ROUTES:
+        raise InputError(f"unknown --route {args.route!r}; choose one of {', '.join(ROUTES)}.")
+    if args.rescore not in RESCORERS:
+        raise InputError(
+            f"unknown --rescore {args.rescore!r}; choose one of {', '.join(RESCORERS)}."
+        )
+    if args.route == "clipseg" and args.rescore != "none":
+        raise InputError("--rescore clip re-ranks SAM 2's masks; it does not apply to clipseg.")
+    _check_threshold("mask-threshold", args.mask_threshold)
 
 
 # --------------------------------------------------------------------------- models
@@ -192,6 +291,17 @@ def load_models(args, *, video: bool = False):
     from helpers import detect
 
     device = args.device
+    if getattr(args, "route", "detect-sam2") == "clipseg":
+        from helpers import segment
+
+        if args.random_weights:
+            return None, _cached(("clipseg-random", device), lambda: segment.random_clipseg(device))
+        return None, _cached(("clipseg", device), lambda: segment.load_clipseg(device))
+    if video and not args.random_weights:
+        from helpers import segment
+
+        # the video predictor asks the hub first: fail in seconds when it cannot be reached
+        detect.hub_local_only(segment.SAM2_HUB_IDS[segment.normalize_size(args.size)])
     if args.random_weights:
         words = tuple(detect.prompt_phrases(args.prompt)) if getattr(args, "prompt", None) else ()
         detector = _cached(
@@ -218,39 +328,92 @@ def load_models(args, *, video: bool = False):
     return detector, _cached(("segmenter", *key), lambda: segment.load_segmenter(args.size, **kw))
 
 
+def _load_clip(args):
+    """The CLIP model for ``--rescore clip`` (None otherwise)."""
+    if getattr(args, "rescore", "none") != "clip":
+        return None
+    from helpers import segment
+
+    if args.random_weights:
+        return _cached(("clip-random", args.device), lambda: segment.random_clip(args.device))
+    return _cached(("clip", args.device), lambda: segment.load_clip(args.device))
+
+
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_segment(args) -> dict:
     from helpers import textseg
 
+    if getattr(args, "backend", "sam2") == "sam3":
+        from helpers import cli_sam3
+
+        return cli_sam3.cmd_segment(args)
     _check_common(args)
+    _check_route(args)
     prompt = _check_prompt(args.prompt)
     if args.max_side < 64:
         raise InputError(f"--max-side must be >= 64, got {args.max_side}.")
-    out = Path(args.out)
+    _check_device(args)
+    out = _check_out(args.out)
     kw = {
         "box_threshold": args.box_threshold,
         "text_threshold": args.text_threshold,
-        "multimask": args.multimask,
+        "multimask": args.multimask or args.rescore == "clip",
         "clean": not args.no_clean,
         "max_side": args.max_side,
     }
+    if args.route == "clipseg":
+        kw["mask_threshold"] = args.mask_threshold
     if args.folder is not None:
         folder = Path(args.folder)
+        if folder.is_file():
+            raise InputError(
+                f"--folder {folder} is a file, not a folder; use --image {folder} for one image."
+            )
         if not folder.is_dir():
             raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
+        if out.exists() and out.resolve() == folder.resolve():
+            raise InputError(
+                "--out is the input folder; outputs would be read as new inputs next time. "
+                "Give another --out."
+            )
         detector, segmenter = load_models(args)
-        summary = textseg.segment_folder(folder, out, prompt, detector, segmenter, **kw)
-        return {"command": "segment", "folder": str(folder), "out": str(out), **summary}
+        clip = _load_clip(args)
+        if clip is not None:
+            kw["clip"] = clip
+        summary = textseg.segment_folder(
+            folder, out, prompt, detector, segmenter, overwrite=args.overwrite, **kw
+        )
+        result = {"command": "segment", "folder": str(folder), "out": str(out), **summary}
+        if summary["failed"]:
+            # the summary line first (nothing lost), then a non-zero exit that says so
+            print(json.dumps(result, default=str), flush=True)
+            first = summary["failed"][0]
+            total = len(summary["files"])
+            raise InputError(
+                f"{len(summary['failed'])} of {total} images failed ({summary['status']}; first: "
+                f"{first['file']}: {first['error']}); the others were written to {out}. Fix "
+                "or remove the failed files and run again (finished images are skipped)."
+            )
+        return result
 
     source = args.image
-    if "://" not in source and not Path(source).is_file():
-        raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
+    if "://" not in source:
+        if Path(source).is_dir():
+            raise InputError(
+                f"--image {source} is a folder, not an image; use --folder {source} to segment "
+                "every image in it."
+            )
+        if not Path(source).is_file():
+            raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
     from helpers import media, render
 
     image = media.load_image(source)  # fail on a bad image before loading models
     detector, segmenter = load_models(args)
+    clip = _load_clip(args)
+    if clip is not None:
+        kw["clip"] = clip
     result = textseg.segment_image(image, prompt, detector, segmenter, **kw)
     dets = result.detections
     timings = {k: round(float(v), 2) for k, v in (result.timings or {}).items()}
@@ -281,6 +444,10 @@ def cmd_track(args) -> dict:
 
     from helpers import track
 
+    if getattr(args, "backend", "sam2") == "sam3":
+        from helpers import cli_sam3
+
+        return cli_sam3.cmd_track(args)
     _check_common(args)
     prompt = _check_prompt(args.prompt)
     _check_threshold("iou-threshold", args.iou_threshold)
@@ -300,6 +467,8 @@ def cmd_track(args) -> dict:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
+    _check_device(args)
+    _check_out(args.out)
     detector, tracker = load_models(args, video=True)
     detect_fn = None
     if args.max_objects is not None:
@@ -351,11 +520,18 @@ def cmd_track(args) -> dict:
 def cmd_eval_masks(args) -> dict:
     from helpers import files
 
+    if getattr(args, "backend", "sam2") == "sam3":
+        from helpers import cli_sam3
+
+        return cli_sam3.cmd_eval_masks(args)
+    if args.out:
+        _check_out(args.out)
     if args.data is not None:
         if args.pred or args.gt:
             raise InputError("use either --data (with --prompt) or --pred and --gt, not both.")
         _check_common(args)
         prompt = _check_prompt(args.prompt)
+        _check_device(args)
         data = Path(args.data)
         if not (data / "images").is_dir() or not (data / "masks").is_dir():
             raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")

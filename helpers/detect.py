@@ -24,6 +24,8 @@ DETECTORS = {
 }
 
 _EMPTY_PROMPT = "type what to segment, e.g. 'dog. person.'"
+MAX_PROMPT_TOKENS = 256  # Grounding DINO's text length (max_text_len)
+MAX_PROMPT_CHARS = 600  # well inside MAX_PROMPT_TOKENS for ordinary words
 
 
 @dataclass
@@ -42,12 +44,24 @@ def prompt_phrases(text: str) -> list[str]:
     """Lowercased phrases of a prompt split on '.', ',', ';' and newlines (no trailing dots)."""
     if not isinstance(text, str):
         raise InputError(f"the prompt must be text, got {type(text).__name__}; {_EMPTY_PROMPT}")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(
+            f"the prompt is {len(text):,} characters long; the detector reads at most about "
+            f"{MAX_PROMPT_TOKENS} tokens, so keep it under {MAX_PROMPT_CHARS} characters "
+            "(a few short phrases, e.g. 'dog. red car')."
+        )
     parts = re.split(r"[.,;\n\r]+", text.lower())
     phrases = [" ".join(p.split()) for p in parts]
     phrases = [p for p in phrases if p]
     if not phrases:
         raise InputError(f"the prompt is empty: {_EMPTY_PROMPT}")
-    return phrases
+    worded = [p for p in phrases if any(ch.isalnum() for ch in p)]  # "!?" names nothing
+    if not worded:
+        raise InputError(
+            f"the prompt {text.strip()[:40]!r} has no words, only punctuation or symbols: "
+            f"{_EMPTY_PROMPT}"
+        )
+    return worded
 
 
 def normalize_prompt(text: str) -> str:
@@ -90,23 +104,80 @@ def _device(device):
     return pick_device(str(device)) if device is not None else pick_device()
 
 
+def _hub_address() -> tuple[str, int]:
+    """(host, port) a download from the hub first connects to: the HTTPS proxy if one is set,
+    else the hub endpoint (``HF_ENDPOINT``, default huggingface.co)."""
+    import os
+    from urllib.parse import urlparse
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    u = urlparse(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub (or the proxy) opens within ``timeout`` seconds."""
+    import socket
+
+    try:
+        socket.create_connection(_hub_address(), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _in_cache(repo: str) -> bool:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo, local_files_only=True)
+    except Exception:  # LocalEntryNotFoundError and friends: not downloaded before
+        return False
+    return True
+
+
+def hub_local_only(repo: str) -> bool:
+    """Decide, in seconds, how to load ``repo``: False = from the hub as usual, True = from the
+    local cache only (the hub cannot be reached but the weights were downloaded before).
+
+    Raises ``InputError`` at once when the hub cannot be reached and the weights are not
+    cached, instead of letting the hub client retry for minutes."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+        return True
+    if hub_reachable():
+        return False
+    if _in_cache(repo):
+        return True
+    host, port = _hub_address()
+    raise InputError(
+        f"the Hugging Face hub ({host}:{port}) cannot be reached and the weights {repo} are not "
+        "in the local cache; connect to the internet once to download them, or use random "
+        "weights for an offline smoke test."
+    )
+
+
 def load_detector(name: str = "grounding-dino-tiny", device=None) -> Detector:
-    """Load a pretrained open-vocabulary detector from the Hugging Face hub (needs internet once)."""
+    """Load a pretrained open-vocabulary detector from the Hugging Face hub (needs internet once).
+
+    Fails within seconds when the hub cannot be reached and the weights are not cached."""
     if name not in DETECTORS:
         raise InputError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}.")
     kind, repo = DETECTORS[name]
     dev = _device(device)
+    local = {"local_files_only": hub_local_only(repo)}
     try:
         if kind == "grounding-dino":
             from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-            processor = AutoProcessor.from_pretrained(repo)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(repo)
+            processor = AutoProcessor.from_pretrained(repo, **local)
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(repo, **local)
         else:
             from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-            processor = Owlv2Processor.from_pretrained(repo)
-            model = Owlv2ForObjectDetection.from_pretrained(repo)
+            processor = Owlv2Processor.from_pretrained(repo, **local)
+            model = Owlv2ForObjectDetection.from_pretrained(repo, **local)
     except (OSError, ValueError, ConnectionError) as e:
         raise InputError(
             f"the weights of {name!r} ({repo}) could not be fetched from the Hugging Face hub: "
@@ -352,6 +423,12 @@ def _run_grounding_dino(detector, small, phrases, box_threshold, text_threshold)
     text = " ".join(p + "." for p in phrases)
     h, w = small.shape[:2]
     inputs = detector.processor(images=small, text=text, return_tensors="pt")
+    limit = getattr(detector.model.config, "max_text_len", MAX_PROMPT_TOKENS)
+    if inputs["input_ids"].shape[-1] > limit:
+        raise InputError(
+            f"the prompt is {inputs['input_ids'].shape[-1]} tokens long but the detector reads "
+            f"at most {limit}; shorten it to a few short phrases."
+        )
     inputs = {k: v.to(detector.device) for k, v in inputs.items()}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(_model_dtype(detector.model))

@@ -68,18 +68,38 @@ def iou_summary(preds, gts, names: list[str] | None = None) -> dict:
     }
 
 
+def _threshold(a: np.ndarray) -> np.ndarray:
+    """Foreground of grey/colour mask values: 0/1 label images -> non-zero; 0..255 masks
+    -> above the middle (127 for 8 bits), so JPEG noise around 0 and 255 does not count."""
+    if a.size == 0 or a.dtype == bool:
+        return a.astype(bool)
+    top = float(a.max())
+    if top <= 1:
+        return a > 0
+    return a > (127 if top <= 255 else 32767)
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Load a mask image as bool [H,W]; any non-zero value (palette index or colour) counts."""
+    """Load a mask image as bool [H,W].
+
+    Palette (indexed) masks: any non-zero index counts. Grey or colour masks are thresholded
+    in the middle of their range (> 127 for 8 bits; any channel for colour), so a mask saved as
+    JPEG reads back as it was drawn; 0/1 label images count every non-zero pixel. Transparent
+    pixels are background."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as im:
+            if im.mode in ("P", "1"):
+                return _as_bool(np.asarray(im), str(path))
             if im.mode in ("RGBA", "LA", "PA"):
-                im = im.convert("RGBA")
-                a = np.asarray(im)
-                return a[..., :3].any(axis=-1) & (a[..., 3] > 0)
-            return _as_bool(np.asarray(im), str(path))
+                a = np.asarray(im.convert("RGBA"))
+                return _threshold(a[..., :3]).any(axis=-1) & (a[..., 3] > 127)
+            a = np.asarray(im)
+            if a.ndim == 3:
+                return _threshold(a[..., :3]).any(axis=-1)
+            return _as_bool(_threshold(a), str(path))
     except (UnidentifiedImageError, OSError) as e:
         raise InputError(f"Could not read mask {path} ({e}).") from None
 
@@ -133,8 +153,9 @@ def score_mask_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -
         pm, gm = read_mask(pp), read_mask(gp)
         if pm.shape != gm.shape:
             raise InputError(
-                f"Mask size mismatch for {key!r}: {pp.name} is {pm.shape[1]}x{pm.shape[0]}, "
-                f"{gp.name} is {gm.shape[1]}x{gm.shape[0]}."
+                f"mask size mismatch for {key!r}: the prediction {pp} is "
+                f"{pm.shape[1]}x{pm.shape[0]} but the ground truth {gp} is "
+                f"{gm.shape[1]}x{gm.shape[0]}; predict at the ground truth's size."
             )
         p_masks.append(pm)
         g_masks.append(gm)

@@ -115,14 +115,26 @@ def _check_file(source: str | os.PathLike) -> Path:
     return path
 
 
-def fetch_bytes(url: str, *, timeout: float = 15, max_bytes: int = 30_000_000) -> bytes:
+def fetch_bytes(
+    url: str,
+    *,
+    timeout: float = 15,
+    max_bytes: int = 30_000_000,
+    deadline: float | None = None,
+) -> bytes:
     """GET ``url`` with a timeout and a byte cap; the response must be an image.
 
+    ``timeout`` bounds each connect / read; ``deadline`` (seconds, default ``4 * timeout``)
+    bounds the whole download, so a server that trickles bytes cannot hold it forever.
     The ``Content-Type`` must start with ``image/``; when it is missing or a generic binary
     type the bytes are sniffed instead. Raises ``InputError`` with the reason otherwise.
     """
+    import time
+
     import requests
 
+    deadline = 4 * float(timeout) if deadline is None else float(deadline)
+    t_end = time.monotonic() + deadline
     try:
         resp = requests.get(url, timeout=timeout, stream=True, headers={"User-Agent": _USER_AGENT})
     except requests.exceptions.Timeout:
@@ -155,8 +167,14 @@ def fetch_bytes(url: str, *, timeout: float = 15, max_bytes: int = 30_000_000) -
             )
         buf = bytearray()
         try:
-            for chunk in resp.iter_content(chunk_size=1 << 16):
+            for chunk in _chunks(resp):
                 buf.extend(chunk)
+                if time.monotonic() > t_end:
+                    raise InputError(
+                        f"Downloading {url} took longer than {deadline:g} s (got "
+                        f"{len(buf):,} bytes); the server is too slow. Try again, raise the "
+                        "deadline, or download the file and give its path."
+                    )
                 if len(buf) > max_bytes:
                     raise InputError(
                         f"{url} is larger than max_bytes={max_bytes:,}; use a smaller image "
@@ -171,6 +189,28 @@ def fetch_bytes(url: str, *, timeout: float = 15, max_bytes: int = 30_000_000) -
             "use the direct link to the image file."
         )
     return data
+
+
+def _chunks(resp) -> Iterator[bytes]:
+    """The body in pieces as they arrive: ``read1`` returns after one network read, so the
+    caller can check its deadline between reads (``iter_content`` waits for a full chunk)."""
+    raw = resp.raw
+    if not hasattr(raw, "read1"):  # an older urllib3
+        yield from resp.iter_content(chunk_size=1 << 12)
+        return
+    import requests
+    import urllib3
+
+    while True:
+        try:
+            chunk = raw.read1(1 << 16, decode_content=True)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise requests.exceptions.ReadTimeout("read timed out") from None
+        except urllib3.exceptions.HTTPError as e:
+            raise requests.exceptions.ChunkedEncodingError(str(e)) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 def _sniff_image(data: bytes) -> bool:
@@ -668,12 +708,14 @@ def iter_frames(frames: VideoFrames) -> Iterator[np.ndarray]:
 
 
 def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 30.0) -> Path:
-    """Write RGB uint8 frames to an MP4 atomically (codec 'avc1' if available, else 'mp4v')."""
-    import cv2
-    from tqdm.auto import tqdm
+    """Write RGB uint8 frames to a browser-playable MP4 atomically.
 
-    from helpers.files import atomic_path
-
+    H.264 (``libx264``, ``yuv420p``, ``+faststart``) through PyAV (``av``, which ships its own
+    FFmpeg); odd widths/heights are padded by one edge pixel, since 4:2:0 needs even sizes.
+    Without PyAV (or its H.264 encoder) OpenCV writes it ('avc1', else 'mp4v', which browsers
+    may not play); the encoder's console chatter about codecs it could not open is captured,
+    not printed.
+    """
     if not fps or not np.isfinite(fps) or fps <= 0:
         raise InputError(f"fps must be a positive number, got {fps}.")
     it = iter(frames)
@@ -681,31 +723,113 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
     if first is None:
         raise InputError("write_video got no frames; nothing to write.")
     first = _array_to_rgb(first)
-    h, w = first.shape[:2]
-    path = Path(path)
+    if h264_available():
+        return _write_video_av(_chain(first, it), first.shape[:2], Path(path), float(fps))
+    return _write_video_cv2(_chain(first, it), first.shape[:2], Path(path), float(fps))
+
+
+def h264_available() -> bool:
+    """True when PyAV is installed with an H.264 encoder (libx264)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return "libx264" in av.codecs_available
+
+
+def _checked_frames(frames: Iterator[np.ndarray], hw: tuple[int, int]) -> Iterator[np.ndarray]:
+    from tqdm.auto import tqdm
+
+    h, w = hw
+    for n, frame in enumerate(tqdm(frames, desc="writing video", unit="frame")):
+        rgb = _array_to_rgb(frame)
+        if rgb.shape[:2] != (h, w):
+            raise InputError(
+                f"Frame {n} is {rgb.shape[1]}x{rgb.shape[0]}, but the video is {w}x{h}; "
+                "all frames must have the same size."
+            )
+        yield rgb
+
+
+def _even(rgb: np.ndarray) -> np.ndarray:
+    """Pad an odd height/width by repeating the last row/column (yuv420p needs even sizes)."""
+    h, w = rgb.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return rgb
+    return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def _write_video_av(frames, hw: tuple[int, int], path: Path, fps: float) -> Path:
+    from fractions import Fraction
+
+    import av
+
+    from helpers.files import atomic_path
+
+    h, w = hw
+    rate = Fraction(fps).limit_denominator(1001)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as box:
+            stream = box.add_stream("libx264", rate=rate)
+            stream.width, stream.height = w + w % 2, h + h % 2
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "20", "preset": "veryfast"}
+            for rgb in _checked_frames(frames, hw):
+                frame = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
+                box.mux(stream.encode(frame))
+            box.mux(stream.encode(None))  # flush the encoder
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise InputError(f"Writing {path} produced an empty file; check the disk space.")
+    return path
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Capture what native code (OpenCV's FFmpeg) writes to file descriptor 2; the text is
+    put in the yielded list when the block ends."""
+    import sys
+
+    got: list[str] = []
+    fd = 2  # native code writes to descriptor 2 whatever sys.stderr is
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield got
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            got.append(sink.read().decode("utf-8", "replace"))
+
+
+def _write_video_cv2(frames, hw: tuple[int, int], path: Path, fps: float) -> Path:
+    import cv2
+
+    from helpers.files import atomic_path
+
+    h, w = hw
     with atomic_path(path, suffix=".mp4") as tmp:
         writer = None
         codecs = [_CODEC_OK] if _CODEC_OK else []
-        for codec in [*codecs, "avc1", "mp4v"]:
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (w, h))
-            if writer.isOpened():
-                _remember_codec(codec)
-                break
-            writer.release()
-            writer = None
+        with _captured_stderr() as chatter:
+            for codec in [*codecs, "avc1", "mp4v"]:
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+                if writer.isOpened():
+                    _remember_codec(codec)
+                    break
+                writer.release()
+                writer = None
         if writer is None:
-            raise InputError("OpenCV could not open an MP4 writer (avc1 or mp4v) on this system.")
+            raise InputError(
+                "OpenCV could not open an MP4 writer (avc1 or mp4v) on this system; install "
+                f"PyAV (pip install av) for H.264. Encoder said: {' '.join(chatter).strip()[:200]}"
+            )
         try:
-            n = 0
-            for frame in tqdm(_chain(first, it), desc="writing video", unit="frame"):
-                rgb = _array_to_rgb(frame)
-                if rgb.shape[:2] != (h, w):
-                    raise InputError(
-                        f"Frame {n} is {rgb.shape[1]}x{rgb.shape[0]}, but the video is {w}x{h}; "
-                        "all frames must have the same size."
-                    )
+            for rgb in _checked_frames(frames, hw):
                 writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                n += 1
         finally:
             writer.release()
         if not tmp.exists() or tmp.stat().st_size == 0:

@@ -180,16 +180,34 @@ def _load_sam2(size, dev, random_weights, image_size) -> Segmenter:
         )
         predictor = SAM2ImagePredictor(model)
     else:
+        from helpers.detect import hub_local_only
+
+        local_only = hub_local_only(SAM2_HUB_IDS[size])  # fails fast when the hub is unreachable
         try:
-            predictor = SAM2ImagePredictor.from_pretrained(
-                SAM2_HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides
-            )
+            if local_only:  # sam2's own loader always asks the hub first
+                predictor = SAM2ImagePredictor(
+                    _build_sam2_cached(SAM2_HUB_IDS[size], str(dev), overrides)
+                )
+            else:
+                predictor = SAM2ImagePredictor.from_pretrained(
+                    SAM2_HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides
+                )
         except Exception as e:  # hub/network errors come in many types
             raise _weights_error(SAM2_HUB_IDS[size], e) from e
     res = int(predictor.model.image_size)
     # The predictor hard-codes the feature-map sizes of a 1024 px input.
     predictor._bb_feat_sizes = [(res // 4, res // 4), (res // 8, res // 8), (res // 16, res // 16)]
     return Segmenter("sam2", predictor, None, dev, size, res)
+
+
+def _build_sam2_cached(repo: str, device: str, overrides: list[str]):
+    """A SAM 2 model from the checkpoint in the local hub cache (no network)."""
+    from huggingface_hub import hf_hub_download
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2
+
+    config_name, checkpoint_name = HF_MODEL_ID_TO_FILENAMES[repo]
+    ckpt = hf_hub_download(repo_id=repo, filename=checkpoint_name, local_files_only=True)
+    return build_sam2(config_name, ckpt, device=device, hydra_overrides_extra=overrides)
 
 
 def _weights_error(repo: str, e: Exception, hint: str = "random_weights=True") -> InputError:
@@ -248,9 +266,12 @@ def _load_hf_sam2(size, dev, random_weights, image_size) -> Segmenter:
                 "image_size can only be changed with random weights on the transformers backend."
             )
         res = 1024
+        from helpers.detect import hub_local_only
+
+        local = {"local_files_only": hub_local_only(SAM2_HUB_IDS[size])}
         try:
-            model = Sam2Model.from_pretrained(SAM2_HUB_IDS[size])
-            processor = Sam2Processor.from_pretrained(SAM2_HUB_IDS[size])
+            model = Sam2Model.from_pretrained(SAM2_HUB_IDS[size], **local)
+            processor = Sam2Processor.from_pretrained(SAM2_HUB_IDS[size], **local)
         except (OSError, ValueError) as e:
             raise _weights_error(SAM2_HUB_IDS[size], e) from e
     model = model.to(dev).eval()
@@ -438,9 +459,12 @@ def load_clipseg(device=None, name: str = "CIDAS/clipseg-rd64-refined") -> TextI
 
 
 def _from_hub(kind: str, model_cls, processor_cls, name: str, device) -> TextImageModel:
+    from helpers.detect import hub_local_only
+
+    local = {"local_files_only": hub_local_only(name)}  # fails fast when the hub is unreachable
     try:
-        processor = processor_cls.from_pretrained(name)
-        model = model_cls.from_pretrained(name)
+        processor = processor_cls.from_pretrained(name, **local)
+        model = model_cls.from_pretrained(name, **local)
     except (OSError, ValueError) as e:
         raise _weights_error(name, e, f"random_{kind}()") from e
     dev = _device(device)

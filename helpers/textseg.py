@@ -49,6 +49,7 @@ def segment_image(
     min_hole_area: int = 64,
     min_sprinkle_area: int = 64,
     clip=None,
+    mask_threshold: float = 0.4,
 ) -> ImageResult:
     """Segment everything ``prompt`` names in one image.
 
@@ -57,7 +58,22 @@ def segment_image(
     and masks come back at the full size. With ``multimask`` SAM 2 returns three candidates
     per box and the best is kept (by CLIP similarity to the phrase when ``clip`` is given,
     else by SAM's own score). Nothing detected -> a result with empty detections.
+
+    A CLIPSeg model (``segment.load_clipseg`` / ``random_clipseg``) as ``segmenter`` takes the
+    other route: no detector (``detector`` may be None), one coarse mask per phrase from
+    CLIPSeg's probabilities >= ``mask_threshold`` (see :func:`segment_image_clipseg`).
     """
+    if getattr(segmenter, "kind", None) == "clipseg":
+        return segment_image_clipseg(
+            image_or_source,
+            prompt,
+            segmenter,
+            threshold=mask_threshold,
+            clean=clean,
+            max_side=max_side,
+            min_hole_area=min_hole_area,
+            min_sprinkle_area=min_sprinkle_area,
+        )
     import supervision as sv
 
     from helpers import media
@@ -138,6 +154,134 @@ def segment_image(
     return ImageResult(image, detections, norm, timings, candidates, float(min(sx, sy)))
 
 
+def segment_image_clipseg(
+    image_or_source,
+    prompt: str,
+    clipseg,
+    *,
+    threshold: float = 0.4,
+    clean: bool = True,
+    max_side: int = 1024,
+    min_hole_area: int = 64,
+    min_sprinkle_area: int = 64,
+) -> ImageResult:
+    """The CLIPSeg route: one coarse mask per prompt phrase, no detector and no SAM.
+
+    CLIPSeg's per-pixel probability for each phrase is upsampled to the full size and kept
+    where >= ``threshold``; a phrase whose mask is empty gives no instance. An instance's
+    confidence is its mean probability inside the mask, its box the mask's bounding box.
+    """
+    import supervision as sv
+    import torch
+
+    from helpers import media
+    from helpers.detect import normalize_prompt, prompt_phrases
+    from helpers.segment import clean_masks, inference_context
+
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"the CLIPSeg mask threshold must be in [0, 1], got {threshold}.")
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    norm = normalize_prompt(prompt)
+    phrases = prompt_phrases(norm)
+    t0 = time.perf_counter()
+    image = media.load_image(image_or_source)
+    timings["load"] = _ms(t0)
+    H, W = image.shape[:2]
+    small, _ = media.fit_for_model(image, max_side)
+
+    t0 = time.perf_counter()
+    inputs = clipseg.processor(
+        text=phrases, images=[small] * len(phrases), padding=True, return_tensors="pt"
+    )
+    inputs = {k: v.to(clipseg.device) for k, v in inputs.items()}
+    with inference_context(clipseg.device):
+        logits = clipseg.model(**inputs).logits
+    logits = logits.float().reshape(len(phrases), 1, *logits.shape[-2:])
+    probs = torch.nn.functional.interpolate(
+        logits.sigmoid(), size=(H, W), mode="bilinear", align_corners=False
+    )[:, 0]
+    probs = probs.cpu().numpy()
+    masks = probs >= float(threshold)
+    timings["segment"] = _ms(t0)
+    if clean:
+        masks = clean_masks(masks, min_hole_area, min_sprinkle_area)
+    keep = [i for i in range(len(phrases)) if masks[i].any()]
+    xyxy = np.zeros((len(keep), 4), np.float32)
+    conf = np.zeros((len(keep),), np.float32)
+    for k, i in enumerate(keep):
+        ys, xs = np.nonzero(masks[i])
+        xyxy[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        conf[k] = float(probs[i][masks[i]].mean())
+    detections = sv.Detections(
+        xyxy=xyxy,
+        mask=masks[keep].astype(bool).reshape(len(keep), H, W),
+        confidence=conf,
+        class_id=np.asarray(keep, int),
+        data={
+            "class_name": np.asarray([phrases[i] for i in keep], dtype=str),
+            "mask_score": conf.copy(),
+        },
+    )
+    timings["total"] = _ms(t_all)
+    return ImageResult(image, detections, norm, timings, None, 1.0)
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """A short, stable hash of the settings that produce an image's outputs (prompt, models,
+    thresholds, ...): a folder run re-does an image whose stored fingerprint differs."""
+    import hashlib
+    import json
+
+    blob = json.dumps(settings, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def model_settings(detector, segmenter, clip=None) -> dict:
+    """What identifies the models of a run (for the resume fingerprint)."""
+    out = {}
+    if detector is not None:
+        out["detector"] = str(getattr(detector, "name", type(detector).__name__))
+    kind = getattr(segmenter, "kind", None) or getattr(segmenter, "backend", None)
+    out["segmenter"] = ":".join(
+        str(v)
+        for v in (
+            kind or type(segmenter).__name__,
+            getattr(segmenter, "size", None) or getattr(segmenter, "name", ""),
+            getattr(segmenter, "image_size", ""),
+        )
+    )
+    if clip is not None:
+        out["rescore"] = f"clip:{getattr(clip, 'name', '')}"
+    return out
+
+
+def _done_before(out: Path, stem: str, fingerprint: str) -> bool:
+    """True when ``stem``'s outputs are all there and were made by these settings."""
+    import json
+
+    doc_path = out / f"{stem}.json"
+    if not doc_path.is_file():
+        return False
+    if not (out / f"{stem}_mask.png").is_file() or not (out / f"{stem}_overlay.png").is_file():
+        return False
+    try:
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("fingerprint") == fingerprint
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
@@ -146,12 +290,36 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def safe_stem(name: str, fallback: str = "image") -> str:
+    """A file stem that keeps Unicode (``猫`` stays ``猫``), NFC-normalised, with only the
+    characters no file system accepts (``/ \\ : * ? " < > |``, control characters) replaced."""
+    import re
+    import unicodedata
+
+    name = unicodedata.normalize("NFC", str(name))
+    name = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]+', "_", name).strip(" ._")
+    return name[:120] or fallback
+
+
 def _stems(paths: list[Path]) -> list[str]:
-    """Output stems: the file stem, or stem_ext when two images share a stem (a.jpg, a.png)."""
+    """Output stems, unique even on case-insensitive drives: the file stem, or stem_ext when
+    two images share a stem (a.jpg, a.png), then _2, _3, ... for any clash left."""
     counts: dict[str, int] = {}
     for p in paths:
-        counts[p.stem] = counts.get(p.stem, 0) + 1
-    return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}" for p in paths]
+        key = safe_stem(p.stem).casefold()
+        counts[key] = counts.get(key, 0) + 1
+    out: list[str] = []
+    taken: set[str] = set()
+    for p in paths:
+        stem = safe_stem(p.stem)
+        if counts[stem.casefold()] > 1:
+            stem = f"{stem}_{p.suffix[1:].lower()}"
+        base, k = stem, 2
+        while stem.casefold() in taken:
+            stem, k = f"{base}_{k}", k + 1
+        taken.add(stem.casefold())
+        out.append(stem)
+    return out
 
 
 def segment_folder(
@@ -162,20 +330,31 @@ def segment_folder(
     segmenter,
     *,
     overwrite: bool = False,
+    segment_fn=None,
     **kw,
 ) -> dict:
     """Segment every image of ``in_dir`` into ``out_dir`` (``{stem}_mask.png``,
     ``{stem}_overlay.png``, ``{stem}.json`` each).
 
-    Images whose JSON already exists are skipped (so an interrupted run resumes) unless
-    ``overwrite``. A file that fails is recorded and the run goes on. ``kw`` go to
-    ``segment_image``. Returns ``{"done", "skipped", "empty", "failed": [{"file", "error"}],
-    "files": [{"file", "status", ...}], "out_dir"}``.
+    Resuming is keyed on the input and the settings: each image's JSON stores a
+    ``fingerprint`` of its bytes, the prompt, the models and every setting in ``kw``; an image
+    is skipped only when its three outputs exist with the same fingerprint, so a new prompt or
+    threshold re-does it (``overwrite`` re-does everything). A file that fails is recorded and
+    the run goes on; a write that fails because of the place (disk full, read-only) stops the
+    run with an ``InputError`` (``files.WriteError``). ``kw`` go to ``segment_image``
+    (or ``segment_fn``, same signature, e.g. SAM 3's in ``helpers.sam3``).
+    Returns ``{"status": "ok"|"partial"|"failed", "done", "redone", "skipped", "empty",
+    "failed": [{"file", "error"}], "files": [{"file", "status", ...}], "out_dir"}``.
     """
     from tqdm.auto import tqdm
 
     from helpers.detect import normalize_prompt
     from helpers.render import save_image_outputs
+
+    try:
+        from helpers.files import WriteError
+    except ImportError:  # an older files.py
+        WriteError = ()  # noqa: N806
 
     norm = normalize_prompt(prompt)
     paths = list_images(in_dir)
@@ -184,24 +363,49 @@ def segment_folder(
             f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {in_dir}; put the images there."
         )
     out = Path(out_dir)
+    if out.exists() and out.resolve() == Path(in_dir).resolve():
+        raise InputError(
+            f"the output folder {out} is the input folder; outputs would be read as new inputs "
+            "on the next run. Give another output folder."
+        )
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"done": 0, "skipped": 0, "empty": 0, "failed": [], "files": []}
-    summary["out_dir"] = str(out)
+    settings = {
+        "prompt": norm,
+        **model_settings(detector, segmenter, kw.get("clip")),
+        **{k: v for k, v in sorted(kw.items()) if k != "clip"},
+    }
+    summary: dict[str, Any] = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
+    summary.update({"failed": [], "files": [], "out_dir": str(out)})
     for path, stem in tqdm(list(zip(paths, _stems(paths))), desc="images", unit="img"):
-        if not overwrite and (out / f"{stem}.json").exists():
-            summary["skipped"] += 1
-            summary["files"].append({"file": path.name, "status": "skipped"})
-            continue
         try:
-            res = segment_image(path, norm, detector, segmenter, **kw)
+            fingerprint = settings_fingerprint({**settings, "input": _file_digest(path)})
+        except OSError as e:
+            fingerprint = None
+            digest_error = f"could not read {path.name} ({e.strerror or e})"
+        if fingerprint is not None and not overwrite and _done_before(out, stem, fingerprint):
+            summary["skipped"] += 1
+            summary["files"].append({"file": path.name, "status": "skipped", "stem": stem})
+            continue
+        redo = (out / f"{stem}.json").exists()
+        try:
+            if fingerprint is None:
+                raise InputError(digest_error)
+            res = (segment_fn or segment_image)(path, norm, detector, segmenter, **kw)
             save_image_outputs(
                 res.image,
                 res.detections,
                 out,
                 stem,
                 prompt=norm,
-                extra={"source": path.name, "timings_ms": res.timings},
+                extra={
+                    "source": path.name,
+                    "timings_ms": res.timings,
+                    "fingerprint": fingerprint,
+                    "settings": settings,
+                },
             )
+        except WriteError:  # the disk is full / read-only: every later image would fail too
+            raise
         except Exception as e:  # a bad file must not stop the folder
             msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
             summary["failed"].append({"file": path.name, "error": msg})
@@ -209,14 +413,26 @@ def segment_folder(
             continue
         n = len(res.detections)
         summary["done"] += 1
+        summary["redone"] += int(redo)
         summary["empty"] += int(n == 0)
         summary["files"].append(
-            {"file": path.name, "status": "done", "instances": n, "ms": res.timings["total"]}
+            {
+                "file": path.name,
+                "status": "done",
+                "stem": stem,
+                "instances": n,
+                "ms": res.timings["total"],
+            }
         )
+    if summary["failed"]:
+        ok = summary["done"] + summary["skipped"]
+        summary["status"] = "partial" if ok else "failed"
     return summary
 
 
-def evaluate_folder(data_dir: str | os.PathLike, prompt: str, detector, segmenter, **kw) -> dict:
+def evaluate_folder(
+    data_dir: str | os.PathLike, prompt: str, detector, segmenter, *, segment_fn=None, **kw
+) -> dict:
     """Predict the union mask of ``prompt`` for each ``data_dir/images/X`` and score it against
     ``data_dir/masks/X.*`` (same stem) with ``mask_metrics.iou_summary``.
 
@@ -250,7 +466,7 @@ def evaluate_folder(data_dir: str | os.PathLike, prompt: str, detector, segmente
         )
     preds, gts = [], []
     for stem in tqdm(stems, desc="evaluate", unit="img"):
-        res = segment_image(images[stem], norm, detector, segmenter, **kw)
+        res = (segment_fn or segment_image)(images[stem], norm, detector, segmenter, **kw)
         H, W = res.image.shape[:2]
         pred = res.detections.mask.any(axis=0) if len(res.detections) else np.zeros((H, W), bool)
         preds.append(pred)

@@ -35,6 +35,71 @@ def _widgets():
     return ipywidgets
 
 
+# --------------------------------------------------------------------------- notebook helpers
+
+
+def gpu_info() -> dict | None:
+    """``{"name", "capability": (major, minor), "memory_gib"}`` of CUDA GPU 0, None without."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    p = torch.cuda.get_device_properties(0)
+    return {
+        "name": p.name,
+        "capability": (int(p.major), int(p.minor)),
+        "memory_gib": p.total_memory / 2**30,
+    }
+
+
+def pick_sam2_size(gpu: dict | None) -> str:
+    """The SAM 2.1 size to default to on ``gpu`` (a :func:`gpu_info` dict, None = no GPU).
+
+    SAM 2 runs in bf16 only on compute capability >= 8.0 (Ampere and newer); older GPUs such
+    as the T4 (7.5) run it in fp32, where ``large`` is slow and memory-hungry, so they get
+    ``small`` (``base_plus`` with >= 24 GiB). bf16 GPUs get ``large`` with >= 20 GiB, else
+    ``base_plus``. The CPU gets ``tiny``.
+    """
+    if not gpu:
+        return "tiny"
+    major, minor = (tuple(gpu.get("capability") or (0, 0)) + (0, 0))[:2]
+    memory = float(gpu.get("memory_gib") or 0)
+    if (major, minor) >= (8, 0):
+        return "large" if memory >= 20 else "base_plus"
+    return "base_plus" if memory >= 24 else "small"
+
+
+def colab_upload(dest_dir) -> list:
+    """Upload files of any size with Colab's own picker (``google.colab.files.upload``) and
+    save them into ``dest_dir``; returns their paths.
+
+    ipywidgets' ``FileUpload`` sends the file through the widget channel, which drops large
+    files in Colab (ipywidgets#3452); Colab's picker streams them in chunks. Outside Colab
+    this raises ``InputError`` (use a file path instead)."""
+    from pathlib import Path
+
+    from helpers import files
+
+    try:
+        from google.colab import files as colab_files  # importable only inside Colab
+    except ImportError:
+        raise InputError(
+            "uploading with Colab's picker only works inside Google Colab; give a file path "
+            "instead (e.g. on a mounted Google Drive)."
+        ) from None
+    uploaded = colab_files.upload() or {}
+    if not uploaded:
+        raise InputError("no file was uploaded: choose a file in the picker.")
+    from helpers.textseg import safe_stem
+
+    saved = []
+    for name, data in uploaded.items():
+        name = Path(str(name)).name
+        target = Path(dest_dir) / (safe_stem(Path(name).stem, "upload") + Path(name).suffix)
+        saved.append(files.atomic_write_bytes(target, bytes(data)))
+    return saved
+
+
 @contextlib.contextmanager
 def _guarded(button, out, state: dict):
     """Disable ``button`` while a run works; any error ends as a message in ``out`` (and in

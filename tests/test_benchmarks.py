@@ -127,7 +127,7 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     out = tmp_path / "q2"
     report, md = _gpu_report(out, "--part", "q2")
     sections = report["sections"]
-    assert list(sections) == ["setup", "image", "video", "long"]
+    assert list(sections) == ["setup", "image", "video", "long", "sam3_image", "sam3_video"]
     (image,) = sections["image"]["result"]
     assert image["size"] == "tiny" and image["ours_ms"] > 0 and image["seed_ms"] > 0
     (video,) = sections["video"]["result"]
@@ -136,6 +136,12 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     assert long["frames"] == 8 and long["fps"] > 0
     assert long["peak_mib"] is None  # CPU: no GPU memory to report
     for words in ("text -> masks", "ours ms", "tracking FPS", "official-usage fps", "peak GPU"):
+        assert words in md, words
+    (s3i,) = sections["sam3_image"]["result"]
+    assert s3i["model"] == "sam3 random-toy" and s3i["ms"] > 0 and s3i["phrases"] == 2
+    (s3v,) = sections["sam3_video"]["result"]
+    assert s3v["frames"] == 4 and s3v["fps"] > 0 and s3v["e2e_fps"] > 0
+    for words in ("SAM 3 image", "SAM 3 video", "text encoding saved"):
         assert words in md, words
 
 
@@ -162,3 +168,13 @@ def test_gpu_report_records_a_failed_section_and_goes_on(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "**error:** RuntimeError: CUDA out of memory (pretend)" in md and "| 1 | 2 |" in md
     assert report.failed() == ["bad"]
+
+
+def test_q1_scaling_quick_runs_one_and_two_processes(tmp_path):
+    out = tmp_path / "scaling.json"
+    stdout = _run("q1_scaling.py", "--quick", "--steps", "2", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert [r["processes"] for r in res["rows"]] == [1, 2]
+    assert all(r["images_per_second"] > 0 for r in res["rows"])
+    assert res["rows"][0]["efficiency"] == 1.0 and res["rows"][1]["efficiency"] > 0
+    assert "efficiency" in stdout

@@ -10,6 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from helpers import repo
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "q2_text_segmentation.ipynb"
 
@@ -18,9 +20,7 @@ def test_notebook_is_committed_clean():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "T4"
-    assert "colab.research.google.com/github/cvkit-lab/vit-cifar-textseg/blob/main/notebooks/" in (
-        nb.cells[0].source
-    )
+    assert repo.colab_url("q2_text_segmentation.ipynb") in nb.cells[0].source  # helpers/repo.py
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None
@@ -77,5 +77,39 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     joined = "\n".join(texts)
     assert "second run:" in joined and "'skipped': 3" in joined
     assert "frames, ids" in joined and "mean IoU" in joined
+    assert "video form: 6 frames tracked" in joined  # widgets.video_ui shown and driven
+    assert "routes: clipseg" in joined  # CLIPSeg and CLIP re-scoring reached
+    assert list((out / "video_form").glob("*.mp4"))
+    # section 8: SAM 3 beside the Grounding DINO + SAM 2.1 route, image and video
+    assert (out / "sam3_image" / "example.json").is_file()
+    assert list((out / "sam3_video").glob("*.mp4"))
+    assert "SAM 3: 6 frames" in joined and "Grounding DINO + SAM 2.1:" in joined
     assert pngs >= 2  # overlay + masks figure, SAM 2 candidates figure
     assert "text/html" in kinds  # the embedded video
+
+
+def test_notebook_has_colab_forms():
+    """Settings are Colab form fields; outputs go to Drive; any-size uploads and per-GPU sizes."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for name in (
+        "DETECTOR",
+        "SAM2_SIZE",
+        "ROUTE",
+        "RESCORE_WITH_CLIP",
+        "IMAGE",
+        "PROMPT",
+        "BOX_THRESHOLD",
+        "TEXT_THRESHOLD",
+        "VIDEO",
+        "VIDEO_PROMPT",
+        "DETECT_EVERY",
+        "OUTPUT_ROOT",
+        "UPLOAD_WITH_COLAB",
+    ):
+        assert any(
+            line.startswith(f"{name} = ") and "# @param" in line for line in code.splitlines()
+        ), name
+    assert "use_drive=False" not in code  # Colab: Google Drive
+    assert "widgets.pick_sam2_size(widgets.gpu_info())" in code
+    assert "widgets.colab_upload(" in code and "widgets.video_ui(" in code
