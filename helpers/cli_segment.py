@@ -13,6 +13,7 @@ initialised SAM 2 of the chosen size (offline smoke tests; the masks are meaning
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -80,7 +81,13 @@ def register(sub) -> None:
         description="Detect on frame 0 and every N frames, propagate masks with SAM 2, keep "
         "ids by mask IoU. Writes an annotated MP4 and a per-frame JSON.",
     )
-    t.add_argument("--video", required=True, help="video file (MP4, ...) or folder of frames")
+    t.add_argument(
+        "--video",
+        required=True,
+        nargs="+",
+        help="video file (MP4, ...) or folder of frames; several: each into --out/<name>/ "
+        "(resumable; split among the processes of a torchrun job)",
+    )
     t.add_argument("--prompt", required=True, help="what to track, e.g. 'car. person'")
     t.add_argument("--out", default="runs/track", help="output folder (default: runs/track)")
     _model_args(t)
@@ -283,6 +290,19 @@ def _cached(key: tuple, build):
     return _MODELS[key]
 
 
+def _seeded(build):
+    """``build`` with the random generator seeded first: random weights are the same in every
+    run and in every process of a torchrun job."""
+
+    def make():
+        import torch
+
+        torch.manual_seed(0)
+        return build()
+
+    return make
+
+
 def load_models(args, *, video: bool = False):
     """(detector, segmenter-or-tracker) for the parsed ``args``.
 
@@ -295,7 +315,9 @@ def load_models(args, *, video: bool = False):
         from helpers import segment
 
         if args.random_weights:
-            return None, _cached(("clipseg-random", device), lambda: segment.random_clipseg(device))
+            return None, _cached(
+                ("clipseg-random", device), _seeded(lambda: segment.random_clipseg(device))
+            )
         return None, _cached(("clipseg", device), lambda: segment.load_clipseg(device))
     if video and not args.random_weights:
         from helpers import segment
@@ -306,7 +328,9 @@ def load_models(args, *, video: bool = False):
         words = tuple(detect.prompt_phrases(args.prompt)) if getattr(args, "prompt", None) else ()
         detector = _cached(
             ("toy-detector", words, device),
-            lambda: detect.random_grounding_dino(words=list(words), size="toy", device=device),
+            _seeded(
+                lambda: detect.random_grounding_dino(words=list(words), size="toy", device=device)
+            ),
         )
     else:
         detector = _cached(
@@ -320,12 +344,14 @@ def load_models(args, *, video: bool = False):
     if video:
         from helpers import track
 
-        return detector, _cached(
-            ("tracker", *key), lambda: track.load_video_tracker(args.size, **kw)
-        )
-    from helpers import segment
+        build = functools.partial(track.load_video_tracker, args.size, **kw)
+    else:
+        from helpers import segment
 
-    return detector, _cached(("segmenter", *key), lambda: segment.load_segmenter(args.size, **kw))
+        build = functools.partial(segment.load_segmenter, args.size, **kw)
+    if args.random_weights:
+        build = _seeded(build)
+    return detector, _cached(("tracker" if video else "segmenter", *key), build)
 
 
 def _load_clip(args):
@@ -378,13 +404,18 @@ def cmd_segment(args) -> dict:
                 "--out is the input folder; outputs would be read as new inputs next time. "
                 "Give another --out."
             )
+        from helpers import distributed
+
+        dist = distributed.from_env(args.device)  # under torchrun: this process's share
         detector, segmenter = load_models(args)
         clip = _load_clip(args)
         if clip is not None:
             kw["clip"] = clip
         summary = textseg.segment_folder(
-            folder, out, prompt, detector, segmenter, overwrite=args.overwrite, **kw
+            folder, out, prompt, detector, segmenter, overwrite=args.overwrite, dist=dist, **kw
         )
+        if summary is None:  # another process of the job reports the merged summary
+            return None
         result = {"command": "segment", "folder": str(folder), "out": str(out), **summary}
         if summary["failed"]:
             # the summary line first (nothing lost), then a non-zero exit that says so
@@ -439,7 +470,89 @@ def cmd_segment(args) -> dict:
     }
 
 
-def cmd_track(args) -> dict:
+def cmd_track(args) -> dict | None:
+    """One video into ``--out``; several (or under torchrun) each into ``--out/<name>/``."""
+    videos = args.video if isinstance(args.video, list) else [args.video]
+    if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
+    return _track_many(args, videos)
+
+
+def _video_job(args, video: str) -> dict:
+    """What defines one video's result: its file, the prompt and every setting."""
+    from helpers.textseg import settings_fingerprint
+
+    src = Path(video)
+    st = src.stat()
+    keep = {k: v for k, v in sorted(vars(args).items()) if k not in ("video", "out", "func")}
+    return {
+        "fingerprint": settings_fingerprint(
+            {"video": str(src.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, **keep}
+        )
+    }
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _track_many(args, videos: list[str]) -> dict | None:
+    """Track several videos, each into ``out/<name>/`` with a ``job.json`` naming the settings
+    that made it: a re-run skips videos done with the same settings. Under torchrun process k
+    of N takes videos k, k+N, ...; the first process prints the merged summary."""
+    from helpers import distributed, files
+    from helpers.textseg import _stems, merge_summaries
+
+    missing = [v for v in videos if not Path(v).exists()]
+    if missing:
+        raise InputError(f"--video {missing[0]} does not exist; give video files or frame folders.")
+    _check_out(args.out)
+    dist = distributed.from_env(args.device)
+    out = Path(args.out)
+    work = list(zip(videos, _stems([Path(v) for v in videos])))[dist.rank :: dist.world]
+    summary: dict = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
+    summary.update({"failed": [], "files": [], "out_dir": str(out)})
+    for video, stem in work:
+        job, dest = _video_job(args, video), out / stem
+        if _read_json(dest / "job.json") == job and (dest / "tracks.json").is_file():
+            summary["skipped"] += 1
+            summary["files"].append({"file": video, "status": "skipped", "stem": stem})
+            continue
+        one = argparse.Namespace(**{**vars(args), "video": video, "out": str(dest)})
+        try:
+            res = _track_one(one)
+        except files.WriteError:
+            raise
+        except InputError as e:
+            summary["failed"].append({"file": video, "error": str(e)})
+            summary["files"].append({"file": video, "status": "failed", "error": str(e)})
+            continue
+        files.atomic_write_json(dest / "job.json", job)
+        summary["done"] += 1
+        summary["files"].append(
+            {"file": video, "status": "done", "stem": stem, "frames": res["frames"],
+             "ids": res["ids"]}
+        )  # fmt: skip
+    if dist.on:
+        parts = dist.gather(summary)
+        if not dist.main:
+            return None
+        summary = merge_summaries(parts)
+    result = {"command": "track", "videos": list(videos), "prompt": args.prompt, **summary}
+    if summary["failed"]:
+        print(json.dumps(result, default=str), flush=True)
+        first = summary["failed"][0]
+        raise InputError(
+            f"{len(summary['failed'])} of {len(videos)} videos failed (first: {first['file']}: "
+            f"{first['error']}); the others were written to {out}. Run again to retry them."
+        )
+    return result
+
+
+def _track_one(args) -> dict:
     import numpy as np
 
     from helpers import track

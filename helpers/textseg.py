@@ -331,6 +331,7 @@ def segment_folder(
     *,
     overwrite: bool = False,
     segment_fn=None,
+    dist=None,
     **kw,
 ) -> dict:
     """Segment every image of ``in_dir`` into ``out_dir`` (``{stem}_mask.png``,
@@ -345,6 +346,10 @@ def segment_folder(
     (or ``segment_fn``, same signature, e.g. SAM 3's in ``helpers.sam3``).
     Returns ``{"status": "ok"|"partial"|"failed", "done", "redone", "skipped", "empty",
     "failed": [{"file", "error"}], "files": [{"file", "status", ...}], "out_dir"}``.
+
+    ``dist`` (a :class:`helpers.distributed.Dist`, under ``torchrun``): process k of N takes
+    images k, k+N, ... of the sorted list (names are made unique over the whole folder first),
+    and the first process returns the merged summary of all of them (the others return None).
     """
     from tqdm.auto import tqdm
 
@@ -376,7 +381,11 @@ def segment_folder(
     }
     summary: dict[str, Any] = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
     summary.update({"failed": [], "files": [], "out_dir": str(out)})
-    for path, stem in tqdm(list(zip(paths, _stems(paths))), desc="images", unit="img"):
+    work = list(zip(paths, _stems(paths)))
+    if dist is not None and dist.on:
+        work = work[dist.rank :: dist.world]
+    quiet = {} if dist is None or dist.main else {"disable": True}  # one progress bar per job
+    for path, stem in tqdm(work, desc="images", unit="img", **quiet):
         try:
             fingerprint = settings_fingerprint({**settings, "input": _file_digest(path)})
         except OSError as e:
@@ -424,10 +433,27 @@ def segment_folder(
                 "ms": res.timings["total"],
             }
         )
+    if dist is not None and dist.on:
+        parts = dist.gather(summary)  # every process waits here for the others
+        if not dist.main:
+            return None
+        summary = merge_summaries(parts)
     if summary["failed"]:
         ok = summary["done"] + summary["skipped"]
         summary["status"] = "partial" if ok else "failed"
     return summary
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """One folder summary from the summaries of the processes that shared the folder."""
+    merged = dict(parts[0])
+    for key in ("done", "redone", "skipped", "empty"):
+        merged[key] = sum(p[key] for p in parts)
+    for key in ("failed", "files"):
+        merged[key] = sorted((x for p in parts for x in p[key]), key=lambda x: x["file"])
+    merged["status"] = "ok"
+    merged["processes"] = len(parts)
+    return merged
 
 
 def evaluate_folder(

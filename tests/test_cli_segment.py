@@ -217,3 +217,41 @@ def test_bad_inputs_exit_2(argv, message, image_path, tmp_path, capsys):
 def test_usage_errors_exit_2(capsys):
     code, _, err = run_cli(["segment", "--prompt", "dog"], capsys)  # neither --image nor --folder
     assert code == 2 and "--image" in err
+
+
+def test_track_several_videos_resumes_and_shares_among_processes(tmp_path, capsys, monkeypatch):
+    from helpers import cli_segment, distributed, media
+
+    videos = []
+    for k in range(3):
+        frames = []
+        for i in range(3):
+            img = np.full((48, 64, 3), (90, 160, 80), np.uint8)
+            img[10:26, 4 + 5 * i + k : 20 + 5 * i + k] = (220, 40, 40)
+            frames.append(img)
+        videos.append(media.write_video(frames, tmp_path / f"clip{k}.mp4", fps=5))
+    out = tmp_path / "many"
+    argv = ["track", "--video", *videos, "--prompt", "red ball", "--out", out,
+            "--detect-every", "2", "--max-objects", "1", "--no-render", *FAST]  # fmt: skip
+    code, res, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert res["done"] == 3 and [f["stem"] for f in res["files"]] == ["clip0", "clip1", "clip2"]
+    for k in range(3):
+        assert (out / f"clip{k}" / "tracks.json").is_file() and (
+            out / f"clip{k}" / "job.json"
+        ).is_file()
+    code, res, _ = run_cli(argv, capsys)  # the same settings: nothing redone
+    assert code == 0 and res["skipped"] == 3 and res["done"] == 0
+    code, res, _ = run_cli([*argv, "--detect-every", "1"], capsys)  # other settings: redone
+    assert code == 0 and res["done"] == 3
+    # process 1 of 2 in a torchrun job takes videos 1, 3, ... and leaves the summary to process 0
+    taken = []
+    monkeypatch.setattr(distributed, "from_env", lambda device=None: distributed.Dist(1, 2))
+    monkeypatch.setattr(distributed.Dist, "gather", lambda self, obj: [obj, obj])
+    real = cli_segment._track_one
+    monkeypatch.setattr(cli_segment, "_track_one", lambda a: taken.append(a.video) or real(a))
+    code, res, _ = run_cli([*argv, "--out", tmp_path / "shard"], capsys)
+    assert code == 0 and res is None and taken == [str(videos[1])]
+    # a missing video is named before any work
+    code, _, err = run_cli([*argv[:2], tmp_path / "nope.mp4", *argv[2:]], capsys)
+    assert code == 2 and "nope.mp4 does not exist" in err

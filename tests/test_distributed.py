@@ -171,3 +171,55 @@ def test_cli_under_torchrun_prints_one_result(tmp_path):
     cmd[cmd.index("32")] = "33"
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "divide evenly among the 2 processes" in r.stderr
+
+
+def _segment_cmd(folder, out, n=None):
+    args = [
+        "-m", "helpers", "segment", "--folder", str(folder), "--prompt", "red ball",
+        "--out", str(out), "--random-weights", "--image-size", "128", "--device", "cpu",
+        "--box-threshold", "0", "--text-threshold", "0",
+    ]  # fmt: skip
+    if n is None:
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}",
+            f"--master-port={_free_port()}", *args]  # fmt: skip
+
+
+def test_sharded_folder_job_writes_what_one_process_writes(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        img = np.full((72, 96, 3), (90, 160, 80), np.uint8)
+        y, x = rng.integers(10, 40, 2)
+        img[y : y + 20, x : x + 20] = (220, 40, 40)
+        Image.fromarray(img).save(folder / f"im{i}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(cmd):
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+
+    one = run(_segment_cmd(folder, tmp_path / "one"))
+    two = run(_segment_cmd(folder, tmp_path / "two", n=2))
+    assert len(two) == 1 and two[0]["processes"] == 2  # one merged summary
+    assert two[0]["done"] == one[0]["done"] == 5
+    assert [f["file"] for f in two[0]["files"]] == [f["file"] for f in one[0]["files"]]
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(names) == 15
+    for name in names:
+        a, b = tmp_path / "one" / name, tmp_path / "two" / name
+        if name.endswith(".png"):
+            assert np.array_equal(np.array(Image.open(a)), np.array(Image.open(b))), name
+        else:  # the same instances; timings differ
+            da, db = json.loads(a.read_text()), json.loads(b.read_text())
+            assert da["instances"] == db["instances"] and da["fingerprint"] == db["fingerprint"]
+    # a re-run skips everything, in every process
+    again = run(_segment_cmd(folder, tmp_path / "two", n=2))
+    assert again[0]["skipped"] == 5 and again[0]["done"] == 0
