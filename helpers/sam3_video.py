@@ -313,16 +313,8 @@ def track_video_sam3(
     from tqdm.auto import tqdm
 
     from helpers import media
-    from helpers import render as rnd
     from helpers.detect import normalize_prompt, prompt_phrases
-    from helpers.files import atomic_write_json
-    from helpers.track import (
-        MaskStore,
-        TrackResult,
-        _frame_detections,
-        frame_records,
-        tracks_document,
-    )
+    from helpers.track import MaskStore, write_outputs
 
     if not isinstance(tracker, Sam3VideoTracker):
         raise InputError("tracker must come from helpers.sam3_video.load_sam3_video().")
@@ -344,13 +336,11 @@ def track_video_sam3(
         )
         timings["decode_s"] = time.perf_counter() - t0
         book = _Book()
-        store = MaskStore()
-        records: list[dict] = []
         label_ids: dict[str, int] = {p: i for i, p in enumerate(phrases)}
         bar = tqdm(total=frames.num_frames, desc="tracking (SAM 3)", unit="frame")
-        t1 = time.perf_counter()
 
-        def annotated() -> Iterator[np.ndarray | None]:
+        def stream():
+            encode = MaskStore()
             for g, masks in track_frames_sam3(
                 tracker,
                 lambda i: media.read_frame(frames, i),
@@ -362,52 +352,23 @@ def track_video_sam3(
                 book=book,
                 bar=bar,
             ):
-                store.put(g, masks)
-                objs = frame_records(store.rles[g], book, label_ids)
-                store.put_rles(g, {o["id"]: o["mask"] for o in objs})
-                records.append({"frame": g, "objects": objs})
-                if render:
-                    dets = _frame_detections(store[g], book, label_ids)
-                    yield rnd.annotate(media.read_frame(frames, g), dets)
-                else:
-                    yield None
+                encode.put(g, masks)
+                yield g, encode.rles.pop(g)
 
-        video_path = None
+        settings = {
+            "backend": "sam3",
+            "chunk_size": int(chunk_size),
+            "iou_threshold": float(iou_threshold),
+            "tracker": f"sam3:{tracker.name}",
+        }
         try:
-            if render:
-                video_path = media.write_video(annotated(), out_dir / video_name, fps=frames.fps)
-            else:
-                for _ in annotated():
-                    pass
+            out = write_outputs(
+                stream(), frames, book, label_ids, norm, settings, out_dir, video_name, render
+            )
         finally:
             bar.close()
-        timings["track_s"] = time.perf_counter() - t1
-        timings["per_frame_s"] = timings["track_s"] / max(1, frames.num_frames)
-        doc = tracks_document(
-            records,
-            book,
-            norm,
-            (frames.fps, frames.width, frames.height, frames.num_frames),
-            {
-                "backend": "sam3",
-                "chunk_size": int(chunk_size),
-                "iou_threshold": float(iou_threshold),
-                "tracker": f"sam3:{tracker.name}",
-            },
-        )
-        json_path = atomic_write_json(out_dir / "tracks.json", doc, indent=None)
+        out.timings.update(timings)
     finally:
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
-    return TrackResult(
-        masks=store,
-        labels=dict(book.labels),
-        scores=dict(book.scores),
-        video_path=video_path,
-        json_path=json_path,
-        fps=frames.fps,
-        num_frames=frames.num_frames,
-        width=frames.width,
-        height=frames.height,
-        timings=timings,
-    )
+    return out

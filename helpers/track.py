@@ -433,8 +433,6 @@ def track_video(
     from tqdm.auto import tqdm
 
     from helpers import media
-    from helpers import render as rnd
-    from helpers.files import atomic_write_json
 
     config = _check(
         prompt_type,
@@ -475,57 +473,78 @@ def track_video(
         timings["decode_s"] = time.perf_counter() - t0
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
         book = IdBook(config)
-        store = MaskStore()
-        records: list[dict] = []
-        label_ids: dict[str, int] = {}
         prop = Sam2Propagator(tracker, frames, root, offload)
         keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type)
         bar = tqdm(total=frames.num_frames, desc="tracking", unit="frame")
-        t1 = time.perf_counter()
-
-        def annotated() -> Iterator[np.ndarray | None]:
-            for g, rles in track_frames(frames.num_frames, prop, keyframe_fn, book, opts, bar):
-                objs = frame_records(rles, book, label_ids)
-                keep = {o["id"]: o["mask"] for o in objs}
-                store.put_rles(g, keep)
-                records.append({"frame": g, "objects": objs})
-                if render:
-                    dets = _frame_detections(store[g], book, label_ids)
-                    yield rnd.annotate(media.read_frame(frames, g), dets)
-                else:
-                    yield None
-
-        video_path = None
+        stream = track_frames(frames.num_frames, prop, keyframe_fn, book, opts, bar)
+        settings = {
+            "detect_every": int(detect_every),
+            "prompt_type": prompt_type,
+            "iou_threshold": iou_threshold,
+            "reid_threshold": reid_threshold,
+            "keep_missed": int(keep_missed),
+            "backfill": bool(backfill),
+            "chunk_size": int(chunk_size),
+            "tracker": f"{tracker.backend}:{tracker.size}",
+        }
         try:
-            if render:
-                video_path = media.write_video(annotated(), out_dir / video_name, fps=frames.fps)
-            else:
-                for _ in annotated():
-                    pass
+            out = write_outputs(
+                stream, frames, book, {}, prompt, settings, out_dir, video_name, render
+            )
         finally:
             bar.close()
-        timings["track_s"] = time.perf_counter() - t1
-        timings["per_frame_s"] = timings["track_s"] / max(1, frames.num_frames)
-        doc = tracks_document(
-            records,
-            book,
-            prompt,
-            (frames.fps, frames.width, frames.height, frames.num_frames),
-            {
-                "detect_every": int(detect_every),
-                "prompt_type": prompt_type,
-                "iou_threshold": iou_threshold,
-                "reid_threshold": reid_threshold,
-                "keep_missed": int(keep_missed),
-                "backfill": bool(backfill),
-                "chunk_size": int(chunk_size),
-                "tracker": f"{tracker.backend}:{tracker.size}",
-            },
-        )
-        json_path = atomic_write_json(out_dir / "tracks.json", doc, indent=None)
+        out.timings.update(timings)
     finally:
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def write_outputs(
+    stream,
+    frames,
+    book,
+    label_ids: dict[str, int],
+    prompt: str,
+    settings: dict,
+    out_dir: Path,
+    video_name: str = "tracked.mp4",
+    render: bool = True,
+) -> TrackResult:
+    """Consume ``stream`` ((frame, {id: compressed RLE}) in frame order): keep each frame's
+    objects, draw the annotated MP4 (if ``render``) and write ``tracks.json``; every video
+    backend ends here, so they all write the same files."""
+    import time
+
+    from helpers import media
+    from helpers import render as rnd
+    from helpers.files import atomic_write_json
+
+    store, records = MaskStore(), []
+    t1 = time.perf_counter()
+
+    def annotated() -> Iterator[np.ndarray | None]:
+        for g, rles in stream:
+            objs = frame_records(rles, book, label_ids)
+            store.put_rles(g, {o["id"]: o["mask"] for o in objs})
+            records.append({"frame": g, "objects": objs})
+            if render:
+                dets = _frame_detections(store[g], book, label_ids)
+                yield rnd.annotate(media.read_frame(frames, g), dets)
+            else:
+                yield None
+
+    video_path = None
+    if render:
+        video_path = media.write_video(annotated(), out_dir / video_name, fps=frames.fps)
+    else:
+        for _ in annotated():
+            pass
+    track_s = time.perf_counter() - t1
+    timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
+    video = (frames.fps, frames.width, frames.height, frames.num_frames)
+    doc = tracks_document(records, book, prompt, video, settings)
+    json_path = atomic_write_json(out_dir / "tracks.json", doc, indent=None)
     return TrackResult(
         masks=store,
         labels=dict(book.labels),
