@@ -79,7 +79,13 @@ def run_variants(
                 for part in (preset, preset.train, preset.aug, preset.model):
                     if part is not None and hasattr(part, k):
                         setattr(part, k, None)
-        fingerprint = {"base": base, "settings": settings, "steps": max_steps_per_epoch}
+        fingerprint = {
+            "base": base,
+            "settings": settings,
+            "steps": max_steps_per_epoch,
+            "pretrained": pretrained,
+            "data": [data.source, len(data.train_y), len(data.val_y), list(data.classes)],
+        }
         out = _folder(Path(out_root), name, fingerprint)
         r = train(
             preset,

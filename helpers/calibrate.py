@@ -57,7 +57,12 @@ def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, fl
 
     cfg = run.cfg
     probe = StepPlan(total_steps=1 << 30, steps_per_epoch=1 << 30, warmup_steps=1 << 29)
-    batches = iterate_batches(n_train, cfg.batch_size, True, run.shuffle_gen, run.device)
+
+    def cycling():  # as many batches as needed, however small an epoch is
+        while True:
+            yield from iterate_batches(n_train, cfg.batch_size, True, run.shuffle_gen, run.device)
+
+    batches = cycling()
     t_compile = time.perf_counter()
     with restored_afterwards(run):
         for idx in itertools.islice(batches, 2):  # the first compiles; the second settles
@@ -101,8 +106,9 @@ def plan_run(
     )
     same = same and saved["steps_per_epoch"] == steps_per_epoch
     budget = cfg.minutes * 60 if cfg.minutes else None
-    if same and run.step >= saved["total_steps"]:
-        return StepPlan.from_dict(saved)  # finished: nothing to compile or measure
+    spent = bool(budget and run.elapsed >= budget)
+    if same and (run.step >= saved["total_steps"] or spent):
+        return StepPlan.from_dict(saved)  # nothing left to train: nothing to compile or measure
     timing = (None, None)
     if run.compile_pending or (budget and not same):
         timing = calibrate(run, n_train, eval_bs, log)
@@ -110,6 +116,8 @@ def plan_run(
         return StepPlan.from_dict(saved)
     if saved is not None:
         log("note: the schedule settings changed since the checkpoint; planning the rest anew.")
+        if run.partial:  # its steps were counted in the old batches: start the epoch afresh
+            run.partial = None
     total = cfg.epochs * steps_per_epoch
     if budget:
         step_s, eval_s = timing

@@ -66,8 +66,15 @@ def set_rng_state(state: dict, shuffle_gen, aug_gen) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         with contextlib.suppress(RuntimeError):
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    shuffle_gen.set_state(state["shuffle"].cpu())
-    aug_gen.set_state(state["augment"].cpu())
+    try:
+        shuffle_gen.set_state(state["shuffle"].cpu())
+        aug_gen.set_state(state["augment"].cpu())
+    except RuntimeError:
+        raise InputError(
+            f"the checkpoint's random state is for another kind of device than "
+            f"{shuffle_gen.device.type}; resume on the device it was trained on (GPU or CPU), "
+            "or start over (--no-resume)."
+        ) from None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -315,9 +322,12 @@ class Saver:
     def due(self) -> bool:
         return self.clock() - self.last_save >= self.every_s
 
-    def save(self, run, plan, force: bool = False, rng_ranks: list | None = None) -> bool:
+    def save(
+        self, run, plan, force: bool = False, rng_ranks: list | None = None, partial_ranks=None
+    ) -> bool:
         """Write now if forced or due; ``run`` is a :class:`helpers.step.RunState`.
-        ``rng_ranks``: every process's RNG state when several train together."""
+        ``rng_ranks`` / ``partial_ranks``: every process's RNG state and sums of an unfinished
+        epoch when several train together."""
         if not force and not self.due():
             return False
         t0 = time.perf_counter()
@@ -343,6 +353,7 @@ class Saver:
             "world_size": len(rng_ranks) if rng_ranks else 1,
             "epoch_shuffle": run.epoch_shuffle,
             "partial": run.partial,
+            "partial_ranks": partial_ranks,
         }
         self.bytes += save_last(state, self.out_dir)[1]
         write_history(run.history, self.out_dir)

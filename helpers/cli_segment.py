@@ -69,6 +69,34 @@ def register(sub) -> None:
         help="CLIPSeg probability a pixel needs (--route clipseg; default 0.4)",
     )
     p.add_argument(
+        "--fallback",
+        default="lower-threshold,clipseg",
+        help="when the detector finds nothing, try these in order: lower-threshold (the "
+        "detector again at half the thresholds, at least 0.05), clipseg (the CLIPSeg route). "
+        "Default: lower-threshold,clipseg. The result says which step produced the masks",
+    )
+    p.add_argument("--no-fallback", action="store_true", help="no fallback: empty is empty")
+    p.add_argument(
+        "--mask-weights",
+        default=None,
+        help="pick among SAM 2's 3 masks per box by a weighted score, e.g. "
+        "'sam=1,clip=0.5,compact=0.25,box=0.25' (or 'default' = sam=1,compact=.25,box=.25); "
+        "clip > 0 loads CLIP. Default: SAM's own best score",
+    )
+    p.add_argument(
+        "--clean-fraction",
+        type=float,
+        default=0.01,
+        help="cleanup fills holes / drops specks below this fraction of each mask's area (0.01)",
+    )
+    p.add_argument(
+        "--clean-floor",
+        type=int,
+        default=16,
+        help="... and at least below this many px (model-input pixels; default 16)",
+    )
+    _overlay_args(p)
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="--folder: redo every image (default: skip images done with the same settings)",
@@ -122,6 +150,12 @@ def register(sub) -> None:
     )
     t.add_argument("--no-offload", action="store_true", help="keep video/state on the GPU")
     t.add_argument("--no-render", action="store_true", help="JSON only, no annotated MP4")
+    t.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also write side_by_side.mp4: the input | the annotated video, with the "
+        "processing FPS drawn on it",
+    )
     t.set_defaults(func=cmd_track)
 
     e = sub.add_parser(
@@ -138,6 +172,18 @@ def register(sub) -> None:
     _model_args(e)
     e.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
     e.set_defaults(func=cmd_eval_masks)
+
+
+def _overlay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--color",
+        default="auto",
+        help="overlay colour: auto (default: a colour per instance id), a name (red), "
+        "#rrggbb or r,g,b for every instance",
+    )
+    p.add_argument(
+        "--opacity", type=float, default=0.5, help="mask opacity in the overlay, 0..1 (0.5)"
+    )
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -266,6 +312,36 @@ ROUTES = ("detect-sam2", "clipseg")
 RESCORERS = ("none", "clip")
 
 
+def _check_overlay(args) -> dict:
+    """``{"color", "opacity"}`` for the overlays; a bad colour or opacity fails before any work."""
+    from helpers import render
+
+    _check_threshold("opacity", args.opacity)
+    render.parse_color(args.color)
+    return {"color": args.color, "opacity": float(args.opacity)}
+
+
+def _check_choice(args) -> dict:
+    """The fallback, mask-choice and cleanup settings of ``segment`` as ``segment_image`` kw."""
+    from helpers import segment, textseg
+
+    steps = () if args.no_fallback else textseg.check_fallback(args.fallback)
+    kw: dict = {"fallback": steps}
+    if args.mask_weights is not None:
+        if args.route == "clipseg":
+            raise InputError(
+                "--mask-weights picks among SAM 2's masks; it does not apply to clipseg."
+            )
+        kw["mask_weights"] = segment.parse_weights(args.mask_weights)
+    if not 0.0 <= args.clean_fraction <= 1.0:
+        raise InputError(f"--clean-fraction must be between 0 and 1, got {args.clean_fraction}.")
+    if args.clean_floor < 0:
+        raise InputError(f"--clean-floor must be >= 0 px, got {args.clean_floor}.")
+    kw["clean_fraction"] = float(args.clean_fraction)
+    kw["min_hole_area"] = kw["min_sprinkle_area"] = int(args.clean_floor)
+    return kw
+
+
 def _check_route(args) -> None:
     if args.route not in ROUTES:
         raise InputError(f"unknown --route {args.route!r}; choose one of {', '.join(ROUTES)}.")
@@ -354,9 +430,30 @@ def load_models(args, *, video: bool = False):
     return detector, _cached(("tracker" if video else "segmenter", *key), build)
 
 
+def _clipseg_loader(args):
+    """A function that loads (once) the CLIPSeg model of the clipseg fallback."""
+    from helpers import segment
+
+    def load():
+        if args.random_weights:
+            return _cached(
+                ("clipseg-random", args.device),
+                _seeded(lambda: segment.random_clipseg(args.device)),
+            )
+        return _cached(("clipseg", args.device), lambda: segment.load_clipseg(args.device))
+
+    load.name = "clipseg-random" if args.random_weights else "clipseg"
+    return load
+
+
 def _load_clip(args):
-    """The CLIP model for ``--rescore clip`` (None otherwise)."""
-    if getattr(args, "rescore", "none") != "clip":
+    """The CLIP model for ``--rescore clip`` or a CLIP weight in ``--mask-weights`` (else None)."""
+    wants = getattr(args, "rescore", "none") == "clip"
+    if getattr(args, "mask_weights", None) is not None:
+        from helpers import segment
+
+        wants = wants or segment.parse_weights(args.mask_weights).clip > 0
+    if not wants:
         return None
     from helpers import segment
 
@@ -381,6 +478,8 @@ def cmd_segment(args) -> dict:
     if args.max_side < 64:
         raise InputError(f"--max-side must be >= 64, got {args.max_side}.")
     _check_device(args)
+    overlay = _check_overlay(args)
+    choice = _check_choice(args)
     out = _check_out(args.out)
     kw = {
         "box_threshold": args.box_threshold,
@@ -388,9 +487,12 @@ def cmd_segment(args) -> dict:
         "multimask": args.multimask or args.rescore == "clip",
         "clean": not args.no_clean,
         "max_side": args.max_side,
+        **choice,
     }
-    if args.route == "clipseg":
+    if args.route == "clipseg" or "clipseg" in choice["fallback"]:
         kw["mask_threshold"] = args.mask_threshold
+    if args.route != "clipseg" and "clipseg" in choice["fallback"]:
+        kw["clipseg"] = _clipseg_loader(args)  # loaded only when an image needs it
     if args.folder is not None:
         folder = Path(args.folder)
         if folder.is_file():
@@ -412,7 +514,15 @@ def cmd_segment(args) -> dict:
         if clip is not None:
             kw["clip"] = clip
         summary = textseg.segment_folder(
-            folder, out, prompt, detector, segmenter, overwrite=args.overwrite, dist=dist, **kw
+            folder,
+            out,
+            prompt,
+            detector,
+            segmenter,
+            overwrite=args.overwrite,
+            dist=dist,
+            overlay=overlay,
+            **kw,
         )
         if summary is None:  # another process of the job reports the merged summary
             return None
@@ -448,13 +558,15 @@ def cmd_segment(args) -> dict:
     result = textseg.segment_image(image, prompt, detector, segmenter, **kw)
     dets = result.detections
     timings = {k: round(float(v), 2) for k, v in (result.timings or {}).items()}
+    info = textseg.result_info(result)
     paths = render.save_image_outputs(
         result.image,
         dets,
         out,
         _stem_for(source),
         prompt=prompt,
-        extra={"source": source, "timings_ms": timings},
+        extra={"source": source, "timings_ms": timings, **info},
+        **overlay,
     )
     names = dets.data.get("class_name", []) if dets.data else []
     return {
@@ -465,6 +577,9 @@ def cmd_segment(args) -> dict:
         "labels": [str(n) for n in names],
         "scores": [round(float(s), 4) for s in (dets.confidence if len(dets) else [])],
         "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
+        "produced_by": info["produced_by"],
+        "note": info["note"],
+        "attempts": info["attempts"],
         "outputs": {k: str(v) for k, v in paths.items()},
         "timings_ms": timings,
     }
@@ -580,6 +695,8 @@ def _track_one(args) -> dict:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
+    if getattr(args, "side_by_side", False) and args.no_render:
+        raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
     _check_device(args)
     _check_out(args.out)
     detector, tracker = load_models(args, video=True)
@@ -620,14 +737,30 @@ def _track_one(args) -> dict:
         detect_fn=detect_fn,
     )
     elapsed = time.perf_counter() - t0
-    return {
+    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
+    summary = {
         "command": "track",
         "video": args.video,
         "prompt": prompt,
         **track_summary(result),
         "elapsed_s": round(elapsed, 3),
-        "processing_fps": round(result.num_frames / elapsed, 3) if elapsed > 0 else None,
+        "processing_fps": processing_fps,
     }
+    if getattr(args, "side_by_side", False):
+        if result.video_path is None:
+            raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
+        from helpers import media
+
+        summary["side_by_side_path"] = str(
+            media.side_by_side_video(
+                args.video,
+                result.video_path,
+                Path(args.out) / "side_by_side.mp4",
+                fps=result.fps,
+                processing_fps=processing_fps,
+            )
+        )
+    return summary
 
 
 def cmd_eval_masks(args) -> dict:

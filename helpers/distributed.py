@@ -24,6 +24,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     backend: str | None = None
+    control: object = None  # a gloo group on the CPU for small decisions (None: the default)
 
     @property
     def on(self) -> bool:
@@ -33,20 +34,17 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def _device(self):
-        import torch
-
-        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else "cpu"
-
     def agree(self, values: list[float], op: str = "max") -> list[float]:
-        """The element-wise max (or sum) of ``values`` over all ranks: the same on every rank."""
+        """The element-wise max (or sum) of ``values`` over all ranks: the same on every rank.
+        Runs on the CPU (gloo), so it never waits for the GPU's queue."""
         if not self.on:
             return list(values)
         import torch
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64, device=self._device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        t = torch.tensor(values, dtype=torch.float64)
+        op_ = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM
+        dist.all_reduce(t, op=op_, group=self.control)
         return t.tolist()
 
     def sum_(self, *tensors) -> None:
@@ -98,7 +96,9 @@ def from_env(device: str | None = None) -> Dist:
                 "torchrun --nproc-per-node N -m helpers ... (it sets RANK, WORLD_SIZE, "
                 "MASTER_ADDR and MASTER_PORT)."
             ) from None
-    return Dist(dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
+    backend = dist.get_backend()
+    control = dist.new_group(backend="gloo") if backend == "nccl" else None
+    return Dist(dist.get_rank(), dist.get_world_size(), local, backend, control)
 
 
 def shard(n: int, d: Dist) -> range:

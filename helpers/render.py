@@ -44,6 +44,39 @@ def color_for_id(i: int) -> tuple[int, int, int]:
     return PALETTE[int(i) % len(PALETTE)]
 
 
+def parse_color(color) -> tuple[int, int, int] | None:
+    """An overlay colour: ``None`` / ``"auto"`` / ``""`` -> None (each id its own palette
+    colour); a CSS name (``"red"``), ``"#ff8800"``, ``"#f80"``, ``"255,136,0"`` or an RGB
+    tuple -> that RGB for every instance."""
+    if color is None:
+        return None
+    if isinstance(color, (tuple, list, np.ndarray)):
+        parts = list(color)
+    else:
+        text = str(color).strip()
+        if text.lower() in ("", "auto", "per-id", "palette"):
+            return None
+        if "," in text:
+            parts = text.split(",")
+        else:
+            from PIL import ImageColor
+
+            try:
+                return tuple(int(v) for v in ImageColor.getrgb(text)[:3])  # type: ignore[return-value]
+            except ValueError:
+                raise InputError(
+                    f"unknown colour {color!r}; use a name (red), #rrggbb, 'r,g,b' or auto "
+                    "(a colour per id)."
+                ) from None
+    try:
+        rgb = tuple(int(round(float(v))) for v in parts)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise InputError(f"a colour needs three values 0..255 (r,g,b); got {color!r}.")
+    return rgb  # type: ignore[return-value]
+
+
 def _text_color_for(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     r, g, b = rgb
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
@@ -88,11 +121,13 @@ def annotate(
     show_labels: bool = True,
     opacity: float = 0.5,
     labels: list[str] | None = None,
+    color=None,
 ) -> np.ndarray:
     """Overlay masks, boxes and labels (supervision annotators) on a copy of ``image``.
 
-    Colours come from ``color_for_id`` of each instance id; pixels outside every mask, box
-    and label stay unchanged.
+    Colours come from ``color_for_id`` of each instance id, or ``color`` (see
+    :func:`parse_color`) for every instance; ``opacity`` is the masks' (0 = outline only by
+    the boxes, 1 = solid). Pixels outside every mask, box and label stay unchanged.
     """
     import supervision as sv
 
@@ -101,8 +136,13 @@ def annotate(
         raise InputError(
             f"annotate needs an HxWx3 uint8 RGB image; got {image.shape} {image.dtype}."
         )
+    try:
+        opacity = float(opacity)
+    except (TypeError, ValueError):
+        raise InputError(f"opacity must be a number in [0, 1], got {opacity!r}.") from None
     if not 0 <= opacity <= 1:
         raise InputError(f"opacity must be in [0, 1], got {opacity}.")
+    fixed = parse_color(color)
     n = len(detections)
     if n == 0:
         return image.copy()
@@ -114,7 +154,7 @@ def annotate(
         )
     ids = instance_ids(detections)
     lookup = np.arange(n)  # palette built per call, in detection order
-    colors = [color_for_id(i) for i in ids]
+    colors = [fixed or color_for_id(i) for i in ids]
     palette = sv.ColorPalette([sv.Color(r=r, g=g, b=b) for r, g, b in colors])
     text_palette = sv.ColorPalette(
         [sv.Color(*_text_color_for(c)) for c in colors]  # black text on light colours
@@ -354,10 +394,13 @@ def save_image_outputs(
     *,
     prompt: str | None = None,
     extra: dict | None = None,
+    color=None,
+    opacity: float = 0.5,
 ) -> dict[str, Path]:
     """Write ``{stem}_mask.png`` (union, 0/255), ``{stem}_overlay.png`` and ``{stem}.json``.
 
     All three are written atomically. ``extra`` (e.g. timings, source) is merged into the JSON.
+    ``color`` / ``opacity`` style the overlay (see :func:`annotate`).
     Returns ``{"mask": path, "overlay": path, "json": path}``.
     """
     from helpers.files import atomic_save_image, atomic_write_json
@@ -372,8 +415,9 @@ def save_image_outputs(
         "json": out / f"{stem}.json",
     }
     union = union_mask(detections, (h, w))
+    overlay = annotate(image, detections, color=color, opacity=opacity)  # bad style: no files
     atomic_save_image(paths["mask"], union.astype(np.uint8) * 255)
-    atomic_save_image(paths["overlay"], annotate(image, detections))
+    atomic_save_image(paths["overlay"], overlay)
     doc: dict[str, Any] = {"image": {"width": int(w), "height": int(h)}}
     if prompt is not None:
         doc["prompt"] = prompt
@@ -392,8 +436,12 @@ def candidates_figure(
     scores,
     title: str = "",
     best: int | None = None,
+    details: list[str] | None = None,
 ):
-    """Figure with one panel per candidate mask (score in the title); the best is framed."""
+    """Figure with one panel per candidate mask (score in the title); the best is framed.
+
+    ``details`` (one line per candidate, e.g. the criteria of ``segment.choose_mask``) go
+    under each panel."""
     from matplotlib.figure import Figure
 
     image = np.asarray(image)
@@ -427,6 +475,8 @@ def candidates_figure(
             fontweight="bold" if is_best else "normal",
             color="tab:green" if is_best else "black",
         )
+        if details is not None and j < len(details):
+            ax.set_xlabel(details[j], fontsize=8)
         for spine in ax.spines.values():
             spine.set_visible(is_best)
             spine.set_color("tab:green")
@@ -435,3 +485,20 @@ def candidates_figure(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def choice_details(info: dict) -> list[str]:
+    """One line per candidate from ``segment.choose_mask``'s breakdown: each weighted criterion
+    and the total, e.g. ``"sam .91x1  compact .80x.25  box .70x.25 = 1.29"``."""
+    weights = info.get("weights", {})
+    k = len(info.get("total", []))
+    lines = []
+    for j in range(k):
+        parts = [
+            f"{name} {float(info[name][j]):.2f}x{float(w):g}"
+            for name, w in weights.items()
+            if w and name in info
+        ]
+        total = info["total"][j]
+        lines.append("  ".join(parts) + (f" = {total:.2f}" if total is not None else " (empty)"))
+    return lines

@@ -165,6 +165,147 @@ def _drive_root() -> Path:
         return Path("runs")
 
 
+# --------------------------------------------------------------------------- model cache
+
+DRIVE = Path("/content/drive/MyDrive")  # where Colab mounts Google Drive
+DRIVE_CACHE_FOLDER = "cv-notebooks/model-cache"
+
+
+def cache_models_on_drive(
+    folder: str = DRIVE_CACHE_FOLDER, *, drive: str | os.PathLike | None = None, mount: bool = False
+) -> dict:
+    """Keep downloaded model weights on Google Drive, so a new Colab session does not fetch
+    them again: points the Hugging Face hub cache (``HF_HUB_CACHE``) at ``<Drive>/<folder>/hf``
+    and torch hub (``TORCH_HOME``) at ``<Drive>/<folder>/torch``.
+
+    Only inside Colab with Drive mounted (``mount=True`` mounts it; otherwise nothing is
+    asked) and not in smoke mode; elsewhere the caches stay where they are. Call it before
+    any model is loaded: libraries read these variables when they are imported (the ones
+    already imported are pointed at the new folders too, as far as they allow). ``HF_HOME``
+    is left alone, so a hub token never lands on Drive. Returns ``{"enabled", "reason" |
+    "hf_hub_cache", "torch_home", "imported_before"}``.
+    """
+    import sys
+
+    if smoke_mode():
+        return {"enabled": False, "reason": "smoke mode: the local caches are used"}
+    if not in_colab():
+        return {"enabled": False, "reason": "not in Colab: the local caches are used"}
+    drive = Path(drive) if drive is not None else DRIVE
+    if not drive.is_dir() and mount and drive == DRIVE:
+        _drive_root()  # mounts Drive (or prints why not)
+    if not drive.is_dir():
+        return {
+            "enabled": False,
+            "reason": "Google Drive is not mounted: the local caches are used",
+        }
+    root = drive / folder
+    hf, torch_home = root / "hf", root / "torch"
+    for d in (hf, torch_home / "hub"):
+        d.mkdir(parents=True, exist_ok=True)
+    os.environ["HF_HUB_CACHE"] = str(hf)
+    os.environ["HUGGINGFACE_HUB_CACHE"] = str(hf)  # older huggingface_hub / transformers
+    os.environ["TORCH_HOME"] = str(torch_home)
+    early = [m for m in ("huggingface_hub", "transformers", "torch") if m in sys.modules]
+    if "huggingface_hub" in sys.modules:
+        constants = getattr(sys.modules["huggingface_hub"], "constants", None)
+        for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+            if constants is not None and hasattr(constants, name):
+                setattr(constants, name, str(hf))
+    if "torch" in sys.modules:
+        sys.modules["torch"].hub.set_dir(str(torch_home / "hub"))
+    return {
+        "enabled": True,
+        "hf_hub_cache": str(hf),
+        "torch_home": str(torch_home),
+        "imported_before": early,
+    }
+
+
+def cache_dirs() -> dict[str, Path]:
+    """The Hugging Face hub cache and torch hub folders in use (from the environment)."""
+    home = Path(os.path.expanduser("~")) / ".cache"
+    hf = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if not hf:
+        hf_home = os.environ.get("HF_HOME") or str(
+            Path(os.environ.get("XDG_CACHE_HOME") or home) / "huggingface"
+        )
+        hf = str(Path(hf_home) / "hub")
+    torch_home = os.environ.get("TORCH_HOME") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or home) / "torch"
+    )
+    return {"hf": Path(hf), "torch": Path(torch_home) / "hub"}
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (symlinks not followed or counted, so a hub
+    snapshot's links to its blobs are not counted twice)."""
+    if path.is_file() and not path.is_symlink():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            f = os.path.join(dirpath, name)
+            if not os.path.islink(f):
+                try:
+                    total += os.stat(f).st_size
+                except OSError:
+                    pass
+    return total
+
+
+def model_cache_sizes(hf_cache=None, torch_hub=None) -> list[dict]:
+    """Disk space per cached model: ``[{"model", "kind", "bytes", "path"}]``, largest first.
+
+    Hugging Face hub entries (``models--org--name`` -> ``org/name``; datasets and spaces too)
+    and torch hub checkpoints / repositories. Folders default to :func:`cache_dirs`; missing
+    folders count as empty."""
+    dirs = cache_dirs()
+    hf = Path(hf_cache) if hf_cache is not None else dirs["hf"]
+    th = Path(torch_hub) if torch_hub is not None else dirs["torch"]
+    rows = []
+    if hf.is_dir():
+        for entry in sorted(hf.iterdir()):
+            kind, sep, name = entry.name.partition("--")
+            if not sep or not entry.is_dir() or kind not in ("models", "datasets", "spaces"):
+                continue
+            rows.append(
+                {"model": name.replace("--", "/"), "kind": f"hf {kind[:-1]}",
+                 "bytes": _tree_bytes(entry), "path": str(entry)}
+            )  # fmt: skip
+    if th.is_dir():
+        ckpts = th / "checkpoints"
+        for entry in sorted(ckpts.iterdir()) if ckpts.is_dir() else []:
+            rows.append({"model": entry.name, "kind": "torch checkpoint",
+                         "bytes": _tree_bytes(entry), "path": str(entry)})  # fmt: skip
+        for entry in sorted(th.iterdir()):
+            if entry.is_dir() and entry.name != "checkpoints":
+                rows.append({"model": entry.name, "kind": "torch hub repo",
+                             "bytes": _tree_bytes(entry), "path": str(entry)})  # fmt: skip
+    return sorted(rows, key=lambda r: (-r["bytes"], r["model"]))
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def cache_report(rows: list[dict] | None = None) -> str:
+    """A text table of :func:`model_cache_sizes` with the total."""
+    rows = model_cache_sizes() if rows is None else rows
+    if not rows:
+        return "model cache: empty (nothing downloaded yet)"
+    width = max(len(r["model"]) for r in rows)
+    lines = [f"  {r['model']:<{width}}  {format_bytes(r['bytes']):>10}  {r['kind']}" for r in rows]
+    total = sum(r["bytes"] for r in rows)
+    return "\n".join([f"model cache: {len(rows)} model(s), {format_bytes(total)}", *lines])
+
+
 def oom_message(batch_size: int | None = None, what: str = "training") -> str:
     """A clear message for CUDA out-of-memory, with a batch size to try next."""
     hint = ""

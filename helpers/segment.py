@@ -402,9 +402,12 @@ def _predict_hf(segmenter, image, boxes, multimask, out_size=None):
 # ---------------------------------------------------------------- cleanup
 
 
-def clean_masks(masks, min_hole_area: int = 64, min_sprinkle_area: int = 64) -> np.ndarray:
+def clean_masks(masks, min_hole_area=64, min_sprinkle_area=64) -> np.ndarray:
     """Fill holes smaller than ``min_hole_area`` px and drop islands smaller than
-    ``min_sprinkle_area`` px in each mask of ``[N,H,W]`` (or one ``[H,W]``)."""
+    ``min_sprinkle_area`` px in each mask of ``[N,H,W]`` (or one ``[H,W]``).
+
+    Each threshold is one number for every mask or one per mask (``[N]``, e.g. from
+    :func:`scaled_clean_areas`, so a large object loses larger specks than a small one)."""
     import cv2
 
     masks = np.asarray(masks)
@@ -413,28 +416,199 @@ def clean_masks(masks, min_hole_area: int = 64, min_sprinkle_area: int = 64) -> 
         masks = masks[None]
     if masks.ndim != 3:
         raise InputError(f"masks must be [N,H,W] or [H,W]; got shape {masks.shape}.")
-    if min_hole_area < 0 or min_sprinkle_area < 0:
-        raise InputError("min_hole_area and min_sprinkle_area must be >= 0.")
+    holes_px = _per_mask(min_hole_area, len(masks), "min_hole_area")
+    specks_px = _per_mask(min_sprinkle_area, len(masks), "min_sprinkle_area")
     out = masks.astype(bool).copy()
     for i, m in enumerate(out):
         if not m.any():
             continue
-        if min_sprinkle_area > 0:
+        min_sprinkle, min_hole = specks_px[i], holes_px[i]
+        if min_sprinkle > 0:
             n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-            small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_sprinkle_area) + 1
+            small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < min_sprinkle) + 1
             if len(small) and len(small) < n - 1:  # never delete the whole mask
                 m[np.isin(lab, small)] = False
-        if min_hole_area > 0:
+        if min_hole > 0:
             bg = (~m).astype(np.uint8)
             n, lab, stats, _ = cv2.connectedComponentsWithStats(bg, connectivity=4)
             x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
             w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
             inner = (x > 0) & (y > 0) & (x + w < m.shape[1]) & (y + h < m.shape[0])
-            holes = np.flatnonzero(inner[1:] & (stats[1:, cv2.CC_STAT_AREA] < min_hole_area)) + 1
+            holes = np.flatnonzero(inner[1:] & (stats[1:, cv2.CC_STAT_AREA] < min_hole)) + 1
             if len(holes):
                 m[np.isin(lab, holes)] = True
         out[i] = m
     return out[0] if single else out
+
+
+def _per_mask(value, n: int, name: str) -> np.ndarray:
+    v = np.asarray(value, dtype=np.float64).reshape(-1)
+    if v.size == 1:
+        v = np.full((n,), float(v[0]))
+    if v.size != n:
+        raise InputError(f"{name} must be one number or one per mask ({n}); got {v.size}.")
+    if not np.isfinite(v).all() or (v < 0).any():
+        raise InputError(f"{name} must be >= 0.")
+    return v
+
+
+def scaled_clean_areas(masks, fraction: float = 0.01, floor: float = 16) -> np.ndarray:
+    """Per-mask cleanup threshold in px: ``max(floor, fraction * mask area)``.
+
+    A 500x500 px object then loses specks / gains holes below 2,500 px, a 20x20 px one only
+    below ``floor`` — a fixed threshold is either too small for big objects or eats small
+    ones. ``fraction=0`` gives the fixed ``floor`` for every mask."""
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise InputError(f"the cleanup fraction must be in [0, 1], got {fraction}.")
+    if float(floor) < 0:
+        raise InputError(f"the cleanup floor must be >= 0 px, got {floor}.")
+    masks = np.asarray(masks)
+    if masks.ndim == 2:
+        masks = masks[None]
+    areas = masks.reshape(len(masks), -1).astype(bool).sum(axis=1)
+    return np.maximum(float(floor), float(fraction) * areas).round()
+
+
+# ---------------------------------------------------------------- choosing among candidates
+
+CRITERIA = ("sam", "clip", "compact", "box")
+
+
+@dataclass(frozen=True)
+class MaskWeights:
+    """Weights of the criteria that pick one of SAM's candidate masks (see :func:`mask_criteria`).
+
+    ``score = sam * SAM's IoU estimate + clip * CLIP's preference + compact * compactness
+    + box * IoU with the prompt box``; every criterion lies in [0, 1]. The default leans on
+    SAM's own estimate and breaks near-ties with the shape: a mask that fills its box in one
+    solid piece wins over a sliver or a scatter of fragments."""
+
+    sam: float = 1.0
+    clip: float = 0.0
+    compact: float = 0.25
+    box: float = 0.25
+
+    def as_dict(self) -> dict:
+        return {k: float(getattr(self, k)) for k in CRITERIA}
+
+
+def parse_weights(text) -> MaskWeights:
+    """``"sam=1,clip=0.5,compact=0.25,box=0.25"`` (missing names: 0) -> :class:`MaskWeights`.
+
+    A ``MaskWeights`` or a dict is accepted too; ``"default"`` gives the defaults."""
+    if isinstance(text, MaskWeights):
+        return text
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        text = str(text).strip()
+        if text.lower() in ("default", "auto"):
+            return MaskWeights()
+        items = []
+        for part in text.replace(";", ",").split(","):
+            if not part.strip():
+                continue
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise InputError(
+                    f"mask weights look like 'sam=1,clip=0.5,compact=0.25,box=0.25'; got {part!r}."
+                )
+            items.append((name, value))
+    out = dict.fromkeys(CRITERIA, 0.0)
+    for name, value in items:
+        key = str(name).strip().lower()
+        if key not in CRITERIA:
+            raise InputError(f"unknown mask criterion {name!r}; use {', '.join(CRITERIA)}.")
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"the weight of {key} must be a number, got {value!r}.") from None
+        if not np.isfinite(out[key]) or out[key] < 0:
+            raise InputError(f"the weight of {key} must be >= 0, got {value!r}.")
+    if not any(out.values()):
+        raise InputError("at least one mask weight must be > 0.")
+    return MaskWeights(**out)
+
+
+def compactness(mask) -> float:
+    """Largest connected piece's area / the convex hull area of the whole mask, in [0, 1]:
+    1 for a solid convex blob, low for slivers, rings and scattered fragments."""
+    import cv2
+
+    m = np.asarray(mask).astype(np.uint8)
+    area = int(m.sum())
+    if area == 0:
+        return 0.0
+    n, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    largest = int(stats[1:, cv2.CC_STAT_AREA].max())
+    ys, xs = np.nonzero(m)
+    pts = np.stack([xs, ys], axis=1).astype(np.int32)
+    # pixel centres -> pixel squares: grow the hull by half a pixel each way
+    corners = np.concatenate([pts, pts + (1, 0), pts + (0, 1), pts + (1, 1)])
+    hull = cv2.convexHull(corners)
+    hull_area = float(cv2.contourArea(hull))
+    return float(min(1.0, largest / hull_area)) if hull_area > 0 else 1.0
+
+
+def box_iou(mask, box) -> float:
+    """IoU of a mask with the filled rectangle of ``box`` (x0, y0, x1, y1) at the mask's size."""
+    m = np.asarray(mask).astype(bool)
+    H, W = m.shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, x1 = int(np.clip(np.floor(x0), 0, W)), int(np.clip(np.ceil(x1), 0, W))
+    y0, y1 = int(np.clip(np.floor(y0), 0, H)), int(np.clip(np.ceil(y1), 0, H))
+    rect = max(0, x1 - x0) * max(0, y1 - y0)
+    inside = int(m[y0:y1, x0:x1].sum()) if rect else 0
+    union = rect + int(m.sum()) - inside
+    return inside / union if union else 0.0
+
+
+def mask_criteria(masks, sam_scores, *, box=None, clip_sims=None) -> dict[str, np.ndarray]:
+    """Each criterion ``[K]`` in [0, 1] for the ``K`` candidate masks of one object.
+
+    ``sam``: SAM's predicted IoU (clipped to [0, 1]). ``clip``: CLIP's probability that each
+    candidate is the phrase's best crop (softmax of 100 x cosine similarity, CLIP's own logit
+    scale; 0 without ``clip_sims``). ``compact``: :func:`compactness`. ``box``: :func:`box_iou`
+    with the prompt box (0 without ``box``)."""
+    masks = np.asarray(masks).astype(bool)
+    if masks.ndim == 2:
+        masks = masks[None]
+    k = len(masks)
+    sam = np.clip(np.asarray(sam_scores, np.float32).reshape(-1), 0.0, 1.0)
+    if len(sam) != k:
+        raise InputError(f"got {len(sam)} SAM scores for {k} candidate masks.")
+    if clip_sims is not None:
+        sims = np.asarray(clip_sims, np.float64).reshape(-1)
+        logits = 100.0 * np.where(sims < -0.5, -np.inf, sims)  # -1 marks an empty mask
+        if np.isfinite(logits).any():
+            e = np.exp(logits - logits[np.isfinite(logits)].max())
+            clip = (e / e.sum()).astype(np.float32)
+        else:
+            clip = np.zeros((k,), np.float32)
+    else:
+        clip = np.zeros((k,), np.float32)
+    compact = np.array([compactness(m) for m in masks], np.float32)
+    fit = np.array([box_iou(m, box) if box is not None else 0.0 for m in masks], np.float32)
+    return {"sam": sam, "clip": clip, "compact": compact, "box": fit}
+
+
+def choose_mask(masks, sam_scores, weights=None, *, box=None, clip_sims=None) -> tuple[int, dict]:
+    """Index of the best candidate by the weighted sum of :func:`mask_criteria`, and the
+    breakdown ``{"picked", "total": [K], "weights", <criterion>: [K]}`` (JSON-ready lists).
+
+    An empty candidate never wins unless all are empty."""
+    w = parse_weights(weights) if weights is not None else MaskWeights()
+    crit = mask_criteria(masks, sam_scores, box=box, clip_sims=clip_sims)
+    total = sum(getattr(w, name) * crit[name] for name in CRITERIA)
+    empty = ~np.asarray(masks).astype(bool).reshape(len(total), -1).any(axis=1)
+    if not empty.all():
+        total = np.where(empty, -np.inf, total)
+    best = int(np.argmax(total))
+    info = {name: [round(float(v), 4) for v in crit[name]] for name in CRITERIA}
+    info["total"] = [round(float(v), 4) if np.isfinite(v) else None for v in total]
+    info["picked"] = best
+    info["weights"] = w.as_dict()
+    return best, info
 
 
 # ---------------------------------------------------------------- CLIPSeg / CLIP

@@ -19,6 +19,12 @@ from helpers.errors import InputError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
+FALLBACK_STEPS = ("lower-threshold", "clipseg")
+DEFAULT_FALLBACK = ("lower-threshold", "clipseg")
+LOWER_THRESHOLD_FACTOR = 0.5  # the retry's thresholds: half the given ones ...
+LOWER_THRESHOLD_FLOOR = 0.05  # ... but never below this
+
+
 @dataclass
 class ImageResult:
     image: np.ndarray  # full-size RGB
@@ -28,10 +34,94 @@ class ImageResult:
     # (masks [N,3,h,w], scores [N,3]) at the model-input size when multimask, else None
     candidates: Any = None
     scale: float = 1.0  # model-input size / full size
+    # what produced the masks: "detector", "lower-threshold", "clipseg", "none" (nothing found),
+    # or "model" (a one-model route that records no steps, e.g. SAM 3)
+    produced_by: str = "model"
+    attempts: list = field(default_factory=list)  # every step tried, in order (JSON-ready)
+    choice: list | None = None  # per instance: the multi-criteria breakdown (mask_weights)
+
+    @property
+    def note(self) -> str:
+        """One line saying which step produced the masks and why (see :func:`describe`)."""
+        return describe(self.produced_by, self.attempts, len(self.detections))
+
+
+def describe(produced_by: str, attempts: list, instances: int) -> str:
+    """``"2 instance(s) from the detector"``, ``"... from lower-threshold: the detector found
+    nothing at box 0.35 / text 0.25"`` or ``"nothing found: detector (box 0.35 / text 0.25) 0,
+    ..."``."""
+
+    def one(a: dict) -> str:
+        if a.get("step") in ("detector", "lower-threshold"):
+            what = f"{a['step']} (box {a['box_threshold']:g} / text {a['text_threshold']:g})"
+        elif a.get("step") == "clipseg":
+            what = f"clipseg (mask threshold {a.get('mask_threshold', 0):g})"
+        else:
+            what = str(a.get("step"))
+        return f"{what} skipped: {a['skipped']}" if "skipped" in a else f"{what} {a['instances']}"
+
+    tried = "; ".join(one(a) for a in attempts)
+    if produced_by == "none" or (not attempts and not instances):
+        return f"nothing found: {tried}" if tried else "nothing found"
+    if len(attempts) <= 1:
+        return (
+            f"{instances} instance(s) from {'the model' if produced_by == 'model' else produced_by}"
+        )
+    return f"{instances} instance(s) from {produced_by} (fallback; tried: {tried})"
+
+
+def result_info(result) -> dict:
+    """What the JSON and the CLI report about how an image's masks were made."""
+    info = {
+        "produced_by": getattr(result, "produced_by", "model"),
+        "attempts": list(getattr(result, "attempts", None) or []),
+    }
+    info["note"] = describe(info["produced_by"], info["attempts"], len(result.detections))
+    choice = getattr(result, "choice", None)
+    if choice is not None:
+        info["mask_choice"] = choice
+    return info
+
+
+def check_fallback(fallback) -> tuple[str, ...]:
+    """The fallback steps as a tuple (``None``, ``()``, ``"none"`` -> no fallback)."""
+    if fallback is None or fallback is False:
+        return ()
+    if isinstance(fallback, str):
+        fallback = () if fallback.strip().lower() in ("", "none", "off") else fallback.split(",")
+    steps = tuple(str(s).strip().lower() for s in fallback if str(s).strip())
+    for step in steps:
+        if step not in FALLBACK_STEPS:
+            raise InputError(
+                f"unknown fallback step {step!r}; use {', '.join(FALLBACK_STEPS)} (in the order "
+                "to try them), or none."
+            )
+    return steps
+
+
+def lower_thresholds(box_threshold: float, text_threshold: float) -> tuple[float, float]:
+    """The thresholds of the lower-threshold retry: halved, floored at 0.05 (never raised)."""
+
+    def low(t):
+        return round(
+            min(float(t), max(LOWER_THRESHOLD_FLOOR, float(t) * LOWER_THRESHOLD_FACTOR)), 4
+        )
+
+    return low(box_threshold), low(text_threshold)
 
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+def _clean_scaled(masks, fraction, hole_floor, speck_floor):
+    from helpers.segment import clean_masks, scaled_clean_areas
+
+    return clean_masks(
+        masks,
+        scaled_clean_areas(masks, fraction, hole_floor),
+        scaled_clean_areas(masks, fraction, speck_floor),
+    )
 
 
 def segment_image(
@@ -46,10 +136,14 @@ def segment_image(
     clean: bool = True,
     max_side: int = 1024,
     nms_iou: float = 0.5,
-    min_hole_area: int = 64,
-    min_sprinkle_area: int = 64,
+    min_hole_area: int = 16,
+    min_sprinkle_area: int = 16,
+    clean_fraction: float = 0.01,
     clip=None,
     mask_threshold: float = 0.4,
+    fallback=DEFAULT_FALLBACK,
+    clipseg=None,
+    mask_weights=None,
 ) -> ImageResult:
     """Segment everything ``prompt`` names in one image.
 
@@ -57,29 +151,57 @@ def segment_image(
     Detection and segmentation run on a copy whose long side is at most ``max_side``; boxes
     and masks come back at the full size. With ``multimask`` SAM 2 returns three candidates
     per box and the best is kept (by CLIP similarity to the phrase when ``clip`` is given,
-    else by SAM's own score). Nothing detected -> a result with empty detections.
+    else by SAM's own score).
+
+    ``mask_weights`` (a :class:`helpers.segment.MaskWeights`, a dict or ``"sam=1,clip=0.5,
+    compact=0.25,box=0.25"``) picks among the three candidates by a weighted sum of SAM's
+    score, CLIP's preference (needs ``clip``), compactness and the fit to the box instead
+    (implies ``multimask``; the breakdown lands in ``result.choice``).
+
+    Cleanup (``clean``) fills holes and drops specks smaller than ``clean_fraction`` of each
+    mask's area, at least ``min_hole_area`` / ``min_sprinkle_area`` px (model-input pixels).
+
+    Nothing detected -> the ``fallback`` steps in order: ``"lower-threshold"`` retries the
+    detector at :func:`lower_thresholds`, ``"clipseg"`` takes the CLIPSeg route with
+    ``clipseg`` (a model, or a function that loads one on first need; skipped when None).
+    ``result.produced_by`` names the step that produced the masks (``"none"`` when none did)
+    and ``result.attempts`` lists every step tried. ``fallback=()`` turns this off.
 
     A CLIPSeg model (``segment.load_clipseg`` / ``random_clipseg``) as ``segmenter`` takes the
     other route: no detector (``detector`` may be None), one coarse mask per phrase from
     CLIPSeg's probabilities >= ``mask_threshold`` (see :func:`segment_image_clipseg`).
     """
+    clean_kw = dict(
+        clean=clean,
+        max_side=max_side,
+        min_hole_area=min_hole_area,
+        min_sprinkle_area=min_sprinkle_area,
+        clean_fraction=clean_fraction,
+    )
     if getattr(segmenter, "kind", None) == "clipseg":
-        return segment_image_clipseg(
-            image_or_source,
-            prompt,
-            segmenter,
-            threshold=mask_threshold,
-            clean=clean,
-            max_side=max_side,
-            min_hole_area=min_hole_area,
-            min_sprinkle_area=min_sprinkle_area,
+        res = segment_image_clipseg(
+            image_or_source, prompt, segmenter, threshold=mask_threshold, **clean_kw
         )
+        res.produced_by = "clipseg"
+        res.attempts = [
+            {"step": "clipseg", "mask_threshold": float(mask_threshold),
+             "instances": len(res.detections)}
+        ]  # fmt: skip
+        return res
     import supervision as sv
 
     from helpers import media
     from helpers.detect import detect, normalize_prompt
-    from helpers.segment import clean_masks, clip_rescore, segment_boxes
+    from helpers.segment import choose_mask, clip_rescore, parse_weights, segment_boxes
 
+    steps = check_fallback(fallback)
+    weights = parse_weights(mask_weights) if mask_weights is not None else None
+    if weights is not None and weights.clip > 0 and clip is None:
+        raise InputError(
+            "the mask weights give CLIP a weight but no CLIP model was given: load one "
+            "(segment.load_clip, --rescore clip) or set clip=0."
+        )
+    multimask = bool(multimask or weights is not None)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     norm = normalize_prompt(prompt)  # InputError on an empty prompt, before any work
@@ -94,19 +216,58 @@ def segment_image(
     sx, sy = w / W, h / H
     timings["resize"] = _ms(t0)
 
-    t0 = time.perf_counter()
-    dets = detect(
-        detector,
-        small,
-        norm,
-        box_threshold=box_threshold,
-        text_threshold=text_threshold,
-        nms_iou=nms_iou,
-        max_side=None,
-    )
-    timings["detect"] = _ms(t0)
+    def run_detector(box_t, text_t):
+        return detect(
+            detector,
+            small,
+            norm,
+            box_threshold=box_t,
+            text_threshold=text_t,
+            nms_iou=nms_iou,
+            max_side=None,
+        )
 
-    candidates = None
+    t0 = time.perf_counter()
+    dets = run_detector(box_threshold, text_threshold)
+    timings["detect"] = _ms(t0)
+    attempts = [
+        {"step": "detector", "box_threshold": float(box_threshold),
+         "text_threshold": float(text_threshold), "instances": len(dets)}
+    ]  # fmt: skip
+    produced_by = "detector" if len(dets) else "none"
+    if not len(dets) and steps:
+        t0 = time.perf_counter()
+        for step in steps:
+            if step == "lower-threshold":
+                low_box, low_text = lower_thresholds(box_threshold, text_threshold)
+                record = {"step": step, "box_threshold": low_box, "text_threshold": low_text}
+                if (low_box, low_text) == (float(box_threshold), float(text_threshold)):
+                    attempts.append({**record, "skipped": "the thresholds are at the floor"})
+                    continue
+                dets = run_detector(low_box, low_text)
+                attempts.append({**record, "instances": len(dets)})
+                if len(dets):
+                    produced_by = step
+                    break
+            elif step == "clipseg":
+                record = {"step": step, "mask_threshold": float(mask_threshold)}
+                model = clipseg() if callable(clipseg) else clipseg
+                if model is None:
+                    attempts.append({**record, "skipped": "no CLIPSeg model given"})
+                    continue
+                res = segment_image_clipseg(
+                    image, norm, model, threshold=mask_threshold, **clean_kw
+                )
+                attempts.append({**record, "instances": len(res.detections)})
+                if len(res.detections):
+                    timings["fallback"] = _ms(t0)
+                    timings.update({f"clipseg_{k}": v for k, v in res.timings.items()})
+                    timings["total"] = _ms(t_all)
+                    res.timings, res.produced_by, res.attempts = timings, step, attempts
+                    return res
+        timings["fallback"] = _ms(t0)
+
+    candidates = choice = None
     if len(dets) == 0:
         masks_small = np.zeros((0, h, w), bool)
         mask_scores = np.zeros((0,), np.float32)
@@ -117,20 +278,38 @@ def segment_image(
             segmenter, small, dets.xyxy, multimask=multimask, out_size=(H, W)
         )
         timings["segment"] = _ms(t0)
-        if multimask and clip is not None:
+        names = dets.data["class_name"]
+        if multimask and clip is not None and (weights is None or weights.clip > 0):
             t0 = time.perf_counter()
-            names = dets.data["class_name"]
+            sims = [
+                clip_rescore(clip, image, candidates[0][i], str(names[i])) for i in range(len(dets))
+            ]
+            if weights is None:  # CLIP alone decides
+                for i in range(len(dets)):
+                    best = int(np.argmax(sims[i]))
+                    masks_small[i] = candidates[0][i, best]
+                    mask_scores[i] = candidates[1][i, best]
+            timings["rescore"] = _ms(t0)
+        else:
+            sims = [None] * len(dets)
+        if weights is not None:
+            t0 = time.perf_counter()
+            full_boxes = dets.xyxy.reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
+            choice = []
             for i in range(len(dets)):
-                sims = clip_rescore(clip, image, candidates[0][i], str(names[i]))
-                best = int(np.argmax(sims))
+                best, info = choose_mask(
+                    candidates[0][i], candidates[1][i], weights, box=full_boxes[i],
+                    clip_sims=sims[i],
+                )  # fmt: skip
                 masks_small[i] = candidates[0][i, best]
                 mask_scores[i] = candidates[1][i, best]
-            timings["rescore"] = _ms(t0)
+                choice.append(info)
+            timings["choose"] = _ms(t0)
         if clean:
             t0 = time.perf_counter()
-            area = (H * W) / (h * w)  # the areas are in model-input pixels
-            masks_small = clean_masks(
-                masks_small, round(min_hole_area * area), round(min_sprinkle_area * area)
+            area = (H * W) / (h * w)  # the floors are in model-input pixels
+            masks_small = _clean_scaled(
+                masks_small, clean_fraction, min_hole_area * area, min_sprinkle_area * area
             )
             timings["clean"] = _ms(t0)
 
@@ -151,7 +330,10 @@ def segment_image(
         data=data,
     )
     timings["total"] = _ms(t_all)
-    return ImageResult(image, detections, norm, timings, candidates, float(min(sx, sy)))
+    return ImageResult(
+        image, detections, norm, timings, candidates, float(min(sx, sy)), produced_by,
+        attempts, choice,
+    )  # fmt: skip
 
 
 def segment_image_clipseg(
@@ -162,21 +344,23 @@ def segment_image_clipseg(
     threshold: float = 0.4,
     clean: bool = True,
     max_side: int = 1024,
-    min_hole_area: int = 64,
-    min_sprinkle_area: int = 64,
+    min_hole_area: int = 16,
+    min_sprinkle_area: int = 16,
+    clean_fraction: float = 0.01,
 ) -> ImageResult:
     """The CLIPSeg route: one coarse mask per prompt phrase, no detector and no SAM.
 
     CLIPSeg's per-pixel probability for each phrase is upsampled to the full size and kept
     where >= ``threshold``; a phrase whose mask is empty gives no instance. An instance's
     confidence is its mean probability inside the mask, its box the mask's bounding box.
+    Cleanup as in :func:`segment_image` (the floors in full-size pixels here).
     """
     import supervision as sv
     import torch
 
     from helpers import media
     from helpers.detect import normalize_prompt, prompt_phrases
-    from helpers.segment import clean_masks, inference_context
+    from helpers.segment import inference_context
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError(f"the CLIPSeg mask threshold must be in [0, 1], got {threshold}.")
@@ -205,7 +389,7 @@ def segment_image_clipseg(
     masks = probs >= float(threshold)
     timings["segment"] = _ms(t0)
     if clean:
-        masks = clean_masks(masks, min_hole_area, min_sprinkle_area)
+        masks = _clean_scaled(masks, clean_fraction, min_hole_area, min_sprinkle_area)
     keep = [i for i in range(len(phrases)) if masks[i].any()]
     xyxy = np.zeros((len(keep), 4), np.float32)
     conf = np.zeros((len(keep),), np.float32)
@@ -224,7 +408,7 @@ def segment_image_clipseg(
         },
     )
     timings["total"] = _ms(t_all)
-    return ImageResult(image, detections, norm, timings, None, 1.0)
+    return ImageResult(image, detections, norm, timings, None, 1.0, "clipseg")
 
 
 def settings_fingerprint(settings: dict) -> str:
@@ -332,6 +516,7 @@ def segment_folder(
     overwrite: bool = False,
     segment_fn=None,
     dist=None,
+    overlay: dict | None = None,
     **kw,
 ) -> dict:
     """Segment every image of ``in_dir`` into ``out_dir`` (``{stem}_mask.png``,
@@ -346,6 +531,10 @@ def segment_folder(
     (or ``segment_fn``, same signature, e.g. SAM 3's in ``helpers.sam3``).
     Returns ``{"status": "ok"|"partial"|"failed", "done", "redone", "skipped", "empty",
     "failed": [{"file", "error"}], "files": [{"file", "status", ...}], "out_dir"}``.
+
+    ``overlay`` (``{"color": ..., "opacity": ...}``) goes to ``render.annotate`` for the
+    overlay PNGs. Each JSON says which step produced the masks (``produced_by``, ``attempts``:
+    see :func:`segment_image`'s fallback); the summary counts images per step in ``produced_by``.
 
     ``dist`` (a :class:`helpers.distributed.Dist`, under ``torchrun``): process k of N takes
     images k, k+N, ... of the sorted list (names are made unique over the whole folder first),
@@ -377,10 +566,14 @@ def segment_folder(
     settings = {
         "prompt": norm,
         **model_settings(detector, segmenter, kw.get("clip")),
-        **{k: v for k, v in sorted(kw.items()) if k != "clip"},
+        **{k: v for k, v in sorted(kw.items()) if k not in ("clip", "clipseg")},
     }
+    if kw.get("clipseg") is not None:
+        settings["fallback_clipseg"] = str(getattr(kw["clipseg"], "name", "clipseg"))
+    if overlay:
+        settings["overlay"] = dict(sorted(overlay.items()))
     summary: dict[str, Any] = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
-    summary.update({"failed": [], "files": [], "out_dir": str(out)})
+    summary.update({"produced_by": {}, "failed": [], "files": [], "out_dir": str(out)})
     work = list(zip(paths, _stems(paths)))
     if dist is not None and dist.on:
         work = work[dist.rank :: dist.world]
@@ -400,6 +593,7 @@ def segment_folder(
             if fingerprint is None:
                 raise InputError(digest_error)
             res = (segment_fn or segment_image)(path, norm, detector, segmenter, **kw)
+            info = result_info(res)
             save_image_outputs(
                 res.image,
                 res.detections,
@@ -409,9 +603,11 @@ def segment_folder(
                 extra={
                     "source": path.name,
                     "timings_ms": res.timings,
+                    **info,
                     "fingerprint": fingerprint,
                     "settings": settings,
                 },
+                **(overlay or {}),
             )
         except WriteError:  # the disk is full / read-only: every later image would fail too
             raise
@@ -424,12 +620,15 @@ def segment_folder(
         summary["done"] += 1
         summary["redone"] += int(redo)
         summary["empty"] += int(n == 0)
+        by = info["produced_by"]
+        summary["produced_by"][by] = summary["produced_by"].get(by, 0) + 1
         summary["files"].append(
             {
                 "file": path.name,
                 "status": "done",
                 "stem": stem,
                 "instances": n,
+                "produced_by": by,
                 "ms": res.timings["total"],
             }
         )
@@ -449,6 +648,10 @@ def merge_summaries(parts: list[dict]) -> dict:
     merged = dict(parts[0])
     for key in ("done", "redone", "skipped", "empty"):
         merged[key] = sum(p[key] for p in parts)
+    merged["produced_by"] = {}
+    for p in parts:
+        for k, v in p.get("produced_by", {}).items():
+            merged["produced_by"][k] = merged["produced_by"].get(k, 0) + v
     for key in ("failed", "files"):
         merged[key] = sorted((x for p in parts for x in p[key]), key=lambda x: x["file"])
     merged["status"] = "ok"

@@ -43,6 +43,7 @@ from helpers.schedule import StepPlan
 from helpers.step import RunState, make_optimizer, one_step, validate
 from helpers.vit import count_parameters
 
+STOP_CHECK_EVERY = 20  # steps between the processes' agreement on Ctrl-C / budget (DDP)
 TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds", "peak_memory_mb")
 
 
@@ -191,7 +192,8 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) 
                 "over with --no-resume."
             )
         set_rng_state((ckpt.get("rng_ranks") or [ckpt["rng"]])[d.rank], shuffle_gen, aug_gen)
-        run.epoch_shuffle, run.partial = ckpt.get("epoch_shuffle"), ckpt.get("partial")
+        run.epoch_shuffle = ckpt.get("epoch_shuffle")
+        run.partial = (ckpt.get("partial_ranks") or [ckpt.get("partial")] * d.world)[d.rank]
         run.best_weights = saved_best(out_dir, run.best_epoch, device)
         log(
             f"resuming from epoch {run.epoch} (step {run.step}, {run.elapsed / 60:.1f} min "
@@ -208,28 +210,42 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) 
 
 @contextlib.contextmanager
 def _interrupt_requests(log):
-    """While inside, Ctrl-C / a kernel interrupt sets ``flag['set']`` instead of raising, so
-    the loop can finish its step and save; a second one raises KeyboardInterrupt at once."""
+    """While inside, Ctrl-C / a kernel interrupt (SIGINT) or SIGTERM (torchrun, SLURM, a
+    closing runtime) sets ``flag['set']`` instead of raising, so the loop can finish its step
+    and save; a second SIGINT raises KeyboardInterrupt at once."""
     flag = {"set": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    old = signal.getsignal(signal.SIGINT)
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum, frame):
-        if flag["set"]:
+        if flag["set"] and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag["set"] = True
-        log("interrupt: finishing this step and saving last.pt (interrupt again to stop now).")
+        log("interrupt: finishing the step in flight and saving last.pt (Ctrl-C again: stop now).")
 
-    signal.signal(signal.SIGINT, handler)
+    for s in old:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        for s, h in old.items():
+            default = signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
+            signal.signal(s, h if h is not None else default)
 
 
-# ----------------------------------------------------------------------------- one epoch
+def _stop_now(run: RunState, i: int, clock, budget, interrupted) -> str | None:
+    """Why the epoch should stop after step ``i``: ``'interrupt'``, ``'budget'`` or None.
+    One process decides at every step (host-side checks only); several agree every
+    ``STOP_CHECK_EVERY`` steps (one small CPU all-reduce), so they all stop at the same step."""
+    d = run.dist
+    if d.on and (i + 1) % STOP_CHECK_EVERY:
+        return None
+    asks = [interrupted["set"], bool(budget and clock() >= budget)]
+    if d.on:
+        asks = [bool(v) for v in d.agree(asks)]
+    return "interrupt" if asks[0] else "budget" if asks[1] else None
 
 
 def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar, log) -> dict:
@@ -239,9 +255,10 @@ def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar,
 
     from helpers.data import iterate_batches
 
-    n_steps = plan.steps_in_epoch(run.epoch)
     p = run.partial or {}  # set only after a mid-epoch resume
     done = int(p.get("done", 0))
+    # an epoch takes steps_per_epoch steps, or what is left of the plan
+    n_steps = min(plan.steps_per_epoch, plan.total_steps - (run.step - done))
     if done:  # draw this epoch's order again from the RNG state it was drawn with
         run.shuffle_gen.set_state(run.epoch_shuffle.cpu())
     else:
@@ -271,11 +288,9 @@ def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar,
         bar.update(1)
         if i % 20 == 0:
             bar.set_postfix(lr=f"{lr:.2e}", refresh=False)
-        if interrupted is not None and interrupted["set"] and i + 1 < n_steps:
-            sums["end"] = "interrupt"
-            break
-        if budget and clock() >= budget and i + 1 < n_steps:
-            sums["end"] = "budget"
+        why = _stop_now(run, i, clock, budget, interrupted) if i + 1 < n_steps else None
+        if why:
+            sums["end"] = why
             break
     sums["seconds"] += time.perf_counter() - t0
     return sums
@@ -312,14 +327,23 @@ def _save(run: RunState, plan: StepPlan, saver: Saver) -> None:
     """Write last.pt (and best.pt) from the first process, with every process's RNG state."""
     d = run.dist
     rngs = d.gather(rng_state(run.shuffle_gen, run.aug_gen)) if d.on else None
+    partials = d.gather(run.partial) if d.on and run.partial else None
     if d.main:
-        saver.save(run, plan, force=True, rng_ranks=rngs)
+        saver.save(run, plan, force=True, rng_ranks=rngs, partial_ranks=partials)
+    saver.last_save = saver.clock()  # every process: the next save is due at the same time
 
 
 def _patience_spent(run: RunState) -> bool:
-    """Early stopping: ``patience`` epochs have passed since the best validation accuracy."""
+    """Early stopping: ``patience`` epochs have passed since the best validation accuracy, as
+    seen by a validation (with ``eval_every`` > 1 only validated epochs can stop the run)."""
     patience = run.cfg.patience
-    return bool(patience) and run.best_epoch > 0 and run.epoch - run.best_epoch >= patience
+    validated = bool(run.history) and run.history[-1]["val_acc"] is not None
+    return (
+        bool(patience)
+        and validated
+        and run.best_epoch > 0
+        and run.epoch - run.best_epoch >= patience
+    )
 
 
 def _summary(row: dict) -> str:
@@ -344,9 +368,18 @@ def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
     data = run.data
     if not data.has_test:
         return None
-    model = copy.deepcopy(run.judged)
-    if run.best_weights is not None:
-        model.load_state_dict(run.best_weights)
+    model, epoch = copy.deepcopy(run.judged), run.best_epoch
+    weights = run.best_weights
+    if weights is None and (out_dir / "best.pt").exists():  # e.g. resumed from last.prev.pt
+        from helpers.checkpoint import read_checkpoint
+
+        with contextlib.suppress(InputError):
+            best = read_checkpoint(out_dir / "best.pt")
+            weights, epoch = best["model"], int(best.get("epoch", 0))
+    if weights is not None:
+        model.load_state_dict(weights)
+    else:
+        epoch = run.epoch  # no best weights anywhere: the final ones, and say so
     y = data.test_y.cpu()
     kw = dict(batch_size=eval_bs, device=run.device, precision=run.cfg.precision)
     logits = predict_logits(model, data.test_x, run.spec, **kw)
@@ -357,7 +390,7 @@ def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
         "acc": float((logits.argmax(1) == y).float().mean()),
         "top5": top_k_accuracy(y, logits, k=5),
         "acc_flip_tta": float((flip.argmax(1) == y).float().mean()),
-        "weights_epoch": run.best_epoch,
+        "weights_epoch": epoch,
         "selected_on": "val",
         "data": data.source,
     }
@@ -365,7 +398,7 @@ def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
     _free_cuda()
     atomic_write_json(out_dir / "test.json", result)
     log(
-        f"test accuracy (best epoch {run.best_epoch}, chosen on val): {result['acc']:.4f} "
+        f"test accuracy (weights of epoch {epoch}, chosen on val): {result['acc']:.4f} "
         f"({result['acc_flip_tta']:.4f} with flip TTA) on {len(y)} images."
     )
     return result
@@ -442,7 +475,7 @@ def train(
     stopped_early = bool(budget and run.elapsed >= budget and run.step < plan.total_steps)
     if stopped_early:
         log(f"the {cfg.minutes} min budget is already spent; raise minutes to train further.")
-    elif run.epoch < plan.epochs:
+    elif run.step < plan.total_steps:
         log(
             f"plan: {plan.total_steps} steps ({plan.epochs} epochs of {steps_per_epoch}), "
             f"warm-up {plan.warmup_steps} steps, {cfg.schedule} schedule."
@@ -454,13 +487,11 @@ def train(
     epochs_run, oom = 0, False
     with _interrupt_requests(log) as interrupted:
         try:
-            while run.epoch < plan.epochs and not stopped_early and not _patience_spent(run):
+            while run.step < plan.total_steps and not stopped_early and not _patience_spent(run):
                 if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
                     break
                 bar.set_description(f"epoch {run.epoch + 1}/{plan.epochs}")
-                # one process stops mid-epoch on its own; several only where they all agree
-                mid = None if d.on else interrupted
-                sums = _train_epoch(run, plan, clock, None if d.on else budget, mid, bar, log)
+                sums = _train_epoch(run, plan, clock, budget, interrupted, bar, log)
                 run.elapsed = clock()
                 if sums.pop("end") == "interrupt":
                     run.partial = sums
@@ -470,7 +501,7 @@ def train(
                 asks = [bool(budget and clock() >= budget), interrupted["set"], saver.due()]
                 spent, stop_asked, due = (bool(v) for v in d.agree(asks))
                 stopped_early = spent and run.step < plan.total_steps
-                final = run.epoch >= plan.epochs or stopped_early
+                final = run.step >= plan.total_steps or stopped_early
                 check = final or run.epoch % eval_every == 0
                 row = _epoch_row(run, sums, check, final, eval_bs, clock)
                 run.history.append(row)
@@ -513,7 +544,7 @@ def train(
         )
     reason = (
         "budget" if stopped_early else "patience" if _patience_spent(run)
-        else "done" if run.epoch >= plan.epochs else "paused"
+        else "done" if run.step >= plan.total_steps else "paused"
     )  # fmt: skip
     if reason == "patience":
         log(

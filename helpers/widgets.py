@@ -158,6 +158,12 @@ def _default_segmenter_loader(size: str):
     return segment.load_segmenter(size)
 
 
+def _default_clipseg_loader(name: str):
+    from helpers import segment
+
+    return segment.load_clipseg()
+
+
 def _default_tracker_loader(size: str):
     from helpers import track
 
@@ -261,6 +267,7 @@ def segmentation_ui(
     *,
     detector_loader: Callable[[str], Any] | None = None,
     segmenter_loader: Callable[[str], Any] | None = None,
+    clipseg_loader: Callable[[str], Any] | None = None,
     default_prompt: str = "",
     default_url: str = "",
     default_size: str = "tiny",
@@ -270,14 +277,16 @@ def segmentation_ui(
 ):
     """Build the image segmentation UI and return its ``VBox``.
 
-    ``run_fn(image, prompt, detector, segmenter, box_threshold=, text_threshold=, multimask=)``
-    returns a :class:`helpers.textseg.ImageResult` (default: ``textseg.segment_image``).
-    ``detector_loader(name)`` / ``segmenter_loader(size)`` build the models (defaults: the real
-    pretrained ones); each is called once per name/size and cached.
+    ``run_fn(image, prompt, detector, segmenter, box_threshold=, text_threshold=, multimask=,
+    fallback=, clipseg=[, mask_weights=])`` returns a :class:`helpers.textseg.ImageResult`
+    (default: ``textseg.segment_image``). ``detector_loader(name)`` / ``segmenter_loader(size)``
+    / ``clipseg_loader(name)`` build the models (defaults: the real pretrained ones); each is
+    called once per name/size and cached (CLIPSeg only when the fallback needs it).
 
     The returned box has ``controls`` (dict of child widgets: prompt, box_threshold,
-    text_threshold, size, detector, multimask, url, upload, run, output), ``state`` (``result``:
-    the last ImageResult; ``error``: the last error message) and ``cache`` (a ModelCache).
+    text_threshold, size, detector, multimask, fallback, mask_weights, color, one_color,
+    opacity, url, upload, run, output), ``state`` (``result``: the last ImageResult; ``error``:
+    the last error message) and ``cache`` (a ModelCache).
     """
     w = _widgets()
     if default_size not in size_choices:
@@ -289,6 +298,7 @@ def segmentation_ui(
         {
             "detector": detector_loader or _default_detector_loader,
             "segmenter": segmenter_loader or _default_segmenter_loader,
+            "clipseg": clipseg_loader or _default_clipseg_loader,
         }
     )
 
@@ -313,6 +323,21 @@ def segmentation_ui(
             style=_WIDE,
         ),
         "multimask": w.Checkbox(value=False, description="Best of 3 masks"),
+        "fallback": w.Checkbox(
+            value=True, description="Fallback when nothing is found", style=_WIDE
+        ),
+        "mask_weights": w.Text(
+            value="",
+            placeholder="sam=1,compact=0.25,box=0.25 (empty: SAM's score)",
+            description="Mask weights",
+            style=_WIDE,
+            layout=w.Layout(width="420px"),
+        ),
+        "one_color": w.Checkbox(value=False, description="One colour"),
+        "color": w.ColorPicker(value="#e6194b", concise=True, description="Colour"),
+        "opacity": w.FloatSlider(
+            value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
+        ),
         "url": w.Text(
             value=default_url,
             placeholder="https://... or a file path",
@@ -355,6 +380,20 @@ def segmentation_ui(
             log = lambda msg: show_note(out, msg)  # noqa: E731
             detector = cache.get("detector", c["detector"].value, log)
             segmenter = cache.get("segmenter", c["size"].value, log)
+            style = _overlay_style(c)
+            kw: dict[str, Any] = {}
+            weights = c["mask_weights"].value.strip()
+            if weights:
+                from helpers import segment
+
+                kw["mask_weights"] = segment.parse_weights(weights)  # InputError: a message
+            if c["fallback"].value:
+                from helpers.textseg import DEFAULT_FALLBACK
+
+                kw["fallback"] = DEFAULT_FALLBACK
+                kw["clipseg"] = lambda: cache.get("clipseg", "clipseg", log)  # on first need
+            else:
+                kw["fallback"] = ()
             t0 = time.perf_counter()
             result = run_fn(
                 image,
@@ -364,31 +403,45 @@ def segmentation_ui(
                 box_threshold=float(c["box_threshold"].value),
                 text_threshold=float(c["text_threshold"].value),
                 multimask=bool(c["multimask"].value),
+                **kw,
             )
             elapsed = time.perf_counter() - t0
             state["result"] = result
             state["runs"] += 1
             _clear(out)
-            _show_image_result(out, result, name, elapsed)
+            _show_image_result(out, result, name, elapsed, **style)
 
     rows = [
         c["prompt"],
         w.HBox([c["box_threshold"], c["text_threshold"]]),
         w.HBox([c["detector"], c["size"], c["multimask"]]),
+        w.HBox([c["fallback"], c["mask_weights"]]),
+        w.HBox([c["one_color"], c["color"], c["opacity"]]),
         w.HBox([c["url"], c["upload"]]),
     ]
     title = "<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"
     return _panel(title, rows, c, out, state, cache, _run)
 
 
-def _show_image_result(out, result, name: str, elapsed: float) -> None:
+def _overlay_style(c: dict) -> dict:
+    """``{"color", "opacity"}`` from the form: one colour when ticked, else a colour per id."""
+    from helpers import render
+
+    color = c["color"].value if c["one_color"].value else None
+    render.parse_color(color)  # a colour the browser accepts but PIL does not: a message
+    return {"color": color, "opacity": float(c["opacity"].value)}
+
+
+def _show_image_result(
+    out, result, name: str, elapsed: float, color=None, opacity: float = 0.5
+) -> None:
     import numpy as np
     from IPython.display import HTML, Image
 
     from helpers import render
 
     dets = result.detections
-    overlay = render.annotate(result.image, dets)
+    overlay = render.annotate(result.image, dets, color=color, opacity=opacity)
     out.append_display_data(Image(data=png_bytes(overlay), format="png"))
     records = [
         {k: v for k, v in r.items() if k != "mask"} for r in render.detections_to_records(dets)
@@ -401,6 +454,7 @@ def _show_image_result(out, result, name: str, elapsed: float) -> None:
         HTML(
             f"<p>{html.escape(str(name))[:120]}: {len(dets)} instance(s) in {elapsed:.2f}s"
             f"{' (' + html.escape(timing_txt) + ')' if timing_txt else ''}</p>"
+            + _produced_by_html(result)
             + instances_table_html(records)
         )
     )
@@ -412,12 +466,33 @@ def _show_image_result(out, result, name: str, elapsed: float) -> None:
             masks, scores = cands
             # candidates are at the model-input size: bring them to the image's size
             first = media.masks_to_size(np.asarray(masks[0]).astype(bool), result.image.shape[:2])
-            fig = render.candidates_figure(
-                result.image, first, scores[0], title="SAM 2 candidates for instance 0"
-            )
+            choice = getattr(result, "choice", None)
+            if choice:  # the multi-criteria pick: its totals, and each criterion under a panel
+                totals = [-1.0 if v is None else v for v in choice[0]["total"]]
+                fig = render.candidates_figure(
+                    result.image, first, totals, title="SAM 2 candidates for instance 0 "
+                    "(weighted score)", best=choice[0]["picked"],
+                    details=render.choice_details(choice[0]),
+                )  # fmt: skip
+            else:
+                fig = render.candidates_figure(
+                    result.image, first, scores[0], title="SAM 2 candidates for instance 0"
+                )
             out.append_display_data(Image(data=figure_png(fig), format="png"))
         except (TypeError, ValueError, IndexError):
             pass  # candidates in an unexpected shape: the overlay above is what matters
+
+
+def _produced_by_html(result) -> str:
+    """Which step produced the masks (detector / lower-threshold / clipseg / none), one line."""
+    attempts = getattr(result, "attempts", None)
+    if not attempts:
+        return ""
+    from helpers.textseg import describe
+
+    by = getattr(result, "produced_by", "model")
+    text = describe(by, attempts, len(result.detections))
+    return f'<p class="produced-by">Masks: {html.escape(text)}</p>'
 
 
 # --------------------------------------------------------------------------- video UI

@@ -72,6 +72,26 @@ def test_segment_image_writes_outputs(image_path, tmp_path, capsys):
     assert mask.shape == (72, 96) and set(np.unique(mask)) <= {0, 255}
 
 
+def test_segment_fallback_choice_and_style(image_path, tmp_path, capsys):
+    """Nothing at box 1.0 -> the lower-threshold retry, said in the summary and the JSON;
+    --no-fallback leaves it empty; the weighted mask choice and overlay style are reachable."""
+    out = tmp_path / "out"
+    base = ["segment", "--image", image_path, "--prompt", "red ball", "--out", out, *FAST]
+    code, res, err = run_cli([*base, "--box-threshold", "1", "--fallback", "lower-threshold",
+                              "--mask-weights", "default", "--color", "#00ff00",
+                              "--opacity", "0.8"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert res["produced_by"] == "lower-threshold" and res["instances"] > 0
+    assert [a["step"] for a in res["attempts"]] == ["detector", "lower-threshold"]
+    assert "lower-threshold" in res["note"]
+    doc = json.loads(Path(res["outputs"]["json"]).read_text())
+    assert doc["produced_by"] == "lower-threshold" and len(doc["mask_choice"]) == res["instances"]
+    code, res, err = run_cli([*base, "--box-threshold", "1", "--no-fallback"], capsys)
+    assert code == 0, err
+    assert res["instances"] == 0 and res["produced_by"] == "none"
+    assert res["note"].startswith("nothing found")
+
+
 def test_segment_folder_resumes(tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -122,12 +142,15 @@ def test_track_short_video(tmp_path, capsys):
             "--keep-missed",
             "1",
             "--backfill",
+            "--side-by-side",
             *FAST,
         ],
         capsys,
     )
     assert code == 0, err
     assert res["command"] == "track" and res["frames"] == 6
+    sbs = list(media.read_video_frames(res["side_by_side_path"]))
+    assert len(sbs) == 6 and sbs[0].shape[1] == 2 * sbs[0].shape[0] * 80 // 64
     assert res["fps"] == pytest.approx(5, abs=0.5)
     assert res["ids"] == sorted(int(i) for i in res["per_id"])
     assert 1 <= len(res["ids"]) <= 4  # at most 2 new objects per keyframe (frames 0 and 3)
@@ -198,6 +221,15 @@ def test_eval_masks_predicts_from_data(tmp_path, capsys):
         (["track", "--video", "IMG", "--prompt", "dog", "--max-objects", "0"], "max-objects"),
         (["track", "--video", "IMG", "--prompt", "dog", "--keep-missed", "-1"], "keep-missed"),
         (["track", "--video", "IMG", "--prompt", "dog", "--reid-threshold", "2"], "reid"),
+        (["segment", "--image", "IMG", "--prompt", "dog", "--color", "nocolour"], "colour"),
+        (["segment", "--image", "IMG", "--prompt", "dog", "--opacity", "2"], "--opacity"),
+        (["segment", "--image", "IMG", "--prompt", "dog", "--fallback", "owl"], "fallback step"),
+        (["segment", "--image", "IMG", "--prompt", "dog", "--mask-weights", "size=1"], "criterion"),
+        (["segment", "--image", "IMG", "--prompt", "dog", "--clean-fraction", "3"], "clean-fr"),
+        (
+            ["track", "--video", "IMG", "--prompt", "dog", "--side-by-side", "--no-render"],
+            "--side-by-side",
+        ),
         (["eval-masks", "--pred", "/no/p"], "needs --pred"),
         (["eval-masks", "--pred", "/no/p", "--gt", "/no/g"], "not a folder"),
         (["eval-masks", "--data", "/no/d", "--prompt", "dog"], "images/ and masks/"),

@@ -57,6 +57,20 @@ WORKER = textwrap.dedent(
     torch.set_num_threads(1)
     out = sys.argv[1]
     crash = int(os.environ.get("CRASH_AT_STEP", "0"))
+    ctrl_c = int(os.environ.get("INTERRUPT_AT_STEP", "0"))
+    T.STOP_CHECK_EVERY = 2
+    if ctrl_c and os.environ["RANK"] == "0":  # only one process gets the signal
+        import signal
+
+        real_i, calls_i = S.train_step, {{"n": 0}}
+
+        def step_i(run, x, y):
+            calls_i["n"] += 1
+            if calls_i["n"] == ctrl_c:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real_i(run, x, y)
+
+        S.train_step = step_i
     if crash and os.environ["RANK"] == "1":
         real, calls = S.train_step, {{"n": 0}}
 
@@ -148,9 +162,23 @@ def test_resume_after_one_process_dies(two_process_run, tmp_path):
     b = _load(out / "final_rank0.pt")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    # Ctrl-C reaching one process mid-epoch: all stop at the same step, save, resume exactly
+    out2 = tmp_path / "ctrl_c"
+    r = torchrun(tmp_path, out2, env={"INTERRUPT_AT_STEP": "4"})  # epoch 2, first step
+    assert r.returncode != 0
+    mid = torch.load(out2 / "last.pt", weights_only=True)
+    assert (mid["epoch"], mid["step"]) == (1, 5) and len(mid["partial_ranks"]) == 2
+    r = torchrun(tmp_path, out2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = _load(out2 / "final_rank0.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], c["model"][k]), k
     # resuming with another number of processes is refused with a clear message
-    r = torchrun(tmp_path, out, n=1)
-    assert r.returncode != 0 and "written by 2 training process(es)" in r.stdout + r.stderr
+    from helpers import train as T
+    from helpers.errors import InputError
+
+    with pytest.raises(InputError, match=r"written by 2 training process\(es\), this run has 1"):
+        T.train(exact_preset(epochs=4), data(), out, device="cpu", progress=False)
 
 
 def test_cli_under_torchrun_prints_one_result(tmp_path):
@@ -167,10 +195,15 @@ def test_cli_under_torchrun_prints_one_result(tmp_path):
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert len(lines) == 1 and json.loads(lines[0])["steps"] == 2
     assert r.stderr.count("loading data") == 1
-    # an uneven global batch is a one-line error
-    cmd[cmd.index("32")] = "33"
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0 and "divide evenly among the 2 processes" in r.stderr
+
+
+def test_uneven_global_batch_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from helpers import cli, distributed
+
+    monkeypatch.setattr(distributed, "from_env", lambda device=None: distributed.Dist(0, 2))
+    argv = ["train", "--smoke", "--device", "cpu", "--batch-size", "33", "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "divide evenly among the 2 processes" in capsys.readouterr().err
 
 
 def _segment_cmd(folder, out, n=None):
@@ -220,6 +253,3 @@ def test_sharded_folder_job_writes_what_one_process_writes(tmp_path):
         else:  # the same instances; timings differ
             da, db = json.loads(a.read_text()), json.loads(b.read_text())
             assert da["instances"] == db["instances"] and da["fingerprint"] == db["fingerprint"]
-    # a re-run skips everything, in every process
-    again = run(_segment_cmd(folder, tmp_path / "two", n=2))
-    assert again[0]["skipped"] == 5 and again[0]["done"] == 0

@@ -52,6 +52,12 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
         assert (out / "image" / name).is_file(), name
     doc = json.loads((out / "image" / "example.json").read_text())
     assert doc["prompt"] == "red ball. blue box"
+    # which step produced the masks, and the weighted mask choice, are in the JSON
+    assert doc["produced_by"] in ("detector", "lower-threshold", "clipseg", "none")
+    assert doc["attempts"][0]["step"] == "detector"
+    assert len(doc.get("mask_choice", [])) == doc["num_instances"]
+    folder_doc = json.loads((out / "folder" / "scene0.json").read_text())
+    assert "produced_by" in folder_doc and folder_doc["settings"]["overlay"]["opacity"] == 0.5
     # section 5: folder (three sample scenes), resumable
     assert sorted(p.name for p in (out / "folder").glob("*.json")) == [
         "scene0.json",
@@ -61,6 +67,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     # section 6: video
     tracks = list((out / "video").glob("*.mp4"))
     assert tracks and tracks[0].stat().st_size > 0
+    assert (out / "side_by_side.mp4").stat().st_size > 0  # input | output with the FPS
     # section 7: evaluation
     scores = json.loads((out / "eval.json").read_text())
     assert 0.0 <= scores["mean_iou"] <= 1.0 and scores["num_images"] == 3
@@ -79,6 +86,14 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     assert "frames, ids" in joined and "mean IoU" in joined
     assert "video form: 6 frames tracked" in joined  # widgets.video_ui shown and driven
     assert "routes: clipseg" in joined  # CLIPSeg and CLIP re-scoring reached
+    # fallback: the box threshold nothing passes is rescued, and the printout says by what
+    assert "masks from: " in joined and "form masks from: " in joined
+    assert "with fallback: " in joined and "(fallback; tried: detector (box 1 " in joined
+    assert "without fallback: nothing found" in joined
+    assert "weighted choice: sam " in joined  # the multi-criteria pick, per criterion
+    assert "model cache: " in joined  # space per cached model
+    assert "weights cache: smoke mode" in joined  # Drive only inside Colab, never in CI
+    assert "processing " in joined and " FPS" in joined
     assert list((out / "video_form").glob("*.mp4"))
     # section 8: SAM 3 beside the Grounding DINO + SAM 2.1 route, image and video
     assert (out / "sam3_image" / "example.json").is_file()
@@ -106,6 +121,12 @@ def test_notebook_has_colab_forms():
         "DETECT_EVERY",
         "OUTPUT_ROOT",
         "UPLOAD_WITH_COLAB",
+        "FALLBACK",
+        "MASK_WEIGHTS",
+        "OVERLAY_COLOR",
+        "OVERLAY_OPACITY",
+        "SIDE_BY_SIDE",
+        "CACHE_MODELS_ON_DRIVE",
     ):
         assert any(
             line.startswith(f"{name} = ") and "# @param" in line for line in code.splitlines()
@@ -113,3 +134,6 @@ def test_notebook_has_colab_forms():
     assert "use_drive=False" not in code  # Colab: Google Drive
     assert "widgets.pick_sam2_size(widgets.gpu_info())" in code
     assert "widgets.colab_upload(" in code and "widgets.video_ui(" in code
+    assert "runtime.cache_models_on_drive(" in code and "runtime.model_cache_sizes()" in code
+    # the Drive cache is set before any model library is imported
+    assert code.index("runtime.cache_models_on_drive(") < code.index("from helpers import sam3")

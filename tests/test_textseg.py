@@ -60,8 +60,8 @@ def test_segment_large_image_downscaled(models):
 
 def test_nothing_detected_is_empty_result(models):
     det, seg = models
-    res = segment_image(_img(64, 80), "dog", det, seg, box_threshold=1.0)
-    assert len(res.detections) == 0
+    res = segment_image(_img(64, 80), "dog", det, seg, box_threshold=1.0, fallback=())
+    assert len(res.detections) == 0 and res.produced_by == "none"
     _check(res, 64, 80)
     assert "segment" not in res.timings
 

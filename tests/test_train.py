@@ -702,3 +702,32 @@ def test_early_stop_on_patience_is_final_and_survives_resume(tmp_path, monkeypat
     assert len(again.history) == 4 and again.stop_reason == "patience"
     with pytest.raises(InputError, match="patience"):
         T.train(tiny_preset(patience=0), tiny_data(), tmp_path / "x", progress=False)
+
+
+def test_patience_counts_validated_epochs_only(tmp_path, monkeypatch):
+    accs = iter([0.6, 0.5, 0.4, 0.4, 0.4, 0.4])
+    real = T.validate
+    monkeypatch.setattr(T, "validate", lambda *a, **k: {**real(*a, **k), "val_acc": next(accs)})
+    p = tiny_preset(epochs=20, patience=2, ema_decay=None)
+    res = T.train(p, tiny_data(), tmp_path, eval_every=3, progress=False, log=lambda m: None)
+    # validated at 3 (best) and 6: the run stops at a validated epoch, 3 epochs after the best
+    assert [r["epoch"] for r in res.history if r["val_acc"] is not None] == [3, 6]
+    assert res.stop_reason == "patience" and res.history[-1]["epoch"] == 6
+
+
+def test_calibration_on_tiny_epochs_and_a_budget_stop_then_more_budget(tmp_path, monkeypatch):
+    """Two batches an epoch: the rate is still measured over 20 steps. A budget stop in the
+    middle of an epoch, then a larger budget: the new plan is run to its last step."""
+    data = tiny_data(n_train=64)  # 2 steps an epoch
+    StepClock(monkeypatch, slow_after=22 + 9, slow=0.2)
+    p = budget_preset(ema_decay=None)
+    first = T.train(p, data, tmp_path, progress=False, log=lambda m: None)
+    assert first.plan.step_seconds == pytest.approx(0.02) and first.stopped_early
+    assert first.history[-1]["step"] < first.plan.total_steps
+    StepClock(monkeypatch)
+    more = budget_preset(ema_decay=None, minutes=0.2)
+    logs = []
+    res = T.train(more, data, tmp_path, progress=False, log=logs.append)
+    assert any("planning the rest anew" in m for m in logs)
+    assert res.stop_reason == "done" and res.history[-1]["step"] == res.plan.total_steps
+    assert res.history[-1]["lr"] == pytest.approx(more.train.min_lr)

@@ -6,6 +6,7 @@ read what landed in the Output widget. Runs on whichever ipywidgets is installed
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import http.server
@@ -333,3 +334,56 @@ def test_end_to_end_with_random_weight_models(toy_models, http_url):
         assert "<table" in _html(ui)
         assert result.detections.mask.shape[1:] == (96, 128)
     assert loaded == ["grounding-dino-tiny", "tiny"]
+
+
+def test_fallback_weights_and_overlay_style_controls(image_file):
+    """The form passes the fallback (CLIPSeg loaded only on need), the mask weights and the
+    overlay colour / opacity, and says which step produced the masks."""
+    calls = Calls()
+    clipseg_loads = []
+
+    def run(image, prompt, detector, segmenter, **kw):
+        res = calls.run(image, prompt, detector, segmenter, **kw)
+        res.produced_by = "clipseg"
+        res.attempts = [
+            {"step": "detector", "box_threshold": 0.35, "text_threshold": 0.25, "instances": 0},
+            {"step": "clipseg", "mask_threshold": 0.4, "instances": 1},
+        ]
+        assert kw["clipseg"]() == "clipseg-model"  # the lazy loader, cached by the form
+        return res
+
+    ui = widgets.segmentation_ui(
+        run,
+        detector_loader=calls.detector,
+        segmenter_loader=calls.segmenter,
+        clipseg_loader=lambda name: clipseg_loads.append(name) or "clipseg-model",
+    )
+    c = ui.controls
+    assert c["fallback"].value is True and c["opacity"].value == 0.5
+    assert isinstance(c["color"], ipywidgets.ColorPicker)
+    c["prompt"].value = "red square"
+    c["url"].value = str(image_file)
+    c["mask_weights"].value = "sam=1,box=0.5"
+    c["one_color"].value = True
+    c["color"].value = "#00ff00"
+    c["opacity"].value = 1.0
+    c["run"].click()
+    assert ui.state["error"] is None, ui.state["error"]
+    kw = calls.runs[-1]
+    assert kw["fallback"] == ("lower-threshold", "clipseg") and clipseg_loads == ["clipseg"]
+    assert kw["mask_weights"].box == 0.5 and kw["mask_weights"].compact == 0.0
+    assert "Masks: 1 instance(s) from clipseg (fallback" in _html(ui)
+    png = next(o["data"]["image/png"] for o in _outputs(ui) if "image/png" in o["data"])
+    raw = png if isinstance(png, bytes) else base64.b64decode(png)
+    overlay = np.array(Image.open(io.BytesIO(raw)).convert("RGB"))
+    assert tuple(overlay[20, 25]) == (0, 255, 0)  # inside the mask: the one colour, opaque
+    # off: no fallback, no CLIPSeg; a bad weight is a message, not a traceback
+    ui2 = widgets.segmentation_ui(calls.run, detector_loader=str, segmenter_loader=str)
+    ui2.controls["prompt"].value = "dog"
+    ui2.controls["url"].value = str(image_file)
+    ui2.controls["fallback"].value = False
+    ui2.controls["run"].click()
+    assert calls.runs[-1]["fallback"] == () and "clipseg" not in calls.runs[-1]
+    ui2.controls["mask_weights"].value = "size=2"
+    ui2.controls["run"].click()
+    assert "unknown mask criterion" in ui2.state["error"]
