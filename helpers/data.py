@@ -141,8 +141,9 @@ def load_cifar10(
     except Exception as e:  # URLError, RuntimeError("Dataset not found"), checksum errors
         raise InputError(
             f"CIFAR-10 could not be downloaded or found in {str(root)!r} ({type(e).__name__}: {e}). "
-            "Check the internet connection (or download=True), or pass a local ImageFolder path "
-            "instead (a folder with train/<class>/*.png and val/<class>/*.png)."
+            "Check the internet connection, or pass a local ImageFolder path instead (a folder "
+            "with train/<class>/ and val/<class>/ and/or test/<class>/ images; "
+            "scripts/make_imagefolder.py writes one)."
         ) from e
 
     def conv(ds):
