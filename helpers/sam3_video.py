@@ -20,9 +20,6 @@ that runs out of GPU memory is retried with half the frames. Outputs are those o
 from __future__ import annotations
 
 import gc
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,7 +311,7 @@ def track_video_sam3(
 
     from helpers import media
     from helpers.detect import normalize_prompt, prompt_phrases
-    from helpers.track import MaskStore, write_outputs
+    from helpers.track import MaskStore, decoded_frames, write_outputs
 
     if not isinstance(tracker, Sam3VideoTracker):
         raise InputError("tracker must come from helpers.sam3_video.load_sam3_video().")
@@ -326,15 +323,11 @@ def track_video_sam3(
         raise InputError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    own_tmp = frame_dir is None
-    root = Path(tempfile.mkdtemp(prefix="track_sam3_")) if own_tmp else Path(frame_dir)
-    try:
-        frames = media.video_to_frames(
-            source, root / "frames", max_frames=max_frames, max_side=max_side
-        )
-        timings["decode_s"] = time.perf_counter() - t0
+    with decoded_frames(source, frame_dir, max_frames, max_side, "track_sam3_") as (
+        frames,
+        _,
+        timings,
+    ):
         book = _Book()
         label_ids: dict[str, int] = {p: i for i, p in enumerate(phrases)}
         bar = tqdm(total=frames.num_frames, desc="tracking (SAM 3)", unit="frame")
@@ -368,7 +361,4 @@ def track_video_sam3(
         finally:
             bar.close()
         out.timings.update(timings)
-    finally:
-        if own_tmp:
-            shutil.rmtree(root, ignore_errors=True)
     return out

@@ -26,6 +26,7 @@ The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import shutil
 import tempfile
@@ -428,11 +429,8 @@ def track_video(
     (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
     ``detect_fn(image) -> sv.Detections`` replaces the detector when given.
     """
-    import time
 
     from tqdm.auto import tqdm
-
-    from helpers import media
 
     config = _check(
         prompt_type,
@@ -462,15 +460,7 @@ def track_video(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    own_tmp = frame_dir is None
-    root = Path(tempfile.mkdtemp(prefix="track_")) if own_tmp else Path(frame_dir)
-    try:
-        frames = media.video_to_frames(
-            source, root / "frames", max_frames=max_frames, max_side=max_side
-        )
-        timings["decode_s"] = time.perf_counter() - t0
+    with decoded_frames(source, frame_dir, max_frames, max_side) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
         book = IdBook(config)
         prop = Sam2Propagator(tracker, frames, root, offload)
@@ -494,10 +484,28 @@ def track_video(
         finally:
             bar.close()
         out.timings.update(timings)
+    return out
+
+
+@contextlib.contextmanager
+def decoded_frames(source, frame_dir, max_frames, max_side, prefix: str = "track_"):
+    """The video's frames as numbered JPEGs (``media.VideoFrames``), the folder they sit in,
+    and ``{"decode_s": ...}``; a temporary folder (``frame_dir`` None) is removed afterwards."""
+    import time
+
+    from helpers import media
+
+    t0 = time.perf_counter()
+    own_tmp = frame_dir is None
+    root = Path(tempfile.mkdtemp(prefix=prefix)) if own_tmp else Path(frame_dir)
+    try:
+        frames = media.video_to_frames(
+            source, root / "frames", max_frames=max_frames, max_side=max_side
+        )
+        yield frames, root, {"decode_s": time.perf_counter() - t0}
     finally:
         if own_tmp:
             shutil.rmtree(root, ignore_errors=True)
-    return out
 
 
 def write_outputs(

@@ -20,3 +20,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def sam2_tiny():
+    """SAM 2.1 tiny with random weights, shrunk (one stage block each, one memory layer) and at
+    128 px: the same masks on every run."""
+    import torch
+
+    from helpers import track
+
+    torch.manual_seed(0)
+    return track.load_video_tracker(
+        "tiny",
+        device="cpu",
+        random_weights=True,
+        image_size=128,
+        model_overrides=[
+            "++model.image_encoder.trunk.stages=[1,1,1,1]",
+            "++model.memory_attention.num_layers=1",
+        ],
+    )

@@ -7,26 +7,10 @@ through the project's session (``sam2_video.Sam2Propagator``) and through ``trac
 """
 
 import numpy as np
-import pytest
 import torch
 from test_track import GREEN, RED, color_boxes, two_squares_video
 
 from helpers import media, sam2_video, track
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return track.load_video_tracker(
-        "tiny",
-        device="cpu",
-        random_weights=True,
-        image_size=128,
-        model_overrides=[
-            "++model.image_encoder.trunk.stages=[1,1,1,1]",
-            "++model.memory_attention.num_layers=1",
-        ],
-    )
 
 
 def official(predictor, folder, boxes_at: dict[int, dict[int, np.ndarray]], n: int):
@@ -49,14 +33,14 @@ def official(predictor, folder, boxes_at: dict[int, dict[int, np.ndarray]], n: i
     return out
 
 
-def test_session_two_boxes_and_a_later_object_equal_the_documented_loop(tiny, tmp_path):
+def test_session_two_boxes_and_a_later_object_equal_the_documented_loop(sam2_tiny, tmp_path):
     n = 6
     frames = media.video_to_frames(two_squares_video(tmp_path, n=n), tmp_path / "frames")
     red0 = color_boxes(media.read_frame(frames, 0), colors=(RED,)).xyxy[0]
     green3 = color_boxes(media.read_frame(frames, 3), colors=(GREEN,)).xyxy[0]
-    want = official(tiny.predictor, frames.frame_dir, {0: {1: red0}, 3: {2: green3}}, n)
+    want = official(sam2_tiny.predictor, frames.frame_dir, {0: {1: red0}, 3: {2: green3}}, n)
 
-    prop = sam2_video.Sam2Propagator(tiny, frames, tmp_path / "chunks", offload=True)
+    prop = sam2_video.Sam2Propagator(sam2_tiny, frames, tmp_path / "chunks", offload=True)
     got: dict[int, dict[int, np.ndarray]] = {}
     with prop.context():
         s = prop.open(0, n)
@@ -75,7 +59,7 @@ def test_session_two_boxes_and_a_later_object_equal_the_documented_loop(tiny, tm
     assert any(m.any() for t in range(3, n) for m in [got[t][2]])  # the later object is tracked
 
 
-def test_track_video_with_one_keyframe_equals_the_documented_loop(tiny, tmp_path):
+def test_track_video_with_one_keyframe_equals_the_documented_loop(sam2_tiny, tmp_path):
     """Detection on frame 0 only, one chunk: track_video's masks are the documented loop's.
 
     One object: with random weights SAM 2's masks of different objects overlap a lot, and the
@@ -88,9 +72,9 @@ def test_track_video_with_one_keyframe_equals_the_documented_loop(tiny, tmp_path
         return color_boxes(image, colors=(RED,))
 
     box = red_only(media.read_frame(frames, 0)).xyxy[0]
-    want = official(tiny.predictor, frames.frame_dir, {0: {1: box}}, n)
+    want = official(sam2_tiny.predictor, frames.frame_dir, {0: {1: box}}, n)
     r = track.track_video(
-        src, "square", None, tiny, tmp_path / "out", detect_every=100, chunk_size=100,
+        src, "square", None, sam2_tiny, tmp_path / "out", detect_every=100, chunk_size=100,
         detect_fn=red_only, prompt_type="box", render=False,
     )  # fmt: skip
     assert len(r.labels) == 1

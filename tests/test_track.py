@@ -104,21 +104,6 @@ def no_detections(image):
     return sv.Detections.empty()
 
 
-@pytest.fixture(scope="module")
-def sam2_tiny():
-    torch.manual_seed(0)  # random weights: the same masks on every run
-    return track.load_video_tracker(
-        "tiny",
-        device="cpu",
-        random_weights=True,
-        image_size=128,
-        model_overrides=[
-            "++model.image_encoder.trunk.stages=[1,1,1,1]",
-            "++model.memory_attention.num_layers=1",
-        ],
-    )
-
-
 def check_outputs(result, n):
     assert result.num_frames == n and sorted(result.masks) == list(range(n))
     for f in range(n):
