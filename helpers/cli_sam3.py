@@ -53,8 +53,7 @@ def _image_kw(args) -> dict:
     from helpers import cli_segment
 
     mask_threshold = getattr(args, "mask_threshold", None)
-    # segment's --mask-threshold defaults to CLIPSeg's 0.4; SAM 3's documented default is 0.5
-    if mask_threshold is None or mask_threshold == 0.4:
+    if mask_threshold is None:  # not given: SAM 3's documented default
         mask_threshold = 0.5
     cli_segment._check_threshold("mask-threshold", mask_threshold)
     return {

@@ -65,8 +65,9 @@ def register(sub) -> None:
     p.add_argument(
         "--mask-threshold",
         type=float,
-        default=0.4,
-        help="CLIPSeg probability a pixel needs (--route clipseg; default 0.4)",
+        default=None,
+        help="probability a pixel needs: CLIPSeg (--route clipseg, the fallback; default 0.4) "
+        "or SAM 3 (--backend sam3; default 0.5)",
     )
     p.add_argument(
         "--fallback",
@@ -351,6 +352,8 @@ def _check_route(args) -> None:
         )
     if args.route == "clipseg" and args.rescore != "none":
         raise InputError("--rescore clip re-ranks SAM 2's masks; it does not apply to clipseg.")
+    if args.mask_threshold is None:
+        args.mask_threshold = CLIPSEG_MASK_THRESHOLD
     _check_threshold("mask-threshold", args.mask_threshold)
 
 
@@ -377,6 +380,9 @@ def _seeded(build):
         return build()
 
     return make
+
+
+CLIPSEG_MASK_THRESHOLD = 0.4
 
 
 def load_models(args, *, video: bool = False):
