@@ -703,15 +703,14 @@ def _phrases(phrases) -> list[str]:
     return phrases
 
 
-def clipseg_masks(model: TextImageModel, image: np.ndarray, phrases, threshold: float = 0.4):
-    """One coarse bool mask ``[P,H,W]`` per phrase (CLIPSeg probabilities >= ``threshold``)."""
+def clipseg_probs(model: TextImageModel, image: np.ndarray, phrases, size=None) -> np.ndarray:
+    """CLIPSeg's per-pixel probability ``[P, H, W]`` for each phrase, upsampled (bilinear) to
+    ``size`` = (H, W), by default the image's own size."""
     import torch
 
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise InputError(f"threshold must be in [0, 1], got {threshold}.")
     image = check_rgb_array(image)
     phrases = _phrases(phrases)
-    H, W = image.shape[:2]
+    H, W = size or image.shape[:2]
     inputs = model.processor(
         text=phrases, images=[image] * len(phrases), padding=True, return_tensors="pt"
     )
@@ -722,7 +721,14 @@ def clipseg_masks(model: TextImageModel, image: np.ndarray, phrases, threshold: 
     probs = torch.nn.functional.interpolate(
         logits.sigmoid(), size=(H, W), mode="bilinear", align_corners=False
     )
-    return (probs[:, 0] >= float(threshold)).cpu().numpy()
+    return probs[:, 0].cpu().numpy()
+
+
+def clipseg_masks(model: TextImageModel, image: np.ndarray, phrases, threshold: float = 0.4):
+    """One coarse bool mask ``[P,H,W]`` per phrase (CLIPSeg probabilities >= ``threshold``)."""
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise InputError(f"threshold must be in [0, 1], got {threshold}.")
+    return clipseg_probs(model, image, phrases) >= float(threshold)
 
 
 def load_clip(device=None, name: str = "openai/clip-vit-base-patch32") -> TextImageModel:

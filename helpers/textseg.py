@@ -356,11 +356,10 @@ def segment_image_clipseg(
     Cleanup as in :func:`segment_image` (the floors in full-size pixels here).
     """
     import supervision as sv
-    import torch
 
     from helpers import media
     from helpers.detect import normalize_prompt, prompt_phrases
-    from helpers.segment import inference_context
+    from helpers.segment import clipseg_probs
 
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError(f"the CLIPSeg mask threshold must be in [0, 1], got {threshold}.")
@@ -375,17 +374,7 @@ def segment_image_clipseg(
     small, _ = media.fit_for_model(image, max_side)
 
     t0 = time.perf_counter()
-    inputs = clipseg.processor(
-        text=phrases, images=[small] * len(phrases), padding=True, return_tensors="pt"
-    )
-    inputs = {k: v.to(clipseg.device) for k, v in inputs.items()}
-    with inference_context(clipseg.device):
-        logits = clipseg.model(**inputs).logits
-    logits = logits.float().reshape(len(phrases), 1, *logits.shape[-2:])
-    probs = torch.nn.functional.interpolate(
-        logits.sigmoid(), size=(H, W), mode="bilinear", align_corners=False
-    )[:, 0]
-    probs = probs.cpu().numpy()
+    probs = clipseg_probs(clipseg, small, phrases, size=(H, W))
     masks = probs >= float(threshold)
     timings["segment"] = _ms(t0)
     if clean:
