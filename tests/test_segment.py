@@ -134,6 +134,25 @@ def test_clipseg_shapes(image):
         clipseg_masks(cs, image, "dog", threshold=2)
 
 
+def test_clipseg_probs_equal_the_documented_usage(image):
+    """transformers' CLIPSegForImageSegmentation example: processor(text=texts,
+    images=[image] * len(texts), padding=True) -> model(**inputs).logits -> sigmoid."""
+    import torch
+    from PIL import Image
+
+    from helpers.segment import clipseg_probs
+
+    cs = random_clipseg(device="cpu")
+    texts = ["dog", "red car"]
+    inputs = cs.processor(
+        text=texts, images=[Image.fromarray(image)] * len(texts), padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        want = torch.sigmoid(cs.model(**inputs).logits).numpy()
+    got = clipseg_probs(cs, image, texts, size=want.shape[-2:])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_clip_rescore(image):
     clip = random_clip(device="cpu")
     cands = np.zeros((3, H, W), bool)
