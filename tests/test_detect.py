@@ -155,3 +155,30 @@ def test_random_owlv2_detect(image):
     _check_valid(d, 90, 150, ["red car", "dog"])
     assert set(d.class_id.tolist()) <= {0, 1}
     assert len(detect(owl, image, "dog", box_threshold=1.0)) == 0
+
+
+def test_grounding_dino_equals_the_documented_usage(gdino, image):
+    """transformers' Grounding DINO example on the same random-weight model and image:
+    processor(images, text) -> model -> post_process_grounded_object_detection(threshold,
+    text_threshold, target_sizes). Ours: the same boxes (clipped to the image) and scores."""
+    import torch
+
+    text, box_t, text_t = "red car. dog.", 0.2, 0.2
+    inputs = gdino.processor(images=image, text=text, return_tensors="pt")
+    with torch.no_grad():
+        outputs = gdino.model(**inputs)
+    res = gdino.processor.post_process_grounded_object_detection(
+        outputs, inputs.input_ids, threshold=box_t, text_threshold=text_t,
+        target_sizes=[image.shape[:2]],
+    )[0]  # fmt: skip
+    H, W = image.shape[:2]
+    want = res["boxes"].numpy().copy()
+    want[:, [0, 2]] = want[:, [0, 2]].clip(0, W)
+    want[:, [1, 3]] = want[:, [1, 3]].clip(0, H)
+    got = detect(gdino, image, "red car. dog", box_threshold=box_t, text_threshold=text_t,
+                 nms_iou=1.0, max_side=None)  # fmt: skip
+    assert len(got) == len(want) > 0
+    order_w = np.argsort(-res["scores"].numpy(), kind="stable")
+    order_g = np.argsort(-got.confidence, kind="stable")
+    np.testing.assert_allclose(got.confidence[order_g], res["scores"].numpy()[order_w], rtol=1e-6)
+    np.testing.assert_allclose(got.xyxy[order_g], want[order_w], rtol=1e-5, atol=1e-4)

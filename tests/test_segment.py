@@ -209,8 +209,12 @@ def test_full_resolution_masks_threshold_upsampled_logits(sam2_tiny, image):
     pred.set_image(image)
     _, _, low = pred.predict(box=BOXES, multimask_output=False)
     np.testing.assert_array_equal(masks, upsample_logits(low, full)[:, 0] > 0)
-    same, _, _ = segment_boxes(sam2_tiny, image, BOXES)
+    same, same_scores, _ = segment_boxes(sam2_tiny, image, BOXES)
     assert same.shape == (2, H, W)
+    # the documented usage (set_image -> predict(box=..., multimask_output=False)) exactly
+    doc_masks, doc_scores, _ = pred.predict(box=BOXES, multimask_output=False)
+    np.testing.assert_array_equal(same, np.asarray(doc_masks).reshape(2, H, W) > 0)
+    np.testing.assert_allclose(same_scores, np.asarray(doc_scores).reshape(-1), rtol=1e-6)
     hf = toy_hf_segmenter(128)
     m_hf, _, _ = segment_boxes(hf, image, BOXES, out_size=full)
     assert m_hf.shape == (2, *full)
