@@ -19,7 +19,6 @@ that runs out of GPU memory is retried with half the frames. Outputs are those o
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from helpers.errors import InputError
 from helpers.sam3 import SAM3_HUB_ID
+from helpers.track import after_oom, is_oom
 
 
 @dataclass
@@ -160,14 +160,6 @@ def propagate_chunk(
         del session
 
 
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.cuda.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-    )
-
-
 def _carry_ids(prev: dict[int, np.ndarray], prev_labels, cur: dict[int, np.ndarray], labels,
                iou_threshold: float) -> dict[int, int]:  # fmt: skip
     """local id -> carried global id: greedy best mask IoU >= threshold, same label."""
@@ -208,7 +200,6 @@ def track_frames_sam3(
     later chunks start on the previous chunk's last frame, whose objects keep their ids when
     a mask overlaps (IoU >= ``iou_threshold``, same label); other objects get new ids.
     ``book`` collects each id's label (its phrase) and best score."""
-    import torch
 
     book = book if book is not None else _Book()
     n, size = int(num_frames), int(chunk_size)
@@ -227,16 +218,11 @@ def track_frames_sam3(
                     bar.update(1)
             del frames
         except Exception as e:
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
             results = None
         if results is None:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if bar is not None:
-                bar.n = start
-                bar.refresh()
+            after_oom(bar, start)
             if size <= 8:
                 raise InputError(
                     "CUDA ran out of memory while tracking with SAM 3, even with "

@@ -217,12 +217,24 @@ def _backfill(session, k, a, ids, out):
                 out[t][i] = mask_to_rle(m, compressed=True)
 
 
-def _is_oom(e: BaseException) -> bool:
+def is_oom(e: BaseException) -> bool:
     import torch
 
     return isinstance(e, torch.cuda.OutOfMemoryError) or (
         isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
     )
+
+
+def after_oom(bar, start: int) -> None:
+    """Free what an out-of-memory chunk left behind and rewind the progress bar to ``start``."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if bar is not None:
+        bar.n = start
+        bar.refresh()
 
 
 def track_frames(
@@ -242,8 +254,6 @@ def track_frames(
     """
     import contextlib
 
-    import torch
-
     n = int(num_frames)
     chunk_size = int(opts.chunk_size)
     start, carried = 0, {}
@@ -257,16 +267,11 @@ def track_frames(
                     propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar()
                 )
         except Exception as e:
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
             out = None  # handled below, once the traceback (and its tensors) is released
         if out is None:
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if bar is not None:
-                bar.n = start
-                bar.refresh()
+            after_oom(bar, start)
             if not getattr(propagator, "offload", True):
                 propagator.offload = True
                 print(f"CUDA out of memory at frame {start}; retrying with offload=True.")
