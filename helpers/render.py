@@ -113,6 +113,121 @@ def default_labels(detections) -> list[str]:
     return out
 
 
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX, the font supervision uses
+_MIN_SCALE = 0.3  # smallest text scale still readable; longer labels are cut with ".."
+_MAX_SPOTS = 16384  # place_labels tries at most this many spots per label (all for <= 60 labels)
+
+
+def place_labels(boxes_xyxy, label_sizes_wh, image_wh, scores=None) -> np.ndarray:
+    """Label rectangles ``[N,4]`` (int ``x0, y0, x1, y1``, ends exclusive) for the ``N`` boxes:
+    each fully inside the ``image_wh`` image (a label larger than the image is cut to it) and
+    none overlapping another while the image has room for it.
+
+    Labels are placed one by one, highest ``score`` first (else in order), each at the first
+    free one of: just above its box's top-left corner, inside the top-left, below the
+    bottom-left, inside the bottom-left, then the same four right-aligned (each clamped into
+    the image). If none is free, at the free spot nearest the first of these among those whose
+    left or right and top or bottom edges line up with the image's, its box's or a placed
+    label's: a free label can slide left and up until it touches one of them, so if any spot is
+    free, one of these is (searched in full up to ~60 labels; with more, the ``_MAX_SPOTS``
+    nearest). Only when none is free does it overlap, at the first candidate. Deterministic.
+    """
+    img_w, img_h = int(image_wh[0]), int(image_wh[1])
+    boxes = np.rint(np.asarray(boxes_xyxy, dtype=float).reshape(-1, 4)).astype(int)
+    sizes = np.minimum(np.asarray(label_sizes_wh, dtype=int).reshape(-1, 2), (img_w, img_h))
+    order = np.arange(len(boxes))
+    if scores is not None and len(scores) == len(boxes):
+        order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+    rects = np.zeros((len(boxes), 4), dtype=int)
+    used, no_room = 0, []  # area of the labels placed apart; sizes that found no free spot
+    for k, i in enumerate(order):
+        (bx0, by0, bx1, by1), (lw, lh), placed = boxes[i], sizes[i], rects[order[:k]]
+        xs, ys = [bx0, bx1 - lw], [by0 - lh, by0, by1, by1 - lh]
+        first = np.clip((xs[0], ys[0]), 0, (img_w - lw, img_h - lh))
+        rect = _first_free([(x, y) for x in xs for y in ys], (lw, lh), image_wh, placed)
+        # the full search, unless the free area is too small or a label no larger found none
+        room = used + lw * lh <= img_w * img_h and not any(w <= lw and h <= lh for w, h in no_room)
+        if rect is None and room:
+            xs += [0, *placed[:, 2], *(placed[:, 0] - lw)]
+            ys += [0, *placed[:, 3], *(placed[:, 1] - lh)]
+            spots = np.stack(np.meshgrid(np.unique(xs), np.unique(ys)), -1).reshape(-1, 2)
+            rect = _first_free(spots, (lw, lh), image_wh, placed, near=first)
+        if rect is None:
+            no_room.append((lw, lh))
+            rect = (*first, *(first + (lw, lh)))
+        else:
+            used += lw * lh
+        rects[i] = rect
+    return rects
+
+
+def _first_free(xy, size_wh, image_wh, placed, near=None):
+    """The first rectangle of size ``size_wh`` at a top-left corner of ``xy`` (clamped into the
+    image) that misses every ``placed`` rectangle, else None. With ``near``, the
+    ``_MAX_SPOTS`` corners nearest to it are tried, nearest first."""
+    xy = np.clip(np.asarray(xy, dtype=int).reshape(-1, 2), 0, np.subtract(image_wh, size_wh))
+    if near is not None:
+        xy = xy[np.argsort(((xy - near) ** 2).sum(1), kind="stable")[:_MAX_SPOTS]]
+    for start in range(0, len(xy), 1024):  # in chunks, to stop soon after the first free one
+        rects = np.hstack([xy[start : start + 1024], xy[start : start + 1024] + size_wh])
+        x0, y0, x1, y1 = (rects[:, None, j] for j in range(4))
+        hits = (x0 < placed[:, 2]) & (placed[:, 0] < x1) & (y0 < placed[:, 3]) & (placed[:, 1] < y1)
+        free = np.flatnonzero(~hits.any(1))
+        if len(free):
+            return rects[free[0]]
+    return None
+
+
+def _label_style(h: int, w: int) -> tuple[float, int]:
+    """Text scale and padding of the labels on an ``h`` x ``w`` image."""
+    side = max(h, w)
+    return max(0.4, side / 1600), max(3, round(side / 200))
+
+
+def _fit_text(text: str, scale: float, pad: int, max_wh) -> tuple[str, float, int, tuple]:
+    """``(text, scale, thickness, (w, h))`` of a label no larger than ``max_wh`` where
+    possible: the scale shrunk (not below ``_MIN_SCALE``), then the text cut with ".."
+    (Hershey fonts have no ellipsis glyph)."""
+    import cv2
+
+    def measure(t: str, s: float) -> tuple[int, int, int]:
+        thick = max(1, round(s * 2))
+        (tw, th), _ = cv2.getTextSize(t, _FONT, s, thick)
+        return thick, tw, th
+
+    max_w, max_h = max_wh
+    thick, tw, th = measure(text, scale)
+    if tw + 2 * pad > max_w or th + 2 * pad > max_h:
+        fit = min((max_w - 2 * pad) / max(tw, 1), (max_h - 2 * pad) / max(th, 1))
+        scale = max(_MIN_SCALE, scale * fit)
+        thick, tw, th = measure(text, scale)
+    kept = text
+    while tw + 2 * pad > max_w and kept:
+        kept = kept[:-1]
+        text = kept.rstrip() + ".."
+        thick, tw, th = measure(text, scale)
+    return text, scale, thick, (tw + 2 * pad, th + 2 * pad)
+
+
+def label_layout(
+    image_shape, detections, labels: list[str] | None = None
+) -> tuple[np.ndarray, list[tuple[str, float, int]]]:
+    """Where :func:`annotate` draws the labels on an image of ``image_shape``: their rectangles
+    (:func:`place_labels`, best scores placed first) and per label ``(text, scale,
+    thickness)``, the scale shrunk and the text cut with ".." where it would not fit the
+    image. ``labels`` default to :func:`default_labels`."""
+    h, w = image_shape[:2]
+    n = len(detections)
+    if labels is None:
+        labels = default_labels(detections)
+    elif len(labels) != n:
+        raise InputError(f"Got {len(labels)} labels for {n} detections.")
+    scale, pad = _label_style(h, w)
+    fitted = [_fit_text(str(t), scale, pad, (w, h)) for t in labels]
+    rects = place_labels(detections.xyxy, [f[3] for f in fitted], (w, h), detections.confidence)
+    return rects, [f[:3] for f in fitted]
+
+
 def annotate(
     image: np.ndarray,
     detections,
@@ -123,12 +238,16 @@ def annotate(
     labels: list[str] | None = None,
     color=None,
 ) -> np.ndarray:
-    """Overlay masks, boxes and labels (supervision annotators) on a copy of ``image``.
+    """Overlay masks, boxes (supervision annotators) and labels on a copy of ``image``.
 
     Colours come from ``color_for_id`` of each instance id, or ``color`` (see
     :func:`parse_color`) for every instance; ``opacity`` is the masks' (0 = outline only by
-    the boxes, 1 = solid). Pixels outside every mask, box and label stay unchanged.
+    the boxes, 1 = solid). Labels (``labels``, else :func:`default_labels`) lie fully inside
+    the image, at the rectangles of :func:`label_layout`: next to their boxes, never over each
+    other while the image has room (see :func:`place_labels`), a label too wide for the image
+    drawn smaller and cut with "..". Pixels outside every mask, box and label stay unchanged.
     """
+    import cv2
     import supervision as sv
 
     image = np.asarray(image)
@@ -156,34 +275,25 @@ def annotate(
     lookup = np.arange(n)  # palette built per call, in detection order
     colors = [fixed or color_for_id(i) for i in ids]
     palette = sv.ColorPalette([sv.Color(r=r, g=g, b=b) for r, g, b in colors])
-    text_palette = sv.ColorPalette(
-        [sv.Color(*_text_color_for(c)) for c in colors]  # black text on light colours
-    )
     scene = np.ascontiguousarray(image[..., ::-1])  # supervision draws on BGR arrays
-    side = max(h, w)
     if detections.mask is not None:
         scene = sv.MaskAnnotator(color=palette, opacity=opacity).annotate(
             scene, detections, custom_color_lookup=lookup
         )
     if show_boxes:
-        thickness = max(1, round(side / 400))
+        thickness = max(1, round(max(h, w) / 400))
         scene = sv.BoxAnnotator(color=palette, thickness=thickness).annotate(
             scene, detections, custom_color_lookup=lookup
         )
     if show_labels:
-        if labels is None:
-            labels = default_labels(detections)
-        elif len(labels) != n:
-            raise InputError(f"Got {len(labels)} labels for {n} detections.")
-        scale = max(0.4, side / 1600)
-        scene = sv.LabelAnnotator(
-            color=palette,
-            text_color=text_palette,
-            text_scale=scale,
-            text_thickness=max(1, round(scale * 2)),
-            text_padding=max(3, round(side / 200)),
-            smart_position=True,
-        ).annotate(scene, detections, labels=labels, custom_color_lookup=lookup)
+        rects, texts = label_layout(image.shape, detections, labels)
+        pad = _label_style(h, w)[1]
+        for (x0, y0, x1, y1), (text, scale, thick), rgb in zip(rects, texts, colors):
+            label = scene[y0:y1, x0:x1]  # a view: text can't spill out of its label
+            label[:] = rgb[::-1]
+            text_h = cv2.getTextSize(text, _FONT, scale, thick)[0][1]
+            ink = _text_color_for(rgb)[::-1]  # black text on light colours
+            cv2.putText(label, text, (pad, pad + text_h), _FONT, scale, ink, thick, cv2.LINE_AA)
     return np.ascontiguousarray(scene[..., ::-1])
 
 

@@ -101,13 +101,17 @@ def colab_upload(dest_dir) -> list:
 
 
 @contextlib.contextmanager
-def _guarded(button, out, state: dict):
-    """Disable ``button`` while a run works; any error ends as a message in ``out`` (and in
-    ``state["error"]``), never as a traceback, and the UI stays usable."""
+def _guarded(c: dict, state: dict):
+    """One run of a form: the button disabled, progress drawn in the form's own bar, anything
+    the libraries print or warn kept out of the notebook (shown folded under the result), and
+    any error a red message in the output area, never a traceback; the UI stays usable."""
+    button, out = c["run"], c["output"]
     state["error"] = None
     button.disabled = True
+    log, deprecations = io.StringIO(), io.StringIO()
     try:
-        yield
+        with _progress_in(c["progress"], c["status"]), _captured(log, deprecations):
+            yield
     except InputError as e:
         state["error"] = str(e)
         show_error(out, str(e))
@@ -116,13 +120,101 @@ def _guarded(button, out, state: dict):
         show_error(out, f"unexpected {type(e).__name__}: {e}")
     finally:
         button.disabled = False
+        state["log"] = log.getvalue() + deprecations.getvalue()  # everything, for the curious
+        _show_log(out, log.getvalue())
 
 
-def _panel(title_html: str, rows: list, c: dict, out, state: dict, cache, run) -> Any:
-    """The UI box: title, control rows, run button, output area; ``run`` wired to the button."""
+@contextlib.contextmanager
+def _captured(log: io.StringIO, deprecations: io.StringIO):
+    """Route what the libraries print to stdout / stderr, and their warnings, into ``log``;
+    deprecation warnings (which the user cannot act on) into ``deprecations``.
+
+    A button callback's output belongs to no cell: classic Notebook shows it under the form
+    as a red stderr block (a harmless FutureWarning looks like a failure), JupyterLab hides it
+    in its log console. A folded note inside the form is better than either."""
+    import warnings
+
+    with (
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            for w in caught:
+                quiet = issubclass(w.category, (DeprecationWarning, FutureWarning))
+                (deprecations if quiet else log).write(f"{w.category.__name__}: {w.message}\n")
+
+
+def _show_log(out, text: str) -> None:
+    """What the libraries said during a run, folded under the result (nothing if nothing)."""
+    lines = list(dict.fromkeys(line for line in text.splitlines() if line.strip()))
+    if not lines:
+        return
+    from IPython.display import HTML
+
+    out.append_display_data(
+        HTML(
+            '<details class="run-log" style="color:#666"><summary>'
+            f"{len(lines)} message(s) from the libraries</summary>"
+            f"<pre>{html.escape(chr(10).join(lines))}</pre></details>"
+        )
+    )
+
+
+@contextlib.contextmanager
+def _progress_in(bar, status):
+    """While a run works, every ``tqdm.auto`` bar (frames decoded, frames tracked, video
+    written) draws into the form's own progress bar and status line instead of printing under
+    the cell; both are hidden again when the run ends."""
+    import tqdm.auto
+    from tqdm.std import tqdm as text_tqdm
+
+    class FormBar(text_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["file"] = io.StringIO()  # the text bar goes nowhere; display() draws
+            kwargs.setdefault("disable", False)  # the form's bar is its UI (TQDM_DISABLE aside)
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg=None, pos=None):
+            bar.max = max(1, int(self.total or 0))
+            bar.value = min(int(self.n), bar.max)
+            status.value = html.escape(str(self))
+            return True
+
+    saved = tqdm.auto.tqdm
+    tqdm.auto.tqdm = FormBar
+    bar.value, status.value = 0, "working..."
+    bar.layout.display = status.layout.display = None
+    try:
+        yield
+    finally:
+        tqdm.auto.tqdm = saved
+        bar.layout.display = status.layout.display = "none"
+        status.value = ""
+
+
+def _progress_widgets() -> dict:
+    """The form's progress bar and status line, hidden until a run starts."""
+    w = _widgets()
+    return {
+        "progress": w.IntProgress(value=0, min=0, max=1, layout=w.Layout(display="none")),
+        "status": w.HTML(value="", layout=w.Layout(display="none")),
+    }
+
+
+def _panel(title_html: str, rows: list, c: dict, state: dict, cache, run, css: str) -> Any:
+    """The UI box: title, control rows, run button with its progress, output area; ``run``
+    wired to the button; ``css`` a class name on the box (for styling and browser tests)."""
     w = _widgets()
     c["run"].on_click(run)
-    ui = w.VBox([w.HTML(title_html), *rows, c["run"], out])
+    ui = w.VBox(
+        [w.HTML(title_html), *rows, w.HBox([c["run"], c["progress"], c["status"]]), c["output"]]
+    )
+    ui.add_class(css)
+    c["output"].add_class("form-output")  # one name in both ipywidgets 7 and 8
     ui.controls = c
     ui.state = state
     ui.cache = cache
@@ -315,7 +407,9 @@ def segmentation_ui(
         "text_threshold": w.FloatSlider(
             value=0.25, min=0.0, max=1.0, step=0.01, description="Text threshold", style=_WIDE
         ),
-        "size": w.Dropdown(options=list(size_choices), value=default_size, description="SAM 2"),
+        "size": w.Dropdown(
+            options=list(size_choices), value=default_size, description="SAM 2 size", style=_WIDE
+        ),
         "detector": w.Dropdown(
             options=list(detector_choices),
             value=default_detector,
@@ -349,20 +443,13 @@ def segmentation_ui(
         "run": w.Button(
             description="Segment", button_style="primary", tooltip="Run text -> boxes -> masks"
         ),
+        **_progress_widgets(),
         "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
     }
     state: dict[str, Any] = {"result": None, "error": None, "source": None, "runs": 0}
     out = c["output"]
 
-    # Whichever of URL / upload the user touched last is the image to use.
-    def _url_changed(change):
-        state["source"] = "url"
-
-    def _upload_changed(change):
-        state["source"] = "upload"
-
-    c["url"].observe(_url_changed, names="value")
-    c["upload"].observe(_upload_changed, names="value")
+    _last_touched_wins(c["url"], c["upload"], state, "url")
 
     def _current_image():
         upload_value = c["upload"].value
@@ -372,7 +459,7 @@ def segmentation_ui(
 
     def _run(_button=None):
         _clear(out)
-        with _guarded(c["run"], out, state):
+        with _guarded(c, state):
             prompt = c["prompt"].value
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to segment, e.g. 'dog'.")
@@ -420,7 +507,31 @@ def segmentation_ui(
         w.HBox([c["url"], c["upload"]]),
     ]
     title = "<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"
-    return _panel(title, rows, c, out, state, cache, _run)
+    return _panel(title, rows, c, state, cache, _run, "q2-image-form")
+
+
+def _last_touched_wins(text, upload, state: dict, typed: str) -> None:
+    """Whichever of the path/URL field and the upload the user touched last is the input
+    (``state["source"]``: ``typed`` or "upload"). An upload empties the field and names the
+    file in its placeholder, so the form never shows a path it is not using."""
+    placeholder = text.placeholder
+
+    def _typed(change):
+        if change["new"].strip():
+            state["source"] = typed
+            text.placeholder = placeholder
+
+    def _uploaded(change):
+        from helpers import media
+
+        files = media.upload_to_bytes(change["new"]) if change["new"] else []
+        if files:
+            state["source"] = "upload"
+            text.value = ""
+            text.placeholder = f"using the upload {files[-1][0]}"
+
+    text.observe(_typed, names="value")
+    upload.observe(_uploaded, names="value")
 
 
 def _overlay_style(c: dict) -> dict:
@@ -550,11 +661,15 @@ def video_ui(
         "detect_every": w.IntSlider(
             value=30, min=1, max=300, step=1, description="Detect every", style=_WIDE
         ),
-        "prompt_type": w.Dropdown(options=list(PROMPT_TYPES), value="box", description="Prompt"),
+        "prompt_type": w.Dropdown(
+            options=list(PROMPT_TYPES), value="box", description="Seed SAM 2 with", style=_WIDE
+        ),
         "box_threshold": w.FloatSlider(
             value=0.35, min=0.0, max=1.0, step=0.01, description="Box threshold", style=_WIDE
         ),
-        "size": w.Dropdown(options=list(size_choices), value=default_size, description="SAM 2"),
+        "size": w.Dropdown(
+            options=list(size_choices), value=default_size, description="SAM 2 size", style=_WIDE
+        ),
         "detector": w.Dropdown(
             options=list(detector_choices),
             value=detector_choices[0],
@@ -562,12 +677,12 @@ def video_ui(
             style=_WIDE,
         ),
         "run": w.Button(description="Track", button_style="primary", tooltip="Track the prompt"),
+        **_progress_widgets(),
         "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
     }
     state: dict[str, Any] = {"result": None, "error": None, "source": None}
     out = c["output"]
-    c["video"].observe(lambda ch: state.update(source="path"), names="value")
-    c["upload"].observe(lambda ch: state.update(source="upload"), names="value")
+    _last_touched_wins(c["video"], c["upload"], state, "path")
 
     def _source():
         from helpers import files, media
@@ -587,7 +702,7 @@ def video_ui(
         from IPython.display import HTML, Video
 
         _clear(out)
-        with _guarded(c["run"], out, state):
+        with _guarded(c, state):
             prompt = c["prompt"].value
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to track, e.g. 'car'.")
@@ -623,7 +738,7 @@ def video_ui(
         w.HBox([c["detector"], c["size"]]),
     ]
     title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
-    return _panel(title, rows, c, out, state, cache, _run)
+    return _panel(title, rows, c, state, cache, _run, "q2-video-form")
 
 
 def track_summary_html(result, elapsed: float | None = None) -> str:

@@ -192,3 +192,121 @@ def test_candidates_figure():
     fig.canvas.draw()  # renders without error
     with pytest.raises(InputError, match="K scores"):
         render.candidates_figure(img, masks, [0.1])
+
+
+# --------------------------------------------------------------------------- label layout
+
+
+def _overlapping_pairs(rects):
+    r = np.asarray(rects)
+    a, b = r[:, None], r[None]
+    hit = (a[..., 0] < b[..., 2]) & (b[..., 0] < a[..., 2])
+    hit &= (a[..., 1] < b[..., 3]) & (b[..., 1] < a[..., 3])
+    return [(i, j) for i, j in zip(*np.nonzero(np.triu(hit, 1)))]
+
+
+def _inside(rects, w, h):
+    r = np.asarray(rects)
+    return bool((r[:, :2] >= 0).all() and (r[:, 2] <= w).all() and (r[:, 3] <= h).all())
+
+
+def test_place_labels_random_layouts():
+    rng = np.random.default_rng(1)
+    checked = 0
+    for _ in range(400):
+        w, h = (int(v) for v in rng.integers(64, 801, 2))
+        n = int(rng.integers(1, 9))
+        xy = rng.uniform(-20, [w, h], (n, 2))
+        boxes = np.hstack([xy, xy + rng.uniform(2, [w, h], (n, 2))])  # some leave the image
+        sizes = np.stack([rng.integers(20, 220, n), rng.integers(10, 34, n)], 1)
+        scores = rng.random(n) if rng.random() < 0.5 else None
+        rects = render.place_labels(boxes, sizes, (w, h), scores)
+        assert rects.shape == (n, 4) and rects.dtype.kind == "i"
+        assert _inside(rects, w, h)
+        fitted = np.minimum(sizes, (w, h))  # a label larger than the image is cut to it
+        np.testing.assert_array_equal(rects[:, 2:] - rects[:, :2], fitted)
+        if fitted.prod(1).sum() < 0.25 * w * h:
+            checked += 1
+            assert not _overlapping_pairs(rects), (w, h, boxes, sizes)
+        again = render.place_labels(boxes.copy(), sizes.copy(), (w, h), scores)
+        np.testing.assert_array_equal(rects, again)
+    assert checked > 200
+
+
+def test_place_labels_candidates_and_scores():
+    size = [[40, 10]]
+    place = render.place_labels
+    assert place([[50, 50, 150, 100]], size, (200, 200)).tolist() == [[50, 40, 90, 50]]  # above
+    assert place([[50, 0, 150, 100]], size, (200, 200)).tolist() == [[50, 0, 90, 10]]  # clamped
+    assert place([[180, 50, 250, 90]], size, (200, 200)).tolist() == [[160, 40, 200, 50]]
+    two = [[50, 50, 150, 100]] * 2
+    rects = place(two, size * 2, (200, 200), scores=[0.2, 0.9])
+    assert rects.tolist() == [[50, 50, 90, 60], [50, 40, 90, 50]]  # best score above the box
+    # no room anywhere: the image holds one label; the second overlaps at its first candidate
+    rects = place(two, size * 2, (40, 10))
+    assert rects.tolist() == [[0, 0, 40, 10]] * 2
+
+
+def _label_scene(w, h):
+    img = np.full((h, w, 3), 60, np.uint8)
+    img[:, :, 1] = (np.arange(w) % 50)[None, :]  # no palette colour in the background
+    return img
+
+
+def _colour_extents(out, colors):
+    """Bounding box of the pixels exactly of each colour (None if there are none)."""
+    extents = []
+    for c in colors:
+        ys, xs = np.nonzero((out == c).all(-1))
+        extents.append(None if len(xs) == 0 else [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return extents
+
+
+def test_annotate_crowded_labels_apart():
+    # Six identical boxes at the top edge: supervision's smart_position hid two labels.
+    img = _label_scene(320, 240)
+    n = 6
+    d = sv.Detections(
+        xyxy=np.tile(np.array([[32, 0, 160, 72]], np.float32), (n, 1)),
+        confidence=np.linspace(0.9, 0.4, n).astype(np.float32),
+        class_id=np.zeros(n, int),
+    )
+    d.data["class_name"] = np.array(["dog"] * n)
+    out = render.annotate(img, d, show_boxes=False)
+    # Each label (instance colours 0..5) is visible as a whole rectangle, apart from the others.
+    extents = _colour_extents(out, [render.color_for_id(i) for i in range(n)])
+    assert None not in extents
+    assert not _overlapping_pairs(extents) and _inside(extents, 320, 240)
+    rects, texts = render.label_layout(img.shape, d)
+    assert np.asarray(extents).tolist() == rects.tolist()  # drawn where label_layout says
+    assert [t[0] for t in texts] == render.default_labels(d)
+    outside = np.ones((240, 320), bool)
+    for x0, y0, x1, y1 in rects:
+        outside[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(out[outside], img[outside])
+    with pytest.raises(InputError, match="1 labels for 6 detections"):
+        render.label_layout(img.shape, d, ["one"])
+    with pytest.raises(InputError, match="1 labels for 6 detections"):
+        render.annotate(img, d, labels=["one"])
+
+
+def test_annotate_label_wider_than_image():
+    img = _label_scene(64, 48)
+    m = np.zeros((1, 48, 64), bool)
+    m[0, 20:30, 20:40] = True
+    d = _dets(m, ids=[12], names=["a very long label name"], scores=[0.99])
+    out = render.annotate(img, d, show_boxes=False, opacity=0.0)
+    # The label's background frames its text on all four sides: nothing is cut at the edge.
+    ((x0, y0, x1, y1),) = _colour_extents(out, [render.color_for_id(12)])
+    label = (out[y0:y1, x0:x1] == render.color_for_id(12)).all(-1)
+    assert label[0].all() and label[-1].all() and label[:, 0].all() and label[:, -1].all()
+    assert (~label).any()  # and there is text in it
+    rects, ((text, scale, _),) = render.label_layout(img.shape, d)
+    assert rects.tolist() == [[x0, y0, x1, y1]] and _inside(rects, 64, 48)
+    assert text.endswith("..") and text.startswith("a very") and scale >= 0.3
+    # with masks and boxes too, only they and the label change pixels
+    out = render.annotate(img, d, opacity=0.5)
+    keep = ~m[0]
+    keep[y0:y1, x0:x1] = False
+    keep[18:32, 18:42] = False  # the box outline
+    np.testing.assert_array_equal(out[keep], img[keep])

@@ -387,3 +387,99 @@ def test_fallback_weights_and_overlay_style_controls(image_file):
     ui2.controls["mask_weights"].value = "size=2"
     ui2.controls["run"].click()
     assert "unknown mask criterion" in ui2.state["error"]
+
+
+# ------------------------------------------------------------------ what a person sees in the form
+
+
+def _labels(ui) -> list[str]:
+    return [
+        v.description
+        for v in ui.controls.values()
+        if getattr(v, "description", "") and not isinstance(v, ipywidgets.Button)
+    ]
+
+
+@pytest.mark.parametrize("which", ["image", "video"])
+def test_one_clear_label_per_field(which, tmp_path):
+    if which == "image":
+        ui = widgets.segmentation_ui(lambda *a, **k: None, detector_loader=str)
+    else:
+        ui = widgets.video_ui(lambda *a, **k: None, detector_loader=str, out_dir=tmp_path)
+    labels = _labels(ui)
+    assert len(labels) == len(set(labels)), labels
+    assert len(labels) >= 5
+
+
+def test_upload_empties_the_url_field_and_names_the_file(image_file):
+    calls = Calls()
+    ui = widgets.segmentation_ui(
+        calls.run, detector_loader=calls.detector, segmenter_loader=calls.segmenter
+    )
+    c = ui.controls
+    c["prompt"].value, c["url"].value = "ball", "/no/such/file.jpg"
+    _set_upload(c["upload"], "holiday.png", _png(40, 30))
+    assert c["url"].value == "" and "holiday.png" in c["url"].placeholder
+    c["run"].click()
+    assert ui.state["error"] is None and calls.runs[-1]["shape"] == (40, 30, 3)
+    c["url"].value = str(image_file)  # typing again: the field is the source again
+    assert "holiday.png" not in c["url"].placeholder
+    c["run"].click()
+    assert calls.runs[-1]["shape"] == (60, 80, 3)
+
+
+def test_video_upload_empties_the_path_field(tmp_path):
+    ui = widgets.video_ui(lambda *a, **k: None, detector_loader=str, out_dir=tmp_path)
+    ui.controls["video"].value = "/no/such/video.mp4"
+    _set_upload(ui.controls["upload"], "clip.mp4", b"\x00\x00\x00\x18ftypmp42")
+    assert ui.controls["video"].value == "" and "clip.mp4" in ui.controls["video"].placeholder
+
+
+def test_progress_drawn_in_the_form_and_library_noise_folded(image_file, capsys):
+    import sys
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    seen = {}
+    calls = Calls()
+
+    def noisy_run(image, prompt, *args, **kw):
+        from tqdm.auto import tqdm as bar_cls  # looked up at call time, as helpers do
+
+        for _ in bar_cls(range(7), desc="tracking"):
+            pass
+        seen["bar"] = (ui.controls["progress"].value, ui.controls["progress"].max)
+        seen["shown"] = ui.controls["progress"].layout.display
+        print("some library chatter")
+        print("Could not open codec", file=sys.stderr)
+        warnings.warn("torch.jit.script is deprecated", FutureWarning, stacklevel=1)
+        warnings.warn("frame rate looks variable", UserWarning, stacklevel=1)
+        return calls.run(image, prompt, *args, **kw)
+
+    ui = widgets.segmentation_ui(noisy_run, detector_loader=str, segmenter_loader=str)
+    ui.controls["prompt"].value, ui.controls["url"].value = "ball", str(image_file)
+    ui.controls["run"].click()
+    assert ui.state["error"] is None, ui.state["error"]
+    assert seen["bar"] == (7, 7) and seen["shown"] is None  # drawn in the form while running
+    assert ui.controls["progress"].layout.display == "none"  # hidden after the run
+    captured = capsys.readouterr()
+    assert "chatter" not in captured.out + captured.err and "codec" not in captured.err
+    html = _html(ui)
+    assert 'class="run-log"' in html and "<details" in html
+    for text in ("some library chatter", "Could not open codec", "frame rate looks variable"):
+        assert text in html
+    assert "jit.script" not in html and "jit.script" in ui.state["log"]  # kept, not shown
+    from tqdm import auto
+
+    assert auto.tqdm is tqdm  # the real tqdm is back
+
+
+def test_quiet_good_run_has_no_log(image_file):
+    calls = Calls()
+    ui = widgets.segmentation_ui(
+        calls.run, detector_loader=calls.detector, segmenter_loader=calls.segmenter
+    )
+    ui.controls["prompt"].value, ui.controls["url"].value = "ball", str(image_file)
+    ui.controls["run"].click()
+    assert "run-log" not in _html(ui) and "Error" not in _html(ui)

@@ -1,0 +1,148 @@
+"""The Q2 forms as a person uses them: in Chromium, in JupyterLab 4 (ipywidgets 8) and classic
+Notebook (ipywidgets 7.7.1). Type, click, upload through the file chooser, read the result,
+play the video. Random-weight models (smoke mode): the masks mean nothing, the UI is real."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from jupyter_fronts import ROOT
+
+IMAGE_FORM, VIDEO_FORM = "q2-image-form", "q2-video-form"
+RUN_TIMEOUT_MS = 240_000
+SAMPLE = ROOT / "assets" / "sample.jpg"
+
+
+def _field(form, label: str, kind: str = "input"):
+    """The input (or select) of the form field labelled exactly ``label``."""
+    exact = re.compile(rf"^\s*{re.escape(label)}\s*$")
+    box = form.locator(".widget-inline-hbox").filter(
+        has=form.page.locator(".widget-label", has_text=exact)
+    )
+    return box.locator(kind).first
+
+
+def _labels(form) -> list[str]:
+    """Every visible field label (text fields, sliders, dropdowns; checkboxes' own labels)."""
+    texts = form.locator(".widget-label, .widget-label-basic").all_inner_texts()
+    return [t.strip("\u200b \n") for t in texts if t.strip("\u200b \n")]
+
+
+def _errors(form) -> list[str]:
+    return form.locator(".form-output p", has_text="Error:").all_inner_texts()
+
+
+def _click_and_wait(form, button: str, done_selector: str, artifacts) -> None:
+    """Click ``button``, wait until the run ended (button enabled again) and ``done_selector``
+    shows in the form's output (a screenshot of the page in ``artifacts`` if not)."""
+    # what the last run showed is marked stale, so only the new run's output can match
+    form.locator(".form-output").evaluate(
+        "out => out.querySelectorAll('*').forEach(n => { n.dataset.stale = '1'; })"
+    )
+    form.get_by_role("button", name=button).click()
+    try:
+        form.locator(f"{done_selector}:not([data-stale])").first.wait_for(timeout=RUN_TIMEOUT_MS)
+        form.get_by_role("button", name=button).and_(form.locator("button:enabled")).wait_for(
+            timeout=RUN_TIMEOUT_MS
+        )
+    except Exception:
+        form.page.screenshot(path=str(artifacts / f"failed-{button.lower()}.png"))
+        raise
+
+
+def test_forms_render_with_one_label_per_field(front):
+    for css in (IMAGE_FORM, VIDEO_FORM):
+        form = front.form(css)
+        try:  # widget views render a moment after the cell that displays them has finished
+            form.get_by_role("button").first.wait_for(timeout=30_000)
+        except Exception:
+            front.page.screenshot(path=str(front.artifacts / f"not-rendered-{css}.png"))
+        assert form.count() == 1, f"{css} not rendered in {front.kind}"
+        labels = _labels(form)
+        assert len(labels) >= 6, labels
+        assert len(labels) == len(set(labels)), f"{front.kind} {css}: repeated labels {labels}"
+    assert _field(front.form(IMAGE_FORM), "Prompt").input_value()  # the notebook's prompt
+
+
+def test_segment_shows_overlay_and_table(front):
+    form = front.form(IMAGE_FORM)
+    form.scroll_into_view_if_needed()
+    _field(form, "Prompt").fill("red ball. blue box")
+    _field(form, "Image URL").fill(str(SAMPLE))
+    _click_and_wait(form, "Segment", ".form-output img", front.artifacts)
+    out = form.locator(".form-output")
+    assert out.locator("img").first.evaluate("i => i.naturalWidth") > 100
+    assert out.locator("table.instances, p:has-text('No instances found')").count() >= 1
+    assert out.get_by_text(re.compile(r"instance\(s\) in [0-9.]+s")).count() == 1
+    assert _errors(form) == [] and form.locator("details.run-log").count() == 0
+    form.screenshot(path=str(front.artifacts / "image_form.png"))
+    assert front.stderr_in(front.cell_of(IMAGE_FORM)) == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "path", "expected"),
+    [("", str(SAMPLE), "prompt is empty"), ("red ball", "/no/such/picture.jpg", "picture.jpg")],
+    ids=["empty-prompt", "missing-file"],
+)
+def test_bad_input_is_one_red_line(front, prompt, path, expected):
+    form = front.form(IMAGE_FORM)
+    _field(form, "Prompt").fill(prompt)
+    _field(form, "Image URL").fill(path)
+    _click_and_wait(form, "Segment", ".form-output p:has-text('Error:')", front.artifacts)
+    errors = _errors(form)
+    assert len(errors) == 1 and expected in errors[0], errors
+    color = form.locator(".form-output p", has_text="Error:").evaluate(
+        "p => getComputedStyle(p).color"
+    )
+    assert color == "rgb(198, 40, 40)"
+    assert form.locator(".form-output img").count() == 0
+    assert front.stderr_in(front.cell_of(IMAGE_FORM)) == []
+
+
+def test_upload_through_the_file_chooser(front, tmp_path):
+    form = front.form(IMAGE_FORM)
+    _field(form, "Prompt").fill("red ball")
+    url = _field(form, "Image URL")
+    url.fill("/no/such/picture.jpg")  # a bad path first: the upload must win and clear it
+    upload = tmp_path / "my upload.jpg"
+    upload.write_bytes(SAMPLE.read_bytes())
+    with front.page.expect_file_chooser() as chooser:
+        form.locator(".widget-upload").click()
+    chooser.value.set_files(str(upload))
+    front.page.wait_for_function(
+        "el => el.value === '' && el.placeholder.includes('my upload.jpg')",
+        arg=url.element_handle(),
+        timeout=30_000,
+    )
+    _click_and_wait(form, "Segment", ".form-output img", front.artifacts)
+    assert _errors(form) == []
+    assert form.locator(".form-output").get_by_text("my upload.jpg").count() >= 1
+
+
+def test_track_plays_the_video_and_lists_ids(front):
+    form = front.form(VIDEO_FORM)
+    form.scroll_into_view_if_needed()
+    assert _field(form, "Prompt").input_value() and _field(form, "Video").input_value()
+    _click_and_wait(form, "Track", ".form-output video", front.artifacts)
+    assert form.locator(".form-output table.tracks").count() == 1
+    video = form.locator(".form-output video").first
+    video.scroll_into_view_if_needed()
+    state = video.evaluate(
+        """async v => {
+            v.muted = true; v.loop = true;
+            for (let i = 0; i < 100 && v.readyState < 2; i++)
+                await new Promise(r => setTimeout(r, 100));
+            await v.play();
+            const t0 = v.currentTime;
+            await new Promise(r => setTimeout(r, 300));
+            return {ready: v.readyState, t0: t0, t1: v.currentTime, played: v.played.length,
+                    error: v.error ? v.error.code : null, width: v.videoWidth};
+        }"""
+    )
+    assert state["error"] is None and state["ready"] >= 2, state
+    assert state["width"] > 0 and state["played"] >= 1, state
+    assert state["t1"] > 0 or state["t1"] != state["t0"], state  # time moves: it plays
+    form.screenshot(path=str(front.artifacts / "video_form.png"))
+    assert _errors(form) == [] and form.locator("details.run-log").count() == 0
+    assert front.stderr_in(front.cell_of(VIDEO_FORM)) == [], "noise under the video form"
