@@ -113,6 +113,16 @@ class Session:
         )
         return cell.locator(sel).all_inner_texts()
 
+    def outputs_in(self, cell) -> int:
+        """How many outputs the cell shows (the form alone: 1; printed text or a progress
+        bar under it would add one)."""
+        own = (  # the cell's own outputs, not those inside the form's Output widget
+            ".jp-Cell-outputArea > .jp-OutputArea-child"
+            if self.kind == "lab"
+            else ":scope > .output_wrapper > .output > .output_area"
+        )
+        return cell.locator(own).count()
+
 
 def run_all_cells(page, kind: str) -> None:
     """Run every cell once the kernel is connected (Lab: its command; classic: Jupyter.notebook)."""

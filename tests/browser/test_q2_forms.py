@@ -77,7 +77,8 @@ def test_segment_shows_overlay_and_table(front):
     assert out.get_by_text(re.compile(r"instance\(s\) in [0-9.]+s")).count() == 1
     assert _errors(form) == [] and form.locator("details.run-log").count() == 0
     form.screenshot(path=str(front.artifacts / "image_form.png"))
-    assert front.stderr_in(front.cell_of(IMAGE_FORM)) == []
+    cell = front.cell_of(IMAGE_FORM)
+    assert front.stderr_in(cell) == [] and front.outputs_in(cell) == 1
 
 
 @pytest.mark.parametrize(
@@ -145,4 +146,6 @@ def test_track_plays_the_video_and_lists_ids(front):
     assert state["t1"] > 0 or state["t1"] != state["t0"], state  # time moves: it plays
     form.screenshot(path=str(front.artifacts / "video_form.png"))
     assert _errors(form) == [] and form.locator("details.run-log").count() == 0
-    assert front.stderr_in(front.cell_of(VIDEO_FORM)) == [], "noise under the video form"
+    cell = front.cell_of(VIDEO_FORM)
+    assert front.stderr_in(cell) == [], "noise under the video form"
+    assert front.outputs_in(cell) == 1, "something printed under the video form"
