@@ -398,6 +398,21 @@ def upload_to_bytes(value: Any) -> list[tuple[str, bytes]]:
     return out
 
 
+def upload_names(value: Any) -> list[str]:
+    """The file names in a ``FileUpload`` value of ipywidgets 7.x or 8.x (see
+    :func:`upload_to_bytes`), without copying the contents; [] for an empty or unknown value."""
+    if isinstance(value, dict):
+        if "content" in value:  # a single 8.x entry
+            return [str(value.get("name", "upload"))]
+        return [str((e.get("metadata") or {}).get("name", n)) if isinstance(e, dict) else str(n)
+                for n, e in value.items()]  # fmt: skip
+    if isinstance(value, (list, tuple)):
+        return [
+            str(e.get("name", f"upload_{i}")) for i, e in enumerate(value) if isinstance(e, dict)
+        ]
+    return []
+
+
 # --------------------------------------------------------------------------- resizing
 
 

@@ -119,21 +119,33 @@ def _guarded(c: dict, state: dict):
         state["error"] = f"{type(e).__name__}: {e}"
         show_error(out, f"unexpected {type(e).__name__}: {e}")
     finally:
-        button.disabled = False
         state["log"] = log.getvalue() + deprecations.getvalue()  # everything, for the curious
         _show_log(out, log.getvalue())
+        button.disabled = False  # last: an enabled button means the run has shown everything
 
 
 @contextlib.contextmanager
 def _captured(log: io.StringIO, deprecations: io.StringIO):
-    """Route what the libraries print to stdout / stderr, and their warnings, into ``log``;
-    deprecation warnings (which the user cannot act on) into ``deprecations``.
+    """Route what the libraries print to stdout / stderr, log (``logging`` handlers writing to
+    the console, as transformers' and huggingface_hub's do) and warn into ``log``; deprecation
+    warnings (which the user cannot act on) into ``deprecations``.
 
     A button callback's output belongs to no cell: classic Notebook shows it under the form
     as a red stderr block (a harmless FutureWarning looks like a failure), JupyterLab hides it
     in its log console. A folded note inside the form is better than either."""
+    import logging
+    import sys
     import warnings
 
+    consoles = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {
+        h
+        for lg in loggers
+        for h in getattr(lg, "handlers", ())
+        if isinstance(h, logging.StreamHandler) and id(h.stream) in consoles
+    }
+    streams = {h: h.setStream(log) for h in handlers}
     with (
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
@@ -143,6 +155,8 @@ def _captured(log: io.StringIO, deprecations: io.StringIO):
         try:
             yield
         finally:
+            for h, stream in streams.items():
+                h.setStream(stream)
             for w in caught:
                 quiet = issubclass(w.category, (DeprecationWarning, FutureWarning))
                 (deprecations if quiet else log).write(f"{w.category.__name__}: {w.message}\n")
@@ -173,9 +187,13 @@ def _progress_in(bar, status):
     from tqdm.std import tqdm as text_tqdm
 
     class FormBar(text_tqdm):
+        monitor_interval = 0  # no monitor thread: widgets are set from the run's own thread
+
         def __init__(self, *args, **kwargs):
             kwargs["file"] = io.StringIO()  # the text bar goes nowhere; display() draws
-            kwargs.setdefault("disable", False)  # the form's bar is its UI (TQDM_DISABLE aside)
+            # the form's bar is its UI: shown unless the caller says otherwise (TQDM_DISABLE and
+            # "no terminal" aside), e.g. on the ranks of a distributed job that are not first
+            kwargs["disable"] = bool(kwargs.get("disable"))
             super().__init__(*args, **kwargs)
 
         def display(self, msg=None, pos=None):
@@ -524,11 +542,11 @@ def _last_touched_wins(text, upload, state: dict, typed: str) -> None:
     def _uploaded(change):
         from helpers import media
 
-        files = media.upload_to_bytes(change["new"]) if change["new"] else []
-        if files:
+        names = media.upload_names(change["new"])
+        if names:
             state["source"] = "upload"
             text.value = ""
-            text.placeholder = f"using the upload {files[-1][0]}"
+            text.placeholder = f"using the upload {names[-1]}"
 
     text.observe(_typed, names="value")
     upload.observe(_uploaded, names="value")

@@ -233,6 +233,9 @@ def test_image_from_inputs_both_upload_formats(version):
         )
     image, name = widgets.image_from_inputs(value, "")
     assert name == "x.png" and image.shape == (20, 24, 3)
+    from helpers import media
+
+    assert media.upload_names(value) == ["x.png"] and media.upload_names(()) == []
     assert tuple(image[0, 0]) == (0, 0, 255)
 
 
@@ -453,13 +456,23 @@ def test_progress_drawn_in_the_form_and_library_noise_folded(image_file, capsys)
         seen["shown"] = ui.controls["progress"].layout.display
         print("some library chatter")
         print("Could not open codec", file=sys.stderr)
+        logger.warning("Some weights of the model checkpoint were not used")
         warnings.warn("torch.jit.script is deprecated", FutureWarning, stacklevel=1)
         warnings.warn("frame rate looks variable", UserWarning, stacklevel=1)
         return calls.run(image, prompt, *args, **kw)
 
+    import logging
+
+    logger = logging.getLogger("fake_library_for_test")  # like transformers: its own handler
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
     ui = widgets.segmentation_ui(noisy_run, detector_loader=str, segmenter_loader=str)
     ui.controls["prompt"].value, ui.controls["url"].value = "ball", str(image_file)
-    ui.controls["run"].click()
+    try:
+        ui.controls["run"].click()
+    finally:
+        logger.removeHandler(handler)
+    assert handler.stream is sys.stderr  # given back after the run
     assert ui.state["error"] is None, ui.state["error"]
     assert seen["bar"] == (7, 7) and seen["shown"] is None  # drawn in the form while running
     assert ui.controls["progress"].layout.display == "none"  # hidden after the run
@@ -467,7 +480,13 @@ def test_progress_drawn_in_the_form_and_library_noise_folded(image_file, capsys)
     assert "chatter" not in captured.out + captured.err and "codec" not in captured.err
     html = _html(ui)
     assert 'class="run-log"' in html and "<details" in html
-    for text in ("some library chatter", "Could not open codec", "frame rate looks variable"):
+    assert "weights of the model" not in captured.err
+    for text in (
+        "some library chatter",
+        "Could not open codec",
+        "frame rate looks variable",
+        "Some weights of the model checkpoint were not used",
+    ):
         assert text in html
     assert "jit.script" not in html and "jit.script" in ui.state["log"]  # kept, not shown
     from tqdm import auto

@@ -9,9 +9,11 @@ cannot run here (no Chromium, no Playwright, no classic env) skips with the reas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import jupyter_fronts
@@ -31,11 +33,6 @@ CHROMIUM_FLAGS = [  # a closed network: no background calls home, no sandbox as 
 RUN_ALL_TIMEOUT_MS = 420_000  # kernel start, imports, random-weight models, one short track
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.browser)
-
-
 @pytest.fixture(scope="session")
 def browser():
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
@@ -44,6 +41,10 @@ def browser():
             "no Chromium: install Debian's package (apt-get install chromium; .ci/browser-env "
             "does) or point $CHROMIUM at a Chromium binary"
         )
+    try:  # a stub (Ubuntu's snap wrapper in a container) is there but does not start
+        subprocess.run([chromium, "--version"], capture_output=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"{chromium} does not start ({type(e).__name__}); install Debian's chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -58,38 +59,54 @@ def browser():
 
 @pytest.fixture(scope="module", params=["lab", "classic"])
 def front(request, browser, tmp_path_factory):
-    """A started front end with forms.ipynb open and every cell run; yields (front, page)."""
+    """A started front end with forms.ipynb open and every cell run, as a :class:`Session`.
+    The server, its kernels and the browser context are stopped afterwards, whatever failed."""
     kind = request.param
     why = jupyter_fronts.missing(kind)
     if why:
         pytest.skip(why)
-    server = jupyter_fronts.start(kind, tmp_path_factory.mktemp(f"jupyter-{kind}"))
-    context = browser.new_context(viewport={"width": 1280, "height": 1700})
-    page = context.new_page()
-    console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     out = ARTIFACTS / kind
     shutil.rmtree(out, ignore_errors=True)  # screenshots of this run only
     out.mkdir(parents=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        server = jupyter_fronts.start(kind, tmp_path_factory.mktemp(f"jupyter-{kind}"))
+        stack.callback(_stop_checked, server)
+        context = browser.new_context(viewport={"width": 1280, "height": 1700})
+        stack.callback(context.close)
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         page.goto(server.url)
         run_all_cells(page, kind)
-        try:
-            page.get_by_text(jupyter_fronts.READY, exact=True).wait_for(timeout=RUN_ALL_TIMEOUT_MS)
-        except Exception:
-            page.screenshot(path=str(out / "run-all-failed.png"), full_page=True)
-            log = server.log_path.read_text(errors="replace")[-3000:]
-            pytest.fail(f"{kind}: the forms notebook did not finish.\nconsole: {console[-20:]}"
-                        f"\nserver log:\n{log}")  # fmt: skip
+        _wait_for_all_cells(page, kind, server, out, console)
         versions = {**server.versions(), "chromium": browser.version}
         (out / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")
         yield Session(kind, page, out, console, server)
-    finally:
-        context.close()
-        jupyter_fronts.stop(server)
-        left = jupyter_fronts.pids_mentioning(str(server.runtime_dir))
-        assert not left, f"{kind}: kernel processes left running: {left}"
+
+
+def _stop_checked(server) -> None:
+    jupyter_fronts.stop(server)
+    left = jupyter_fronts.pids_mentioning(str(server.runtime_dir))
+    assert not left, f"{server.kind}: kernel processes left running: {left}"
+
+
+def _wait_for_all_cells(page, kind: str, server, out: Path, console: list[str]) -> None:
+    """Wait for the last cell's READY line; fail at once, with the traceback, if a cell fails."""
+    error = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"
+    error = error if kind == "lab" else ".output_error"
+    ready = page.get_by_text(jupyter_fronts.READY, exact=True)
+    try:
+        ready.or_(page.locator(error)).first.wait_for(timeout=RUN_ALL_TIMEOUT_MS)
+    except Exception:
+        pass
+    if ready.count() and not page.locator(error).count():
+        return
+    page.screenshot(path=str(out / "run-all-failed.png"), full_page=True)
+    errors = page.locator(error).all_inner_texts()
+    log = server.log_path.read_text(errors="replace")[-3000:]
+    pytest.fail(f"{kind}: the forms notebook did not finish.\nerrors: {errors}\n"
+                f"console: {console[-20:]}\nserver log:\n{log}")  # fmt: skip
 
 
 class Session:
@@ -106,6 +123,9 @@ class Session:
         return self.page.locator(f"{cell}:has(.{css})")
 
     def stderr_in(self, cell) -> list[str]:
+        """stderr blocks under the cell. Only classic Notebook puts a button callback's output
+        there (JupyterLab sends it to its log console), so this finds noise in classic; in both
+        front ends the form's own folded ``run-log`` is checked too."""
         sel = (
             '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
             if self.kind == "lab"

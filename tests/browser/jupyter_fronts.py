@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 Q2_NOTEBOOK = ROOT / "notebooks" / "q2_text_segmentation.ipynb"
 CLASSIC_VENV = Path(os.environ.get("Q2_CLASSIC_VENV", ROOT / ".venv-classic"))
 KERNEL = "q2-forms"
+SAMPLES = ("sample.jpg", "sample_video.mp4")
 READY = "forms ready"
 
 
@@ -153,11 +155,13 @@ def _write_config(home: Path, kind: str) -> dict:
 
 
 def start(kind: str, home: Path, timeout: float = 90) -> Front:
-    """Start the ``kind`` front end serving ``home/nb`` (holding forms.ipynb); wait until it
-    answers. Its output goes to ``home/server.log``."""
+    """Start the ``kind`` front end serving ``home/nb`` (holding forms.ipynb and the SAMPLES);
+    wait until it answers. Its output goes to ``home/server.log``."""
     nb_dir = home / "nb"
     nb_dir.mkdir(parents=True)
     forms_notebook(nb_dir / "forms.ipynb")
+    for name in SAMPLES:  # beside the notebook: the forms take them by their bare names
+        shutil.copyfile(ROOT / "assets" / name, nb_dir / name)
     env = _write_config(home, kind)
     port, token = _free_port(), secrets.token_hex(16)
     if kind == "lab":

@@ -9,9 +9,10 @@ import re
 import pytest
 from jupyter_fronts import ROOT
 
+pytestmark = pytest.mark.browser
 IMAGE_FORM, VIDEO_FORM = "q2-image-form", "q2-video-form"
 RUN_TIMEOUT_MS = 240_000
-SAMPLE = ROOT / "assets" / "sample.jpg"
+SAMPLE = ROOT / "assets" / "sample.jpg"  # also beside the notebook as "sample.jpg"
 
 
 def _field(form, label: str, kind: str = "input"):
@@ -69,11 +70,11 @@ def test_segment_shows_overlay_and_table(front):
     form = front.form(IMAGE_FORM)
     form.scroll_into_view_if_needed()
     _field(form, "Prompt").fill("red ball. blue box")
-    _field(form, "Image URL").fill(str(SAMPLE))
+    _field(form, "Image URL").fill(SAMPLE.name)
     _click_and_wait(form, "Segment", ".form-output img", front.artifacts)
     out = form.locator(".form-output")
     assert out.locator("img").first.evaluate("i => i.naturalWidth") > 100
-    assert out.locator("table.instances, p:has-text('No instances found')").count() >= 1
+    assert out.locator("table.instances tbody tr").count() >= 1  # the smoke models find some
     assert out.get_by_text(re.compile(r"instance\(s\) in [0-9.]+s")).count() == 1
     assert _errors(form) == [] and form.locator("details.run-log").count() == 0
     form.screenshot(path=str(front.artifacts / "image_form.png"))
@@ -83,7 +84,7 @@ def test_segment_shows_overlay_and_table(front):
 
 @pytest.mark.parametrize(
     ("prompt", "path", "expected"),
-    [("", str(SAMPLE), "prompt is empty"), ("red ball", "/no/such/picture.jpg", "picture.jpg")],
+    [("", SAMPLE.name, "prompt is empty"), ("red ball", "/no/such/picture.jpg", "picture.jpg")],
     ids=["empty-prompt", "missing-file"],
 )
 def test_bad_input_is_one_red_line(front, prompt, path, expected):
@@ -125,6 +126,7 @@ def test_track_plays_the_video_and_lists_ids(front):
     form = front.form(VIDEO_FORM)
     form.scroll_into_view_if_needed()
     assert _field(form, "Prompt").input_value() and _field(form, "Video").input_value()
+    _field(form, "Video").fill("sample_video.mp4")  # beside the notebook
     _click_and_wait(form, "Track", ".form-output video", front.artifacts)
     assert form.locator(".form-output table.tracks").count() == 1
     video = form.locator(".form-output video").first
@@ -137,13 +139,14 @@ def test_track_plays_the_video_and_lists_ids(front):
             await v.play();
             const t0 = v.currentTime;
             await new Promise(r => setTimeout(r, 300));
-            return {ready: v.readyState, t0: t0, t1: v.currentTime, played: v.played.length,
-                    error: v.error ? v.error.code : null, width: v.videoWidth};
+            return {ready: v.readyState, network: v.networkState, t0: t0, t1: v.currentTime,
+                    frames: v.getVideoPlaybackQuality().totalVideoFrames, width: v.videoWidth};
         }"""
     )
-    assert state["error"] is None and state["ready"] >= 2, state
-    assert state["width"] > 0 and state["played"] >= 1, state
-    assert state["t1"] > 0 or state["t1"] != state["t0"], state  # time moves: it plays
+    # playing: decodable (readyState >= 2, a source that loaded), frames shown, time moving
+    # (6 frames at 10 fps loop every 0.6 s, so 0.3 s later the time is further on)
+    assert state["ready"] >= 2 and state["network"] != 3 and state["width"] > 0, state
+    assert state["frames"] >= 2 and state["t1"] > state["t0"], state
     form.screenshot(path=str(front.artifacts / "video_form.png"))
     assert _errors(form) == [] and form.locator("details.run-log").count() == 0
     cell = front.cell_of(VIDEO_FORM)
