@@ -182,3 +182,83 @@ def test_grounding_dino_equals_the_documented_usage(gdino, image):
     order_g = np.argsort(-got.confidence, kind="stable")
     np.testing.assert_allclose(got.confidence[order_g], res["scores"].numpy()[order_w], rtol=1e-6)
     np.testing.assert_allclose(got.xyxy[order_g], want[order_w], rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def owl():
+    """Random OWLv2 whose box head is shrunk 100x: at its random init (weights of std ~1) the
+    box head saturates the sigmoid, so every box is a 0/1-coordinate sliver. Shrunk, the boxes
+    are the grid-anchored boxes (box_bias) plus a little noise: distinct, with positive area,
+    some reaching past the image into OWLv2's square padding (so clipping is exercised)."""
+    import torch
+
+    d = random_owlv2(device="cpu")
+    with torch.no_grad():
+        d.model.box_head.dense2.weight.mul_(0.01)
+    return d
+
+
+def _same_detections(got, boxes, scores, labels, names):
+    """``got`` (sv.Detections) holds exactly these boxes/scores/labels/names, in any order."""
+    want_order = np.lexsort((*boxes.T[::-1], -scores))
+    got_order = np.lexsort((*got.xyxy.T[::-1], -got.confidence))
+    assert len(got) == len(scores) >= 2
+    np.testing.assert_array_equal(got.confidence[got_order], scores[want_order])
+    np.testing.assert_array_equal(got.class_id[got_order], labels[want_order])
+    assert got.data["class_name"][got_order].tolist() == [names[i] for i in want_order]
+    np.testing.assert_allclose(got.xyxy[got_order], boxes[want_order], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("at", ["just below the 12th score", "at the 13th score"])
+def test_owlv2_equals_the_documented_usage(owl, image, at):
+    """transformers' Owlv2ForObjectDetection example on the same random-weight model, image and
+    phrases: processor(text=[phrases], images=image) -> model(**inputs) ->
+    post_process_grounded_object_detection(threshold, target_sizes=[(H, W)], text_labels).
+
+    Ours: ``detect(owl, image, "red car. dog", box_threshold=...)`` (90x150 px: no downscale).
+    Compared, sorted by (score, box): scores (exactly), class ids (= the documented ``labels``),
+    class names (= ``text_labels``) and boxes (atol 1e-3 px) after the one step the example
+    lacks and detect() documents, clipping to the image (OWLv2 predicts on the image padded to
+    a square, so boxes may reach into the padding). First with ``nms_iou=1.0`` (no box can be
+    suppressed: every documented box must come back), then with the default ``nms_iou=0.5``
+    against torchvision's ``batched_nms(boxes, scores, labels, 0.5)`` on the clipped
+    documented boxes. The threshold is picked from the documented scores so that exactly 12
+    boxes of both phrases pass, tight at either end: just below the 12th score (a threshold
+    raised by 1e-6 loses a box) or equal to the 13th (``score > threshold`` as documented;
+    ``>=`` or a lower threshold gains a box)."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    phrases = ["red car", "dog"]
+    H, W = image.shape[:2]
+    inputs = owl.processor(text=[phrases], images=image, return_tensors="pt")
+    with torch.no_grad():
+        outputs = owl.model(**inputs)
+
+    def documented(threshold):
+        return owl.processor.post_process_grounded_object_detection(
+            outputs=outputs, threshold=threshold, target_sizes=torch.tensor([(H, W)]),
+            text_labels=[phrases],
+        )[0]  # fmt: skip
+
+    ranked = np.sort(documented(0.0)["scores"].numpy())[::-1]
+    k = 12  # boxes that must pass
+    assert ranked[k - 1] - ranked[k] > 1e-3
+    threshold = float(ranked[k - 1]) - 1e-6 if at.startswith("just") else float(ranked[k])
+    res = documented(threshold)
+    scores, labels, names = res["scores"].numpy(), res["labels"].numpy(), res["text_labels"]
+    boxes = res["boxes"].numpy().copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, W)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, H)
+    assert len(scores) == k and set(labels.tolist()) == {0, 1}
+    assert (boxes[:, 2] - boxes[:, 0] > 1).sum() >= 8  # real boxes: an x/y swap would show
+    assert (res["boxes"].numpy()[:, 3] > H).any()  # some reach into the padding: clipped
+
+    got = detect(owl, image, "red car. dog", box_threshold=threshold, nms_iou=1.0)
+    _same_detections(got, boxes, scores, labels, names)
+    keep = batched_nms(
+        torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5
+    ).numpy()
+    assert 2 <= len(keep) < k  # NMS does remove some of the overlapping grid boxes
+    got = detect(owl, image, "red car. dog", box_threshold=threshold)
+    _same_detections(got, boxes[keep], scores[keep], labels[keep], [names[i] for i in keep])

@@ -218,3 +218,58 @@ def test_full_resolution_masks_threshold_upsampled_logits(sam2_tiny, image):
     hf = toy_hf_segmenter(128)
     m_hf, _, _ = segment_boxes(hf, image, BOXES, out_size=full)
     assert m_hf.shape == (2, *full)
+
+
+@pytest.fixture(scope="module")
+def hf_sam2_tiny():
+    import torch
+
+    torch.manual_seed(0)
+    return load_segmenter("tiny", "transformers", device="cpu", random_weights=True, image_size=128)
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_transformers_sam2_equals_the_documented_usage(hf_sam2_tiny, image, multimask):
+    """transformers' Sam2Model example on the same random-weight model (SAM 2.1 tiny at 128 px),
+    image and 2 boxes: processor(images=image, input_boxes=[boxes]) ->
+    model(**inputs, multimask_output=...) -> processor.post_process_masks(outputs.pred_masks,
+    inputs["original_sizes"]) (threshold 0, no hole/speck cleanup: the defaults), scores =
+    outputs.iou_scores.
+
+    Ours: ``segment_boxes`` (it does no cleanup of its own). Compared: every candidate mask
+    exactly (bool), also against the unbinarized post-processed logits > 0, and the IoU scores
+    exactly; the picked mask/score of each box = the candidate of highest documented IoU score
+    (the only one without multimask). A check that the masks depend on the boxes (a box with x
+    and y swapped gives other masks) shows a box mix-up could not pass unnoticed."""
+    import torch
+
+    seg = hf_sam2_tiny
+    proc, model = seg.processor, seg.predictor
+    inputs = proc(images=image, input_boxes=[BOXES.tolist()], return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs, multimask_output=multimask)
+    sizes = inputs["original_sizes"]
+    want = proc.post_process_masks(outputs.pred_masks, sizes)[0].numpy()
+    logits = proc.post_process_masks(outputs.pred_masks, sizes, binarize=False)[0].numpy()
+    want_scores = outputs.iou_scores[0].numpy()
+    C = 3 if multimask else 1
+    assert want.shape == (2, C, H, W) and want_scores.shape == (2, C)
+    np.testing.assert_array_equal(want, logits > 0)
+    frac = want.mean(axis=(-1, -2))
+    assert ((frac > 0.05) & (frac < 0.95)).all()  # non-trivial masks
+
+    masks, scores, cands = segment_boxes(seg, image, BOXES, multimask=multimask)
+    best = want_scores.argmax(axis=1)
+    np.testing.assert_array_equal(masks, want[np.arange(2), best])
+    np.testing.assert_array_equal(scores, want_scores[np.arange(2), best])
+    if multimask:
+        np.testing.assert_array_equal(cands[0], want)
+        np.testing.assert_array_equal(cands[1], want_scores)
+    else:
+        assert cands is None
+
+    swapped = proc(images=image, input_boxes=[BOXES[:, [1, 0, 3, 2]].tolist()], return_tensors="pt")
+    with torch.no_grad():
+        other = model(**swapped, multimask_output=multimask).pred_masks
+    other = proc.post_process_masks(other, swapped["original_sizes"])[0].numpy()
+    assert (other != want).any(axis=(1, 2, 3)).all()
