@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.errors import InputError
+from helpers.errors import InputError, unit_interval
 from helpers.media import check_rgb_array
 
 DETECTORS = {
@@ -381,18 +381,6 @@ def _empty_detections():
     )
 
 
-def _check_threshold(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{name} must be a number in [0, 1], got {value!r}.") from e
-    if not 0.0 <= v <= 1.0 or v != v:
-        raise InputError(
-            f"{name} must be in [0, 1], got {value}; try 0.35 for boxes, 0.25 for text."
-        )
-    return v
-
-
 def _model_dtype(model):
     try:
         return next(model.parameters()).dtype
@@ -507,9 +495,10 @@ def detect(
     import torch
     import torchvision
 
-    box_threshold = _check_threshold("box_threshold", box_threshold)
-    text_threshold = _check_threshold("text_threshold", text_threshold)
-    nms_iou = _check_threshold("nms_iou", nms_iou)
+    hint = "try 0.35 for boxes, 0.25 for text"
+    box_threshold = unit_interval("box_threshold", box_threshold, hint)
+    text_threshold = unit_interval("text_threshold", text_threshold, hint)
+    nms_iou = unit_interval("nms_iou", nms_iou, hint)
     phrases = prompt_phrases(prompt)
     image = check_rgb_array(image)
     H, W = image.shape[:2]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.errors import InputError
+from helpers.errors import InputError, unit_interval
 
 # 20 distinct, saturated colours (RGB). Index = id % 20, so an id keeps its colour everywhere.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -255,12 +255,7 @@ def annotate(
         raise InputError(
             f"annotate needs an HxWx3 uint8 RGB image; got {image.shape} {image.dtype}."
         )
-    try:
-        opacity = float(opacity)
-    except (TypeError, ValueError):
-        raise InputError(f"opacity must be a number in [0, 1], got {opacity!r}.") from None
-    if not 0 <= opacity <= 1:
-        raise InputError(f"opacity must be in [0, 1], got {opacity}.")
+    opacity = unit_interval("opacity", opacity)
     fixed = parse_color(color)
     n = len(detections)
     if n == 0:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from helpers.errors import InputError
+from helpers.errors import InputError, unit_interval
 
 SAM3_HUB_ID = "facebook/sam3"
 MIN_TRANSFORMERS = "5.0.0"  # first release with Sam3Model / Sam3VideoModel
@@ -409,16 +409,6 @@ def random_sam3(size: str = "toy", device=None, seed: int = 0) -> Sam3Segmenter:
 # ---------------------------------------------------------------- inference
 
 
-def _check_unit(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number in [0, 1], got {value!r}.") from None
-    if not 0.0 <= v <= 1.0:
-        raise InputError(f"{name} must be in [0, 1], got {value}; SAM 3's default is 0.5.")
-    return v
-
-
 def _context(device):
     from helpers.segment import inference_context
 
@@ -468,8 +458,8 @@ def predict(
 ) -> list[dict]:
     """Per phrase, SAM 3's post-processed result ``{"scores", "boxes", "masks"}`` (tensors, at
     the image's size) for an HxWx3 uint8 RGB ``image``."""
-    threshold = _check_unit("threshold", threshold)
-    mask_threshold = _check_unit("mask_threshold", mask_threshold)
+    threshold = unit_interval("threshold", threshold, "SAM 3's default is 0.5")
+    mask_threshold = unit_interval("mask_threshold", mask_threshold, "SAM 3's default is 0.5")
     H, W = image.shape[:2]
     pixels = seg.processor(images=image, return_tensors="pt").to(seg.device)
     texts = encode_phrases(seg, phrases)
