@@ -12,7 +12,6 @@ SAM 3 (offline smoke tests). The Grounding DINO / SAM 2 flags (--detector, --siz
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -86,14 +85,9 @@ def cmd_segment(args) -> dict:
             "out": str(out),
             **summary,
         }
-        if summary["failed"]:
-            print(json.dumps(result, default=str), flush=True)
-            first = summary["failed"][0]
-            raise InputError(
-                f"{len(summary['failed'])} of {len(summary['files'])} images failed (first: "
-                f"{first['file']}: {first['error']}); the others were written to {out}."
-            )
-        return result
+        return cli_segment.stop_if_failed(
+            result, len(summary["files"]), "images", out, "Run again to retry them."
+        )
     source = args.image
     if "://" not in source and not Path(source).is_file():
         raise InputError(f"--image {source} does not exist; give an image file path or a URL.")

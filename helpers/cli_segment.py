@@ -225,6 +225,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- checks
 
 
+def stop_if_failed(result: dict, total: int, noun: str, out, advice: str, status="") -> dict:
+    """``result`` when its ``failed`` list is empty; else print it as the JSON line (nothing
+    lost) and raise an InputError (a non-zero exit) that counts and names the first failure:
+    "2 of 15 images failed (first: a.jpg: ...); the others were written to OUT. ADVICE"."""
+    failed = result["failed"]
+    if not failed:
+        return result
+    print(json.dumps(result, default=str), flush=True)
+    first = failed[0]
+    raise InputError(
+        f"{len(failed)} of {total} {noun} failed ({status + '; ' if status else ''}first: "
+        f"{first['file']}: {first['error']}); the others were written to {out}. {advice}"
+    )
+
+
 def _check_threshold(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise InputError(f"--{name} must be between 0 and 1, got {value}.")
@@ -533,17 +548,10 @@ def cmd_segment(args) -> dict:
         if summary is None:  # another process of the job reports the merged summary
             return None
         result = {"command": "segment", "folder": str(folder), "out": str(out), **summary}
-        if summary["failed"]:
-            # the summary line first (nothing lost), then a non-zero exit that says so
-            print(json.dumps(result, default=str), flush=True)
-            first = summary["failed"][0]
-            total = len(summary["files"])
-            raise InputError(
-                f"{len(summary['failed'])} of {total} images failed ({summary['status']}; first: "
-                f"{first['file']}: {first['error']}); the others were written to {out}. Fix "
-                "or remove the failed files and run again (finished images are skipped)."
-            )
-        return result
+        advice = "Fix or remove the failed files and run again (finished images are skipped)."
+        return stop_if_failed(
+            result, len(summary["files"]), "images", out, advice, summary["status"]
+        )
 
     source = args.image
     if "://" not in source:
@@ -663,14 +671,7 @@ def _track_many(args, videos: list[str]) -> dict | None:
             return None
         summary = merge_summaries(parts)
     result = {"command": "track", "videos": list(videos), "prompt": args.prompt, **summary}
-    if summary["failed"]:
-        print(json.dumps(result, default=str), flush=True)
-        first = summary["failed"][0]
-        raise InputError(
-            f"{len(summary['failed'])} of {len(videos)} videos failed (first: {first['file']}: "
-            f"{first['error']}); the others were written to {out}. Run again to retry them."
-        )
-    return result
+    return stop_if_failed(result, len(videos), "videos", out, "Run again to retry them.")
 
 
 def _track_one(args) -> dict:
