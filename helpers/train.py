@@ -205,6 +205,8 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) 
             run.compile_pending = True
         except Exception as e:
             log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly.")
+        else:
+            aug.compile(log)  # the augmentation as one graph (draws made up front)
     return run
 
 
