@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class TrainResult:
     parameters: int = 0
     trainable_parameters: int = 0
     validation_seconds: float = 0.0  # time spent validating, over the whole run
+    # this call's wall time: setup (model, data to the device, compile, calibration), training
+    # (on the clock), scoring the test split, and all of it
+    timing: dict = field(default_factory=dict)
 
     @property
     def validation_share(self) -> float | None:
@@ -503,6 +506,7 @@ def train(
     from helpers import runtime
     from helpers.files import check_output_dir
 
+    t_call = time.perf_counter()
     d = distributed.from_env(str(device) if device is not None else None)
     if not d.main:  # one voice: the first process logs, shows progress and writes files
         log, progress = (lambda m: None), False
@@ -533,6 +537,7 @@ def train(
         raise InputError(runtime.oom_message(cfg.batch_size, "model setup")) from None
     del ckpt
     t_start = time.perf_counter() - run.elapsed  # the clock starts now, after compile
+    setup_seconds, elapsed_before = time.perf_counter() - t_call, run.elapsed
 
     def clock() -> float:
         return time.perf_counter() - t_start
@@ -633,8 +638,15 @@ def train(
             f"early stop: no better val accuracy for {cfg.patience} epochs (best "
             f"{run.best_acc:.4f} at epoch {run.best_epoch})."
         )
+    t_score = time.perf_counter()
     test = _score_test(run, out_dir, eval_bs, log) if reason != "paused" and d.main else None
     run.model.eval()
+    timing = {
+        "setup_seconds": setup_seconds,
+        "training_seconds": run.elapsed - elapsed_before,
+        "scoring_seconds": time.perf_counter() - t_score,
+        "total_seconds": time.perf_counter() - t_call,
+    }
     return TrainResult(
         model=run.model,
         ema_model=run.ema,
@@ -652,6 +664,7 @@ def train(
         trainable_parameters=count_parameters(run.model, trainable_only=True),
         checkpoint_bytes=saver.bytes,
         validation_seconds=val_seconds,
+        timing=timing,
     )
 
 
