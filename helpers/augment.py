@@ -921,9 +921,6 @@ class GpuAugment:
     def compile(self, log=print) -> bool:
         """Compile :meth:`apply` (the ``torch.where`` path) as one graph; the first call that
         fails to compile falls back to eager with a warning. Returns whether it is on."""
-        import torch._dynamo
-
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
         try:
             self.compiled = torch.compile(self._apply_where, fullgraph=True, dynamic=False)
         except Exception as e:

@@ -7,7 +7,9 @@ step: loss and accuracy are summed as device tensors and read once per epoch.
 
 Before the clock starts, the run compiles and (with a time budget) measures its step rate,
 then fixes its step plan (:mod:`helpers.schedule`); the learning rate is a function of the
-step alone, so a budgeted run is reproducible for its plan and resumes bit-for-bit. A full
+step alone, so a budgeted run is reproducible for its plan and resumes bit-for-bit. A
+budgeted run that falls behind its plan re-plans the steps left, so it still ends on the last
+step of its schedule (at ``min_lr``); the re-plans are part of the plan. A full
 ``last.pt`` is written at most every ``checkpoint_minutes``, at the end, and on Ctrl-C /
 kernel interrupt (the step in flight finishes first); ``best.pt`` holds inference weights.
 The test split, if the data has one, is scored once, at the end, with the best weights.
