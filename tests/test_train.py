@@ -118,6 +118,39 @@ def test_warmup_as_long_as_the_run_is_clamped_with_a_message():
     assert lr_at_step(29, plan, cfg) == pytest.approx(0.0)  # ... and the run still anneals
 
 
+def test_a_short_plan_still_warms_up_when_a_warmup_is_asked_for():
+    """2 % of a 24-step plan rounds to 0 steps: the warm-up is kept at 2 steps (the first below
+    the peak), never longer than the run allows; none when none is asked for."""
+    cfg = TrainConfig(epochs=1, warmup_fraction=0.02, lr=1.0, min_lr=0.0)
+    for total in (3, 10, 24, 49):
+        plan = make_plan(cfg, 10, total)
+        assert plan.warmup_steps == 2 and lr_at_step(0, plan, cfg) == pytest.approx(0.5)
+        assert lr_at_step(total - 1, plan, cfg) == pytest.approx(0.0)
+    assert make_plan(cfg, 10, 2).warmup_steps == 1  # the last step stays the schedule's end
+    assert make_plan(cfg, 10, 1).warmup_steps == 0
+    assert make_plan(cfg, 10, 1000).warmup_steps == 20
+    none = TrainConfig(epochs=1, warmup_fraction=None, warmup_epochs=0, lr=1.0)
+    assert make_plan(none, 10, 24).warmup_steps == 0
+
+
+def test_a_replan_compresses_the_rest_of_the_schedule_onto_the_steps_left():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, lr=1.0, min_lr=0.1, schedule="cosine")
+    plan = make_plan(cfg, steps_per_epoch=10)  # 100 steps, 20 of warm-up
+    cut = plan.replanned(10, 40)  # half-way through the warm-up: 30 steps left, not 90
+    assert (cut.total_steps, cut.first_total, cut.replans) == (40, 100, ((10, 40),))
+    for s in range(10):  # the steps already taken keep their learning rates
+        assert lr_at_step(s, cut, cfg) == lr_at_step(s, plan, cfg)
+    assert cut.position(10) == 10 and cut.position(39) == 99
+    assert lr_at_step(39, cut, cfg) == pytest.approx(0.1)  # the last step is at min_lr
+    vals = [lr_at_step(s, cut, cfg) for s in range(40)]
+    peak = max(range(40), key=vals.__getitem__)
+    assert vals[peak] == pytest.approx(1.0, abs=0.02) and 10 < peak < 15  # warm-up compressed
+    assert all(a >= b for a, b in zip(vals[peak:], vals[peak + 1 :]))
+    again = cut.replanned(30, 31)  # one step left: it is the schedule's last
+    assert lr_at_step(30, again, cfg) == pytest.approx(0.1)
+    assert StepPlan.from_dict(again.to_dict()) == again
+
+
 def test_multistep_and_constant_schedules():
     cfg = TrainConfig(epochs=100, lr=1.0, schedule="multistep", milestones=(50, 75), gamma=0.1)
     spe = 391
