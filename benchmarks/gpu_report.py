@@ -520,7 +520,8 @@ def q1_throughput(sec: dict, args, device, state: dict) -> None:
             )
             continue
         vs = f"{r['vs_seed']:.2f}×" if "vs_seed" in r else "–"
-        again = f" (same settings as {r['same_as']}: not rerun)" if r.get("same_as") else ""
+        same = {k: lbl.split(" ")[0] for k, lbl, _ in tp.ROWS}.get(r.get("same_as"))
+        again = f" (same settings as {same}: not rerun)" if same else ""
         rows.append(
             [
                 label,
@@ -539,8 +540,8 @@ def q1_throughput(sec: dict, args, device, state: dict) -> None:
     )  # fmt: skip
     cpu = res["host_cpu"]
     sec["notes"] += [
-        "(b1) - (a): what the GPU-resident pipeline buys by itself (same batch, same "
-        "precision); (b2) adds our precision; (b3) adds our batch = ratio (b3)/(a)"
+        "(b1) ÷ (a): what the GPU-resident pipeline buys by itself (same batch, same "
+        "precision); (b2) adds our precision; (b3) adds our batch: ratio (b3)/(a)"
         + (f" = {res['ratio']:.2f}×" if "ratio" in res else ""),
         f"host CPU: {cpu['model']}, {cpu['usable_cores']} of {cpu['cores']} cores usable "
         "(the seed's per-image transforms run there, so (a) depends on it)",
