@@ -4,7 +4,9 @@ Every op takes a whole batch ``[B, 3, H, W]`` and draws per-image parameters wit
 call, so there is no Python loop over images and no host-device sync (ops are chosen per image
 with ``torch.where`` masks). Randomness comes only from the ``generator`` argument (a
 ``torch.Generator``, ideally on the images' device; ``None`` uses torch's default RNG), so a run
-and its resume see the same augmentations.
+and its resume see the same augmentations. Every random op is split into its draws and a
+pure function of the images and those draws (``_*_from``); :class:`GpuAugment` makes all of a
+batch's draws up front, so the rest traces as one graph for ``torch.compile``.
 
 Value convention: the photometric/geometric ops take uint8 images or float images holding
 values in [0, 255]; they return the same dtype (uint8 is rounded back, float stays float and is
