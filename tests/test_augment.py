@@ -462,3 +462,22 @@ def test_fast_augmentation_compiles_to_one_graph_of_few_kernels():
     assert (out[0] - eager[0]).abs().mean() < 1e-3
     again = pipe(x, y, _gen(1))  # through __call__: draws + the compiled graph, no recompile
     assert torch.equal(again[0], out[0]) and torch.equal(again[1], out[1])
+
+
+def test_a_compile_that_fails_on_first_use_falls_back_to_eager(monkeypatch):
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler (pretend)")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    p = get_preset("seed000")
+    pipe = A.GpuAugment(p.aug, InputSpec(p.mean, p.std, 32), 10)
+    logs = []
+    assert pipe.compile(log=logs.append)
+    x, y = _batch(b=8, size=32), torch.arange(8) % 10
+    out = pipe(x, y, _gen(3))
+    want = pipe.apply(x, y, pipe.draw(x, _gen(3)))
+    assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1])
+    assert pipe.compiled is None and len(logs) == 1 and "augmenting eagerly" in logs[0]
