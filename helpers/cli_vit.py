@@ -359,6 +359,9 @@ def _run_history(checkpoint: str | Path) -> list[dict]:
 
 def cmd_train(args) -> dict | None:
     import os
+    import time
+
+    t_command = time.perf_counter()  # the whole command: data, compile, training, scoring
 
     from helpers.files import check_output_dir, write_error_reason
     from helpers.train import train
@@ -393,7 +396,9 @@ def cmd_train(args) -> dict | None:
 
         out_dir = check_output_dir(output_dir(f"q1_{first.name}", create=False), "the run folder")
     log(f"loading data: {args.data}")
+    t_data = time.perf_counter()
     data = load_data(args.data, image_size=args.image_size)
+    data_seconds = time.perf_counter() - t_data
     preset = build_train_preset(args, image_size=data.image_size)
     if args.compile is None and device.type != "cuda":
         preset.train.compile = False  # compiling pays off only on a GPU
@@ -437,6 +442,15 @@ def cmd_train(args) -> dict | None:
         "test_top5": test.get("top5"),
         "test_acc_flip_tta": test.get("acc_flip_tta"),
         "planned_steps": result.plan.total_steps,
+        "first_planned_steps": result.plan.first_total,
+        "replans": len(result.plan.replans),
+        "budget_seconds": result.plan.budget_seconds,
+        "command_seconds": time.perf_counter() - t_command,
+        "data_seconds": data_seconds,
+        **{k: result.timing.get(k) for k in ("setup_seconds", "training_seconds")},
+        "scoring_seconds": result.timing.get("scoring_seconds"),  # the test split, once
+        "validation_seconds": result.validation_seconds,
+        "validation_share": result.validation_share,
         "steps": result.history[-1]["step"] if result.history else 0,
         "checkpoint_seconds": result.checkpoint_seconds,
         "stopped_early": result.stopped_early,
