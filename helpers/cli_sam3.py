@@ -64,6 +64,7 @@ def _image_kw(args) -> dict:
 
 def cmd_segment(args) -> dict:
     from helpers import cli_segment, media, render, sam3
+    from helpers.naming import source_key
 
     prompt = _check(args)
     out = cli_segment._check_out(args.out)
@@ -100,9 +101,15 @@ def cmd_segment(args) -> dict:
         result.image,
         dets,
         out,
-        cli_segment._stem_for(source),
+        cli_segment._image_stem(source, out),
         prompt=result.prompt,
-        extra={"source": source, "backend": "sam3", "timings_ms": timings, "settings": kw},
+        extra={
+            "source": source,
+            "source_path": source_key(source),
+            "backend": "sam3",
+            "timings_ms": timings,
+            "settings": kw,
+        },
     )
     return {
         "command": "segment",

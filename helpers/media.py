@@ -445,6 +445,13 @@ def fit_for_model(image: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, 
         return image, 1.0
     scale = max_side / longest
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if min(new_w, new_h) < MIN_SIDE:  # the models' processors would make a side of 0 px
+        raise InputError(
+            f"the image is {w}x{h} pixels, too elongated: shrunk to a long side of {max_side} "
+            f"px its short side would be {min(new_w, new_h)} px (at least {MIN_SIDE} needed). "
+            f"Crop it into pieces at most {max_side // MIN_SIDE} times longer than wide, or "
+            "raise --max-side."
+        )
     small = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_AREA)
     return small, scale
 

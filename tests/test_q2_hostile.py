@@ -1,0 +1,318 @@
+"""Q2 under hostile inputs and faults: over-long paths, non-finite colours, elongated images,
+thresholds out of range on every route, long Unicode names, output names that must never
+collide or move, outputs written as a unit, folders with formats only single images read."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import cli_segment
+from tests.test_cli_segment import FAST, _scene, run_cli
+
+
+@pytest.fixture
+def image_path(tmp_path) -> Path:
+    p = tmp_path / "scene.png"
+    Image.fromarray(_scene()).save(p)
+    return p
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("models were loaded before the input was checked")
+
+    monkeypatch.setattr(cli_segment, "load_models", boom)
+
+
+def _exit2(argv, capsys, *needles):
+    code, res, err = run_cli(argv, capsys)
+    assert code == 2, (code, err)
+    assert err.startswith("error:") and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return res, err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize("color", ["inf,0,0", "0,-inf,0", "1e400,0,0", "nan,0,0"])
+def test_non_finite_colour(color, image_path, tmp_path, capsys, no_models):
+    argv = ["segment", "--image", image_path, "--prompt", "ball", "--out", tmp_path / "o"]
+    _exit2([*argv, "--color", color, *FAST], capsys, "colour")
+
+
+@pytest.mark.parametrize("value", ["5", "-0.1", "nan"])
+def test_score_threshold_checked_on_every_route(value, image_path, tmp_path, capsys, no_models):
+    for argv in (
+        ["segment", "--image", image_path, "--prompt", "ball"],
+        ["segment", "--image", image_path, "--prompt", "ball", "--route", "clipseg"],
+        ["track", "--video", image_path, "--prompt", "ball"],
+        ["eval-masks", "--data", tmp_path, "--prompt", "ball"],
+    ):
+        argv = [*argv, "--out", tmp_path / "o", "--score-threshold", value, *FAST]
+        _exit2(argv, capsys, "--score-threshold")
+
+
+def _long(tmp_path: Path, n: int = 300) -> Path:
+    return tmp_path / ("x" * n)
+
+
+def test_long_paths_are_one_line_errors(image_path, tmp_path, capsys, no_models):
+    long_name = _long(tmp_path)
+    long_cjk = tmp_path / ("猫" * 90)  # 270 bytes
+    for bad in (long_name, long_cjk, Path(f"{long_name}.png"), long_name / "a.png"):
+        for argv in (
+            ["segment", "--image", bad, "--prompt", "ball", "--out", tmp_path / "o"],
+            ["segment", "--folder", bad, "--prompt", "ball", "--out", tmp_path / "o"],
+            ["segment", "--image", image_path, "--prompt", "ball", "--out", bad],
+            ["track", "--video", bad, "--prompt", "ball", "--out", tmp_path / "o"],
+            ["track", "--video", image_path, bad, "--prompt", "ball"],
+            ["eval-masks", "--pred", bad, "--gt", tmp_path],
+            ["eval-masks", "--data", bad, "--prompt", "ball"],
+            ["segment", "--backend", "sam3", "--image", bad, "--prompt", "ball"],
+        ):
+            _exit2([*argv, *FAST], capsys, "255 bytes")
+    _exit2(["segment", "--image", "/a" * 2100, "--prompt", "b", *FAST], capsys, "shorter path")
+
+
+@pytest.mark.parametrize("hw", [(16, 10000), (10000, 16), (9, 2000)])
+def test_elongated_image_is_refused_clearly(hw, tmp_path, capsys, no_models):
+    p = tmp_path / "strip.png"
+    Image.fromarray(np.full((*hw, 3), 120, np.uint8)).save(p)
+    argv = ["segment", "--image", p, "--prompt", "ball", "--out", tmp_path / "o", *FAST]
+    _exit2(argv, capsys, "too elongated", "--max-side")
+
+
+def test_elongated_image_in_a_folder_is_one_failure(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(_scene()).save(d / "ok.png")
+    Image.fromarray(np.full((16, 10000, 3), 120, np.uint8)).save(d / "strip.png")
+    res, _ = _exit2(
+        ["segment", "--folder", d, "--prompt", "ball", "--out", tmp_path / "o", *FAST],
+        capsys,
+        "1 of 2 images failed",
+        "too elongated",
+    )
+    assert res["done"] == 1
+
+
+def test_fit_for_model_never_makes_a_zero_side():
+    from helpers import media
+    from helpers.errors import InputError
+
+    small, _ = media.fit_for_model(np.zeros((80, 10000, 3), np.uint8), 1024)
+    assert min(small.shape[:2]) >= media.MIN_SIDE
+    with pytest.raises(InputError, match="too elongated"):
+        media.fit_for_model(np.zeros((16, 10000, 3), np.uint8), 1024)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_names_cut_by_bytes():
+    from helpers import naming
+
+    stem = naming.safe_stem("猫" * 80)  # 240 bytes: legal, but not with _overlay.png + temp
+    assert len(stem.encode()) <= naming.MAX_STEM_BYTES and stem == "猫" * 40
+    assert naming.safe_stem("é" * 200).encode().decode() == "é" * 60  # never half a character
+    for name in naming.candidates(stem, ".jpeg", "/some/path/猫.jpeg"):
+        temp = f".{name}_overlay.png.tmp-4194304-0123abcd.png"
+        assert len(temp.encode()) <= 255, temp
+
+
+def test_eighty_cjk_characters_work(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    a, b = "猫" * 80 + ".png", "猫" * 79 + "犬.png"  # the same first 120 bytes
+    Image.fromarray(_scene(seed=1)).save(d / a)
+    Image.fromarray(_scene(seed=2)).save(d / b)
+    out = tmp_path / "o"
+    code, res, err = run_cli(["segment", "--folder", d, "--prompt", "ball", "--out", out, *FAST],
+                             capsys)  # fmt: skip
+    assert code == 0 and res["done"] == 2, err
+    docs = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert sorted(doc["source"] for doc in docs) == sorted([a, b])
+    code, res, err = run_cli(
+        ["segment", "--image", d / a, "--prompt", "ball", "--out", tmp_path / "o1", *FAST], capsys
+    )
+    assert code == 0 and Path(res["outputs"]["json"]).is_file(), err
+
+
+def test_one_stem_two_folders_single_images(tmp_path, capsys):
+    out = tmp_path / "o"
+    sources = []
+    for k, sub in enumerate(("a", "b", "c")):
+        (tmp_path / sub).mkdir()
+        p = tmp_path / sub / "photo.jpg"
+        Image.fromarray(_scene(seed=k)).save(p)
+        sources.append(p)
+    outputs = []
+    for p in sources:
+        code, res, err = run_cli(
+            ["segment", "--image", p, "--prompt", "ball", "--out", out, *FAST], capsys
+        )
+        assert code == 0, err
+        outputs.append(res["outputs"]["json"])
+    first = _files(out)
+    assert len(set(outputs)) == 3 and len(list(out.glob("*.json"))) == 3  # nothing overwritten
+    for p, j in zip(sources, outputs):
+        assert json.loads(Path(j).read_text())["source_path"] == str(p)
+    code, res, err = run_cli(  # the same image again: the same name, rewritten in place
+        ["segment", "--image", sources[1], "--prompt", "ball", "--out", out, *FAST], capsys
+    )
+    assert code == 0 and res["outputs"]["json"] == outputs[1], err
+    assert set(_files(out)) == set(first)
+
+
+def test_one_stem_two_folders_into_one_out(tmp_path, capsys):
+    out = tmp_path / "o"
+    for k, sub in enumerate(("a", "b")):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(_scene(seed=k)).save(tmp_path / sub / "photo.jpg")
+    argv = ["--prompt", "ball", "--out", out, *FAST]
+    code, r1, err = run_cli(["segment", "--folder", tmp_path / "a", *argv], capsys)
+    assert code == 0, err
+    before = _files(out)
+    code, r2, err = run_cli(["segment", "--folder", tmp_path / "b", *argv], capsys)
+    assert code == 0 and r2["done"] == 1, err
+    after = _files(out)
+    assert {k: after[k] for k in before} == before  # a's outputs untouched
+    assert len(list(out.glob("*.json"))) == 2
+    code, r3, err = run_cli(["segment", "--folder", tmp_path / "a", *argv], capsys)
+    assert code == 0 and r3["skipped"] == 1 and r3["done"] == 0, err  # a still resumes
+
+
+def test_new_extension_beside_a_done_image_renames_nothing(tmp_path, capsys):
+    d, out = tmp_path / "in", tmp_path / "o"
+    d.mkdir()
+    Image.fromarray(_scene(seed=1)).save(d / "b.jpg")
+    argv = ["segment", "--folder", d, "--prompt", "ball", "--out", out, *FAST]
+    code, r1, err = run_cli(argv, capsys)
+    assert code == 0 and r1["files"][0]["stem"] == "b", err
+    before = _files(out)
+    Image.fromarray(_scene(seed=2)).save(d / "b.png")
+    code, r2, err = run_cli(argv, capsys)
+    assert code == 0 and (r2["done"], r2["skipped"]) == (1, 1), err
+    stems = {f["file"]: f["stem"] for f in r2["files"]}
+    assert stems == {"b.jpg": "b", "b.png": "b_png"}
+    after = _files(out)
+    assert {k: after[k] for k in before} == before
+    assert set(after) == set(before) | {"b_png.json", "b_png_mask.png", "b_png_overlay.png"}
+
+
+def test_two_videos_one_stem_across_runs(tmp_path, capsys):
+    from helpers import media
+
+    out, jsons = tmp_path / "o", []
+    for k, sub in enumerate(("a", "b")):
+        (tmp_path / sub).mkdir()
+        frames = [np.full((48, 64, 3), 60 + 40 * k, np.uint8) for _ in range(2)]
+        v = media.write_video(frames, tmp_path / sub / "clip.mp4", fps=5)
+        other = media.write_video(frames, tmp_path / sub / f"other{k}.mp4", fps=5)
+        argv = ["track", "--video", v, other, "--prompt", "ball", "--out", out, "--no-render"]
+        code, res, err = run_cli([*argv, *FAST], capsys)
+        assert code == 0 and res["done"] == 2, err
+        jsons.append((out / res["files"][0]["stem"] / "job.json").read_text())
+    assert len({*jsons}) == 2  # two folders, neither overwritten
+    assert len([p for p in out.iterdir() if (p / "tracks.json").is_file()]) == 4
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def test_folder_takes_what_single_images_read_and_names_the_rest(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(_scene(seed=1)).save(d / "a.avif")
+    Image.fromarray(_scene(seed=2)).save(d / "b.png")
+    (d / "c.heic").write_bytes(b"\0\0\0\x18ftypheic")  # no decoder here: named, not silent
+    (d / "notes.txt").write_text("x")
+    argv = ["segment", "--folder", d, "--prompt", "ball", "--out", tmp_path / "o", *FAST]
+    code, res, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert sorted(f["file"] for f in res["files"]) == ["a.avif", "b.png"]
+    assert res["not_images"] == ["c.heic", "notes.txt"] and "left out" in res["note"]
+
+
+def test_full_disk_in_a_folder_still_prints_the_summary(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(_scene(seed=i)).save(d / f"im{i}.png")
+    from PIL import Image as PILImage
+
+    real, calls = PILImage.Image.save, []
+
+    def save(self, fp, *a, **k):  # the disk fills up after the first image
+        calls.append(fp)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, fp, *a, **k)
+
+    monkeypatch.setattr(PILImage.Image, "save", save)
+    out = tmp_path / "o"
+    res, err = _exit2(
+        ["segment", "--folder", d, "--prompt", "ball", "--out", out, *FAST], capsys, "disk is full"
+    )
+    assert res is not None and res["done"] == 1 and "stopped" in res
+    assert [f["status"] for f in res["files"]] == ["done", "failed", "not started"]
+    assert sorted(p.name for p in out.iterdir()) == ["im0.json", "im0_mask.png", "im0_overlay.png"]
+
+
+# --------------------------------------------------------------------------- one unit
+
+
+@pytest.mark.parametrize("fail_at", ["json", "overlay", "mask"])
+def test_outputs_written_as_a_unit(fail_at, tmp_path, monkeypatch):
+    import supervision as sv
+    from PIL import Image as PILImage
+
+    import helpers.files as files
+    from helpers import render
+
+    img = _scene()
+    mask = np.zeros((1, *img.shape[:2]), bool)
+    mask[0, 10:30, 10:30] = True
+    dets = sv.Detections(
+        xyxy=np.array([[10, 10, 30, 30]], np.float32), mask=mask,
+        confidence=np.array([0.9], np.float32), class_id=np.array([0]),
+        data={"class_name": np.array(["ball"])},
+    )  # fmt: skip
+    out = tmp_path / "o"
+    render.save_image_outputs(img, dets, out, "a", prompt="old")
+    old = _files(out)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fail_at == "json":
+        monkeypatch.setattr(Path, "write_bytes", full)
+    else:
+        real = PILImage.Image.save
+
+        def save(self, fp, *a, **k):
+            if f"_{fail_at}.png" in str(fp):
+                full()
+            return real(self, fp, *a, **k)
+
+        monkeypatch.setattr(PILImage.Image, "save", save)
+    with pytest.raises(files.WriteError, match="disk is full"):
+        render.save_image_outputs(img, dets[:0], out, "a", prompt="new")
+    assert _files(out) == old  # the old set, whole: no new mask beside an old JSON
+    with pytest.raises(files.WriteError):
+        render.save_image_outputs(img, dets, out, "b", prompt="new")
+    assert set(_files(out)) == set(old)  # and no part of a new set
