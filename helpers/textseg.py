@@ -554,8 +554,7 @@ def segment_folder(
     paths = list_images(in_dir)
     if not paths:
         raise InputError(
-            f"no images ({', '.join(IMAGE_SUFFIXES)}, ...) found in {in_dir}; put the images "
-            "there."
+            f"no images ({', '.join(IMAGE_SUFFIXES)}, ...) found in {in_dir}; put the images there."
         )
     out = Path(out_dir)
     if out.exists() and out.resolve() == Path(in_dir).resolve():
