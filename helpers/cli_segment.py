@@ -13,6 +13,7 @@ initialised SAM 2 of the chosen size (offline smoke tests; the masks are meaning
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -531,7 +532,12 @@ def _load_clip(args):
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_segment(args) -> dict:
+def cmd_segment(args) -> dict | None:
+    with sigterm_as_interrupt():
+        return _segment(args)
+
+
+def _segment(args) -> dict | None:
     from helpers import textseg
 
     _check_inputs(args)
@@ -647,13 +653,36 @@ def cmd_segment(args) -> dict:
     }
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (what ``timeout``, ``kill`` and job schedulers send) handled like Ctrl-C while
+    the block runs: temporary frame folders are removed and finished outputs kept, instead
+    of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers: main only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_track(args) -> dict | None:
     """One video into ``--out``; several (or under torchrun) each into ``--out/<name>/``."""
     videos = args.video if isinstance(args.video, list) else [args.video]
     _check_inputs(args)
-    if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-        return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
-    return _track_many(args, videos)
+    with sigterm_as_interrupt():
+        if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
+        return _track_many(args, videos)
 
 
 def _video_job(args, video: str) -> dict:

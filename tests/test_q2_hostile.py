@@ -316,3 +316,46 @@ def test_outputs_written_as_a_unit(fail_at, tmp_path, monkeypatch):
     with pytest.raises(files.WriteError):
         render.save_image_outputs(img, dets, out, "b", prompt="new")
     assert set(_files(out)) == set(old)  # and no part of a new set
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def test_sigterm_during_track_is_like_ctrl_c(tmp_path):
+    """``timeout`` / a scheduler stops ``track``: the decoded frames leave TMPDIR, the first
+    video's finished outputs stay, and the exit is the interrupt's (130), not a vanishing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import media
+
+    videos = []
+    for k, n in enumerate((2, 120)):
+        frames = [np.full((64, 80, 3), 50 + i, np.uint8) for i in range(n)]
+        videos.append(media.write_video(frames, tmp_path / f"v{k}.mp4", fps=10))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = tmp_path / "o"
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(Path(__file__).parents[1])}
+    argv = [sys.executable, "-m", "helpers", "track", "--video", *map(str, videos), "--prompt",
+            "ball", "--out", str(out), "--no-render", *FAST]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        t_end = time.monotonic() + 240
+        while time.monotonic() < t_end and proc.poll() is None:
+            if (out / "v0" / "job.json").is_file() and any(tmp.glob("track_*/frames/*.jpg")):
+                break  # the first video is done, the second is being tracked
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "interrupted" in err.decode()
+    assert not list(tmp.glob("track_*")), list(tmp.rglob("*"))[:5]  # frames removed
+    assert (out / "v0" / "tracks.json").is_file() and (out / "v0" / "job.json").is_file()
