@@ -704,9 +704,25 @@ def video_to_frames(
             raise InputError(
                 f"Video {src} has no readable frames (empty or corrupt); check the file."
             )
+        if expect is not None and len(paths) < expect:
+            warn_short_video(src, expect, len(paths))
     h, w = size  # type: ignore[misc]
     return VideoFrames(
         frame_dir=out_dir, num_frames=len(paths), fps=fps, width=w, height=h, frame_paths=paths
+    )
+
+
+def warn_short_video(src, listed: int, decoded: int) -> None:
+    """Say on stderr that a video decoded to fewer frames than its header lists (a truncated
+    download, a damaged file): the run goes on with the frames there are."""
+    import sys
+
+    print(
+        f"warning: video {src} lists {listed} frames but only {decoded} could be decoded (the "
+        f"file is truncated or damaged); using those {decoded}. Re-download or re-encode it "
+        "to get every frame.",
+        file=sys.stderr,
+        flush=True,
     )
 
 

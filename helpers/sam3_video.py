@@ -47,7 +47,9 @@ class _Book:
     """What ``track.frame_records`` / ``tracks_document`` read: a label and a score per id."""
 
     labels: dict[int, str] = field(default_factory=dict)
-    scores: dict[int, float] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)  # each id's best score
+    frame_scores: dict[int, dict[int, float]] = field(default_factory=dict)  # frame -> id -> score
+    keep_empty: bool = True  # an object SAM 3 still tracks with an empty mask stays listed
 
 
 # --------------------------------------------------------------------------- loading
@@ -243,12 +245,14 @@ def track_frames_sam3(
                 if lid not in mapping:  # new: SAM 3's id in the first chunk, then the next free
                     mapping[lid] = lid if start == 0 else next_id
                     next_id = max(next_id, mapping[lid] + 1)
-            out = {}
+            out, scores = {}, {}
             for lid, score in zip(res["object_ids"], res["scores"]):
                 gid = mapping[lid]
                 book.labels.setdefault(gid, labels.get(lid, "object"))
                 book.scores[gid] = max(float(score), book.scores.get(gid, 0.0))
-                out[gid] = masks[lid]
+                out[gid], scores[gid] = masks[lid], float(score)
+            if g >= start:
+                book.frame_scores[g] = scores
             if g == end - 1:
                 last = out
             if g >= start:

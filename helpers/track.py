@@ -304,29 +304,35 @@ class _NoBar:
 # --------------------------------------------------------------------------- outputs
 
 
-def frame_records(rles: dict[int, dict], book: IdBook, label_ids: dict[str, int]) -> list[dict]:
-    """JSON-ready objects of one frame (non-empty masks only), in id order."""
+def frame_records(
+    rles: dict[int, dict], book: IdBook, label_ids: dict[str, int], frame: int | None = None
+) -> list[dict]:
+    """JSON-ready objects of one frame, in id order: non-empty masks only, unless ``book``
+    says ``keep_empty`` (then an empty one is kept with ``"empty": true``). The score is the
+    id's score in this frame when ``book.frame_scores[frame]`` has it, else its best score."""
     from helpers.render import rle_area, rle_bbox
 
+    per_frame = getattr(book, "frame_scores", {}).get(frame, {})
     objs = []
     for i in sorted(rles):
         r = rles[i]
         area = rle_area(r)
-        if area == 0:
+        if area == 0 and not getattr(book, "keep_empty", False):
             continue
-        x, y, w, h = rle_bbox(r)
+        x, y, w, h = rle_bbox(r) if area else (0, 0, 0, 0)
         label = book.labels.get(i, "object")
-        objs.append(
-            {
-                "id": int(i),
-                "label": label,
-                "class_id": label_ids.setdefault(label, len(label_ids)),
-                "score": round(float(book.scores.get(i, 0.0)), 4),
-                "box": [float(x), float(y), float(x + w), float(y + h)],
-                "area": int(area),
-                "mask": r,
-            }
-        )
+        obj = {
+            "id": int(i),
+            "label": label,
+            "class_id": label_ids.setdefault(label, len(label_ids)),
+            "score": round(float(per_frame.get(i, book.scores.get(i, 0.0))), 4),
+            "box": [float(x), float(y), float(x + w), float(y + h)],
+            "area": int(area),
+            "mask": r,
+        }
+        if area == 0:
+            obj["empty"] = True
+        objs.append(obj)
     return objs
 
 
@@ -538,8 +544,8 @@ def write_outputs(
 
     def annotated() -> Iterator[np.ndarray | None]:
         for g, rles in stream:
-            objs = frame_records(rles, book, label_ids)
-            store.put_rles(g, {o["id"]: o["mask"] for o in objs})
+            objs = frame_records(rles, book, label_ids, g)
+            store.put_rles(g, {o["id"]: o["mask"] for o in objs if not o.get("empty")})
             records.append({"frame": g, "objects": objs})
             if render:
                 dets = _frame_detections(store[g], book, label_ids)

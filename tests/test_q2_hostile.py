@@ -359,3 +359,35 @@ def test_sigterm_during_track_is_like_ctrl_c(tmp_path):
     assert "interrupted" in err.decode()
     assert not list(tmp.glob("track_*")), list(tmp.rglob("*"))[:5]  # frames removed
     assert (out / "v0" / "tracks.json").is_file() and (out / "v0" / "job.json").is_file()
+
+
+# --------------------------------------------------------------------------- videos
+
+
+def _truncated_mp4(path: Path, frames: int = 30) -> Path:
+    """An MP4 whose header (moov first) lists ``frames`` frames, cut to 45% of its bytes."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(frames):
+            f = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb24")
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.45)])
+    return path
+
+
+def test_truncated_video_warns(tmp_path, capsys):
+    from helpers import media
+
+    video = _truncated_mp4(tmp_path / "cut.mp4")
+    frames = media.video_to_frames(video, tmp_path / "frames")
+    err = capsys.readouterr().err
+    assert 0 < frames.num_frames < 30
+    assert "warning:" in err and "lists 30 frames" in err and f"only {frames.num_frames}" in err
+    media.video_to_frames(video, tmp_path / "f2", max_frames=frames.num_frames)  # asked: no warning
+    assert "warning:" not in capsys.readouterr().err
