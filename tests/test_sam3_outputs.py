@@ -50,3 +50,39 @@ def test_tracks_json_has_per_frame_scores_and_empty_objects(tmp_path, monkeypatc
     assert all("empty" not in objs[g][0] for g in range(len(SCORES)) if g != EMPTY_AT)
     assert 0 not in res.masks[EMPTY_AT]  # the result's masks: visible ones only
     assert res.scores[0] == pytest.approx(max(SCORES))  # the id's best score stays in the summary
+
+
+def test_sam3_folder_is_sharded_under_torchrun(tmp_path, capsys, monkeypatch):
+    """Two processes of a torchrun job (run one after the other here): each segments its
+    share of the folder (k, k+N, ...) and only the first prints the one merged summary."""
+    from helpers import cli, distributed, sam3
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 56, 3), 30 * i, np.uint8)).save(d / f"im{i}.png")
+    seen: list[str] = []
+    real = sam3._folder_step
+    monkeypatch.setattr(sam3, "_folder_step", lambda path, *a, **k: seen.append(path.name)
+                        or real(path, *a, **k))  # fmt: skip
+    parts: dict[int, dict] = {}
+    argv = ["segment", "--backend", "sam3", "--folder", str(d), "--prompt", "dog", "--out",
+            str(tmp_path / "o"), "--random-weights", "--device", "cpu"]  # fmt: skip
+    lines = {}
+    for rank in (1, 0):
+        monkeypatch.setattr(
+            distributed, "from_env", lambda device=None, r=rank: distributed.Dist(r, 2)
+        )
+
+        def gather(self, obj):
+            parts[self.rank] = obj
+            return [parts.get(0), parts.get(1)]
+
+        monkeypatch.setattr(distributed.Dist, "gather", gather)
+        seen.clear()
+        assert cli.main(argv) == 0
+        assert seen == [f"im{i}.png" for i in range(rank, 4, 2)]  # its share only
+        lines[rank] = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert lines[1] == [] and len(lines[0]) == 1  # one merged summary
+    res = json.loads(lines[0][0])
+    assert res["processes"] == 2 and res["done"] == 4 and len(res["files"]) == 4
