@@ -391,3 +391,53 @@ def test_truncated_video_warns(tmp_path, capsys):
     assert "warning:" in err and "lists 30 frames" in err and f"only {frames.num_frames}" in err
     media.video_to_frames(video, tmp_path / "f2", max_frames=frames.num_frames)  # asked: no warning
     assert "warning:" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the hub
+
+
+def test_hub_that_accepts_and_never_answers(image_path, tmp_path, capsys, monkeypatch):
+    import socket
+    import threading
+    import time
+
+    import huggingface_hub.constants as hub_constants
+    import transformers
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held, stop = [], threading.Event()
+
+    def accept_and_keep_silent():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_keep_silent, daemon=True)
+    thread.start()
+    for var in ("HTTPS_PROXY", "https_proxy", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(
+        transformers.AutoProcessor,
+        "from_pretrained",
+        lambda *a, **k: pytest.fail("the hub client was left to wait on a silent endpoint"),
+    )
+    cli_segment._MODELS.clear()
+    try:
+        t0 = time.perf_counter()
+        argv = ["segment", "--image", image_path, "--prompt", "ball", "--out", tmp_path / "o"]
+        _exit2([*argv, "--device", "cpu"], capsys, "did not answer", "random weights")
+        assert time.perf_counter() - t0 < 20
+        assert held  # the endpoint did accept the connection
+    finally:
+        stop.set()
+        thread.join(5)
+        for c in held:
+            c.close()
+        server.close()
