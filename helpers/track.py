@@ -529,10 +529,12 @@ def write_outputs(
     out_dir: Path,
     video_name: str = "tracked.mp4",
     render: bool = True,
+    read_frame=None,
 ) -> TrackResult:
     """Consume ``stream`` ((frame, {id: compressed RLE}) in frame order): keep each frame's
     objects, draw the annotated MP4 (if ``render``) and write ``tracks.json``; every video
-    backend ends here, so they all write the same files."""
+    backend ends here, so they all write the same files. ``read_frame(g)`` gives frame g to
+    draw on (default: from the JPEG frame folder ``frames``)."""
     import time
 
     from helpers import media
@@ -549,7 +551,8 @@ def write_outputs(
             records.append({"frame": g, "objects": objs})
             if render:
                 dets = _frame_detections(store[g], book, label_ids)
-                yield rnd.annotate(media.read_frame(frames, g), dets)
+                image = read_frame(g) if read_frame else media.read_frame(frames, g)
+                yield rnd.annotate(image, dets)
             else:
                 yield None
 
