@@ -10,6 +10,7 @@ A frame folder's images are decoded as they are (no re-encoding).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,8 @@ def _pyav_frames(path: Path) -> Iterator[np.ndarray]:
 
 
 def _video_info(path: Path) -> tuple[int, float, int]:
-    """(frames listed in the header, fps, frames that decode): one decode-only pass."""
+    """(frames listed in the header, fps, frames that decode): one decode-only pass (no
+    colour conversion; a few percent of SAM 3's own time per frame)."""
     import av
 
     try:
@@ -58,10 +60,9 @@ def _video_info(path: Path) -> tuple[int, float, int]:
             f"Could not open video {path} ({type(e).__name__}): the file is corrupt or not a "
             "video (try re-encoding it as H.264 MP4)."
         ) from None
-    decoded = 0
-    import contextlib
-
+    decoded = 0  # what really decodes: a truncated file lists more than it holds
     with contextlib.suppress(av.error.FFmpegError, OSError, ValueError), av.open(str(path)) as c:
+        c.streams.video[0].thread_type = "AUTO"  # counting only: frame threads are fine
         for _ in c.decode(video=0):
             decoded += 1
     return listed, fps, decoded

@@ -441,3 +441,21 @@ def test_hub_that_accepts_and_never_answers(image_path, tmp_path, capsys, monkey
         for c in held:
             c.close()
         server.close()
+
+
+def test_truncated_video_for_sam3_warns_and_reads_what_decodes(tmp_path, capsys):
+    from helpers import media
+    from helpers.decoded_video import DecodedVideo
+
+    video = _truncated_mp4(tmp_path / "cut.mp4")
+    frames = DecodedVideo(video, keep=4)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "lists 30 frames" in err
+    n = frames.num_frames
+    assert 0 < n < 30 and f"only {n}" in err
+    got = [frames(i) for i in range(n)]
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 for f in got)
+    ref = media.video_to_frames(video, tmp_path / "f")  # the same count from the other reader
+    assert ref.num_frames == n
+    np.testing.assert_array_equal(frames(n - 1), got[-1])
+    assert frames(0).shape == got[0].shape  # an index let go: the video is read again
