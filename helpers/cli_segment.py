@@ -853,6 +853,11 @@ def _track_one(args) -> dict:
 
 
 def cmd_eval_masks(args) -> dict:
+    with sigterm_as_interrupt():
+        return _eval_masks(args)
+
+
+def _eval_masks(args) -> dict:
     from helpers import files
 
     _check_inputs(args)

@@ -459,3 +459,25 @@ def test_truncated_video_for_sam3_warns_and_reads_what_decodes(tmp_path, capsys)
     assert ref.num_frames == n
     np.testing.assert_array_equal(frames(n - 1), got[-1])
     assert frames(0).shape == got[0].shape  # an index let go: the video is read again
+
+
+def test_sigterm_handler_is_scoped_to_the_command():
+    """Inside a Q2 command SIGTERM raises KeyboardInterrupt (cleanup runs, exit 130 like
+    Ctrl-C); the previous handler is back afterwards."""
+    import os
+    import signal
+
+    caught = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: caught.append(a))  # never kill pytest
+    try:
+        with pytest.raises(KeyboardInterrupt), cli_segment.sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # the handler runs between bytecodes
+                pass
+        assert not caught
+        os.kill(os.getpid(), signal.SIGTERM)  # outside a command: the handler that was there
+        for _ in range(10_000):
+            pass
+        assert len(caught) == 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
