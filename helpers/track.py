@@ -587,7 +587,8 @@ def tracks_document(records, book: IdBook, prompt: str, video, settings: dict) -
     counts: dict[int, int] = {}
     for r in records:
         for o in r["objects"]:
-            counts[o["id"]] = counts.get(o["id"], 0) + 1
+            if not o.get("empty"):  # frames the object is seen in
+                counts[o["id"]] = counts.get(o["id"], 0) + 1
     return {
         "video": {"fps": fps, "width": width, "height": height, "num_frames": num_frames},
         "prompt": prompt,

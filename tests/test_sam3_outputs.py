@@ -49,6 +49,7 @@ def test_tracks_json_has_per_frame_scores_and_empty_objects(tmp_path, monkeypatc
     assert empty["id"] == 0 and empty.get("empty") is True and empty["area"] == 0
     assert all("empty" not in objs[g][0] for g in range(len(SCORES)) if g != EMPTY_AT)
     assert 0 not in res.masks[EMPTY_AT]  # the result's masks: visible ones only
+    assert doc["objects"]["0"]["frames"] == len(SCORES) - 1  # frames it is seen in
     assert res.scores[0] == pytest.approx(max(SCORES))  # the id's best score stays in the summary
 
 
