@@ -713,7 +713,7 @@ def _track_many(args, videos: list[str]) -> dict | None:
     that made it: a re-run skips videos done with the same settings. Under torchrun process k
     of N takes videos k, k+N, ...; the first process prints the merged summary."""
     from helpers import distributed, files
-    from helpers.naming import json_owner
+    from helpers.naming import UNKNOWN_OWNER, json_owner
     from helpers.textseg import _stems, merge_summaries
 
     missing = [v for v in videos if not Path(v).exists()]
@@ -722,21 +722,40 @@ def _track_many(args, videos: list[str]) -> dict | None:
     _check_out(args.out)
     dist = distributed.from_env(args.device)
     out = Path(args.out)
-    names = _stems([Path(v) for v in videos], lambda name: json_owner(out / name / "job.json"))
+    jobs = {v: _video_job(args, v) for v in videos}
+    made_by = {job["fingerprint"]: job["source_path"] for job in jobs.values()}
+
+    def owner(name: str) -> str | None:
+        found = json_owner(out / name / "job.json")
+        doc = _read_json(out / name / "job.json")
+        if found == UNKNOWN_OWNER and isinstance(doc, dict):  # from before source_path
+            return made_by.get(doc.get("fingerprint"), found)
+        return found
+
+    names = _stems([Path(v) for v in videos], owner)
     work = list(zip(videos, names))[dist.rank :: dist.world]
     summary: dict = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
     summary.update({"failed": [], "files": [], "out_dir": str(out)})
     for video, stem in work:
-        job, dest = _video_job(args, video), out / stem
-        if _read_json(dest / "job.json") == job and (dest / "tracks.json").is_file():
+        job, dest = jobs[video], out / stem
+        before = _read_json(dest / "job.json")
+        same = isinstance(before, dict) and before.get("fingerprint") == job["fingerprint"]
+        if same and (dest / "tracks.json").is_file():
             summary["skipped"] += 1
             summary["files"].append({"file": video, "status": "skipped", "stem": stem})
             continue
         one = argparse.Namespace(**{**vars(args), "video": video, "out": str(dest)})
         try:
             res = _track_one(one)
-        except files.WriteError:
-            raise
+        except files.WriteError as e:  # the disk is full / read-only: the rest would fail too
+            summary["failed"].append({"file": video, "error": str(e)})
+            summary["files"].append({"file": video, "status": "failed", "error": str(e)})
+            summary["stopped"] = f"stopped at {video}: {e}"
+            listed = {f["file"] for f in summary["files"]}
+            summary["files"] += [
+                {"file": v, "status": "not started"} for v, _ in work if v not in listed
+            ]
+            break
         except InputError as e:
             summary["failed"].append({"file": video, "error": str(e)})
             summary["files"].append({"file": video, "status": "failed", "error": str(e)})

@@ -217,7 +217,7 @@ def test_new_extension_beside_a_done_image_renames_nothing(tmp_path, capsys):
 def test_two_videos_one_stem_across_runs(tmp_path, capsys):
     from helpers import media
 
-    out, jsons = tmp_path / "o", []
+    out, jsons, runs = tmp_path / "o", [], []
     for k, sub in enumerate(("a", "b")):
         (tmp_path / sub).mkdir()
         frames = [np.full((48, 64, 3), 60 + 40 * k, np.uint8)]
@@ -228,8 +228,16 @@ def test_two_videos_one_stem_across_runs(tmp_path, capsys):
         code, res, err = run_cli([*argv, *FAST], capsys)
         assert code == 0 and res["done"] == 2, err
         jsons.append((out / res["files"][0]["stem"] / "job.json").read_text())
+        runs.append(argv)
     assert len({*jsons}) == 2  # two folders, neither overwritten
     assert len([p for p in out.iterdir() if (p / "tracks.json").is_file()]) == 4
+    job = json.loads((out / "clip" / "job.json").read_text())
+    assert job["source_path"] == str(tmp_path / "a" / "clip.mp4")
+    del job["source_path"]  # a job.json written before source_path was recorded
+    (out / "clip" / "job.json").write_text(json.dumps(job))
+    code, res, err = run_cli([*runs[0], *FAST], capsys)  # still a's: resumed, not moved
+    assert code == 0 and res["skipped"] == 2, err
+    assert [f["stem"] for f in res["files"]] == ["clip", "other0"]
 
 
 # --------------------------------------------------------------------------- folders
@@ -482,3 +490,26 @@ def test_sigterm_handler_is_scoped_to_the_command():
         assert len(caught) == 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_full_disk_in_a_video_list_still_prints_the_summary(tmp_path, capsys, monkeypatch):
+    from helpers import files
+
+    videos = []
+    for k in range(3):
+        (tmp_path / f"v{k}").mkdir()
+        videos.append(tmp_path / f"v{k}")
+        Image.fromarray(_scene(seed=k)).save(tmp_path / f"v{k}" / "00000.png")
+    calls = []
+
+    def track_one(args):  # the first video is tracked, then the disk is full
+        calls.append(args.video)
+        if len(calls) > 1:
+            raise files.WriteError("could not write tracks.json: the disk is full.")
+        return {"frames": 1, "ids": []}
+
+    monkeypatch.setattr(cli_segment, "_track_one", track_one)
+    argv = ["track", "--video", *videos, "--prompt", "ball", "--out", tmp_path / "o", *FAST]
+    res, _ = _exit2(argv, capsys, "disk is full", "1 of 3 videos failed")
+    assert res is not None and "stopped" in res and len(calls) == 2
+    assert [f["status"] for f in res["files"]] == ["done", "failed", "not started"]
