@@ -445,6 +445,13 @@ def fit_for_model(image: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, 
         return image, 1.0
     scale = max_side / longest
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if min(new_w, new_h) < MIN_SIDE:  # the models' processors would make a side of 0 px
+        raise InputError(
+            f"the image is {w}x{h} pixels, too elongated: shrunk to a long side of {max_side} "
+            f"px its short side would be {min(new_w, new_h)} px (at least {MIN_SIDE} needed). "
+            f"Crop it into pieces at most {max_side // MIN_SIDE} times longer than wide, or "
+            "raise --max-side."
+        )
     small = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_AREA)
     return small, scale
 
@@ -697,9 +704,25 @@ def video_to_frames(
             raise InputError(
                 f"Video {src} has no readable frames (empty or corrupt); check the file."
             )
+        if expect is not None and len(paths) < expect:
+            warn_short_video(src, expect, len(paths))
     h, w = size  # type: ignore[misc]
     return VideoFrames(
         frame_dir=out_dir, num_frames=len(paths), fps=fps, width=w, height=h, frame_paths=paths
+    )
+
+
+def warn_short_video(src, listed: int, decoded: int) -> None:
+    """Say on stderr that a video decoded to fewer frames than its header lists (a truncated
+    download, a damaged file): the run goes on with the frames there are."""
+    import sys
+
+    print(
+        f"warning: video {src} lists {listed} frames but only {decoded} could be decoded (the "
+        f"file is truncated or damaged); using those {decoded}. Re-download or re-encode it "
+        "to get every frame.",
+        file=sys.stderr,
+        flush=True,
     )
 
 

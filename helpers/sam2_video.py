@@ -112,11 +112,30 @@ def load_video_tracker(
         if image_size is not None:
             overrides.append(f"++model.image_size={int(image_size)}")
         predictor = _load_sam2(size, dev, random_weights, overrides)
+        if dtype is None:  # no autocast: the memories sam2 stores in bf16 must meet fp32 layers
+            _memory_in_layer_dtype(predictor)
         return VideoTracker(predictor, "sam2", dev, size, dtype=dtype)
     if backend == "transformers":
         model, processor = _load_transformers(size, dev, random_weights, dtype, image_size)
         return VideoTracker(model, "transformers", dev, size, processor=processor, dtype=dtype)
     raise InputError(f"Unknown tracker backend {backend!r}; use 'sam2' or 'transformers'.")
+
+
+def _memory_in_layer_dtype(predictor) -> None:
+    """sam2 keeps each frame's memory features in bf16 (to save memory) and relies on autocast
+    to mix them with fp32 layers; without autocast (CPU, T4 in fp32) a memory made only of
+    them (tracking backwards from a new object) fails with "BFloat16 and Float". Cast the
+    memory to the dtype of the current frame's features before the memory attention."""
+    attn = predictor.memory_attention
+    inner = attn.forward
+
+    def forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        dtype = (curr[0] if isinstance(curr, list) else curr).dtype
+        if memory_pos is not None:
+            memory_pos = memory_pos.to(dtype)
+        return inner(curr, memory.to(dtype), curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    attn.forward = forward
 
 
 def _load_sam2(size, dev, random_weights, overrides):

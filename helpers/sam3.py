@@ -561,10 +561,14 @@ def segment_folder_sam3(in_dir, out_dir, prompt: str, seg: Sam3Segmenter, **kw) 
     """``textseg.segment_folder`` with SAM 3: same outputs, resumable, failures recorded.
 
     The prompt's phrases are encoded once for the whole folder (``seg.text_cache``);
-    ``kw``: ``overwrite`` and ``segment_image_sam3``'s settings."""
+    ``kw``: ``overwrite``, ``dist`` (under torchrun: process k of N takes images k, k+N, ...
+    and the first returns the merged summary, the others None) and ``segment_image_sam3``'s
+    settings."""
     from helpers.textseg import segment_folder
 
     before = seg.text_encodings
     summary = segment_folder(in_dir, out_dir, prompt, seg, None, segment_fn=_folder_step, **kw)
-    summary["text_encodings"] = seg.text_encodings - before
+    if summary is None:
+        return None
+    summary["text_encodings"] = seg.text_encodings - before  # this process's
     return summary

@@ -304,29 +304,35 @@ class _NoBar:
 # --------------------------------------------------------------------------- outputs
 
 
-def frame_records(rles: dict[int, dict], book: IdBook, label_ids: dict[str, int]) -> list[dict]:
-    """JSON-ready objects of one frame (non-empty masks only), in id order."""
+def frame_records(
+    rles: dict[int, dict], book: IdBook, label_ids: dict[str, int], frame: int | None = None
+) -> list[dict]:
+    """JSON-ready objects of one frame, in id order: non-empty masks only, unless ``book``
+    says ``keep_empty`` (then an empty one is kept with ``"empty": true``). The score is the
+    id's score in this frame when ``book.frame_scores[frame]`` has it, else its best score."""
     from helpers.render import rle_area, rle_bbox
 
+    per_frame = getattr(book, "frame_scores", {}).get(frame, {})
     objs = []
     for i in sorted(rles):
         r = rles[i]
         area = rle_area(r)
-        if area == 0:
+        if area == 0 and not getattr(book, "keep_empty", False):
             continue
-        x, y, w, h = rle_bbox(r)
+        x, y, w, h = rle_bbox(r) if area else (0, 0, 0, 0)
         label = book.labels.get(i, "object")
-        objs.append(
-            {
-                "id": int(i),
-                "label": label,
-                "class_id": label_ids.setdefault(label, len(label_ids)),
-                "score": round(float(book.scores.get(i, 0.0)), 4),
-                "box": [float(x), float(y), float(x + w), float(y + h)],
-                "area": int(area),
-                "mask": r,
-            }
-        )
+        obj = {
+            "id": int(i),
+            "label": label,
+            "class_id": label_ids.setdefault(label, len(label_ids)),
+            "score": round(float(per_frame.get(i, book.scores.get(i, 0.0))), 4),
+            "box": [float(x), float(y), float(x + w), float(y + h)],
+            "area": int(area),
+            "mask": r,
+        }
+        if area == 0:
+            obj["empty"] = True
+        objs.append(obj)
     return objs
 
 
@@ -523,10 +529,12 @@ def write_outputs(
     out_dir: Path,
     video_name: str = "tracked.mp4",
     render: bool = True,
+    read_frame=None,
 ) -> TrackResult:
     """Consume ``stream`` ((frame, {id: compressed RLE}) in frame order): keep each frame's
     objects, draw the annotated MP4 (if ``render``) and write ``tracks.json``; every video
-    backend ends here, so they all write the same files."""
+    backend ends here, so they all write the same files. ``read_frame(g)`` gives frame g to
+    draw on (default: from the JPEG frame folder ``frames``)."""
     import time
 
     from helpers import media
@@ -538,12 +546,13 @@ def write_outputs(
 
     def annotated() -> Iterator[np.ndarray | None]:
         for g, rles in stream:
-            objs = frame_records(rles, book, label_ids)
-            store.put_rles(g, {o["id"]: o["mask"] for o in objs})
+            objs = frame_records(rles, book, label_ids, g)
+            store.put_rles(g, {o["id"]: o["mask"] for o in objs if not o.get("empty")})
             records.append({"frame": g, "objects": objs})
             if render:
                 dets = _frame_detections(store[g], book, label_ids)
-                yield rnd.annotate(media.read_frame(frames, g), dets)
+                image = read_frame(g) if read_frame else media.read_frame(frames, g)
+                yield rnd.annotate(image, dets)
             else:
                 yield None
 
@@ -578,7 +587,8 @@ def tracks_document(records, book: IdBook, prompt: str, video, settings: dict) -
     counts: dict[int, int] = {}
     for r in records:
         for o in r["objects"]:
-            counts[o["id"]] = counts.get(o["id"], 0) + 1
+            if not o.get("empty"):  # frames the object is seen in
+                counts[o["id"]] = counts.get(o["id"], 0) + 1
     return {
         "video": {"fps": fps, "width": width, "height": height, "num_frames": num_frames},
         "prompt": prompt,
