@@ -187,11 +187,14 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
     """
     import torch
 
+    from helpers.files import probing
     from helpers.models import InputSpec, build_model
     from helpers.presets import preset_from_dict
 
     path = Path(path)
-    if path.is_dir():
+    with probing("checkpoint", path):
+        is_dir = path.is_dir()
+    if is_dir:
         candidates = [path / "best.pt", *resume_candidates(path)]
     elif path.name == "last.pt":
         candidates = [path, path.with_name("last.prev.pt")]

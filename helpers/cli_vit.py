@@ -266,6 +266,8 @@ def load_data(
     try:
         return load_dataset(spec, **kw)
     except InputError as e:
+        if str(e).startswith("dataset "):  # a path that cannot even be looked at
+            raise InputError(f"{what} {str(e)[len('dataset ') :]}") from None
         raise InputError(f"{what} {spec!r}: {e}") from None
 
 
@@ -276,7 +278,10 @@ def default_split(spec: str) -> str:
         return "test"
     if name in ("synthetic", "digits"):
         return "val"
-    return "test" if (Path(spec).expanduser() / "test").is_dir() else "val"
+    from helpers.files import probing
+
+    with probing("--data", spec):
+        return "test" if (Path(spec).expanduser() / "test").is_dir() else "val"
 
 
 def summarize_history(history: list[dict]) -> dict:
@@ -332,7 +337,11 @@ def check_checkpoint_arg(path: str) -> None:
     """``--checkpoint`` names an existing file or folder (the loader says if it is unreadable)."""
     if not str(path).strip():
         raise InputError("--checkpoint is empty; give best.pt/last.pt or the run folder.")
-    if not Path(path).exists():
+    from helpers.files import probing
+
+    with probing("--checkpoint", path):
+        found = Path(path).exists()
+    if not found:
         raise InputError(
             f"--checkpoint {path} does not exist; give best.pt/last.pt or the run folder."
         )
@@ -376,9 +385,10 @@ def cmd_train(args) -> dict | None:
             for k, v in SMOKE_MODEL.items():
                 if getattr(args, k) is None:
                     setattr(args, k, v)
-        args.epochs = args.epochs or 1
-        args.batch_size = args.batch_size or 64
-        args.max_steps_per_epoch = args.max_steps_per_epoch or 2
+        # only settings left out get the smoke values: 0 or a negative count is refused below
+        for k, v in {"epochs": 1, "batch_size": 64, "max_steps_per_epoch": 2}.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
         args.pretrained = False
         if args.compile is None:
             args.compile = False
@@ -621,12 +631,16 @@ def open_image(source: str | Path, what: str = "--image"):
             "pass the file path."
         )
     else:
+        from helpers.files import probing
+
         p = Path(text).expanduser()
-        if p.is_dir():
+        with probing(what, p):  # a name too long, a link loop: said in one line
+            is_dir, exists, is_file = p.is_dir(), p.exists(), p.is_file()
+        if is_dir:
             raise InputError(f"{what} {p} is a folder, not an image file; give one image file.")
-        if not p.exists():
+        if not exists:
             raise InputError(f"{what} {p} does not exist; check the path.")
-        if not p.is_file():
+        if not is_file:
             raise InputError(f"{what} {p} is not a regular file; give an image file.")
         if p.stat().st_size == 0:
             raise InputError(f"{what} {p} is empty (0 bytes); give a JPEG/PNG/WebP/BMP file.")

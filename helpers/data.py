@@ -473,10 +473,14 @@ def load_digits(image_size: int = 16, seed: int = 0) -> DataSplits:
 def load_dataset(spec: str | os.PathLike, **kw) -> DataSplits:
     """``'cifar10'`` | ``'synthetic'`` | ``'digits'`` | a folder path (ImageFolder layout).
     Keyword arguments go to the matching loader."""
+    from helpers.files import probing
+
     name = str(spec).strip()
     loaders = {"cifar10": load_cifar10, "synthetic": synthetic_dataset, "digits": load_digits}
     fn = loaders.get(name.lower())
-    if fn is None and not Path(name).expanduser().exists():
+    with probing("dataset", name):
+        found = fn is not None or Path(name).expanduser().exists()
+    if not found:
         raise InputError(
             f"unknown dataset {name!r}: use 'cifar10', 'synthetic', 'digits' or the path of an "
             "existing folder with train/<class>/ and val/<class>/ and/or test/<class>/ images."

@@ -1,0 +1,251 @@
+"""Q1 and shared faults (issue 21): paths no file system takes, a real full disk / ``ulimit -f``,
+16-bit and rotated images, zero counts, a diverging loss, stdout kept for the JSON line,
+``--no-resume`` history, evaluation folders per data and checkpoint, SIGTERM."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from helpers.cli import main
+from helpers.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--dim", "32", "--depth", "1", "--heads", "2"]
+LONG = "d" * 300  # one name longer than the 255 bytes file systems allow
+
+
+def train_argv(out, *extra, epochs=1):
+    return [
+        "train", "--preset", "seed000", "--data", "synthetic", "--epochs", str(epochs),
+        "--batch-size", "32", "--max-steps-per-epoch", "2", "--device", "cpu", "--no-compile",
+        "--out", str(out), *TINY, *extra,
+    ]  # fmt: skip
+
+
+def run_cli(argv, capsys):
+    """(exit code, parsed JSON line or None, stderr); stdout must be that one line alone."""
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    if rc == 0:
+        assert len(lines) == 1, f"stdout must be exactly one JSON line, got {lines!r}"
+        return rc, json.loads(lines[0]), err
+    assert not lines, f"nothing on stdout after an error, got {lines!r}"
+    return rc, None, err
+
+
+def one_line_error(rc, err, *needles):
+    assert rc == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for n in needles:
+        assert n in last, (n, last)
+    return last
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q1faults")
+    assert main(train_argv(out)) == 0
+    return out
+
+
+def _image(path, size=(40, 40)):
+    from PIL import Image
+
+    Image.new("RGB", size, (200, 30, 30)).save(path)
+    return path
+
+
+# ------------------------------------------------------------------ paths no file system takes
+
+
+def test_overlong_paths_are_one_error_line_on_every_q1_command(run_dir, tmp_path, capsys):
+    img = _image(tmp_path / "a.png")
+    cases = [
+        (train_argv(tmp_path / "r")[:4] + [LONG] + train_argv(tmp_path / "r")[5:], "--data"),
+        (train_argv(tmp_path / LONG), "--out"),
+        (train_argv(tmp_path / LONG / "run"), "--out"),
+        (["predict", "--checkpoint", LONG, "--image", str(img), "--device", "cpu"], "--checkpoint"),
+        (["predict", "--checkpoint", str(run_dir / LONG), "--image", str(img)], "--checkpoint"),
+        (["predict", "--checkpoint", str(run_dir), "--image", str(tmp_path / LONG)], "--image"),
+        (["evaluate", "--checkpoint", LONG, "--data", "synthetic", "--device", "cpu"], "--checkpoint"),
+        (["evaluate", "--checkpoint", str(run_dir), "--data", str(tmp_path / LONG)], "--data"),
+        (["evaluate", "--checkpoint", str(run_dir), "--data", "synthetic", "--out",
+          str(tmp_path / LONG)], "--out"),
+        # a whole path over 4096 bytes made of short names
+        (train_argv("/".join([str(tmp_path)] + ["x" * 200] * 25)), "--out"),
+    ]  # fmt: skip
+    for argv, flag in cases:
+        rc, _, err = run_cli(argv, capsys)
+        line = one_line_error(rc, err, flag, "shorter")
+        assert len(line) < 400  # the 300 characters are not repeated in full
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_path_probing_errors_become_input_errors_in_one_place(tmp_path):
+    from helpers import files
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(InputError, match=r"^--data .*loop: its symbolic links go round"):
+        with files.probing("--data", loop):
+            os.stat(loop / "x")
+    with pytest.raises(InputError, match="a name in it is 300 bytes"):
+        files.check_output_dir(tmp_path / LONG, "out_dir")
+    with pytest.raises(FileNotFoundError):  # anything else passes unchanged
+        with files.probing("--data"):
+            os.stat(tmp_path / "missing")
+    from helpers.data import load_dataset
+
+    with pytest.raises(InputError, match="^dataset .*shorter"):
+        load_dataset(str(tmp_path / LONG))
+
+
+def test_a_path_no_check_looked_at_is_still_one_line(tmp_path, capsys, monkeypatch):
+    """The dispatcher's net: an ENAMETOOLONG from anywhere names the option it came from."""
+    from helpers import cli_vit
+
+    def deep(args):
+        (Path(args.checkpoint) / "x").is_file()
+
+    monkeypatch.setattr(cli_vit, "cmd_predict", deep)
+    rc, _, err = run_cli(
+        ["predict", "--checkpoint", str(tmp_path / LONG), "--image", "a.png"], capsys
+    )
+    one_line_error(rc, err, "--checkpoint", "300 bytes")
+
+
+# ------------------------------------------------------------------ a real full disk / ulimit -f
+
+_FSIZE_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as Python itself sets it
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    from helpers.cli import main
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+
+
+def _run_limited(limit, argv, env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", **(env or {})}
+    cmd = [sys.executable, "-c", _FSIZE_CHILD, str(limit), *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_ulimit_f_during_train_is_a_write_error_and_keeps_the_last_checkpoint(tmp_path):
+    """torch.save past ``ulimit -f`` raises RuntimeError ("unexpected pos"), not OSError."""
+    import torch
+
+    out = tmp_path / "r"
+    assert main(train_argv(out)) == 0
+    last = (out / "last.pt").read_bytes()
+    p = _run_limited(len(last) // 2, train_argv(out, epochs=2))
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and not p.stdout.strip()
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: training stopped: could not write"), line
+    assert "file size limit" in line and "ulimit -f" in line and "kept" in line
+    assert (out / "last.pt").read_bytes() == last  # the last good checkpoint, untouched
+    assert not [q.name for q in out.iterdir() if ".tmp-" in q.name]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert main(train_argv(out, epochs=2)) == 0  # the same command then resumes
+
+
+def test_any_library_error_while_the_disk_is_full_is_a_write_error(tmp_path, monkeypatch):
+    """Injected: torch.save's RuntimeError with no space left; a PIL writer wrapping ENOSPC."""
+    import errno
+
+    import torch
+
+    from helpers import files
+
+    target = files.atomic_torch_save({"a": 1}, tmp_path / "w.pt")
+    old = target.read_bytes()
+
+    def torch_full(obj, f, *a, **k):
+        Path(f).write_bytes(b"x" * 10)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    class Full:
+        f_bavail, f_frsize, f_flag = 0, 4096, 0
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    monkeypatch.setattr(files.os, "statvfs", lambda p: Full())
+    with pytest.raises(files.WriteError, match="could not write .*w.pt: the disk is full") as e:
+        files.atomic_torch_save({"a": 2}, target)
+    assert isinstance(e.value, InputError) and e.value.reason == "the disk is full"
+    assert target.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+    def wrapped(*a, **k):  # a library that turns the OSError it met into its own error
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as err:
+            raise ValueError("encoder error -2 when writing image file") from err
+
+    monkeypatch.undo()
+    with pytest.raises(files.WriteError, match="disk is full"):
+        with files.atomic_path(tmp_path / "a.png"):
+            wrapped()
+    # a bug is not disguised as a write error
+    with pytest.raises(TypeError):
+        with files.atomic_path(tmp_path / "b.json"):
+            raise TypeError("cannot pickle 'generator' object")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
+def test_write_error_in_train_from_a_non_oserror_keeps_the_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    from helpers import files
+
+    out = tmp_path / "r"
+    assert run_cli(train_argv(out), capsys)[0] == 0
+    before = (out / "last.pt").read_bytes()
+    real = torch.save
+
+    def unexpected_pos(obj, f, *a, **k):
+        real(obj, f, *a, **k)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", unexpected_pos)
+    monkeypatch.setattr(files, "_file_size_limit", lambda: 1)  # as under `ulimit -f`
+    rc, _, err = run_cli(train_argv(out, epochs=2), capsys)
+    one_line_error(rc, err, "training stopped: could not write", "file size limit", "resume")
+    assert (out / "last.pt").read_bytes() == before
+
+
+# ------------------------------------------------------------------ counts of zero
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--max-steps-per-epoch", "0"], "--max-steps-per-epoch must be >= 1, got 0"),
+        (["--max-steps-per-epoch", "-2"], "--max-steps-per-epoch must be >= 1, got -2"),
+        (["--epochs", "-1"], "--epochs must be >= 1"),
+        (["--dim", "0"], "--dim must be >= 1"),
+        (["--depth", "0"], "--depth must be >= 1"),
+        (["--minutes", "0"], "--minutes must be > 0"),
+        (["--patience", "0"], "--patience must be >= 1"),
+    ],
+)
+def test_smoke_with_zero_counts_is_refused_not_defaulted(tmp_path, capsys, extra, needle):
+    out = tmp_path / "s"
+    rc, _, err = run_cli(["train", "--smoke", "--device", "cpu", "--out", str(out), *extra], capsys)
+    one_line_error(rc, err, needle)
+    assert not out.exists()
