@@ -611,7 +611,9 @@ def open_image(source: str | Path, what: str = "--image"):
     import math
     import warnings
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
+
+    from helpers.data import rgb_image
 
     text = str(source)
     if _is_url(text):
@@ -661,7 +663,7 @@ def open_image(source: str | Path, what: str = "--image"):
                         f"({MAX_PIXELS:,}); downscale it first (a few hundred pixels are enough)."
                     )
                 im.load()
-                return ImageOps.exif_transpose(im).convert("RGB")
+                return rgb_image(im)  # as training data are decoded: EXIF, 16-bit scaled
     except UnidentifiedImageError:
         raise InputError(
             f"{what} {name} could not be read as an image (UnidentifiedImageError); "

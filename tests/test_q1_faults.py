@@ -249,3 +249,76 @@ def test_smoke_with_zero_counts_is_refused_not_defaulted(tmp_path, capsys, extra
     rc, _, err = run_cli(["train", "--smoke", "--device", "cpu", "--out", str(out), *extra], capsys)
     one_line_error(rc, err, needle)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ 16-bit and rotated images
+
+
+def _gray16(path, w=32, h=32):
+    """A 16-bit grey ramp 0..65535 (mean 32767.5, i.e. 127.5 in 8 bits)."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.linspace(0, 65535, w * h).round().astype(np.uint16).reshape(h, w)
+    Image.fromarray(a).save(path)
+    assert Image.open(path).mode == "I;16"
+    return path
+
+
+def _rotated(path, w=32, h=16):
+    """Left half red, right half blue as stored; EXIF orientation 6 (turn 90 degrees)."""
+    from PIL import Image
+
+    im = Image.new("RGB", (w, h), (220, 20, 20))
+    im.paste((20, 20, 220), (w // 2, 0, w, h))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    kw = {"quality": 95} if path.suffix == ".jpg" else {}
+    im.save(path, exif=exif, **kw)
+    return path
+
+
+def _tree(root, make, names):
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for n in names:
+                make(d / n)
+    return root
+
+
+@pytest.mark.parametrize("name", ["g.png", "g.tif"])
+def test_16_bit_images_are_scaled_in_training_data_and_predict(tmp_path, name):
+    import numpy as np
+
+    from helpers.cli_vit import open_image
+    from helpers.data import load_image_folder
+
+    data = load_image_folder(_tree(tmp_path / "d", _gray16, [name]), cache=False)
+    x = data.train_x.float()
+    assert abs(x.mean().item() - 127.5) < 0.6, x.mean()  # clipped it was ~254
+    assert x.min() == 0 and x.max() == 255
+    seen = np.asarray(open_image(tmp_path / "d" / "train" / "a" / name))
+    assert np.array_equal(seen, data.train_x[0].permute(1, 2, 0).numpy())  # the same pixels
+
+
+@pytest.mark.parametrize("name", ["r.jpg", "r.png"])
+@pytest.mark.parametrize("size", [None, 16])
+def test_exif_orientation_is_applied_to_training_data_as_predict_does(tmp_path, name, size):
+    import numpy as np
+
+    from helpers.cli_vit import image_to_tensor, open_image
+    from helpers.data import load_image_folder
+
+    data = load_image_folder(_tree(tmp_path / "d", _rotated, [name]), size, cache=False)
+    img = data.train_x[0]
+    if size is None:
+        assert tuple(img.shape) == (3, 32, 16)  # turned: 16 wide, 32 high
+        top, bottom = img[:, :8].float().mean((1, 2)), img[:, -8:].float().mean((1, 2))
+        assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # red above, blue below
+    seen = open_image(tmp_path / "d" / "train" / "a" / name)
+    assert seen.size == (16, 32)
+    want = image_to_tensor(seen, size or 16)[0]
+    got = img if size else image_to_tensor(img.permute(1, 2, 0).numpy(), 16)[0]
+    assert np.abs(got.int().numpy() - want.int().numpy()).max() <= 3  # JPEG decoders may differ
