@@ -289,6 +289,32 @@ def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | No
     return ckpt
 
 
+def diverged_error(run, out_dir: Path, what: str = "the training loss is") -> InputError:
+    """The message when a run's loss or weights stop being finite numbers: where, the likely
+    cause, what was kept and what to change."""
+    saved = (out_dir / "last.pt").exists()
+    kept = (
+        f"The checkpoints written before are kept in {out_dir} (they hold finite weights); lower "
+        "the learning rate (lr, --lr on the command line) and train again with resume=False "
+        "(--no-resume on the command line)."
+        if saved
+        else "Nothing was saved yet; lower the learning rate (lr, --lr on the command line) and "
+        "train again."
+    )
+    return InputError(
+        f"training stopped at step {run.step}: {what} no longer a finite number (NaN or inf); "
+        f"the learning rate {run.cfg.lr:g} is probably too high. {kept}"
+    )
+
+
+def weights_finite(model) -> bool:
+    """Every parameter and buffer of ``model`` is finite (one host sync)."""
+    import torch
+
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
 def saved_best(out_dir: Path, epoch: int, device) -> dict | None:
     """The weights in ``best.pt`` if they are those of ``epoch`` (else None)."""
     from helpers.checkpoint import read_checkpoint
@@ -333,6 +359,8 @@ class Saver:
         epoch when several train together."""
         if not force and not self.due():
             return False
+        if not weights_finite(run.model):  # never write diverged weights over good ones
+            raise diverged_error(run, self.out_dir, "the model's weights are")
         t0 = time.perf_counter()
         if run.best_weights is not None and not run.best_saved:
             meta = {**self.meta(run), "epoch": run.best_epoch, "best_val_acc": run.best_acc}
@@ -369,6 +397,7 @@ class Saver:
 __all__ = [
     "LoadedModel",
     "Saver",
+    "diverged_error",
     "resume_point",
     "saved_best",
     "load_checkpoint",
@@ -380,5 +409,6 @@ __all__ = [
     "save_best",
     "save_last",
     "set_rng_state",
+    "weights_finite",
     "write_history",
 ]

@@ -328,6 +328,7 @@ def cli_wording(message: str) -> str:
         ("image_size=N (--image-size N on the command line)", "--image-size N"),
         ("image_size=N", "--image-size N"),
         ("pretrained=False (--no-pretrained on the command line)", "--no-pretrained"),
+        ("(lr, --lr on the command line)", "(--lr)"),
     ):
         message = message.replace(lib, cli)
     return message

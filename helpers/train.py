@@ -19,6 +19,7 @@ import contextlib
 import copy
 import gc
 import itertools
+import math
 import os
 import signal
 import threading
@@ -32,6 +33,7 @@ from helpers.calibrate import plan_run
 from helpers.checkpoint import (
     LoadedModel,
     Saver,
+    diverged_error,
     load_checkpoint,
     resume_point,
     rng_state,
@@ -504,6 +506,8 @@ def train(
                 final = run.step >= plan.total_steps or stopped_early
                 check = final or run.epoch % eval_every == 0
                 row = _epoch_row(run, sums, check, final, eval_bs, clock)
+                if not math.isfinite(row["train_loss"]):  # read here anyway: no extra sync
+                    raise diverged_error(run, out_dir)
                 run.history.append(row)
                 _keep_if_best(run, row["val_acc"])
                 final = final or _patience_spent(run)

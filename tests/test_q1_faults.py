@@ -322,3 +322,71 @@ def test_exif_orientation_is_applied_to_training_data_as_predict_does(tmp_path, 
     want = image_to_tensor(seen, size or 16)[0]
     got = img if size else image_to_tensor(img.permute(1, 2, 0).numpy(), 16)[0]
     assert np.abs(got.int().numpy() - want.int().numpy()).max() <= 3  # JPEG decoders may differ
+
+
+# ------------------------------------------------------------------ a diverging loss
+
+
+def test_lr_1e9_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "r"
+    assert run_cli(train_argv(out), capsys)[0] == 0
+    last, best = (out / "last.pt").read_bytes(), (out / "best.pt").read_bytes()
+    history = (out / "history.json").read_text()
+    rc, _, err = run_cli(train_argv(out, "--lr", "1e9", epochs=3), capsys)
+    one_line_error(rc, err, "loss is no longer a finite number", "learning rate 1e+09", "(--lr)")
+    assert "kept" in err.splitlines()[-1] and "--no-resume" in err.splitlines()[-1]
+    assert (out / "last.pt").read_bytes() == last and (out / "best.pt").read_bytes() == best
+    assert (out / "history.json").read_text() == history
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    # a fresh run that diverges at once says nothing was saved and exits non-zero too
+    rc, _, err = run_cli(train_argv(tmp_path / "n", "--lr", "1e9", epochs=2), capsys)
+    one_line_error(rc, err, "Nothing was saved yet", "(--lr) and train again.")
+    assert not (tmp_path / "n" / "last.pt").exists()
+
+
+def test_weights_that_turned_nan_are_never_saved(tmp_path, capsys, monkeypatch):
+    """The loss of the epoch was finite but its last update broke the weights: the save
+    refuses them (one check per save, none per step)."""
+    import torch
+
+    from helpers import train as train_mod
+
+    out = tmp_path / "r"
+    assert run_cli(train_argv(out), capsys)[0] == 0
+    last = (out / "last.pt").read_bytes()
+    real = train_mod._epoch_row
+
+    def then_nan(run, *a, **k):
+        row = real(run, *a, **k)
+        with torch.no_grad():
+            next(run.model.parameters()).fill_(float("nan"))
+        return row
+
+    monkeypatch.setattr(train_mod, "_epoch_row", then_nan)
+    rc, _, err = run_cli(train_argv(out, epochs=2), capsys)
+    one_line_error(rc, err, "weights are no longer a finite number", "kept")
+    assert (out / "last.pt").read_bytes() == last
+
+
+def test_the_json_line_is_valid_json_whatever_the_numbers(tmp_path, capsys, monkeypatch):
+    from helpers import cli_vit
+    from helpers.files import atomic_write_json, json_text
+
+    def odd(args):
+        return {"loss": float("nan"), "top": [float("inf"), 1.5], "path": tmp_path}
+
+    monkeypatch.setattr(cli_vit, "cmd_predict", odd)
+    rc, res, _ = run_cli(["predict", "--checkpoint", "x", "--image", "y"], capsys)
+    assert rc == 0 and res == {"loss": None, "top": [None, 1.5], "path": str(tmp_path)}
+    atomic_write_json(tmp_path / "h.json", [{"val_loss": float("-inf")}])
+    assert json.loads((tmp_path / "h.json").read_text(), parse_constant=pytest.fail) == [
+        {"val_loss": None}
+    ]
+    import numpy as np
+
+    assert json_text({"a": np.float32("nan"), "b": np.array([1.0, np.inf])}) == (
+        '{"a": null, "b": [1.0, null]}'
+    )
