@@ -162,11 +162,23 @@ def load_cifar10(
 # --------------------------------------------------------------------------- ImageFolder
 
 
-def _default_cache_dir() -> Path:
+def _default_cache_dir() -> Path | None:
+    """``$HELPERS_CACHE/imagefolder``, else ``~/.cache/cvkit/imagefolder``; None when there
+    is no home folder to put it in (then nothing is cached)."""
     env = os.environ.get("HELPERS_CACHE")
     if env:
         return Path(env) / "imagefolder"
-    return Path.home() / ".cache" / "cvkit" / "imagefolder"
+    try:
+        return Path.home() / ".cache" / "cvkit" / "imagefolder"
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
+        _note("note: no home folder, so decoded datasets are not cached; set HELPERS_CACHE.")
+        return None
+
+
+def _note(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)  # stdout is kept for results
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -338,7 +350,10 @@ def _load_split_cached(
             with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
                 np.savez(f, x=x, y=y)
         except OSError as e:  # read-only home, full disk: loading still worked
-            print(f"note: could not write the dataset cache {cache_file} ({e}).")
+            _note(
+                f"note: could not write the dataset cache {cache_file} ({e}); set "
+                "HELPERS_CACHE to a writable folder to skip decoding next time."
+            )
     return x, y
 
 
@@ -397,7 +412,8 @@ def load_image_folder(
     }
     held_out = "val" not in present  # validation comes out of train/
     wanted = set(splits) | ({"train"} if held_out and "val" in splits else set())
-    cache_dir = Path(cache_dir or _default_cache_dir()) if cache else None
+    cache_dir = (cache_dir or _default_cache_dir()) if cache else None
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
     arrays = {
         n: _load_split_cached(root, n, items[n], image_size, cache_dir)
         for n in present

@@ -390,3 +390,60 @@ def test_the_json_line_is_valid_json_whatever_the_numbers(tmp_path, capsys, monk
     assert json_text({"a": np.float32("nan"), "b": np.array([1.0, np.inf])}) == (
         '{"a": null, "b": [1.0, null]}'
     )
+
+
+# ------------------------------------------------------------------ stdout holds the JSON line
+
+
+def _folder(root, n=8):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                    d / f"{i}.png"
+                )
+    return root
+
+
+@pytest.mark.parametrize("home", ["a_file", "unset"])
+def test_unusable_home_leaves_stdout_to_the_json_line(tmp_path, home):
+    data = _folder(tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "HELPERS_CACHE")}
+    (tmp_path / "f").write_text("not a folder")
+    if home == "a_file":  # like a read-only or missing home: nothing can be made in it
+        env["HOME"] = str(tmp_path / "f")
+    env.update(PYTHONPATH=str(ROOT), TQDM_DISABLE="1", XDG_CACHE_HOME="", MPLCONFIGDIR="")
+    argv = train_argv(tmp_path / "r")
+    argv[argv.index("--data") + 1] = str(data)
+    argv[argv.index("--batch-size") + 1] = "8"
+    runs = [argv, ["evaluate", "--checkpoint", str(tmp_path / "r"), "--data", str(data),
+                   "--device", "cpu", "--out", str(tmp_path / "e")]]  # fmt: skip
+    for cmd in runs if home == "a_file" else runs[:1]:
+        p = subprocess.run(
+            [sys.executable, "-m", "helpers", *cmd],
+            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.splitlines()
+        assert len(lines) == 1, f"stdout must be the JSON line alone, got {lines!r}"
+        assert json.loads(lines[0])["command"] == cmd[0]
+    if home != "unset":
+        assert "could not write the dataset cache" in p.stderr or "HELPERS_CACHE" in p.stderr
+
+
+def test_whatever_a_command_prints_goes_to_stderr(capsys, monkeypatch):
+    from helpers import cli_vit
+
+    def chatty(args):
+        print("Downloading weights... done")  # a library's own print
+        return {"command": "predict"}
+
+    monkeypatch.setattr(cli_vit, "cmd_predict", chatty)
+    rc, res, err = run_cli(["predict", "--checkpoint", "x", "--image", "y"], capsys)
+    assert rc == 0 and res == {"command": "predict"} and "Downloading weights" in err
