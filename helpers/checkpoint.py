@@ -16,6 +16,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import itertools
 import os
 import random
 import time
@@ -254,18 +255,42 @@ def _mismatch_summary(e: RuntimeError) -> str:
 # ----------------------------------------------------------------------------- in a run
 
 
+# what a run leaves in its folder: set aside together when a new run starts there
+RUN_OUTPUTS = (
+    "last.pt", "last.prev.pt", "last.corrupt.pt", "best.pt", "history.json", "history.csv",
+    "test.json", "eval",
+)  # fmt: skip
+
+
+def set_aside_previous_run(out_dir: Path) -> Path | None:
+    """Move an earlier run's outputs (:data:`RUN_OUTPUTS`) into a new folder
+    ``previous_run`` (``previous_run-2``, ``-3``, ... when that exists): a restart never
+    overwrites an earlier one, and nothing of the old run stays beside the new weights.
+    Returns that folder, or None when there was nothing to move."""
+    present = [name for name in RUN_OUTPUTS if os.path.lexists(out_dir / name)]
+    if not present:
+        return None
+    for n in itertools.count(1):
+        old = out_dir / ("previous_run" if n == 1 else f"previous_run-{n}")
+        try:
+            old.mkdir()  # claims the name: two starts at once cannot pick the same one
+            break
+        except FileExistsError:
+            continue
+    for name in present:
+        os.replace(out_dir / name, old / name)
+    return old
+
+
 def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | None:
     """The checkpoint to continue from (checked against the data and model), or None."""
     from helpers.presets import preset_to_dict
 
     found = any(p.exists() for p in resume_candidates(out_dir))
-    if found and not resume:
-        old = out_dir / "previous_run"
-        old.mkdir(exist_ok=True)
-        for name in ("last.pt", "last.prev.pt", "best.pt", "history.json", "history.csv"):
-            if (out_dir / name).exists():
-                os.replace(out_dir / name, old / name)
-        log(f"resume=False: moved the earlier run's checkpoints to {old}.")
+    if not resume:
+        old = set_aside_previous_run(out_dir)
+        if old is not None:
+            log(f"resume=False: moved the earlier run's checkpoints and results to {old}.")
     if not (found and resume):
         return None
     ckpt = read_resume_checkpoint(out_dir, log=log)
@@ -400,6 +425,7 @@ __all__ = [
     "diverged_error",
     "resume_point",
     "saved_best",
+    "set_aside_previous_run",
     "load_checkpoint",
     "read_checkpoint",
     "read_resume_checkpoint",

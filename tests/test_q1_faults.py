@@ -395,12 +395,12 @@ def test_the_json_line_is_valid_json_whatever_the_numbers(tmp_path, capsys, monk
 # ------------------------------------------------------------------ stdout holds the JSON line
 
 
-def _folder(root, n=8):
+def _folder(root, n=8, splits=("train", "val"), seed=0):
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    rng = np.random.default_rng(seed)
+    for split in splits:
         for c in ("a", "b"):
             d = root / split / c
             d.mkdir(parents=True)
@@ -447,3 +447,52 @@ def test_whatever_a_command_prints_goes_to_stderr(capsys, monkeypatch):
     monkeypatch.setattr(cli_vit, "cmd_predict", chatty)
     rc, res, err = run_cli(["predict", "--checkpoint", "x", "--image", "y"], capsys)
     assert rc == 0 and res == {"command": "predict"} and "Downloading weights" in err
+
+
+# ------------------------------------------------------------------ --no-resume keeps every run
+
+
+def test_no_resume_never_overwrites_an_earlier_run_and_moves_its_results(tmp_path, capsys):
+    import torch
+
+    data = _folder(tmp_path / "data", splits=("train", "val", "test"))
+    out = tmp_path / "r"
+    argv = train_argv(out)
+    argv[argv.index("--data") + 1] = str(data)
+    argv[argv.index("--batch-size") + 1] = "8"
+    evaluate = ["evaluate", "--checkpoint", str(out), "--data", str(data), "--device", "cpu"]
+
+    def weights(folder):
+        return torch.load(folder / "best.pt", weights_only=True)["model"]
+
+    runs = []
+    for i, seed in enumerate(["1", "2", "3"]):
+        extra = ["--seed", seed] + (["--no-resume"] if i else [])
+        assert run_cli(argv + extra, capsys)[0] == 0
+        assert (out / "test.json").is_file()  # this run's own test score
+        assert run_cli(evaluate, capsys)[0] == 0
+        runs.append(weights(out))
+    first, second = out / "previous_run", out / "previous_run-2"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("previous_run")) == [
+        "previous_run",
+        "previous_run-2",
+    ]
+    for folder, w in ((first, runs[0]), (second, runs[1]), (out, runs[2])):
+        assert all(torch.equal(w[k], v) for k, v in weights(folder).items())
+        assert (folder / "test.json").is_file() and (folder / "eval").is_dir()
+        assert (folder / "last.pt").is_file() and (folder / "history.json").is_file()
+    assert not any((first / n).exists() for n in ("previous_run", "previous_run-2"))
+
+
+def test_no_resume_sets_aside_results_even_without_a_checkpoint(tmp_path):
+    """A folder holding only an earlier run's test.json / eval/ (checkpoints deleted)."""
+    from helpers.checkpoint import set_aside_previous_run
+
+    (tmp_path / "eval" / "x").mkdir(parents=True)
+    (tmp_path / "test.json").write_text("{}")
+    (tmp_path / "previous_run").mkdir()  # taken by someone else
+    (tmp_path / "notes.txt").write_text("mine")
+    old = set_aside_previous_run(tmp_path)
+    assert old == tmp_path / "previous_run-2"
+    assert sorted(p.name for p in old.iterdir()) == ["eval", "test.json"]
+    assert (tmp_path / "notes.txt").exists() and set_aside_previous_run(tmp_path) is None
