@@ -35,6 +35,7 @@ class LoadedModel:
     preset: Any
     epoch: int
     history: list[dict]
+    path: Path | None = None  # the file the weights came from (best.pt, or a fallback)
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -205,7 +206,7 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
         raise InputError(
             f"no checkpoint at {path}; give a .pt file written by training or its folder."
         )
-    ckpt, _ = read_with_fallback(candidates, log=log)
+    ckpt, used = read_with_fallback(candidates, log=log)
     preset = preset_from_dict(ckpt["preset"])
     classes = list(ckpt["classes"])
     model, _ = build_model(preset, len(classes), pretrained=False)
@@ -225,6 +226,7 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
         preset=preset,
         epoch=int(ckpt.get("epoch", 0)),
         history=list(ckpt.get("history", [])),
+        path=used,
     )
 
 

@@ -130,7 +130,11 @@ def register(sub) -> None:
         help="resize every image of a folder dataset to this square size (needed when its "
         "images differ in size)",
     )
-    p.add_argument("--out", help="output folder (default <checkpoint folder>/eval/<data>-<split>)")
+    p.add_argument(
+        "--out",
+        help="output folder (default <checkpoint folder>/eval/<data>-<split>; a folder dataset "
+        "adds a hash of its path, a checkpoint other than best.pt its name)",
+    )
     p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
     p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
     p.set_defaults(func=_in_cli_terms(cmd_evaluate))
@@ -495,11 +499,10 @@ def cmd_evaluate(args) -> dict:
         )
     if list(data.classes) != list(loaded.classes):
         _log("note: class names differ from the checkpoint's; assuming the same order.")
-    name = Path(data.source).name or data.source
     out = (
         Path(args.out)
         if args.out
-        else checkpoint_folder(args.checkpoint) / "eval" / f"{name}-{split}"
+        else checkpoint_folder(args.checkpoint) / "eval" / eval_folder_name(data, split, loaded)
     )
     check_output_dir(out, "--out" if args.out else "the evaluation folder")
     _log(
@@ -516,6 +519,11 @@ def cmd_evaluate(args) -> dict:
         batch_size=args.batch_size,
         device=device,
         progress=True,
+        meta={
+            "data": data_path(data),
+            "checkpoint": str(loaded.path or args.checkpoint),
+            "checkpoint_epoch": loaded.epoch,
+        },
     )
     pred = torch.from_numpy(np.load(out / "predictions.npy"))
     figures = {
@@ -549,6 +557,27 @@ def cmd_evaluate(args) -> dict:
             + written
         ),
     }
+
+
+def data_path(data) -> str:
+    """``cifar10`` / ``synthetic`` / ``digits``, or a folder dataset's absolute path."""
+    if data.source in ("cifar10", "synthetic", "digits"):
+        return data.source
+    return str(Path(data.source).expanduser().resolve())
+
+
+def eval_folder_name(data, split: str, loaded) -> str:
+    """``<data>-<split>`` (``cifar10-test``); a folder dataset adds 8 hex digits of its
+    absolute path (two datasets named ``data`` in different places never share a folder), a
+    checkpoint other than ``best.pt`` its own name (``cifar10-test-last``)."""
+    import hashlib
+
+    key = data_path(data)
+    name = Path(key).name or key
+    if Path(key).is_absolute():  # a folder dataset
+        name += "-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem = loaded.path.stem if getattr(loaded, "path", None) is not None else "best"
+    return f"{name}-{split}" + ("" if stem == "best" else f"-{stem}")
 
 
 def _save_figures(figures: dict, out: Path) -> list[str]:

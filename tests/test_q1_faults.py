@@ -496,3 +496,51 @@ def test_no_resume_sets_aside_results_even_without_a_checkpoint(tmp_path):
     assert old == tmp_path / "previous_run-2"
     assert sorted(p.name for p in old.iterdir()) == ["eval", "test.json"]
     assert (tmp_path / "notes.txt").exists() and set_aside_previous_run(tmp_path) is None
+
+
+# ------------------------------------------------------------------ evaluation folders
+
+
+def test_evaluate_folders_are_keyed_by_data_path_and_checkpoint(tmp_path, capsys):
+    import numpy as np
+
+    a = _folder(tmp_path / "a" / "data", seed=1)
+    b = _folder(tmp_path / "b" / "data", seed=2)  # the same folder name, other images
+    out = tmp_path / "r"
+    argv = train_argv(out, epochs=2)
+    argv[argv.index("--data") + 1] = str(a)
+    argv[argv.index("--batch-size") + 1] = "8"
+    assert run_cli(argv, capsys)[0] == 0
+
+    def evaluate(data, checkpoint=out):
+        argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu"]
+        rc, res, err = run_cli(argv, capsys)
+        assert rc == 0, err
+        return Path(res["out_dir"]), res
+
+    (da, _), (db, _) = evaluate(a), evaluate(b)
+    assert da != db and da.parent == db.parent == out / "eval"
+    assert da.name.startswith("data-") and da.name.endswith("-val")
+    for folder, data in ((da, a), (db, b)):
+        m = json.loads((folder / "metrics.json").read_text())
+        assert m["data"] == str(data.resolve()) and m["split"] == "val"
+        assert m["checkpoint"] == str(out / "best.pt")
+        best_epoch = torch_load_epoch(out / "best.pt")
+        assert m["checkpoint_epoch"] == best_epoch >= 1
+    assert not np.array_equal(np.load(da / "logits.npy"), np.load(db / "logits.npy"))
+    # the same data through a relative path lands in the same folder; last.pt in its own
+    rel = os.path.relpath(a)
+    assert evaluate(rel)[0] == da
+    dl, rl = evaluate(a, out / "last.pt")
+    assert dl == out / "eval" / f"{da.name}-last" and rl["epoch"] == 2
+    assert json.loads((dl / "metrics.json").read_text())["checkpoint_epoch"] == 2
+    # built-in data keep their plain name
+    argv = train_argv(tmp_path / "s")
+    assert run_cli(argv, capsys)[0] == 0
+    assert evaluate("synthetic", tmp_path / "s")[0] == tmp_path / "s" / "eval" / "synthetic-val"
+
+
+def torch_load_epoch(path):
+    import torch
+
+    return int(torch.load(path, weights_only=True)["epoch"])
