@@ -544,3 +544,54 @@ def torch_load_epoch(path):
     import torch
 
     return int(torch.load(path, weights_only=True)["epoch"])
+
+
+# ------------------------------------------------------------------ SIGTERM like Ctrl-C
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_train_saves_like_ctrl_c_and_the_run_resumes(tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    argv = train_argv(out, epochs=400)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "helpers", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    seen = []
+    for line in p.stderr:  # wait until the loop runs
+        seen.append(line)
+        if line.startswith("plan:"):
+            break
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    rest, err = p.communicate(timeout=120)
+    err = "".join(seen) + err
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and not rest.strip()
+    assert "interrupt" in err and "last checkpoint" in err.strip().splitlines()[-1]
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert 0 < ckpt["step"] < 800  # saved where it stopped, not at the end
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == ckpt["epoch"]
+
+
+def test_sigterm_outside_the_training_loop_is_an_interrupt_too(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from helpers import cli_vit
+
+    def slow_load(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. `timeout` firing while data load
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(cli_vit, "load_data", slow_load)
+    before = signal.getsignal(signal.SIGTERM)
+    rc, _, err = run_cli(train_argv(tmp_path / "r"), capsys)
+    assert rc == 130 and "interrupted" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) == before  # put back after the command
