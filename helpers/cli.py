@@ -61,11 +61,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _flag_of(args, filename) -> str:
     """The option whose value the path ``filename`` came from (``--data``), else ``path``."""
-    name = str(filename or "")
-    for key, value in vars(args).items() if name else ():
-        if isinstance(value, str) and value and (value in name or name in value):
-            return "--" + key.replace("_", "-")
-    return "path"
+    import os
+
+    name = os.path.expanduser(str(filename or ""))
+    found = [
+        (len(value), "--" + key.replace("_", "-"))
+        for key, value in vars(args).items()
+        if isinstance(value, str) and value.strip() and name
+        for v in [os.path.expanduser(value).rstrip("/") or "/"]
+        if name == v or name.startswith(v + "/") or v.startswith(name + "/")
+    ]
+    return max(found)[1] if found else "path"
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ _WRITE_ERRNOS = {
 
 
 # errno values that mean "this path cannot even be looked at" (stat, exists, is_dir, scandir)
-_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)
+_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM)
 NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096  # Linux, macOS and Google Drive's mount
 
 
@@ -91,6 +91,8 @@ def path_error(e: BaseException, what: str, path=None) -> InputError | None:
     if not isinstance(e, OSError) or isinstance(e, InputError) or e.errno not in _PATH_ERRNOS:
         return None
     path = path if path is not None else (e.filename or "")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return InputError(f"{what} {_short(path)}: permission denied; give a path you can read.")
     if e.errno == errno.ELOOP:
         return InputError(
             f"{what} {_short(path)}: its symbolic links go round in a loop; fix them."
@@ -238,7 +240,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException as e:
-        reason = write_error_reason(e) or _library_write_failure(e, tmp_path)
+        reason = (
+            _size_limit_reason(e) or write_error_reason(e) or _library_write_failure(e, tmp_path)
+        )
         if tmp_path is not None:
             with contextlib.suppress(OSError):
                 tmp_path.unlink()
@@ -281,6 +285,12 @@ def _library_write_failure(e: BaseException, tmp: Path | None) -> str | None:
     if isinstance(e, RuntimeError) and any(w in text for w in ("write", "unexpected pos")):
         return f"the writer failed ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
     return None
+
+
+def _size_limit_reason(e: BaseException) -> str | None:
+    """EFBIG past ``ulimit -f`` says so (rather than "too large for this file system")."""
+    limit = _file_size_limit() if getattr(e, "errno", None) == errno.EFBIG else None
+    return None if limit is None else f"the file size limit is reached ({limit:,} bytes, ulimit -f)"
 
 
 def _file_size_limit() -> int | None:

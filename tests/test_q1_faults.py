@@ -595,3 +595,56 @@ def test_sigterm_outside_the_training_loop_is_an_interrupt_too(tmp_path, capsys,
     rc, _, err = run_cli(train_argv(tmp_path / "r"), capsys)
     assert rc == 130 and "interrupted" in err and "Traceback" not in err
     assert signal.getsignal(signal.SIGTERM) == before  # put back after the command
+
+
+def test_plain_writes_past_ulimit_f_name_the_limit(tmp_path):
+    code = textwrap.dedent(
+        """
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+        from helpers.files import atomic_write_bytes, atomic_write_json
+        for write in (lambda: atomic_write_bytes(sys.argv[1], b"x" * 5000),
+                      lambda: atomic_write_json(sys.argv[1], list(range(2000)))):
+            try:
+                write()
+            except Exception as e:
+                print(type(e).__name__, e)
+        """
+    )
+    target = tmp_path / "h.json"
+    target.write_text("old")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(target)], capture_output=True, text=True, env=env
+    )
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2, p.stdout + p.stderr
+    for line in lines:
+        assert line.startswith("WriteError could not write") and "ulimit -f" in line, line
+    assert target.read_text() == "old" and sorted(q.name for q in tmp_path.iterdir()) == ["h.json"]
+
+
+def test_the_option_named_is_the_one_the_path_came_from(tmp_path):
+    import argparse
+
+    from helpers.cli import _flag_of
+
+    args = argparse.Namespace(
+        command="train", preset="fast", device="cpu", data=str(tmp_path / "cpu"),
+        out=str(tmp_path), image="~/a.png",
+    )  # fmt: skip
+    assert _flag_of(args, tmp_path / "cpu" / "train" / "x") == "--data"  # longest match
+    assert _flag_of(args, tmp_path / "other") == "--out"
+    assert _flag_of(args, os.path.expanduser("~/a.png")) == "--image"
+    assert _flag_of(args, "/elsewhere/fast") == "path" and _flag_of(args, None) == "path"
+
+
+def test_permission_denied_while_looking_is_one_line(tmp_path):
+    import errno
+
+    from helpers.files import path_error
+
+    e = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "data"))
+    err = path_error(e, "--data")
+    assert isinstance(err, InputError) and "--data" in str(err) and "permission denied" in str(err)
