@@ -34,11 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_result_stream = None  # stdout as main() found it, while a command runs (prints go to stderr)
+
+
+def print_result(result: dict) -> None:
+    """Print ``result`` as the command's JSON line (valid JSON: no NaN) on stdout, even while
+    everything else a command prints is sent to stderr."""
+    from helpers.files import json_text
+
+    print(json_text(result, default=str), file=_result_stream or sys.stdout, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _result_stream
     from helpers.files import json_text, path_error
 
     args = build_parser().parse_args(argv)
-    stdout = sys.stdout
+    _result_stream = sys.stdout
     try:  # anything a library prints goes to stderr: stdout holds the JSON line alone
         with contextlib.redirect_stdout(sys.stderr), _sigterm_as_interrupt():
             result = args.func(args)
@@ -54,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        stream, _result_stream = _result_stream, None
     if result is not None:  # None: a secondary process of a torchrun job (rank 0 reports)
-        print(json_text(result, default=str), file=stdout)
+        print(json_text(result, default=str), file=stream, flush=True)
     return 0
 
 

@@ -671,3 +671,20 @@ def test_permission_denied_while_looking_is_one_line(tmp_path):
     e = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "data"))
     err = path_error(e, "--data")
     assert isinstance(err, InputError) and "--data" in str(err) and "permission denied" in str(err)
+
+
+def test_a_result_printed_before_an_error_still_goes_to_stdout(capsys, monkeypatch):
+    """Folder runs print their summary, then exit non-zero for the failed items."""
+    from helpers import cli_vit
+    from helpers.cli import print_result
+
+    def partial(args):
+        print("a library's chatter")
+        print_result({"done": 2, "failed": [{"file": "b.jpg", "score": float("nan")}]})
+        raise InputError("1 of 3 images failed")
+
+    monkeypatch.setattr(cli_vit, "cmd_predict", partial)
+    rc = main(["predict", "--checkpoint", "x", "--image", "y"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and json.loads(out) == {"done": 2, "failed": [{"file": "b.jpg", "score": None}]}
+    assert "chatter" in err and err.strip().endswith("error: 1 of 3 images failed")
