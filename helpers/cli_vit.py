@@ -258,6 +258,7 @@ def load_data(
     """``helpers.data.load_dataset`` with a message naming the command-line options; for a
     folder, ``splits`` limits what is decoded and ``image_size`` resizes every image."""
     from helpers.data import load_dataset
+    from helpers.files import PathError
 
     builtin = spec.strip().lower() in ("cifar10", "synthetic", "digits")
     kw = {"splits": splits} if splits and not builtin else {}
@@ -269,9 +270,9 @@ def load_data(
         kw["image_size"] = image_size
     try:
         return load_dataset(spec, **kw)
+    except PathError as e:  # a path that cannot even be looked at
+        raise PathError(what, e.path, e.reason) from None
     except InputError as e:
-        if str(e).startswith("dataset "):  # a path that cannot even be looked at
-            raise InputError(f"{what} {str(e)[len('dataset ') :]}") from None
         raise InputError(f"{what} {spec!r}: {e}") from None
 
 

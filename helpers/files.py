@@ -84,19 +84,27 @@ def _short(path) -> str:
     return text if len(text) <= 80 else f"{text[:40]}...{text[-30:]} ({len(text)} characters)"
 
 
-def path_error(e: BaseException, what: str, path=None) -> InputError | None:
-    """The one-line :class:`InputError` for an ``OSError`` raised while looking at a path a user
-    gave (``exists()``, ``is_dir()``, ``stat``, ``scandir``: a name longer than the file system
-    allows, a loop of symbolic links), or None when ``e`` is not one of those."""
+class PathError(InputError):
+    """A path that cannot even be looked at: ``"{what} {path}: {reason}"``. ``reason`` alone
+    lets a caller name the path in its own terms (``--data`` for a library's "dataset")."""
+
+    def __init__(self, what: str, path, reason: str):
+        super().__init__(f"{what} {_short(path)}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def path_error(e: BaseException, what: str, path=None) -> PathError | None:
+    """The one-line :class:`PathError` (an InputError) for an ``OSError`` raised while looking
+    at a path a user gave (``exists()``, ``is_dir()``, ``stat``, ``scandir``: a name longer than
+    the file system allows, a loop of symbolic links, no permission), or None when ``e`` is
+    not one of those."""
     if not isinstance(e, OSError) or isinstance(e, InputError) or e.errno not in _PATH_ERRNOS:
         return None
     path = path if path is not None else (e.filename or "")
     if e.errno in (errno.EACCES, errno.EPERM):
-        return InputError(f"{what} {_short(path)}: permission denied; give a path you can read.")
+        return PathError(what, path, "permission denied; give a path you can read.")
     if e.errno == errno.ELOOP:
-        return InputError(
-            f"{what} {_short(path)}: its symbolic links go round in a loop; fix them."
-        )
+        return PathError(what, path, "its symbolic links go round in a loop; fix them.")
 
     def size(text) -> int:
         return len(str(text).encode("utf-8", "surrogateescape"))
@@ -107,7 +115,7 @@ def path_error(e: BaseException, what: str, path=None) -> InputError | None:
         if longest > NAME_MAX_BYTES
         else f"it is {size(path)} bytes, more than the {PATH_MAX_BYTES} a file system allows"
     )
-    return InputError(f"{what} {_short(path)}: {why}; use a shorter name or path.")
+    return PathError(what, path, f"{why}; use a shorter name or path.")
 
 
 @contextlib.contextmanager
