@@ -233,7 +233,9 @@ def stop_if_failed(result: dict, total: int, noun: str, out, advice: str, status
     failed = result["failed"]
     if not failed:
         return result
-    print(json.dumps(result, default=str), flush=True)
+    from helpers.cli import print_result
+
+    print_result(result)  # on stdout, where the JSON line goes
     first = failed[0]
     raise InputError(
         f"{len(failed)} of {total} {noun} failed ({status + '; ' if status else ''}first: "

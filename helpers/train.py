@@ -21,6 +21,7 @@ import contextlib
 import copy
 import gc
 import itertools
+import math
 import os
 import signal
 import threading
@@ -34,6 +35,7 @@ from helpers.calibrate import plan_run, replan_if_behind
 from helpers.checkpoint import (
     LoadedModel,
     Saver,
+    diverged_error,
     load_checkpoint,
     resume_point,
     rng_state,
@@ -578,6 +580,8 @@ def train(
                 final = run.step >= plan.total_steps or stopped_early
                 check = final or validates(run.epoch, plan, eval_every)
                 row = _epoch_row(run, sums, check, final, eval_bs, clock)
+                if not math.isfinite(row["train_loss"]):  # read here anyway: no extra sync
+                    raise diverged_error(run, out_dir)
                 row["plan_steps"], row["replans"] = plan.total_steps, len(plan.replans)
                 if replans:
                     log(
