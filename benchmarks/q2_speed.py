@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import detect, files, runtime, segment, track  # noqa: E402
 
@@ -343,6 +344,87 @@ def bench_long(args, device, detector, work: Path) -> dict:
     return out
 
 
+def write_video_file(path: Path, n: int, h: int, w: int) -> Path:
+    """An H.264 MP4 of ``n`` frames of the synthetic scene (what a user would upload)."""
+    from helpers import media
+
+    frames = (synthetic_image(h, w, i / max(1, n - 1)) for i in range(n))
+    return media.write_video(frames, path, fps=30.0)
+
+
+def host_cost(frames: int = 60, res: str = "720p", objects: int = 3, repeats: int = 3,
+              chunk_size: int = 200, work: Path | None = None) -> dict:  # fmt: skip
+    """Per-frame host CPU time of ``track_video`` with the model replaced by a stub.
+
+    The stub (``q2_host_stub.StubPredictor``) returns fixed logits for ``objects`` objects and
+    reads every frame it visits from sam2's state, so what is measured is the video path's own
+    work: decoding, preparing frames for the model, turning logits into masks, encoding them
+    (RLE, JSON) and the bookkeeping. One torch / OpenCV thread; ``render=False`` (no MP4).
+    Returns ms per frame on the thread that drives propagation (``main_ms``) and summed over
+    all threads of the process (``all_ms``): the median of ``repeats`` runs.
+    """
+    import cv2
+    import supervision as sv
+    import torch
+    from q2_host_stub import StubPredictor
+
+    from helpers import sam2_video
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    h, w = _res(res)
+    tmp = Path(work or tempfile.mkdtemp(prefix="q2_host_"))
+    video = write_video_file(tmp / f"host_{w}x{h}_{frames}.mp4", frames, h, w)
+    boxes = np.array(
+        [[w * (0.08 + 0.25 * k), h * 0.38, w * (0.32 + 0.25 * k), h * 0.62] for k in range(objects)],
+        np.float32,
+    )
+
+    def detect_fn(image):
+        return sv.Detections(
+            xyxy=boxes, confidence=np.full(objects, 0.9, np.float32),
+            class_id=np.zeros(objects, int), data={"class_name": np.array(["ball"] * objects)},
+        )  # fmt: skip
+
+    def stub_features(tracker, image, bxs, masks, *a, **k):  # no image encoder: model work
+        emb = np.eye(len(bxs), 8, dtype=np.float32)
+        return masks, emb
+
+    real = sam2_video.keyframe_features
+    sam2_video.keyframe_features = stub_features
+    main_ms, all_ms = [], []
+    try:
+        for r in range(repeats):
+            stub = StubPredictor()
+            tracker = track.VideoTracker(stub, "sam2", torch.device("cpu"), "stub")
+            c0, p0 = time.thread_time(), time.process_time()
+            res_ = track.track_video(
+                video, "ball", None, tracker, tmp / f"out{r}", detect_fn=detect_fn,
+                render=False, chunk_size=chunk_size,
+            )  # fmt: skip
+            c1, p1 = time.thread_time(), time.process_time()
+            n = res_.num_frames
+            main_ms.append((c1 - c0) * 1000 / n)
+            all_ms.append((p1 - p0) * 1000 / n)
+    finally:
+        sam2_video.keyframe_features = real
+    out = {
+        "frames": n,
+        "video": f"{w}x{h}",
+        "objects": objects,
+        "main_ms": round(statistics.median(main_ms), 2),
+        "all_ms": round(statistics.median(all_ms), 2),
+        "main_ms_runs": [round(x, 2) for x in main_ms],
+        "all_ms_runs": [round(x, 2) for x in all_ms],
+    }
+    print(
+        f"host work per frame ({out['video']}, {objects} objects, stub model, 1 thread): "
+        f"propagating thread {out['main_ms']} ms, all threads {out['all_ms']} ms",
+        flush=True,
+    )
+    return out
+
+
 def _res(name: str) -> tuple[int, int]:
     h = int(name.rstrip("p"))
     return h, (h * 16 // 9) // 2 * 2
@@ -375,6 +457,12 @@ def parse_args(argv=None):
         action="store_true",
         help="sanity check: toy detector, SAM 2 tiny at 256 px, 2 runs, 6 frames of 180p",
     )
+    p.add_argument(
+        "--host-cost",
+        action="store_true",
+        help="only the per-frame host work of the video path (stub model, 720p, 3 objects, one "
+        "thread); CPU, seconds",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -402,6 +490,11 @@ def main(argv=None) -> dict:
     import torch
 
     args = parse_args(argv)
+    if args.host_cost:
+        res = {"host_cost": host_cost(frames=args.video_frames if args.quick else 60)}
+        if args.out:
+            files.atomic_write_json(args.out, res)
+        return res
     device = runtime.pick_device(args.device)
     if device.type == "cuda":
         runtime.enable_fast_matmul()
