@@ -55,17 +55,18 @@ class StubPredictor:
             self.frames_read += 1
 
     def _logits(self, state):
+        """[N,1,H,W] logits, one disc per object; made once per set of objects."""
         import torch
 
         h, w = state["video_height"], state["video_width"]
-        yy, xx = np.ogrid[:h, :w]
-        out = []
-        for i in state["obj_ids"]:
-            cx, cy, r = w * (0.2 + 0.25 * (i % 3)), h * 0.5, h * 0.12
-            disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-            out.append(np.where(disc, 8.0, -8.0).astype(np.float32)[None])
         key = tuple(state["obj_ids"]), (h, w)
         if state.get("_logits_key") != key:
+            yy, xx = np.ogrid[:h, :w]
+            out = []
+            for i in state["obj_ids"]:
+                cx, cy, r = w * (0.2 + 0.25 * (i % 3)), h * 0.5, h * 0.12
+                disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+                out.append(np.where(disc, 8.0, -8.0).astype(np.float32)[None])
             state["_logits"] = torch.from_numpy(np.stack(out)) if out else None
             state["_logits_key"] = key
         return state["_logits"]
