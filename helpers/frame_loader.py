@@ -17,7 +17,7 @@ from helpers.errors import InputError
 
 
 class FrameLoader:
-    def __init__(self, stream, capacity: int = 264):
+    def __init__(self, stream, capacity: int = 232):
         self.stream = stream
         self.num_frames, self.fps = stream.num_frames, stream.fps
         self.width, self.height = stream.width, stream.height

@@ -550,7 +550,8 @@ def decoded_frames(
 
     ``in_memory``: a video file (with no ``frame_dir`` asked for) is decoded on a background
     thread into a ``frame_loader.FrameLoader`` instead (no JPEG round trip); it holds about
-    ``chunk_size`` + 64 frames at a time, whatever the video's length."""
+    ``chunk_size`` + 32 frames at a time (a chunk, the writer's queue and a few decoded
+    ahead), whatever the video's length."""
     import time
 
     from helpers import media
@@ -561,7 +562,7 @@ def decoded_frames(
         from helpers.frame_loader import FrameLoader
 
         stream = media.open_video_stream(src, max_frames=max_frames, max_side=max_side)
-        loader = FrameLoader(stream, capacity=int(chunk_size) + 64)
+        loader = FrameLoader(stream, capacity=int(chunk_size) + 32)
         try:
             yield loader, None, {"decode_s": time.perf_counter() - t0}
         finally:
