@@ -54,6 +54,95 @@ class VideoTracker:
     processor: Any = None  # transformers Sam2VideoProcessor
     dtype: Any = None  # autocast dtype (None = fp32)
     image_predictor: Any = None  # SAM2ImagePredictor sharing the weights (made on demand)
+    compiled: bool = False  # sam2's vos_optimized predictor (torch.compile of its parts)
+
+
+def vos_optimized_supported() -> bool:
+    """Whether the installed sam2 has the compiled video predictor (``vos_optimized``)."""
+    import inspect
+
+    try:
+        import sam2.sam2_video_predictor as vp
+        from sam2.build_sam import build_sam2_video_predictor
+    except ImportError:
+        return False
+    params = inspect.signature(build_sam2_video_predictor).parameters
+    return "vos_optimized" in params and hasattr(vp, "SAM2VideoPredictorVOS")
+
+
+def choose_compile(compile: str | bool, device, supported: bool) -> bool:
+    """``compile`` ("auto", True, False) -> whether to build sam2's compiled predictor:
+    "auto" = on a CUDA GPU when the installed sam2 supports it (compiling on the CPU costs
+    minutes and gains nothing)."""
+    if compile == "auto":
+        return device.type == "cuda" and supported
+    if compile in (True, "on", "true", 1):
+        if not supported:
+            raise InputError(
+                "This sam2 has no compiled video predictor (vos_optimized); update it "
+                "(pip install -U 'git+https://github.com/facebookresearch/sam2') or use "
+                "compile=False."
+            )
+        return True
+    if compile in (False, "off", "false", 0, None):
+        return False
+    raise InputError(f"compile must be 'auto', True or False; got {compile!r}.")
+
+
+# bytes of SAM 2 state per tracked object per frame kept in memory (mask memory features,
+# low-res mask logits, object pointer) at image size S: 64 ch x (S/16)^2 + (S/4)^2 floats
+def _state_bytes_per_object_frame(image_size: int) -> int:
+    s = int(image_size)
+    return 4 * (64 * (s // 16) ** 2 + (s // 4) ** 2 + 256)
+
+
+def choose_offload(
+    offload: bool | None,
+    device,
+    chunk_frames: int,
+    image_size: int = 1024,
+    objects: int = 10,
+    detect_every: int = 30,
+    free_bytes: int | None = None,
+) -> bool:
+    """Whether to keep SAM 2's state on the CPU. ``offload`` True/False is obeyed; None
+    (auto) offloads only on a GPU whose free memory would not hold the state: the frames
+    kept per object (``_MEMORY_WINDOW`` recent ones plus one per keyframe of the chunk) for
+    ``objects`` objects, with 2 GiB of head room for the model's activations, at most half
+    of what is free. Frames never need offloading: they are held as uint8 and prepared one
+    at a time (an out-of-memory error still turns offloading on, see ``track.track_frames``)."""
+    if offload is not None:
+        return bool(offload)
+    if device.type != "cuda":
+        return False
+    if free_bytes is None:
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    kept = min(int(chunk_frames), _MEMORY_WINDOW + int(chunk_frames) // max(1, detect_every) + 1)
+    need = kept * int(objects) * _state_bytes_per_object_frame(image_size) + 2 * 2**30
+    return need > free_bytes / 2
+
+
+def run_settings(tracker: VideoTracker, offload: bool | None = None) -> dict:
+    """What actually runs, read from the tracker and torch (for reports, never typed in)."""
+    import torch
+
+    dtype = tracker.dtype
+    out = {
+        "backend": tracker.backend,
+        "size": tracker.size,
+        "device": str(tracker.device),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+        "compiled": bool(tracker.compiled),
+        "predictor": type(tracker.predictor).__name__,
+        "tf32": bool(
+            tracker.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+        ),
+    }
+    if offload is not None:
+        out["offload"] = bool(offload)
+    return out
 
 
 def _norm_size(size: str) -> str:
@@ -87,6 +176,7 @@ def load_video_tracker(
     *,
     precision: str = "auto",
     model_overrides: list[str] | tuple[str, ...] = (),
+    compile: str | bool = "auto",
 ) -> VideoTracker:
     """SAM 2.1 video predictor of ``size`` (tiny, small, base_plus, large).
 
@@ -97,6 +187,9 @@ def load_video_tracker(
     quality; transformers: a very small random model); ``model_overrides`` are extra hydra
     overrides for the sam2 backend (e.g. ``"++model.memory_attention.num_layers=1"``).
     bf16 autocast + TF32 on Ampere and newer GPUs; fp32 on older GPUs (T4) and the CPU.
+    ``compile`` ("auto": on a CUDA GPU where the installed sam2 supports it) builds sam2's
+    ``vos_optimized`` predictor, whose parts are torch.compiled on first use (the first
+    frames are slow; benchmarks time them apart).
     """
     from helpers.runtime import enable_fast_matmul, pick_device
 
@@ -111,15 +204,16 @@ def load_video_tracker(
         overrides = list(model_overrides)
         if image_size is not None:
             overrides.append(f"++model.image_size={int(image_size)}")
-        predictor = _load_sam2(size, dev, random_weights, overrides)
-        return VideoTracker(predictor, "sam2", dev, size, dtype=dtype)
+        vos = choose_compile(compile, dev, vos_optimized_supported())
+        predictor = _load_sam2(size, dev, random_weights, overrides, vos)
+        return VideoTracker(predictor, "sam2", dev, size, dtype=dtype, compiled=vos)
     if backend == "transformers":
         model, processor = _load_transformers(size, dev, random_weights, dtype, image_size)
         return VideoTracker(model, "transformers", dev, size, processor=processor, dtype=dtype)
     raise InputError(f"Unknown tracker backend {backend!r}; use 'sam2' or 'transformers'.")
 
 
-def _load_sam2(size, dev, random_weights, overrides):
+def _load_sam2(size, dev, random_weights, overrides, vos_optimized: bool = False):
     try:
         from sam2.build_sam import build_sam2_video_predictor
         from sam2.sam2_video_predictor import SAM2VideoPredictor
@@ -128,13 +222,14 @@ def _load_sam2(size, dev, random_weights, overrides):
             "The sam2 package is missing: pip install 'git+https://github.com/facebookresearch/sam2' "
             "(or `pip install sam2`)."
         ) from None
+    kw = {"vos_optimized": True} if vos_optimized else {}
     if random_weights:
         return build_sam2_video_predictor(
-            _CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides
+            _CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides, **kw
         )
     try:
         return SAM2VideoPredictor.from_pretrained(
-            _HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides
+            _HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides, **kw
         )
     except Exception as e:  # offline, hub down, ...
         raise InputError(

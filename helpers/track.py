@@ -445,7 +445,7 @@ def track_video(
     text_threshold: float = 0.25,
     iou_threshold: float = 0.5,
     chunk_size: int = 200,
-    offload: bool = True,
+    offload: bool | None = None,
     max_frames: int | None = None,
     render: bool = True,
     max_side: int | None = None,
@@ -468,7 +468,11 @@ def track_video(
     when its appearance matches (cosine >= ``reid_threshold``, same label). ``backfill``
     also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
     (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
-    ``detect_fn(image) -> sv.Detections`` replaces the detector when given.
+    ``detect_fn(image) -> sv.Detections`` replaces the detector when given. ``offload``
+    (None = auto): SAM 2's state on the CPU only when the GPU's free memory would not hold it
+    (``sam2_video.choose_offload``); after an out-of-memory error it is turned on anyway. A
+    video file is decoded in memory for the sam2 backend (no frame folder) unless
+    ``frame_dir`` asks for frames on disk.
     """
 
     from tqdm.auto import tqdm
@@ -507,6 +511,13 @@ def track_video(
     ) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
         book = IdBook(config)
+        from helpers.sam2_video import choose_offload
+
+        side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
+        offload = choose_offload(
+            offload, tracker.device, min(int(chunk_size), frames.num_frames), side,
+            detect_every=int(detect_every),
+        )  # fmt: skip
         prop = Sam2Propagator(tracker, frames, root, offload)
         if hasattr(frames, "read"):
             keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type, prop=prop)
@@ -523,6 +534,8 @@ def track_video(
             "backfill": bool(backfill),
             "chunk_size": int(chunk_size),
             "tracker": f"{tracker.backend}:{tracker.size}",
+            "offload": bool(offload),
+            "frames_in_memory": hasattr(frames, "read"),
         }
         try:
             out = write_outputs(

@@ -192,3 +192,41 @@ def test_producer_errors_abort_the_writer():
     with pytest.raises(RuntimeError, match="CUDA error"):
         track.drain_in_worker(stream(), consume)
     assert finished == []
+
+
+# --------------------------------------------------------------------------- fast GPU defaults
+
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+GIB = 2**30
+
+
+def test_offload_only_when_the_gpu_would_not_hold_the_state():
+    pick = sam2_video.choose_offload
+    assert pick(None, CUDA, 200, 1024, objects=5, free_bytes=70 * GIB) is False  # H100
+    assert pick(None, CUDA, 200, 1024, objects=5, free_bytes=3 * GIB) is True  # nearly full
+    assert pick(None, CPU, 200, 1024, free_bytes=0) is False  # nothing to offload to
+    assert pick(True, CUDA, 200, free_bytes=70 * GIB) is True  # the user's word wins
+    assert pick(False, CUDA, 200, free_bytes=1) is False
+    # the state is bounded by the memory window, not by the chunk's length
+    long = pick(None, CUDA, 100_000, 1024, objects=5, detect_every=100_000, free_bytes=8 * GIB)
+    assert long is False
+
+
+def test_compile_where_the_installed_sam2_supports_it():
+    pick = sam2_video.choose_compile
+    assert pick("auto", CUDA, supported=True) is True
+    assert pick("auto", CUDA, supported=False) is False
+    assert pick("auto", CPU, supported=True) is False
+    assert pick(False, CUDA, supported=True) is False
+    assert pick(True, CPU, supported=True) is True
+    with pytest.raises(track.InputError, match="vos_optimized"):
+        pick(True, CUDA, supported=False)
+    assert sam2_video.vos_optimized_supported() is True  # the pinned sam2 has it
+
+
+def test_run_settings_are_read_from_the_tracker(sam2_tiny):
+    s = sam2_video.run_settings(sam2_tiny, offload=False)
+    assert s["dtype"] == "float32" and s["compiled"] is False and s["tf32"] is False
+    assert s["predictor"] == "SAM2VideoPredictor" and s["offload"] is False
+    fake = sam2_video.VideoTracker(None, "sam2", CUDA, "large", dtype=torch.bfloat16)
+    assert sam2_video.run_settings(fake)["dtype"] == "bfloat16"
