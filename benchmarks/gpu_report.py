@@ -972,10 +972,10 @@ def run_q2(args, device, report: Report) -> None:
             title = "Q2 image: text -> masks latency (warm)"
             report.run("image", title, q2_image, args, qargs, device, det, report)
         if "video" in sections:
-            title = "Q2 video: tracking FPS, ours vs the official-usage loop"
+            title = "Q2 video: tracking FPS, sam2's documented loop vs ours"
             report.run("video", title, q2_video, args, qargs, device, det, report, work)
         if "long" in sections:
-            title = "Q2 long video: peak GPU memory"
+            title = "Q2 long video: peak GPU and host memory"
             report.run("long", title, q2_long, args, qargs, device, det, report, work)
         if "sam3_image" in sections:
             title = "Q2 SAM 3 image: text -> masks latency with one model (warm)"

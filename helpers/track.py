@@ -2,8 +2,11 @@
 
 How it works (``track_video``):
 
-1. The video becomes a folder of JPEG frames (``media.video_to_frames``; a folder of JPEG
-   frames is used as it is).
+1. With the sam2 backend a video file is decoded in memory on a background thread
+   (``frame_loader.FrameLoader``: uint8 frames, a bounded window) and each frame is prepared
+   for the model on the device just ahead of propagation (``sam2_video.PreparedFrames``);
+   otherwise (a frame folder, ``frame_dir`` given, other backends) the video becomes a folder
+   of JPEG frames (``media.video_to_frames``; a folder of JPEG frames is used as it is).
 2. Frames are processed in chunks of ``chunk_size``; each chunk has its own SAM 2 inference
    state, so memory stays bounded on long videos. Objects alive at the end of a chunk are
    carried into the next one by prompting its first frame (the previous chunk's last frame)
@@ -16,8 +19,10 @@ How it works (``track_video``):
    detections of retired objects get their old id back by appearance wherever they reappear,
    and only the rest get new ids. With ``backfill`` a new object is also tracked backwards to
    the previous keyframe.
-4. Masks are held and written as compressed COCO RLE; the annotated MP4 and ``tracks.json``
-   are written atomically.
+4. Masks leave the device once per frame; a writer thread (``drain_in_worker``) encodes them
+   as compressed COCO RLE, builds the JSON records, draws the annotated MP4 and releases the
+   frames, so propagation never waits for outputs. The MP4 and ``tracks.json`` are written
+   atomically.
 
 The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
 ``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->

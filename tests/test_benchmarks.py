@@ -144,7 +144,8 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     assert long["peak_mib"] is None  # CPU: no GPU memory to report
     notes = " ".join(sections["video"]["notes"])
     assert "SAM2VideoPredictor (not compiled), float32, TF32 off" in notes
-    for words in ("text -> masks", "ours ms", "tracking FPS", "official-usage fps", "peak GPU"):
+    words_ = ("text -> masks", "ours ms", "tracking FPS", "sam2 loop fps (propagation)")
+    for words in (*words_, "ours fps (end to end)", "peak GPU", "peak RSS"):
         assert words in md, words
     (s3i,) = sections["sam3_image"]["result"]
     assert s3i["model"] == "sam3 random-toy" and s3i["ms"] > 0 and s3i["phrases"] == 2
