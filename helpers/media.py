@@ -962,8 +962,14 @@ def decode_stream(stream: VideoStream) -> Iterator[np.ndarray]:
     last = None
     frames = _decoded_rgb(stream.path)
     try:
-        for _ in range(stream.num_frames):
-            rgb = next(frames, None)
+        for i in range(stream.num_frames):
+            try:
+                rgb = next(frames, None)
+            except Exception as e:  # a damaged stream: say which frame, not a decoder trace
+                raise InputError(
+                    f"Could not decode frame {i} of {stream.path} ({type(e).__name__}: {e}); "
+                    "the file may be damaged: re-encode it (e.g. as H.264 MP4) and try again."
+                ) from None
             if rgb is not None:
                 last = _shrink(rgb, stream.max_side)
             if last is None:
