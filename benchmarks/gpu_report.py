@@ -709,11 +709,10 @@ def q2_video(sec: dict, args, qargs, device, detector, report: Report, work: Pat
     for r in ok[:1] + [x for x in ok[1:] if x["settings"] != ok[0]["settings"]]:
         sec["notes"].append(f"{r['size']}: ran as {_settings_note(r['settings'])}")
     for r in ok:
-        if r["objects"] == ok[0]["objects"]:
-            sec["notes"].append(
-                f"{r['size']}: warm-up on 8 frames (compiles a compiled predictor) "
-                f"{r['warmup_s']:.1f} s, not inside any fps"
-            )
+        sec["notes"].append(
+            f"{r['size']}, {r['objects']} objects: warm-up on 8 frames (compiles a compiled "
+            f"predictor for these shapes) {r['warmup_s']:.1f} s, not inside any fps"
+        )
     sec["notes"] += [
         f"{qargs.video_frames} frames of {w}x{h} in an H.264 file; the same boxes on frame 0 "
         "for both loops (one shared predictor, "
