@@ -150,6 +150,11 @@ def register(sub) -> None:
         default=None,
         help="keep at most the N most confident detections per keyframe (default: all)",
     )
+    t.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep SAM 2's state on the CPU (default: only when the GPU would not hold it)",
+    )
     t.add_argument("--no-offload", action="store_true", help="keep video/state on the GPU")
     t.add_argument("--no-render", action="store_true", help="JSON only, no annotated MP4")
     t.add_argument(
@@ -841,7 +846,7 @@ def _track_one(args) -> dict:
         keep_missed=args.keep_missed,
         backfill=args.backfill,
         chunk_size=args.chunk_size,
-        offload=not args.no_offload,
+        offload=False if args.no_offload else (True if args.offload else None),
         max_frames=args.max_frames,
         render=not args.no_render,
         detect_fn=detect_fn,

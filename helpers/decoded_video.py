@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,7 @@ class DecodedVideo:
         self._frames = self._open()
         self._cache: dict[int, np.ndarray] = {}
         self._next = 0
+        self._lock = threading.Lock()  # the tracker and the output writer read from two threads
         first = self(0)
         self.height, self.width = first.shape[:2]
 
@@ -133,6 +135,10 @@ class DecodedVideo:
         """Frame ``i`` (HxWx3 uint8 RGB)."""
         if not 0 <= i < self.num_frames:
             raise InputError(f"Frame index {i} is out of range (0..{self.num_frames - 1}).")
+        with self._lock:
+            return self._frame(i)
+
+    def _frame(self, i: int) -> np.ndarray:
         if i not in self._cache:
             if i < self._next:  # let go already: start the video over (rare)
                 self._frames, self._next, self._cache = self._open(), 0, {}

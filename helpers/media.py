@@ -888,6 +888,120 @@ def _chain(first, rest) -> Iterator[np.ndarray]:
     yield from rest
 
 
+# --------------------------------------------------------------------------- decoding in memory
+
+
+@dataclass
+class VideoStream:
+    """A video file to decode frame by frame (no frame folder): its size after ``max_side``."""
+
+    path: Path
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    max_side: int | None = None
+
+
+def _count_frames(path: Path) -> int:
+    """Frames in the first video stream: its packets counted by PyAV without decoding
+    (exact where the container's own count is an estimate), else OpenCV's count."""
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    except Exception:
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        finally:
+            cap.release()
+
+
+def open_video_stream(
+    source: str | os.PathLike, max_frames: int | None = None, max_side: int | None = None
+) -> VideoStream:
+    """Probe a video file for ``decode_stream``: frame count, fps and the decoded size."""
+    import cv2
+
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be >= 1 (or None for all), got {max_frames}.")
+    src = Path(source).expanduser()
+    if not src.is_file():
+        raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
+    cap = cv2.VideoCapture(str(src))
+    try:
+        ok, bgr = cap.read() if cap.isOpened() else (False, None)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    if not ok or bgr is None:
+        raise InputError(
+            f"Could not read a frame of video {src}: the file is corrupt, empty or not a video "
+            "format OpenCV reads (try re-encoding it as H.264 MP4)."
+        )
+    h, w = _shrink(bgr, max_side).shape[:2]
+    n = max(1, _count_frames(src))
+    if max_frames is not None:
+        n = min(n, int(max_frames))
+    fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 30.0
+    return VideoStream(src, n, fps, w, h, max_side)
+
+
+def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
+    """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
+    OpenCV."""
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for frame in c.decode(s):
+                yield frame.to_ndarray(format="rgb24")
+        return
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def decode_stream(stream: VideoStream) -> Iterator[np.ndarray]:
+    """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time.
+
+    A file that ends early repeats its last frame (the count came from the container)."""
+    last = None
+    frames = _decoded_rgb(stream.path)
+    try:
+        for i in range(stream.num_frames):
+            try:
+                rgb = next(frames, None)
+            except Exception as e:  # a damaged stream: say which frame, not a decoder trace
+                raise InputError(
+                    f"Could not decode frame {i} of {stream.path} ({type(e).__name__}: {e}); "
+                    "the file may be damaged: re-encode it (e.g. as H.264 MP4) and try again."
+                ) from None
+            if rgb is not None:
+                last = _shrink(rgb, stream.max_side)
+            if last is None:
+                raise InputError(f"Video {stream.path} has no readable frames; check the file.")
+            yield last
+    finally:
+        frames.close()
+
+
 # --------------------------------------------------------------------------- side by side
 
 

@@ -317,8 +317,8 @@ def track_video_sam3(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    # a chunk's frames and their rendering stay decoded; older frames are let go
-    frames = DecodedVideo(source, max_frames, max_side, keep=int(chunk_size) + 2)
+    # a chunk's frames and those the writer thread (queue of 16) still draws stay decoded
+    frames = DecodedVideo(source, max_frames, max_side, keep=int(chunk_size) + 2 + 16)
     timings = {"decode_s": time.perf_counter() - t0}
     book = _Book()
     label_ids: dict[str, int] = {p: i for i, p in enumerate(phrases)}

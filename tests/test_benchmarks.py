@@ -84,7 +84,13 @@ def test_q2_speed_quick_runs_image_and_video(tmp_path):
     (image,) = res["image"]
     assert image["size"] == "tiny" and image["seed_ms"] > 0 and image["ours_ms"] > 0
     (video,) = res["video"]
-    assert video["frames"] == 6 and video["seed_fps"] > 0 and video["ours_fps"] > 0
+    assert video["frames"] == 6 and video["objects"] == 2
+    for loop in ("official", "ours"):  # sam2's documented loop and ours, two figures each
+        assert video[f"{loop}_prop_fps"] > 0 and video[f"{loop}_e2e_fps"] > 0
+        assert video[f"{loop}_rss_mib"] > 100 and video[f"{loop}_peak_mib"] is None  # CPU
+    settings = video["settings"]  # read from the run, not written as text
+    assert settings["dtype"] == "float32" and settings["compiled"] is False
+    assert settings["tf32"] is False and video["ours_offload"] is False
 
 
 # --------------------------------------------------------------------------- gpu_report.py
@@ -162,11 +168,15 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     (image,) = sections["image"]["result"]
     assert image["size"] == "tiny" and image["ours_ms"] > 0 and image["seed_ms"] > 0
     (video,) = sections["video"]["result"]
-    assert video["frames"] == 4 and video["ours_fps"] > 0 and video["seed_fps"] > 0
+    assert video["frames"] == 4 and video["ours_e2e_fps"] > 0 and video["official_e2e_fps"] > 0
+    assert video["ours_prop_fps"] > 0 and video["official_prop_fps"] > 0
     long = sections["long"]["result"]
-    assert long["frames"] == 8 and long["fps"] > 0
+    assert long["frames"] == 8 and long["fps"] > 0 and long["rss_mib"] > 100
     assert long["peak_mib"] is None  # CPU: no GPU memory to report
-    for words in ("text -> masks", "ours ms", "tracking FPS", "official-usage fps", "peak GPU"):
+    notes = " ".join(sections["video"]["notes"])
+    assert "SAM2VideoPredictor (not compiled), float32, TF32 off" in notes
+    words_ = ("text -> masks", "ours ms", "tracking FPS", "sam2 loop fps (propagation)")
+    for words in (*words_, "ours fps (end to end)", "peak GPU", "peak RSS"):
         assert words in md, words
     (s3i,) = sections["sam3_image"]["result"]
     assert s3i["model"] == "sam3 random-toy" and s3i["ms"] > 0 and s3i["phrases"] == 2
