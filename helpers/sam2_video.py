@@ -124,10 +124,9 @@ def _load_sam2(size, dev, random_weights, overrides):
         from sam2.build_sam import build_sam2_video_predictor
         from sam2.sam2_video_predictor import SAM2VideoPredictor
     except ImportError:
-        raise InputError(
-            "The sam2 package is missing: pip install 'git+https://github.com/facebookresearch/sam2' "
-            "(or `pip install sam2`)."
-        ) from None
+        from helpers.install import sam2_missing_message
+
+        raise InputError(sam2_missing_message("use backend='transformers'")) from None
     if random_weights:
         return build_sam2_video_predictor(
             _CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides
