@@ -25,6 +25,7 @@ from helpers.errors import InputError
 SAM2_SIZE_CHOICES = ("tiny", "small", "base_plus", "large")
 DETECTOR_CHOICES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
 PROMPT_TYPES = ("box", "point", "mask")
+DETECT_EVERY = 30  # re-detect every N frames: the same default as `track --detect-every`
 
 _WIDE = {"description_width": "initial"}
 
@@ -241,11 +242,18 @@ def _panel(title_html: str, rows: list, c: dict, state: dict, cache, run, css: s
 
 
 class ModelCache:
-    """Loads detectors / segmenters / trackers on first use and keeps them by (kind, name)."""
+    """Loads detectors / segmenters / trackers on first use and keeps them by (kind, name).
 
-    def __init__(self, loaders: dict[str, Callable[[str], Any]]):
+    ``preloaded`` ``{(kind, name): model}`` are models the notebook has already loaded: they
+    are used as they are, without a "first use" note."""
+
+    def __init__(
+        self,
+        loaders: dict[str, Callable[[str], Any]],
+        preloaded: dict[tuple[str, str], Any] | None = None,
+    ):
         self.loaders = loaders
-        self.models: dict[tuple[str, str], Any] = {}
+        self.models: dict[tuple[str, str], Any] = dict(preloaded or {})
 
     def get(self, kind: str, name: str, log: Callable[[str], None] | None = None):
         key = (kind, name)
@@ -384,6 +392,7 @@ def segmentation_ui(
     default_detector: str = "grounding-dino-tiny",
     size_choices: tuple[str, ...] = SAM2_SIZE_CHOICES,
     detector_choices: tuple[str, ...] = DETECTOR_CHOICES,
+    preloaded: dict[tuple[str, str], Any] | None = None,
 ):
     """Build the image segmentation UI and return its ``VBox``.
 
@@ -391,7 +400,8 @@ def segmentation_ui(
     fallback=, clipseg=[, mask_weights=])`` returns a :class:`helpers.textseg.ImageResult`
     (default: ``textseg.segment_image``). ``detector_loader(name)`` / ``segmenter_loader(size)``
     / ``clipseg_loader(name)`` build the models (defaults: the real pretrained ones); each is
-    called once per name/size and cached (CLIPSeg only when the fallback needs it).
+    called once per name/size and cached (CLIPSeg only when the fallback needs it);
+    ``preloaded`` ``{("detector" | "segmenter", name): model}`` are reused without loading.
 
     The returned box has ``controls`` (dict of child widgets: prompt, box_threshold,
     text_threshold, size, detector, multimask, fallback, mask_weights, color, one_color,
@@ -409,7 +419,8 @@ def segmentation_ui(
             "detector": detector_loader or _default_detector_loader,
             "segmenter": segmenter_loader or _default_segmenter_loader,
             "clipseg": clipseg_loader or _default_clipseg_loader,
-        }
+        },
+        preloaded,
     )
 
     c = {
@@ -639,12 +650,17 @@ def video_ui(
     size_choices: tuple[str, ...] = SAM2_SIZE_CHOICES,
     detector_choices: tuple[str, ...] = DETECTOR_CHOICES,
     max_frames: int | None = None,
+    detect_every: int = DETECT_EVERY,
+    default_detector: str | None = None,
+    preloaded: dict[tuple[str, str], Any] | None = None,
 ):
     """A form for video tracking: video path (or upload), prompt, detect-every, prompt type,
     SAM 2 size; shows the annotated MP4 inline and a per-id summary.
 
     ``run_fn(source, prompt, detector, tracker, out_dir, **kw)`` returns a
-    :class:`helpers.track.TrackResult` (default: ``track.track_video``).
+    :class:`helpers.track.TrackResult` (default: ``track.track_video``). The video path is
+    checked before any model is loaded. ``preloaded`` ``{("detector" | "tracker", name):
+    model}`` are reused without loading.
     """
     from pathlib import Path
 
@@ -657,7 +673,8 @@ def video_ui(
         {
             "detector": detector_loader or _default_detector_loader,
             "tracker": tracker_loader or _default_tracker_loader,
-        }
+        },
+        preloaded,
     )
     if out_dir is None:
         from helpers import runtime
@@ -677,7 +694,7 @@ def video_ui(
         ),
         "upload": w.FileUpload(accept="video/*", multiple=False, description="Upload"),
         "detect_every": w.IntSlider(
-            value=30, min=1, max=300, step=1, description="Detect every", style=_WIDE
+            value=detect_every, min=1, max=300, step=1, description="Detect every", style=_WIDE
         ),
         "prompt_type": w.Dropdown(
             options=list(PROMPT_TYPES), value="box", description="Seed SAM 2 with", style=_WIDE
@@ -690,7 +707,7 @@ def video_ui(
         ),
         "detector": w.Dropdown(
             options=list(detector_choices),
-            value=detector_choices[0],
+            value=default_detector or detector_choices[0],
             description="Detector",
             style=_WIDE,
         ),
@@ -714,6 +731,11 @@ def video_ui(
         text = c["video"].value.strip()
         if not text:
             raise InputError("no video: give a path to a video file or upload one.")
+        if not Path(text).expanduser().exists():  # before any model is loaded
+            raise InputError(
+                f"Video not found: {text}. Check the path (and the working folder), or upload "
+                "the video."
+            )
         return text
 
     def _run(_button=None):
