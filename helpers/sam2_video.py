@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from helpers.chatter import without_jit_script_warning
 from helpers.errors import InputError
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
@@ -365,6 +366,7 @@ def _prune(output_dict_per_obj: dict, t: int) -> None:
             del old[k]
 
 
+@without_jit_script_warning  # sam2 scripts its transforms: torch's FutureWarning
 def _image_predictor(tracker: VideoTracker):
     if tracker.image_predictor is None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from helpers.chatter import without_jit_script_warning
 from helpers.errors import InputError
 from helpers.media import check_rgb_array
 
@@ -164,6 +165,7 @@ def load_segmenter(
     return _load_hf_sam2(size, dev, random_weights, image_size)
 
 
+@without_jit_script_warning  # sam2 scripts its transforms: torch's FutureWarning
 def _load_sam2(size, dev, random_weights, image_size) -> Segmenter:
     try:
         from sam2.build_sam import build_sam2

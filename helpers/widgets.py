@@ -18,6 +18,7 @@ import html
 import io
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from helpers.errors import InputError
@@ -161,6 +162,22 @@ def _captured(log: io.StringIO, deprecations: io.StringIO):
             for w in caught:
                 quiet = issubclass(w.category, (DeprecationWarning, FutureWarning))
                 (deprecations if quiet else log).write(f"{w.category.__name__}: {w.message}\n")
+
+
+@contextlib.contextmanager
+def library_output_folded():
+    """For a notebook cell: what the libraries print, log or warn inside the block is shown
+    once it ends as one folded line ("N message(s) from the libraries", click to read), as the
+    forms do, instead of red stderr blocks between the results. Keep your own ``print``
+    calls outside the block (they would be folded too)."""
+    from IPython.display import display
+
+    log, deprecations = io.StringIO(), io.StringIO()
+    try:
+        with _captured(log, deprecations):
+            yield
+    finally:
+        _show_log(SimpleNamespace(append_display_data=display), log.getvalue())
 
 
 def _show_log(out, text: str) -> None:

@@ -56,9 +56,11 @@ def test_every_sam2_install_recipe_is_the_same_one():
             found += 1
         if name in (".ci/run", "helpers/install.py"):
             continue  # CI's own pip invocation (checked by its version spec); the definition
-        for line in PIP_SAM2.findall(text):
-            line = line.strip().rstrip(".,;")
-            assert line == install.SAM2_INSTALL.removeprefix("SAM2_BUILD_CUDA=0 "), (name, line)
+        env = "SAM2_BUILD_CUDA=0 "
+        for m in PIP_SAM2.finditer(text):
+            line = re.sub(r"\s+#.*$", "", m.group(0)).strip().rstrip(".,;")  # a shell comment
+            line = text[max(0, m.start() - len(env)) : m.start()] + line
+            assert line == install.SAM2_INSTALL, (name, line)
             found += 1
     assert found >= 2  # the README's recipe and CI's pin at least
     readme = texts["README.md"]
