@@ -217,12 +217,12 @@ def _progress_in(bar, status):
         def display(self, msg=None, pos=None):
             bar.max = max(1, int(self.total or 0))
             bar.value = min(int(self.n), bar.max)
-            status.value = html.escape(str(self))
+            status.value = html.escape(progress_words(self.format_dict))
             return True
 
     saved = tqdm.auto.tqdm
     tqdm.auto.tqdm = FormBar
-    bar.value, status.value = 0, "working..."
+    bar.value, bar.max, status.value = 0, 1, "working..."
     bar.layout.display = status.layout.display = None
     try:
         yield
@@ -230,6 +230,32 @@ def _progress_in(bar, status):
         tqdm.auto.tqdm = saved
         bar.layout.display = status.layout.display = "none"
         status.value = ""
+
+
+def progress_words(d: dict) -> str:
+    """A tqdm bar's state in words, for the status line beside the form's own bar (which
+    draws the bar itself): ``tracking: 12/30 frames, 3.2/s, 6 s left``."""
+    n, total = int(d.get("n") or 0), d.get("total")
+    unit = d.get("unit") or "it"
+    unit = "" if unit == "it" else f" {unit}"
+    text = f"{d.get('prefix') or 'working'}: {n}/{int(total)}{unit}" if total else f"{n}{unit}"
+    if not total and d.get("prefix"):
+        text = f"{d['prefix']}: {text}"
+    rate, elapsed = d.get("rate"), d.get("elapsed") or 0
+    if rate is None and elapsed > 0:
+        rate = n / elapsed
+    if rate:
+        text += f", {rate:.1f}/s"
+        if total and n < total:
+            text += f", {max(0.0, (total - n) / rate):.0f} s left"
+    return text
+
+
+def set_stage(c: dict, done: int, total: int, words: str) -> None:
+    """Show the stage of a run that has no bar of its own (e.g. 1/3 "segmenting...")."""
+    c["progress"].max = max(1, total)
+    c["progress"].value = min(done, c["progress"].max)
+    c["status"].value = html.escape(words)
 
 
 def _progress_widgets() -> dict:
@@ -241,13 +267,26 @@ def _progress_widgets() -> dict:
     }
 
 
+def _row(*children) -> Any:
+    """One line of fields: vertically centred on one line, left-aligned, a small gap between
+    (no checkbox floating right, no field sitting lower than its neighbours)."""
+    w = _widgets()
+    for child in children:
+        if isinstance(child, w.Checkbox):
+            child.layout.width = "auto"  # as wide as its label, not a fixed column
+    return w.HBox(
+        list(children),
+        layout=w.Layout(align_items="center", justify_content="flex-start", grid_gap="8px"),
+    )
+
+
 def _panel(title_html: str, rows: list, c: dict, state: dict, cache, run, css: str) -> Any:
     """The UI box: title, control rows, run button with its progress, output area; ``run``
     wired to the button; ``css`` a class name on the box (for styling and browser tests)."""
     w = _widgets()
     c["run"].on_click(run)
     ui = w.VBox(
-        [w.HTML(title_html), *rows, w.HBox([c["run"], c["progress"], c["status"]]), c["output"]]
+        [w.HTML(title_html), *rows, _row(c["run"], c["progress"], c["status"]), c["output"]]
     )
     ui.add_class(css)
     c["output"].add_class("form-output")  # one name in both ipywidgets 7 and 8
@@ -462,9 +501,9 @@ def segmentation_ui(
             description="Detector",
             style=_WIDE,
         ),
-        "multimask": w.Checkbox(value=False, description="Best of 3 masks"),
+        "multimask": w.Checkbox(value=False, description="Best of 3 masks", indent=False),
         "fallback": w.Checkbox(
-            value=True, description="Fallback when nothing is found", style=_WIDE
+            value=True, description="Fallback when nothing is found", indent=False, style=_WIDE
         ),
         "mask_weights": w.Text(
             value="",
@@ -473,7 +512,7 @@ def segmentation_ui(
             style=_WIDE,
             layout=w.Layout(width="420px"),
         ),
-        "one_color": w.Checkbox(value=False, description="One colour"),
+        "one_color": w.Checkbox(value=False, description="One colour", indent=False),
         "color": w.ColorPicker(value="#e6194b", concise=True, description="Colour"),
         "opacity": w.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
@@ -509,8 +548,10 @@ def segmentation_ui(
             prompt = c["prompt"].value
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to segment, e.g. 'dog'.")
+            set_stage(c, 0, 3, "reading the image...")
             image, name = _current_image()
             log = lambda msg: show_note(out, msg)  # noqa: E731
+            set_stage(c, 1, 3, "loading the models...")
             detector = cache.get("detector", c["detector"].value, log)
             segmenter = cache.get("segmenter", c["size"].value, log)
             style = _overlay_style(c)
@@ -527,6 +568,7 @@ def segmentation_ui(
                 kw["clipseg"] = lambda: cache.get("clipseg", "clipseg", log)  # on first need
             else:
                 kw["fallback"] = ()
+            set_stage(c, 2, 3, "detecting and segmenting...")
             t0 = time.perf_counter()
             result = run_fn(
                 image,
@@ -546,11 +588,11 @@ def segmentation_ui(
 
     rows = [
         c["prompt"],
-        w.HBox([c["box_threshold"], c["text_threshold"]]),
-        w.HBox([c["detector"], c["size"], c["multimask"]]),
-        w.HBox([c["fallback"], c["mask_weights"]]),
-        w.HBox([c["one_color"], c["color"], c["opacity"]]),
-        w.HBox([c["url"], c["upload"]]),
+        _row(c["box_threshold"], c["text_threshold"]),
+        _row(c["detector"], c["size"], c["multimask"]),
+        _row(c["fallback"], c["mask_weights"]),
+        _row(c["one_color"], c["color"], c["opacity"]),
+        _row(c["url"], c["upload"]),
     ]
     title = "<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"
     return _panel(title, rows, c, state, cache, _run, "q2-image-form")
@@ -756,7 +798,7 @@ def video_ui(
         return text
 
     def _run(_button=None):
-        from IPython.display import HTML, Video
+        from IPython.display import HTML
 
         _clear(out)
         with _guarded(c, state):
@@ -783,19 +825,53 @@ def video_ui(
             state["result"] = result
             _clear(out)
             if result.video_path is not None:
-                out.append_display_data(
-                    Video(str(result.video_path), embed=True, mimetype="video/mp4", width=640)
-                )
+                out.append_display_data(video_display(result.video_path, width=640))
             out.append_display_data(HTML(track_summary_html(result, elapsed)))
 
     rows = [
         c["prompt"],
-        w.HBox([c["video"], c["upload"]]),
-        w.HBox([c["detect_every"], c["prompt_type"], c["box_threshold"]]),
-        w.HBox([c["detector"], c["size"]]),
+        _row(c["video"], c["upload"]),
+        _row(c["detect_every"], c["prompt_type"], c["box_threshold"]),
+        _row(c["detector"], c["size"]),
     ]
     title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
     return _panel(title, rows, c, state, cache, _run, "q2-video-form")
+
+
+EMBED_LIMIT_BYTES = 8 * 2**20  # larger videos are not sent through the widget channel
+
+
+def video_display(path, width: int = 640, limit: int = EMBED_LIMIT_BYTES):
+    """What a form shows for an output video: the video itself when it is small; otherwise a
+    note with its size and where it was saved, and a link to it. Embedding sends the whole
+    file through the widget channel as base64, which drops large messages."""
+    from pathlib import Path
+
+    from IPython.display import HTML, Video
+
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else 0
+    if size <= limit:
+        return Video(str(path), embed=True, mimetype="video/mp4", width=width)
+    mib = size / 2**20
+    where = html.escape(str(path))
+    return HTML(
+        f'<p class="video-too-large">The video is {mib:.0f} MiB, too large to play inside the '
+        f"form; it is saved as <code>{where}</code>: open it from the file browser, or "
+        f'<a href="{html.escape(_file_href(path))}" target="_blank">here</a>.</p>'
+    )
+
+
+def _file_href(path) -> str:
+    """A link the Jupyter server serves: ``files/<path relative to the notebook folder>``."""
+    import os
+    from pathlib import Path
+
+    try:
+        rel = os.path.relpath(Path(path).resolve(), Path.cwd())
+    except ValueError:  # another drive (Windows)
+        rel = str(path)
+    return "files/" + Path(rel).as_posix() if not rel.startswith("..") else Path(path).as_uri()
 
 
 def track_summary_html(result, elapsed: float | None = None) -> str:
