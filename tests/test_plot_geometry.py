@@ -132,3 +132,33 @@ def test_attention_overlay_and_colour_bar_share_one_colour_map():
     assert rollout.cmap.name == overlay.cmap.name == bar_cmap.name
     assert overlay.get_clim() == rollout.get_clim() == (0.0, 1.0)
     plt.close(fig)
+
+
+def test_candidates_captions_stay_apart_and_the_title_reads():
+    import numpy as np
+
+    from helpers import render
+
+    img = np.zeros((64, 64, 3), np.uint8)
+    masks = np.zeros((3, 64, 64), bool)
+    masks[:, 10:40, 10:40] = True
+    info = {
+        "weights": {"sam": 1.0, "compact": 0.25, "box": 0.25},
+        "sam": [0.53, 0.50, 0.61], "compact": [0.9, 0.8, 0.7], "box": [0.7, 0.6, 0.5],
+        "total": [0.93, 0.87, 0.91],
+    }  # fmt: skip
+    title = f"cat: weighted score ({render.weights_text(info['weights'])})"
+    assert title == "cat: weighted score (sam ×1, compact ×0.25, box ×0.25)"
+    fig = render.candidates_figure(
+        img, masks, info["total"], title=title, best=0, details=render.choice_details(info)
+    )
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # a bare Figure (no pyplot): draw it as the PNG would be
+    canvas.draw()
+    r = canvas.get_renderer()
+    labels = [ax.xaxis.label.get_window_extent(r) for ax in fig.axes]
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            assert not a.overlaps(b), "captions run together"
+    assert fig.axes[0].get_xlabel().splitlines()[-1] == "= 0.93"
