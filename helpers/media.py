@@ -1035,7 +1035,9 @@ def read_video_frames(source: str | os.PathLike, max_frames: int | None = None):
 
 def side_by_side_frame(left: np.ndarray, right: np.ndarray, text: str = "") -> np.ndarray:
     """``left | right`` at the right frame's height (left resized to it), with ``"input"`` /
-    ``"output"`` captions and ``text`` (e.g. ``"processing 12.3 FPS"``) drawn on top."""
+    ``"output"`` captions in a black band above the frames and ``text`` (e.g. ``"processing
+    12.3 FPS"``) in one below them: captions never cover the video's own labels, and plain
+    white on black stays sharp at any size (240p included)."""
     import cv2
 
     left, right = _array_to_rgb(left), _array_to_rgb(right)
@@ -1043,21 +1045,24 @@ def side_by_side_frame(left: np.ndarray, right: np.ndarray, text: str = "") -> n
     if left.shape[0] != h:
         w = max(1, round(left.shape[1] * h / left.shape[0]))
         left = cv2.resize(left, (w, h), interpolation=cv2.INTER_AREA)
-    frame = np.ascontiguousarray(np.concatenate([left, right], axis=1))
+    video = np.concatenate([left, right], axis=1)
     scale = max(0.4, h / 720)
-    thick = max(1, round(scale * 2))
+    thick = max(1, round(scale * 1.5))
+    band = 2 * round(max(9, 17 * scale))  # even, so the frame stays even for H.264
+    bottom = band if text else 0
+    frame = np.zeros((band + h + bottom, video.shape[1], 3), np.uint8)
+    frame[band : band + h] = video
 
-    def put(s: str, x: int, y: int) -> None:
-        cv2.putText(frame, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
-                    cv2.LINE_AA)  # fmt: skip
+    def put(s: str, x: int, top: int) -> None:
+        (_, th), _ = cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        y = top + (band + th) // 2
         cv2.putText(frame, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
                     cv2.LINE_AA)  # fmt: skip
 
-    line = round(30 * scale)
-    put("input", 8, line)
-    put("output", left.shape[1] + 8, line)
+    put("input", 8, 0)
+    put("output", left.shape[1] + 8, 0)
     if text:
-        put(text, left.shape[1] + 8, h - round(12 * scale))
+        put(text, left.shape[1] + 8, band + h)
     return frame
 
 

@@ -595,7 +595,8 @@ def candidates_figure(
             color="tab:green" if is_best else "black",
         )
         if details is not None and j < len(details):
-            ax.set_xlabel(details[j], fontsize=8)
+            # one criterion a line: a single long line runs into the next panel's
+            ax.set_xlabel(details[j].replace("  ", "\n").replace(" = ", "\n= "), fontsize=8)
         for spine in ax.spines.values():
             spine.set_visible(is_best)
             spine.set_color("tab:green")
@@ -604,6 +605,11 @@ def candidates_figure(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def weights_text(weights: dict) -> str:
+    """The weights of a mask choice for a reader: ``sam ×1, compact ×0.25, box ×0.25``."""
+    return ", ".join(f"{name} ×{float(w):g}" for name, w in weights.items() if w)
 
 
 def choice_details(info: dict) -> list[str]:

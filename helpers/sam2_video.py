@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from helpers.chatter import without_jit_script_warning
 from helpers.errors import InputError
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
@@ -238,10 +239,9 @@ def _load_sam2(size, dev, random_weights, overrides, vos_optimized: bool = False
         from sam2.build_sam import build_sam2_video_predictor
         from sam2.sam2_video_predictor import SAM2VideoPredictor
     except ImportError:
-        raise InputError(
-            "The sam2 package is missing: pip install 'git+https://github.com/facebookresearch/sam2' "
-            "(or `pip install sam2`)."
-        ) from None
+        from helpers.install import sam2_missing_message
+
+        raise InputError(sam2_missing_message("use backend='transformers'")) from None
     kw = {"vos_optimized": True} if vos_optimized else {}
     if random_weights:
         return build_sam2_video_predictor(
@@ -639,6 +639,7 @@ def _prune(output_dict_per_obj: dict, t: int) -> None:
             del old[k]
 
 
+@without_jit_script_warning  # sam2 scripts its transforms: torch's FutureWarning
 def _image_predictor(tracker: VideoTracker):
     if tracker.image_predictor is None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor

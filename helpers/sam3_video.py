@@ -65,10 +65,11 @@ def _dtype(dev):
 
 def load_sam3_video(device=None, *, repo: str = SAM3_HUB_ID, token=None) -> Sam3VideoTracker:
     """The pretrained SAM 3 video model (gated weights: see ``sam3.check_hub_access``)."""
-    from helpers import sam3
+    from helpers import sam3, sam3_post
 
     sam3.require_sam3()
     sam3.check_hub_access(repo, token)
+    sam3_post.install()  # hole filling, sprinkle removal, mask NMS without the hub kernel
     from transformers import Sam3VideoModel, Sam3VideoProcessor
 
     dev = sam3._device(device)
@@ -103,9 +104,10 @@ def random_sam3_video(size: str = "toy", device=None, seed: int = 0) -> Sam3Vide
     """SAM 3 video with random weights, no download: ``"toy"`` (tiny; lenient detection
     thresholds and a 2-frame hot start so random weights still find and track objects) or
     ``"full"`` (``Sam3VideoConfig()``, the real sizes, for speed benchmarks)."""
-    from helpers import sam3
+    from helpers import sam3, sam3_post
 
     sam3.require_sam3()
+    sam3_post.install()  # hole filling, sprinkle removal, mask NMS without the hub kernel
     import torch
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
