@@ -226,7 +226,7 @@ class Report:
 
 
 def q1_data(sec: dict, args, state: dict) -> None:
-    from helpers.data import load_dataset
+    from helpers.classify.data import load_dataset
 
     t = time.perf_counter()
     if args.data:
@@ -268,9 +268,9 @@ def q1_data(sec: dict, args, state: dict) -> None:
 def q1_fast(sec: dict, args, device, state: dict, out: Path) -> None:
     from q1_time_to_accuracy import plot_curve, time_to_target
 
-    from helpers.plots import save_figure
-    from helpers.presets import get_preset
-    from helpers.train import train
+    from helpers.classify.plots import save_figure
+    from helpers.classify.presets import get_preset
+    from helpers.classify.train import train
 
     data = state["data"]
     overrides = {"minutes": args.minutes, "compile": device.type == "cuda"}
@@ -462,7 +462,7 @@ def _spread(rows: list[dict], n: int) -> list[dict]:
 
 
 def _test_accuracy(result, data, device, precision: str) -> float:
-    from helpers.metrics import predict_logits
+    from helpers.classify.metrics import predict_logits
 
     model = result.ema_model if getattr(result, "ema_model", None) is not None else result.model
     logits = predict_logits(model, data.test_x, result.spec, device=device, precision=precision)
@@ -472,7 +472,7 @@ def _test_accuracy(result, data, device, precision: str) -> float:
 def q1_throughput(sec: dict, args, device, state: dict) -> None:
     import q1_throughput as tp
 
-    from helpers.presets import CIFAR10_MEAN, CIFAR10_STD
+    from helpers.classify.presets import CIFAR10_MEAN, CIFAR10_STD
 
     targs = tp.parse_args(
         [
@@ -622,7 +622,7 @@ SIZE_DEFAULTS = {"image_sizes": "large", "video_sizes": "tiny,large", "long_size
 
 
 def _sizes(args, name: str) -> list[str]:
-    from helpers import segment
+    from helpers.textseg import segment
 
     value = getattr(args, name) or ("tiny" if args.quick else SIZE_DEFAULTS[name])
     sizes = [s.strip() for s in value.split(",") if s.strip()]
@@ -856,7 +856,7 @@ def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
     import numpy as np
     import q2_speed
 
-    from helpers import sam3
+    from helpers.textseg import sam3
 
     size = _sam3_size(args)
     seg = sam3.random_sam3(size, device=device)
@@ -926,7 +926,7 @@ def q2_sam3_video(sec: dict, args, qargs, device, report: Report, work: Path) ->
     """SAM 3 video FPS through our chunked path (track_video_sam3, no rendering)."""
     import q2_speed
 
-    from helpers import sam3_video
+    from helpers.textseg import sam3_video
 
     size = _sam3_size(args)
     tracker = sam3_video.random_sam3_video(size, device=device)

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def measure(preset_name: str, folder: Path, repeats: int, quick: bool) -> dict:
     import torch
 
-    from helpers import checkpoint
-    from helpers.models import build_model
-    from helpers.presets import get_preset, preset_to_dict
-    from helpers.step import make_optimizer
+    from helpers.classify import checkpoint
+    from helpers.classify.models import build_model
+    from helpers.classify.presets import get_preset, preset_to_dict
+    from helpers.classify.step import make_optimizer
 
     preset = get_preset(preset_name, **({"dim": 32, "depth": 1, "heads": 2} if quick else {}))
     model, spec = build_model(preset, 10, pretrained=False)

@@ -2,7 +2,7 @@
 
 For each N in ``--procs`` this launches ``torchrun --nproc-per-node N`` on this script's
 worker, which trains the seed000 network (``--preset``) with the global batch ``--batch`` for
-two short epochs of ``--steps`` steps through ``helpers.train.train`` (DDP, compile and
+two short epochs of ``--steps`` steps through ``helpers.classify.train.train`` (DDP, compile and
 mixed precision as the preset says) and times the second (warm) epoch's steps between two
 device synchronisations (every step's finish, not its launch), images/s over all processes.
 Efficiency for N = images/s(N) / (N x images/s(1)), N = 1 always measured as the base;
@@ -28,13 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def synced_timer(device: str, start: int, stop: int):
-    """A wrapper for ``helpers.train.one_step`` that times its calls ``start`` .. ``stop - 1``
+    """A wrapper for ``helpers.classify.train.one_step`` that times its calls ``start`` .. ``stop - 1``
     (0-based) between two device synchronisations; ``timer["seconds"]`` once done."""
     import time
 
     import torch
 
-    from helpers import train as T
+    from helpers.classify import train as T
 
     real, timer = T.one_step, {"calls": 0, "seconds": None}
 
@@ -60,9 +60,9 @@ def synced_timer(device: str, start: int, stop: int):
 def worker(args) -> None:
     import torch
 
-    from helpers.data import synthetic_dataset
-    from helpers.presets import get_preset
-    from helpers.train import train
+    from helpers.classify.data import synthetic_dataset
+    from helpers.classify.presets import get_preset
+    from helpers.classify.train import train
 
     quick = args.quick
     n = args.batch * args.steps

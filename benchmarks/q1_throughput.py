@@ -6,8 +6,8 @@ decomposed so each cause shows by itself.
     2 workers and batch 128, fp16 autocast + GradScaler, and a ViT whose attention is written
     out by hand (softmax(Q K^T / sqrt(d)) V) -- 10,402,954 parameters, as the seed reports.
 (b) ours: images kept on the GPU as uint8, batched GPU augmentation with the same policy
-    (helpers.augment.GpuAugment + the seed000 AugConfig, compiled as one graph with the model),
-    helpers.vit.ViT (SDPA attention), fused AdamW, optional torch.compile -- run three times:
+    (helpers.classify.augment.GpuAugment + the seed000 AugConfig, compiled as one graph with the model),
+    helpers.classify.vit.ViT (SDPA attention), fused AdamW, optional torch.compile -- run three times:
     (b1) at the seed's batch (128) and precision (fp16 + GradScaler): what the GPU-resident
          pipeline buys by itself;
     (b2) at the seed's batch with our precision (bf16 autocast; fp16 on pre-Ampere GPUs);
@@ -174,7 +174,7 @@ def seed_dataset(data: str | None, n_synthetic: int, mean, std, splits=None):
     ``splits`` (a loaded ``DataSplits``) is used as is instead of reading ``data``."""
     tf = seed_transform(mean, std)
     if splits is None and data:
-        from helpers.data import load_image_folder
+        from helpers.classify.data import load_image_folder
 
         splits = load_image_folder(data)
     if splits is not None:
@@ -187,7 +187,7 @@ def seed_dataset(data: str | None, n_synthetic: int, mean, std, splits=None):
 def ours_data(data: str | None, n_synthetic: int, device, splits=None):
     """(uint8 [N,3,32,32], int64 [N], classes) on ``device``; ``splits`` as in seed_dataset."""
     if splits is None and data:
-        from helpers.data import load_image_folder
+        from helpers.classify.data import load_image_folder
 
         splits = load_image_folder(data)
     if splits is not None:
@@ -325,12 +325,12 @@ def run_seed(args, device, mean, std, splits=None) -> dict:
 def run_ours(args, device, splits=None, batch=None, precision=None) -> dict:
     """Our training step on the seed000 network at ``batch`` (default ``--batch``) and
     ``precision`` (default ``--precision``)."""
-    from helpers.augment import GpuAugment
-    from helpers.data import iterate_batches
-    from helpers.models import build_model
-    from helpers.presets import get_preset
+    from helpers.classify.augment import GpuAugment
+    from helpers.classify.data import iterate_batches
+    from helpers.classify.models import build_model
+    from helpers.classify.presets import get_preset
+    from helpers.classify.step import make_optimizer, soft_cross_entropy
     from helpers.runtime import autocast_dtype, enable_fast_matmul
-    from helpers.step import make_optimizer, soft_cross_entropy
 
     torch.manual_seed(0)
     batch = int(batch or args.batch)
@@ -362,7 +362,7 @@ def run_ours(args, device, splits=None, batch=None, precision=None) -> dict:
 
     it = batches()
 
-    def step():  # the same work as one step of helpers.train.train
+    def step():  # the same work as one step of helpers.classify.train.train
         nonlocal forward, compiled
         if compiled and forward is not model and not getattr(step, "ok", False):
             try:  # first call compiles; fall back to eager (and say so) if that fails
@@ -490,9 +490,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    from helpers.classify.presets import CIFAR10_MEAN, CIFAR10_STD
     from helpers.errors import InputError
     from helpers.files import atomic_write_json
-    from helpers.presets import CIFAR10_MEAN, CIFAR10_STD
     from helpers.runtime import gpu_summary, pick_device
 
     try:

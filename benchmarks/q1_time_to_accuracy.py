@@ -1,6 +1,6 @@
 """Time to accuracy: train a preset for a wall-time budget and report val accuracy vs time.
 
-Trains ``--preset`` (default ``fast``) with ``helpers.train.train`` on an ImageFolder
+Trains ``--preset`` (default ``fast``) with ``helpers.classify.train.train`` on an ImageFolder
 (``--data``, e.g. the JPEG CIFAR-10 with 45,000 train / 5,000 val images) for ``--minutes``,
 then prints a table of val accuracy against wall time (one row per epoch), the first time the
 val accuracy reached ``--target`` (default 0.91), and writes ``time_to_accuracy.json`` and
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 
 def parse_args(argv=None):
-    from helpers.presets import preset_names
+    from helpers.classify.presets import preset_names
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="ImageFolder root with train/ and val/")
@@ -89,14 +89,14 @@ def plot_curve(history: list[dict], target: float, title: str):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from helpers.data import load_image_folder
+    from helpers.classify.data import load_image_folder
+    from helpers.classify.plots import save_figure
+    from helpers.classify.presets import get_preset
+    from helpers.classify.train import train
+    from helpers.classify.vit import count_parameters
     from helpers.errors import InputError
     from helpers.files import atomic_write_json
-    from helpers.plots import save_figure
-    from helpers.presets import get_preset
     from helpers.runtime import gpu_summary, pick_device
-    from helpers.train import train
-    from helpers.vit import count_parameters
 
     try:
         device = pick_device(args.device)

@@ -47,7 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import detect, files, runtime, segment, track  # noqa: E402
+from helpers import files, runtime
+from helpers.textseg import detect, segment, track  # noqa: E402
 
 SIZES = ("tiny", "small", "base_plus", "large")
 # per-frame host work of the video path (stub model, 720p, 3 objects, one thread): on the
@@ -310,7 +311,7 @@ def official_loop(tracker, video: Path, boxes: np.ndarray, work: Path, device) -
     host. Timed from the video file (end to end) and over the propagation alone."""
     import torch
 
-    from helpers import media
+    from helpers.textseg import media
 
     predictor = tracker.predictor
     t0 = time.perf_counter()
@@ -342,7 +343,7 @@ def our_loop(tracker, video: Path, boxes: np.ndarray, out: Path, device, chunk_s
     video file to ``tracks.json`` written."""
     import supervision as sv
 
-    from helpers import sam2_video
+    from helpers.textseg import sam2_video
 
     stamps: list[float] = []
     real = sam2_video._propagate
@@ -391,7 +392,7 @@ def bench_video(args, device, detector, frames_dir: Path | None, work: Path) -> 
     and ours, each as propagation fps and end-to-end fps, with peak GPU memory and peak host
     memory (RSS) while it ran. ``detector`` and ``frames_dir`` are unused (kept for callers):
     both loops prompt the same fixed boxes, so they do the same model work."""
-    from helpers import sam2_video
+    from helpers.textseg import sam2_video
 
     h, w = _res(args.video_res)
     video = work / f"video_{w}x{h}_{args.video_frames}.mp4"
@@ -444,7 +445,7 @@ def bench_video(args, device, detector, frames_dir: Path | None, work: Path) -> 
 
 def bench_long(args, device, detector, work: Path) -> dict:
     """Ours on a long 720p video file: fps, peak GPU memory and peak host memory (RSS)."""
-    from helpers import sam2_video
+    from helpers.textseg import sam2_video
 
     n = args.long_frames
     h, w = _res(args.video_res)
@@ -479,7 +480,7 @@ def bench_long(args, device, detector, work: Path) -> dict:
 
 def write_video_file(path: Path, n: int, h: int, w: int) -> Path:
     """An H.264 MP4 of ``n`` frames of the synthetic scene (what a user would upload)."""
-    from helpers import media
+    from helpers.textseg import media
 
     frames = (synthetic_image(h, w, i / max(1, n - 1)) for i in range(n))
     return media.write_video(frames, path, fps=30.0)
@@ -501,7 +502,7 @@ def host_cost(frames: int = 90, res: str = "720p", objects: int = 3, repeats: in
     import torch
     from q2_host_stub import StubPredictor
 
-    from helpers import sam2_video
+    from helpers.textseg import sam2_video
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)

@@ -15,7 +15,7 @@ replace the models:
 
 Both policies drive the same stand-ins:
 
-- **ours**: ``helpers.track.track_frames`` with ``helpers.identity.IdBook`` (re-seed matched
+- **ours**: ``helpers.textseg.track.track_frames`` with ``helpers.textseg.identity.IdBook`` (re-seed matched
   objects from fresh detections, keep missed ones ``keep_missed`` keyframes then retire them,
   re-identify returning objects by appearance + label);
 - **baseline**: Grounded-SAM-2's continuous-id recipe: at each keyframe reset, re-seed every
@@ -44,7 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import files, identity, render, track  # noqa: E402
+from helpers import files
+from helpers.textseg import identity, render, track  # noqa: E402
 
 W, H = 192, 128
 DIM = 64  # appearance vector size

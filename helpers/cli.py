@@ -1,8 +1,8 @@
 """Command line: ``python -m helpers <command> ...`` (or ``cvkit <command>`` once installed).
 
-Q1 (ViT on CIFAR-10): ``train``, ``evaluate``, ``predict`` — see :mod:`helpers.cli_vit`.
+Q1 (ViT on CIFAR-10): ``train``, ``evaluate``, ``predict`` — see :mod:`helpers.classify.commands`.
 Q2 (text-prompted segmentation): ``segment``, ``track``, ``eval-masks`` — see
-:mod:`helpers.cli_segment`.
+:mod:`helpers.textseg.commands`.
 ``repo OWNER/NAME``: point the badges, setup cells and asset URLs at a fork — see
 :mod:`helpers.repo`.
 
@@ -24,12 +24,14 @@ from helpers.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from helpers import cli_segment, cli_vit, repo
+    from helpers import repo
+    from helpers.classify import commands as classify_commands
+    from helpers.textseg import commands as textseg_commands
 
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    cli_vit.register(sub)
-    cli_segment.register(sub)
+    classify_commands.register(sub)
+    textseg_commands.register(sub)
     repo.register(sub)
     return parser
 

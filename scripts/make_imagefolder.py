@@ -39,7 +39,7 @@ def _from_folder(src: Path):
     """Every image of ``src/<class>/`` as uint8 tensors, split 80/10/10 per class."""
     import torch
 
-    from helpers.data import HOLDOUT_SEED, IMAGE_EXTENSIONS, _decode_all, holdout
+    from helpers.classify.data import HOLDOUT_SEED, IMAGE_EXTENSIONS, _decode_all, holdout
 
     classes = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     items = [
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                 raise InputError(f"--from-folder {src} is not a folder.")
             classes, splits = _from_folder(src)
         else:
-            from helpers.data import load_cifar10
+            from helpers.classify.data import load_cifar10
 
             data = load_cifar10(args.root, download=True)
             classes = data.classes

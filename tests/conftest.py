@@ -28,7 +28,7 @@ def sam2_tiny():
     128 px: the same masks on every run."""
     import torch
 
-    from helpers import track
+    from helpers.textseg import track
 
     torch.manual_seed(0)
     return track.load_video_tracker(

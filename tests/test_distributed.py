@@ -23,7 +23,7 @@ def _free_port() -> int:
 def exact_preset(**kw):
     """Nothing random in the step (no augmentation, dropout or drop-path): two processes with
     half the batch each must then take exactly the steps one process takes."""
-    from helpers.presets import get_preset
+    from helpers.classify.presets import get_preset
 
     p = get_preset(
         "fast",
@@ -41,7 +41,7 @@ def exact_preset(**kw):
 
 
 def data():
-    from helpers.data import synthetic_dataset
+    from helpers.classify.data import synthetic_dataset
 
     return synthetic_dataset(n_train=128, n_val=50, image_size=16, num_classes=4, n_test=20)
 
@@ -51,8 +51,8 @@ WORKER = textwrap.dedent(
     import os, sys, torch
     sys.path.insert(0, {tests!r})
     from test_distributed import data, exact_preset
-    from helpers import step as S
-    from helpers import train as T
+    from helpers.classify import step as S
+    from helpers.classify import train as T
 
     torch.set_num_threads(1)
     out = sys.argv[1]
@@ -113,7 +113,7 @@ def two_process_run(tmp_path_factory):
 
 
 def test_two_processes_take_the_steps_of_one_process_with_the_global_batch(two_process_run):
-    from helpers import train as T
+    from helpers.classify import train as T
 
     tmp, _ = two_process_run
     torch.set_num_threads(1)
@@ -174,7 +174,7 @@ def test_resume_after_one_process_dies(two_process_run, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], c["model"][k]), k
     # resuming with another number of processes is refused with a clear message
-    from helpers import train as T
+    from helpers.classify import train as T
     from helpers.errors import InputError
 
     with pytest.raises(InputError, match=r"written by 2 training process\(es\), this run has 1"):

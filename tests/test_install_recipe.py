@@ -29,8 +29,8 @@ def _texts() -> dict[str, str]:
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
         out[nb.name] = "\n".join("".join(c["source"]) for c in cells)
-    for py in sorted((ROOT / "helpers").glob("*.py")):
-        out[f"helpers/{py.name}"] = py.read_text(encoding="utf-8")
+    for py in sorted((ROOT / "helpers").rglob("*.py")):
+        out[py.relative_to(ROOT).as_posix()] = py.read_text(encoding="utf-8")
     ci = ROOT / ".ci" / "run"
     if ci.is_file():
         out[".ci/run"] = ci.read_text(encoding="utf-8")
@@ -73,7 +73,7 @@ def test_the_q2_notebook_installs_sam2_with_the_recipe():
     assert "install.SAM2_PIP_ARGS" in setup and "install.SAM2_ENV" in setup
 
 
-@pytest.mark.parametrize("module", ["helpers.segment", "helpers.sam2_video"])
+@pytest.mark.parametrize("module", ["helpers.textseg.segment", "helpers.textseg.sam2_video"])
 def test_the_missing_sam2_message_gives_the_recipe(monkeypatch, module):
     import importlib
 
@@ -86,7 +86,7 @@ def test_the_missing_sam2_message_gives_the_recipe(monkeypatch, module):
     ):
         monkeypatch.setitem(sys.modules, name, None)  # import sam2... raises ImportError
     with pytest.raises(InputError) as e:
-        if module == "helpers.segment":
+        if module == "helpers.textseg.segment":
             mod.load_segmenter("tiny", random_weights=True, device="cpu")
         else:
             mod.load_video_tracker("tiny", random_weights=True, device="cpu")

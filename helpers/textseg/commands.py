@@ -1,0 +1,964 @@
+"""Q2 commands: ``segment`` (an image or a folder), ``track`` (a video) and ``eval-masks``.
+
+    python -m helpers segment --image photo.jpg --prompt "dog. ball" --out runs/seg
+    python -m helpers segment --folder photos/ --prompt "car" --out runs/cars   # resumable
+    python -m helpers track --video clip.mp4 --prompt "person" --out runs/track
+    python -m helpers eval-masks --pred runs/seg --gt data/masks
+    python -m helpers eval-masks --data data/ --prompt "cat"        # images/ + masks/
+
+``--random-weights`` swaps the pretrained models for a toy Grounding DINO and a randomly
+initialised SAM 2 of the chosen size (offline smoke tests; the masks are meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from helpers.errors import InputError
+
+SAM2_SIZES = ("tiny", "small", "base_plus", "large")
+DETECTOR_NAMES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
+PROMPT_TYPES = ("box", "point", "mask")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def register(sub) -> None:
+    """Add ``segment``, ``track`` and ``eval-masks`` to the argparse sub-parsers ``sub``."""
+    p = sub.add_parser(
+        "segment",
+        help="segment what a text prompt names in an image or a folder of images",
+        description="Text -> boxes (Grounding DINO / OWLv2) -> masks (SAM 2.1). Writes "
+        "{stem}_overlay.png, {stem}_mask.png and {stem}.json per image.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="image path or http(s) URL")
+    src.add_argument("--folder", help="folder of images (already-done images are skipped)")
+    p.add_argument("--prompt", required=True, help="what to segment, e.g. 'dog. red car'")
+    p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
+    _model_args(p)
+    p.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    p.add_argument(
+        "--multimask", action="store_true", help="ask SAM 2 for 3 masks per box, keep the best"
+    )
+    p.add_argument("--no-clean", action="store_true", help="keep small holes / islands")
+    p.add_argument("--max-side", type=int, default=1024, help="model input long side (1024)")
+    p.add_argument(
+        "--route",
+        default="detect-sam2",
+        help="detect-sam2 (default: detector boxes -> SAM 2 masks) | clipseg (CLIPSeg: one "
+        "coarse mask per phrase, no detector, no SAM)",
+    )
+    p.add_argument(
+        "--rescore",
+        default="none",
+        help="none (default) | clip: SAM 2 proposes 3 masks per box and CLIP picks the one "
+        "that best matches the phrase",
+    )
+    p.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="probability a pixel needs: CLIPSeg (--route clipseg, the fallback; default 0.4) "
+        "or SAM 3 (--backend sam3; default 0.5)",
+    )
+    p.add_argument(
+        "--fallback",
+        default="lower-threshold,clipseg",
+        help="when the detector finds nothing, try these in order: lower-threshold (the "
+        "detector again at half the thresholds, at least 0.05), clipseg (the CLIPSeg route). "
+        "Default: lower-threshold,clipseg. The result says which step produced the masks",
+    )
+    p.add_argument("--no-fallback", action="store_true", help="no fallback: empty is empty")
+    p.add_argument(
+        "--mask-weights",
+        default=None,
+        help="pick among SAM 2's 3 masks per box by a weighted score, e.g. "
+        "'sam=1,clip=0.5,compact=0.25,box=0.25' (or 'default' = sam=1,compact=.25,box=.25); "
+        "clip > 0 loads CLIP. Default: SAM's own best score",
+    )
+    p.add_argument(
+        "--clean-fraction",
+        type=float,
+        default=0.01,
+        help="cleanup fills holes / drops specks below this fraction of each mask's area (0.01)",
+    )
+    p.add_argument(
+        "--clean-floor",
+        type=int,
+        default=16,
+        help="... and at least below this many px (model-input pixels; default 16)",
+    )
+    _overlay_args(p)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--folder: redo every image (default: skip images done with the same settings)",
+    )
+    p.set_defaults(func=cmd_segment)
+
+    t = sub.add_parser(
+        "track",
+        help="track what a text prompt names through a video (SAM 2 video predictor)",
+        description="Detect on frame 0 and every N frames, propagate masks with SAM 2, keep "
+        "ids by mask IoU. Writes an annotated MP4 and a per-frame JSON.",
+    )
+    t.add_argument(
+        "--video",
+        required=True,
+        nargs="+",
+        help="video file (MP4, ...) or folder of frames; several: each into --out/<name>/ "
+        "(resumable; split among the processes of a torchrun job)",
+    )
+    t.add_argument("--prompt", required=True, help="what to track, e.g. 'car. person'")
+    t.add_argument("--out", default="runs/track", help="output folder (default: runs/track)")
+    _model_args(t)
+    t.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    t.add_argument("--detect-every", type=int, default=30, help="re-detect every N frames (30)")
+    t.add_argument("--prompt-type", default="box", help="box | point | mask (default box)")
+    t.add_argument("--iou-threshold", type=float, default=0.5, help="id matching IoU (0.5)")
+    t.add_argument("--chunk-size", type=int, default=200, help="frames per chunk (200)")
+    t.add_argument(
+        "--reid-threshold",
+        type=float,
+        default=0.8,
+        help="appearance similarity that gives a returning object its old id (0.8)",
+    )
+    t.add_argument(
+        "--keep-missed",
+        type=int,
+        default=2,
+        help="keyframes an undetected object keeps being tracked before it is retired (2)",
+    )
+    t.add_argument(
+        "--backfill",
+        action="store_true",
+        help="also track new objects backwards to the previous keyframe",
+    )
+    t.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    t.add_argument(
+        "--max-objects",
+        type=int,
+        default=None,
+        help="keep at most the N most confident detections per keyframe (default: all)",
+    )
+    t.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep SAM 2's state on the CPU (default: only when the GPU would not hold it)",
+    )
+    t.add_argument("--no-offload", action="store_true", help="keep video/state on the GPU")
+    t.add_argument("--no-render", action="store_true", help="JSON only, no annotated MP4")
+    t.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also write side_by_side.mp4: the input | the annotated video, with the "
+        "processing FPS drawn on it",
+    )
+    t.set_defaults(func=cmd_track)
+
+    e = sub.add_parser(
+        "eval-masks",
+        help="IoU of predicted masks against ground truth",
+        description="Either score existing masks (--pred DIR --gt DIR, pairs matched by file "
+        "stem) or predict them first (--data DIR with images/ and masks/, plus --prompt).",
+    )
+    e.add_argument("--pred", help="folder of predicted masks")
+    e.add_argument("--gt", help="folder of ground-truth masks")
+    e.add_argument("--data", help="folder with images/ and masks/ (same stems)")
+    e.add_argument("--prompt", help="what to segment (with --data)")
+    e.add_argument("--out", default=None, help="also write the summary JSON here (a folder)")
+    _model_args(e)
+    e.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    e.set_defaults(func=cmd_eval_masks)
+
+
+def _overlay_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--color",
+        default="auto",
+        help="overlay colour: auto (default: a colour per instance id), a name (red), "
+        "#rrggbb or r,g,b for every instance",
+    )
+    p.add_argument(
+        "--opacity", type=float, default=0.5, help="mask opacity in the overlay, 0..1 (0.5)"
+    )
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--detector",
+        default="grounding-dino-tiny",
+        help=f"one of {', '.join(DETECTOR_NAMES)} (default grounding-dino-tiny)",
+    )
+    p.add_argument("--size", default="tiny", help=f"SAM 2.1 size: {', '.join(SAM2_SIZES)}")
+    p.add_argument("--box-threshold", type=float, default=0.35, help="default 0.35")
+    p.add_argument("--device", default=None, help="cuda | cpu | mps (default: best available)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="offline smoke test: toy Grounding DINO + random-weight SAM 2 (meaningless masks)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="SAM 2 input size override (random weights only; small = fast CPU tests)",
+    )
+    p.add_argument(
+        "--backend",
+        default="sam2",
+        choices=("sam2", "sam3"),
+        help="sam2 (default: Grounding DINO/OWLv2 boxes -> SAM 2.1 masks) | sam3 (one SAM 3 "
+        "model from text to every instance; gated weights facebook/sam3)",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="--backend sam3: instance score to keep (default 0.5)",
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def stop_if_failed(result: dict, total: int, noun: str, out, advice: str, status="") -> dict:
+    """``result`` when its ``failed`` list is empty; else print it as the JSON line (nothing
+    lost) and raise an InputError (a non-zero exit) that counts and names the first failure:
+    "2 of 15 images failed (first: a.jpg: ...); the others were written to OUT. ADVICE"."""
+    failed = result["failed"]
+    if not failed:
+        return result
+    from helpers.cli import print_result
+
+    print_result(result)  # on stdout, where the JSON line goes
+    first = failed[0]
+    raise InputError(
+        f"{len(failed)} of {total} {noun} failed ({status + '; ' if status else ''}first: "
+        f"{first['file']}: {first['error']}); the others were written to {out}. {advice}"
+    )
+
+
+PATH_FLAGS = ("image", "folder", "out", "video", "pred", "gt", "data")
+NAME_MAX_BYTES = 255  # one name in a path (ext4, APFS, NTFS, Drive)
+PATH_MAX_BYTES = 4095
+
+
+def _check_path_length(flag: str, value) -> None:
+    """A path whose file system would answer "File name too long" is an InputError first."""
+    text = os.fsdecode(value)
+    if "://" in text:
+        return
+    if len(os.fsencode(text)) > PATH_MAX_BYTES:
+        raise InputError(
+            f"{flag} is {len(os.fsencode(text)):,} bytes long, more than the {PATH_MAX_BYTES} a "
+            "path may have; use a shorter path."
+        )
+    for part in Path(text).parts:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX_BYTES:
+            raise InputError(
+                f"{flag} has a name of {size} bytes ({part[:24]}...); file systems allow "
+                f"{NAME_MAX_BYTES} bytes per name: rename it or use a shorter path."
+            )
+
+
+def _check_inputs(args) -> None:
+    """Checks every Q2 command and route shares, before any route-specific work: path lengths
+    and the SAM 3 score threshold (given to the SAM 2 route it is still a number in [0, 1])."""
+    for name in PATH_FLAGS:
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None:
+                _check_path_length(f"--{name}", v)
+    if getattr(args, "score_threshold", None) is not None:
+        _check_threshold("score-threshold", args.score_threshold)
+
+
+def _check_threshold(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"--{name} must be between 0 and 1, got {value}.")
+    return float(value)
+
+
+def _check_common(args) -> None:
+    if args.size not in SAM2_SIZES:
+        raise InputError(f"unknown --size {args.size!r}; choose one of {', '.join(SAM2_SIZES)}.")
+    if args.detector not in DETECTOR_NAMES:
+        raise InputError(
+            f"unknown --detector {args.detector!r}; choose one of {', '.join(DETECTOR_NAMES)}."
+        )
+    _check_threshold("box-threshold", args.box_threshold)
+    _check_threshold("text-threshold", args.text_threshold)
+    if args.image_size is not None and not args.random_weights:
+        raise InputError("--image-size only applies with --random-weights.")
+    if args.image_size is not None and (args.image_size < 128 or args.image_size % 32):
+        raise InputError(
+            f"--image-size must be a multiple of 32 and >= 128, got {args.image_size}."
+        )
+
+
+def _check_prompt(prompt: str | None) -> str:
+    from helpers.textseg import detect
+
+    if prompt is None or not prompt.strip():
+        raise InputError("--prompt is empty: say what to segment, e.g. --prompt 'dog. ball'.")
+    detect.prompt_phrases(prompt)  # raises InputError for prompts with no words
+    return prompt
+
+
+def _check_device(args) -> None:
+    """A bad --device (``banana``, ``cuda`` without a GPU) is an error before any work."""
+    if args.device is None:
+        return
+    import torch
+
+    from helpers import runtime
+
+    try:
+        args.device = str(runtime.pick_device(args.device))
+    except (RuntimeError, ValueError, TypeError) as e:  # an older pick_device
+        if isinstance(e, InputError):
+            raise
+        raise InputError(
+            f"--device {args.device!r} is not a device; use cpu, cuda or mps"
+            f"{'' if torch.cuda.is_available() else ' (no CUDA GPU is visible here: cpu)'}."
+        ) from None
+
+
+def _check_out(path, flag: str = "--out") -> Path:
+    """The output folder can be written (not a file, not below a file, not read-only):
+    checked before any model is loaded or any image is segmented."""
+    from helpers import files
+
+    check = getattr(files, "check_output_dir", None)
+    if check is not None:
+        return check(path, flag)
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{flag} {p} is a file, not a folder; give a folder path.")
+    if not probe.is_dir():
+        raise InputError(f"{flag} {p} lies below {probe}, which is a file; give another path.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {p} cannot be written (in {probe}); give a writable folder.")
+    return p
+
+
+def _stem_for(source: str) -> str:
+    """A file stem for an image path or URL that keeps Unicode (``猫.jpg`` -> ``猫``); names
+    that leave nothing usable get ``image_<hash>``, so different sources never share a stem."""
+    import hashlib
+
+    from helpers.textseg.pipeline import safe_stem
+
+    name = Path(unquote(urlparse(source).path)).stem if "://" in source else Path(source).stem
+    fallback = "image_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
+    return safe_stem(name, fallback=fallback)
+
+
+def _image_stem(source: str, out) -> str:
+    """The output stem of one image: :func:`_stem_for`, unless another input's result already
+    has that name in ``out`` (then ``stem_ext`` / ``stem_<hash>``: nothing is overwritten)."""
+    from helpers.textseg.naming import claim_names, json_owner
+
+    owner = lambda name: json_owner(Path(out) / f"{name}.json")  # noqa: E731
+    return claim_names([source], owner, stem_of=_stem_for)[0]
+
+
+ROUTES = ("detect-sam2", "clipseg")
+RESCORERS = ("none", "clip")
+
+
+def _check_overlay(args) -> dict:
+    """``{"color", "opacity"}`` for the overlays; a bad colour or opacity fails before any work."""
+    from helpers.textseg import render
+
+    _check_threshold("opacity", args.opacity)
+    render.parse_color(args.color)
+    return {"color": args.color, "opacity": float(args.opacity)}
+
+
+def _check_choice(args) -> dict:
+    """The fallback, mask-choice and cleanup settings of ``segment`` as ``segment_image`` kw."""
+    from helpers.textseg import pipeline, segment
+
+    steps = () if args.no_fallback else pipeline.check_fallback(args.fallback)
+    kw: dict = {"fallback": steps}
+    if args.mask_weights is not None:
+        if args.route == "clipseg":
+            raise InputError(
+                "--mask-weights picks among SAM 2's masks; it does not apply to clipseg."
+            )
+        kw["mask_weights"] = segment.parse_weights(args.mask_weights)
+    if not 0.0 <= args.clean_fraction <= 1.0:
+        raise InputError(f"--clean-fraction must be between 0 and 1, got {args.clean_fraction}.")
+    if args.clean_floor < 0:
+        raise InputError(f"--clean-floor must be >= 0 px, got {args.clean_floor}.")
+    kw["clean_fraction"] = float(args.clean_fraction)
+    kw["min_hole_area"] = kw["min_sprinkle_area"] = int(args.clean_floor)
+    return kw
+
+
+def _check_route(args) -> None:
+    if args.route not in ROUTES:
+        raise InputError(f"unknown --route {args.route!r}; choose one of {', '.join(ROUTES)}.")
+    if args.rescore not in RESCORERS:
+        raise InputError(
+            f"unknown --rescore {args.rescore!r}; choose one of {', '.join(RESCORERS)}."
+        )
+    if args.route == "clipseg" and args.rescore != "none":
+        raise InputError("--rescore clip re-ranks SAM 2's masks; it does not apply to clipseg.")
+    if args.mask_threshold is None:
+        args.mask_threshold = CLIPSEG_MASK_THRESHOLD
+    _check_threshold("mask-threshold", args.mask_threshold)
+
+
+# --------------------------------------------------------------------------- models
+
+
+_MODELS: dict[tuple, object] = {}  # models loaded in this process, reused by later commands
+
+
+def _cached(key: tuple, build):
+    if key not in _MODELS:
+        _MODELS[key] = build()
+    return _MODELS[key]
+
+
+def _seeded(build):
+    """``build`` with the random generator seeded first: random weights are the same in every
+    run and in every process of a torchrun job."""
+
+    def make():
+        import torch
+
+        torch.manual_seed(0)
+        return build()
+
+    return make
+
+
+CLIPSEG_MASK_THRESHOLD = 0.4
+
+
+def load_models(args, *, video: bool = False):
+    """(detector, segmenter-or-tracker) for the parsed ``args``.
+
+    Models stay cached for the life of the process, so repeated ``cli.main`` calls from a
+    notebook (or a test session) load each model once."""
+    from helpers.textseg import detect
+
+    device = args.device
+    if getattr(args, "route", "detect-sam2") == "clipseg":
+        from helpers.textseg import segment
+
+        if args.random_weights:
+            return None, _cached(
+                ("clipseg-random", device), _seeded(lambda: segment.random_clipseg(device))
+            )
+        return None, _cached(("clipseg", device), lambda: segment.load_clipseg(device))
+    if video and not args.random_weights:
+        from helpers.textseg import segment
+
+        # the video predictor asks the hub first: fail in seconds when it cannot be reached
+        detect.hub_local_only(segment.SAM2_HUB_IDS[segment.normalize_size(args.size)])
+    if args.random_weights:
+        words = tuple(detect.prompt_phrases(args.prompt)) if getattr(args, "prompt", None) else ()
+        detector = _cached(
+            ("toy-detector", words, device),
+            _seeded(
+                lambda: detect.random_grounding_dino(words=list(words), size="toy", device=device)
+            ),
+        )
+    else:
+        detector = _cached(
+            ("detector", args.detector, device),
+            lambda: detect.load_detector(args.detector, device=device),
+        )
+    kw = {"random_weights": bool(args.random_weights), "device": device}
+    if args.image_size is not None:
+        kw["image_size"] = args.image_size
+    key = (args.size, bool(args.random_weights), device, args.image_size)
+    if video:
+        from helpers.textseg import track
+
+        build = functools.partial(track.load_video_tracker, args.size, **kw)
+    else:
+        from helpers.textseg import segment
+
+        build = functools.partial(segment.load_segmenter, args.size, **kw)
+    if args.random_weights:
+        build = _seeded(build)
+    return detector, _cached(("tracker" if video else "segmenter", *key), build)
+
+
+def _clipseg_loader(args):
+    """A function that loads (once) the CLIPSeg model of the clipseg fallback."""
+    from helpers.textseg import segment
+
+    def load():
+        if args.random_weights:
+            return _cached(
+                ("clipseg-random", args.device),
+                _seeded(lambda: segment.random_clipseg(args.device)),
+            )
+        return _cached(("clipseg", args.device), lambda: segment.load_clipseg(args.device))
+
+    load.name = "clipseg-random" if args.random_weights else "clipseg"
+    return load
+
+
+def _load_clip(args):
+    """The CLIP model for ``--rescore clip`` or a CLIP weight in ``--mask-weights`` (else None)."""
+    wants = getattr(args, "rescore", "none") == "clip"
+    if getattr(args, "mask_weights", None) is not None:
+        from helpers.textseg import segment
+
+        wants = wants or segment.parse_weights(args.mask_weights).clip > 0
+    if not wants:
+        return None
+    from helpers.textseg import segment
+
+    if args.random_weights:
+        return _cached(("clip-random", args.device), lambda: segment.random_clip(args.device))
+    return _cached(("clip", args.device), lambda: segment.load_clip(args.device))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_segment(args) -> dict | None:
+    with sigterm_as_interrupt():
+        return _segment(args)
+
+
+def _segment(args) -> dict | None:
+    from helpers.textseg import pipeline
+
+    _check_inputs(args)
+    if getattr(args, "backend", "sam2") == "sam3":
+        from helpers.textseg import sam3_commands as cli_sam3
+
+        return cli_sam3.cmd_segment(args)
+    _check_common(args)
+    _check_route(args)
+    prompt = _check_prompt(args.prompt)
+    if args.max_side < 64:
+        raise InputError(f"--max-side must be >= 64, got {args.max_side}.")
+    _check_device(args)
+    overlay = _check_overlay(args)
+    choice = _check_choice(args)
+    out = _check_out(args.out)
+    kw = {
+        "box_threshold": args.box_threshold,
+        "text_threshold": args.text_threshold,
+        "multimask": args.multimask or args.rescore == "clip",
+        "clean": not args.no_clean,
+        "max_side": args.max_side,
+        **choice,
+    }
+    if args.route == "clipseg" or "clipseg" in choice["fallback"]:
+        kw["mask_threshold"] = args.mask_threshold
+    if args.route != "clipseg" and "clipseg" in choice["fallback"]:
+        kw["clipseg"] = _clipseg_loader(args)  # loaded only when an image needs it
+    if args.folder is not None:
+        folder = Path(args.folder)
+        if folder.is_file():
+            raise InputError(
+                f"--folder {folder} is a file, not a folder; use --image {folder} for one image."
+            )
+        if not folder.is_dir():
+            raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
+        if out.exists() and out.resolve() == folder.resolve():
+            raise InputError(
+                "--out is the input folder; outputs would be read as new inputs next time. "
+                "Give another --out."
+            )
+        from helpers import distributed
+
+        dist = distributed.from_env(args.device)  # under torchrun: this process's share
+        detector, segmenter = load_models(args)
+        clip = _load_clip(args)
+        if clip is not None:
+            kw["clip"] = clip
+        summary = pipeline.segment_folder(
+            folder,
+            out,
+            prompt,
+            detector,
+            segmenter,
+            overwrite=args.overwrite,
+            dist=dist,
+            overlay=overlay,
+            **kw,
+        )
+        if summary is None:  # another process of the job reports the merged summary
+            return None
+        result = {"command": "segment", "folder": str(folder), "out": str(out), **summary}
+        advice = "Fix or remove the failed files and run again (finished images are skipped)."
+        return stop_if_failed(
+            result, len(summary["files"]), "images", out, advice, summary["status"]
+        )
+
+    source = args.image
+    if "://" not in source:
+        if Path(source).is_dir():
+            raise InputError(
+                f"--image {source} is a folder, not an image; use --folder {source} to segment "
+                "every image in it."
+            )
+        if not Path(source).is_file():
+            raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
+    from helpers.textseg import media, render
+    from helpers.textseg.naming import source_key
+
+    image = media.load_image(source)  # fail on a bad image before loading models
+    media.fit_for_model(image, args.max_side)  # ... or one too elongated for the models
+    detector, segmenter = load_models(args)
+    clip = _load_clip(args)
+    if clip is not None:
+        kw["clip"] = clip
+    result = pipeline.segment_image(image, prompt, detector, segmenter, **kw)
+    dets = result.detections
+    timings = {k: round(float(v), 2) for k, v in (result.timings or {}).items()}
+    info = pipeline.result_info(result)
+    paths = render.save_image_outputs(
+        result.image,
+        dets,
+        out,
+        _image_stem(source, out),
+        prompt=prompt,
+        extra={"source": source, "source_path": source_key(source), "timings_ms": timings, **info},
+        **overlay,
+    )
+    names = dets.data.get("class_name", []) if dets.data else []
+    return {
+        "command": "segment",
+        "image": source,
+        "prompt": prompt,
+        "instances": len(dets),
+        "labels": [str(n) for n in names],
+        "scores": [round(float(s), 4) for s in (dets.confidence if len(dets) else [])],
+        "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
+        "produced_by": info["produced_by"],
+        "note": info["note"],
+        "attempts": info["attempts"],
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "timings_ms": timings,
+    }
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (what ``timeout``, ``kill`` and job schedulers send) handled like Ctrl-C while
+    the block runs: temporary frame folders are removed and finished outputs kept, instead
+    of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers: main only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_track(args) -> dict | None:
+    """One video into ``--out``; several (or under torchrun) each into ``--out/<name>/``."""
+    videos = args.video if isinstance(args.video, list) else [args.video]
+    _check_inputs(args)
+    with sigterm_as_interrupt():
+        if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
+        return _track_many(args, videos)
+
+
+def _video_job(args, video: str) -> dict:
+    """What defines one video's result: its file, the prompt and every setting."""
+    from helpers.textseg.naming import source_key
+    from helpers.textseg.pipeline import settings_fingerprint
+
+    src = Path(video)
+    st = src.stat()
+    keep = {k: v for k, v in sorted(vars(args).items()) if k not in ("video", "out", "func")}
+    return {
+        "fingerprint": settings_fingerprint(
+            {"video": str(src.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, **keep}
+        ),
+        "source_path": source_key(
+            video
+        ),  # which video owns out/<name>/ (see helpers.textseg.naming)
+    }
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _track_many(args, videos: list[str]) -> dict | None:
+    """Track several videos, each into ``out/<name>/`` with a ``job.json`` naming the settings
+    that made it: a re-run skips videos done with the same settings. Under torchrun process k
+    of N takes videos k, k+N, ...; the first process prints the merged summary."""
+    from helpers import distributed, files
+    from helpers.textseg.naming import UNKNOWN_OWNER, json_owner
+    from helpers.textseg.pipeline import _stems, merge_summaries
+
+    missing = [v for v in videos if not Path(v).exists()]
+    if missing:
+        raise InputError(f"--video {missing[0]} does not exist; give video files or frame folders.")
+    _check_out(args.out)
+    dist = distributed.from_env(args.device)
+    out = Path(args.out)
+    jobs = {v: _video_job(args, v) for v in videos}
+    made_by = {job["fingerprint"]: job["source_path"] for job in jobs.values()}
+
+    def owner(name: str) -> str | None:
+        found = json_owner(out / name / "job.json")
+        doc = _read_json(out / name / "job.json")
+        if found == UNKNOWN_OWNER and isinstance(doc, dict):  # from before source_path
+            return made_by.get(doc.get("fingerprint"), found)
+        return found
+
+    names = _stems([Path(v) for v in videos], owner)
+    work = list(zip(videos, names))[dist.rank :: dist.world]
+    summary: dict = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
+    summary.update({"failed": [], "files": [], "out_dir": str(out)})
+    for video, stem in work:
+        job, dest = jobs[video], out / stem
+        before = _read_json(dest / "job.json")
+        same = isinstance(before, dict) and before.get("fingerprint") == job["fingerprint"]
+        if same and (dest / "tracks.json").is_file():
+            summary["skipped"] += 1
+            summary["files"].append({"file": video, "status": "skipped", "stem": stem})
+            continue
+        one = argparse.Namespace(**{**vars(args), "video": video, "out": str(dest)})
+        try:
+            res = _track_one(one)
+        except files.WriteError as e:  # the disk is full / read-only: the rest would fail too
+            summary["failed"].append({"file": video, "error": str(e)})
+            summary["files"].append({"file": video, "status": "failed", "error": str(e)})
+            summary["stopped"] = f"stopped at {video}: {e}"
+            listed = {f["file"] for f in summary["files"]}
+            summary["files"] += [
+                {"file": v, "status": "not started"} for v, _ in work if v not in listed
+            ]
+            break
+        except InputError as e:
+            summary["failed"].append({"file": video, "error": str(e)})
+            summary["files"].append({"file": video, "status": "failed", "error": str(e)})
+            continue
+        files.atomic_write_json(dest / "job.json", job)
+        summary["done"] += 1
+        summary["files"].append(
+            {"file": video, "status": "done", "stem": stem, "frames": res["frames"],
+             "ids": res["ids"]}
+        )  # fmt: skip
+    if dist.on:
+        parts = dist.gather(summary)
+        if not dist.main:
+            return None
+        summary = merge_summaries(parts)
+    result = {"command": "track", "videos": list(videos), "prompt": args.prompt, **summary}
+    return stop_if_failed(result, len(videos), "videos", out, "Run again to retry them.")
+
+
+def _track_one(args) -> dict:
+    import numpy as np
+
+    from helpers.textseg import track
+
+    if getattr(args, "backend", "sam2") == "sam3":
+        from helpers.textseg import sam3_commands as cli_sam3
+
+        return cli_sam3.cmd_track(args)
+    _check_common(args)
+    prompt = _check_prompt(args.prompt)
+    _check_threshold("iou-threshold", args.iou_threshold)
+    _check_threshold("reid-threshold", args.reid_threshold)
+    if args.keep_missed < 0:
+        raise InputError(f"--keep-missed must be >= 0 keyframes, got {args.keep_missed}.")
+    if args.prompt_type not in PROMPT_TYPES:
+        raise InputError(
+            f"unknown --prompt-type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}."
+        )
+    for name in ("detect_every", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    for name in ("max_frames", "max_objects"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+    if not Path(args.video).exists():
+        raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
+    if getattr(args, "side_by_side", False) and args.no_render:
+        raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
+    _check_device(args)
+    _check_out(args.out)
+    detector, tracker = load_models(args, video=True)
+    detect_fn = None
+    if args.max_objects is not None:
+        from helpers.textseg import detect
+
+        def detect_fn(image):
+            found = detect.detect(
+                detector,
+                image,
+                prompt,
+                box_threshold=args.box_threshold,
+                text_threshold=args.text_threshold,
+            )
+            order = np.argsort(-np.asarray(found.confidence))[: args.max_objects]
+            return found[order]
+
+    t0 = time.perf_counter()
+    result = track.track_video(
+        args.video,
+        prompt,
+        detector,
+        tracker,
+        Path(args.out),
+        detect_every=args.detect_every,
+        prompt_type=args.prompt_type,
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        iou_threshold=args.iou_threshold,
+        reid_threshold=args.reid_threshold,
+        keep_missed=args.keep_missed,
+        backfill=args.backfill,
+        chunk_size=args.chunk_size,
+        offload=False if args.no_offload else (True if args.offload else None),
+        max_frames=args.max_frames,
+        render=not args.no_render,
+        detect_fn=detect_fn,
+    )
+    elapsed = time.perf_counter() - t0
+    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
+    summary = {
+        "command": "track",
+        "video": args.video,
+        "prompt": prompt,
+        **track_summary(result),
+        "elapsed_s": round(elapsed, 3),
+        "processing_fps": processing_fps,
+    }
+    if getattr(args, "side_by_side", False):
+        if result.video_path is None:
+            raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
+        from helpers.textseg import media
+
+        summary["side_by_side_path"] = str(
+            media.side_by_side_video(
+                args.video,
+                result.video_path,
+                Path(args.out) / "side_by_side.mp4",
+                fps=result.fps,
+                processing_fps=processing_fps,
+            )
+        )
+    return summary
+
+
+def cmd_eval_masks(args) -> dict:
+    with sigterm_as_interrupt():
+        return _eval_masks(args)
+
+
+def _eval_masks(args) -> dict:
+    from helpers import files
+
+    _check_inputs(args)
+    if getattr(args, "backend", "sam2") == "sam3":
+        from helpers.textseg import sam3_commands as cli_sam3
+
+        return cli_sam3.cmd_eval_masks(args)
+    if args.out:
+        _check_out(args.out)
+    if args.data is not None:
+        if args.pred or args.gt:
+            raise InputError("use either --data (with --prompt) or --pred and --gt, not both.")
+        _check_common(args)
+        prompt = _check_prompt(args.prompt)
+        _check_device(args)
+        data = Path(args.data)
+        if not (data / "images").is_dir() or not (data / "masks").is_dir():
+            raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")
+        from helpers.textseg import pipeline
+
+        detector, segmenter = load_models(args)
+        summary = pipeline.evaluate_folder(data, prompt, detector, segmenter)
+        result = {"command": "eval-masks", "data": str(data), "prompt": prompt, **summary}
+    else:
+        if not args.pred or not args.gt:
+            raise InputError("eval-masks needs --pred DIR and --gt DIR, or --data DIR --prompt.")
+        for flag, d in (("--pred", args.pred), ("--gt", args.gt)):
+            if not Path(d).is_dir():
+                raise InputError(f"{flag} {d} is not a folder of mask images.")
+        from helpers.textseg import mask_metrics
+
+        summary = mask_metrics.score_mask_folders(args.pred, args.gt)
+        result = {"command": "eval-masks", "pred": args.pred, "gt": args.gt, **summary}
+    if args.out:
+        result["json_path"] = str(files.atomic_write_json(Path(args.out) / "eval.json", result))
+    return result
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def track_summary(result) -> dict:
+    """Frames, fps, ids and per-id (label, score, frames seen) of a ``track.TrackResult``."""
+    import numpy as np
+
+    frames_per_id: dict[int, int] = {}
+    rles = getattr(result.masks, "rles", None)  # track.MaskStore: count without decoding
+    if rles is not None:
+        from helpers.textseg.render import rle_area
+
+        seen = ((oid, rle_area(r) > 0) for per in rles.values() for oid, r in per.items())
+    else:
+        seen = (
+            (oid, m is not None and bool(np.asarray(m).any()))
+            for per in result.masks.values()
+            for oid, m in per.items()
+        )
+    for oid, visible in seen:
+        if visible:
+            frames_per_id[int(oid)] = frames_per_id.get(int(oid), 0) + 1
+    ids = sorted(set(frames_per_id) | {int(i) for i in result.labels})
+    return {
+        "frames": int(result.num_frames),
+        "fps": float(result.fps),
+        "ids": ids,
+        "per_id": {
+            str(i): {
+                "label": str(result.labels.get(i, "")),
+                "score": round(float(result.scores.get(i, float("nan"))), 4),
+                "frames_seen": frames_per_id.get(i, 0),
+            }
+            for i in ids
+        },
+        "video_path": str(result.video_path) if result.video_path else None,
+        "json_path": str(result.json_path) if result.json_path else None,
+    }

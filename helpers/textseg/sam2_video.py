@@ -1,0 +1,901 @@
+"""SAM 2 video backends: the ``sam2`` package's video predictor and transformers' Sam2VideoModel.
+
+``load_video_tracker`` builds one; ``Sam2Propagator`` opens a ``Sam2Session`` per chunk of
+frames, which the video loop (``helpers.textseg.track``) drives with global frame numbers:
+``prompt`` (box, point or mask per object id), ``propagate`` (forward or backward),
+``remove`` (retire ids), ``reset``. ``keyframe_features`` gives masks for detection boxes and
+appearance embeddings (SAM 2 image-encoder features pooled under each mask) on a keyframe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.errors import InputError
+from helpers.textseg.chatter import without_jit_script_warning
+
+SAM2_SIZES = ("tiny", "small", "base_plus", "large")
+_HUB_IDS = {
+    "tiny": "facebook/sam2.1-hiera-tiny",
+    "small": "facebook/sam2.1-hiera-small",
+    "base_plus": "facebook/sam2.1-hiera-base-plus",
+    "large": "facebook/sam2.1-hiera-large",
+}
+_CONFIGS = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+PROMPT_TYPES = ("box", "point", "mask")
+# SAM 2 reads at most 7 memory frames and 16 object pointers back; older per-frame outputs
+# are never used again when tracking forward, so they are dropped to keep memory flat.
+_MEMORY_WINDOW = 32
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class VideoTracker:
+    """A SAM 2 video predictor (``backend="sam2"``) or transformers Sam2VideoModel."""
+
+    predictor: Any
+    backend: str  # "sam2" | "transformers"
+    device: Any
+    size: str
+    processor: Any = None  # transformers Sam2VideoProcessor
+    dtype: Any = None  # autocast dtype (None = fp32)
+    image_predictor: Any = None  # SAM2ImagePredictor sharing the weights (made on demand)
+    compiled: bool = False  # sam2's vos_optimized predictor (torch.compile of its parts)
+
+
+def vos_optimized_supported() -> bool:
+    """Whether the installed sam2 has the compiled video predictor (``vos_optimized``)."""
+    import inspect
+
+    try:
+        import sam2.sam2_video_predictor as vp
+        from sam2.build_sam import build_sam2_video_predictor
+    except ImportError:
+        return False
+    params = inspect.signature(build_sam2_video_predictor).parameters
+    return "vos_optimized" in params and hasattr(vp, "SAM2VideoPredictorVOS")
+
+
+def choose_compile(compile: str | bool, device, supported: bool) -> bool:
+    """``compile`` ("auto", True, False) -> whether to build sam2's compiled predictor:
+    "auto" = on a CUDA GPU when the installed sam2 supports it (compiling on the CPU costs
+    minutes and gains nothing)."""
+    if compile == "auto":
+        return device.type == "cuda" and supported
+    if compile in (True, "on", "true", 1):
+        if not supported:
+            raise InputError(
+                "This sam2 has no compiled video predictor (vos_optimized); update it "
+                "(pip install -U 'git+https://github.com/facebookresearch/sam2') or use "
+                "compile=False."
+            )
+        return True
+    if compile in (False, "off", "false", 0, None):
+        return False
+    raise InputError(f"compile must be 'auto', True or False; got {compile!r}.")
+
+
+# bytes of SAM 2 state per tracked object per frame kept in memory (mask memory features,
+# low-res mask logits, object pointer) at image size S: 64 ch x (S/16)^2 + (S/4)^2 floats
+def _state_bytes_per_object_frame(image_size: int) -> int:
+    s = int(image_size)
+    return 4 * (64 * (s // 16) ** 2 + (s // 4) ** 2 + 256)
+
+
+def choose_offload(
+    offload: bool | None,
+    device,
+    chunk_frames: int,
+    image_size: int = 1024,
+    objects: int = 10,
+    detect_every: int = 30,
+    free_bytes: int | None = None,
+) -> bool:
+    """Whether to keep SAM 2's state on the CPU. ``offload`` True/False is obeyed; None
+    (auto) offloads only on a GPU whose free memory would not hold the state: the frames
+    kept per object (``_MEMORY_WINDOW`` recent ones plus one per keyframe of the chunk) for
+    ``objects`` objects, with 2 GiB of head room for the model's activations, at most half
+    of what is free. Frames never need offloading: they are held as uint8 and prepared one
+    at a time (an out-of-memory error still turns offloading on, see ``track.track_frames``)."""
+    if offload is not None:
+        return bool(offload)
+    if device.type != "cuda":
+        return False
+    if free_bytes is None:
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    kept = min(int(chunk_frames), _MEMORY_WINDOW + int(chunk_frames) // max(1, detect_every) + 1)
+    need = kept * int(objects) * _state_bytes_per_object_frame(image_size) + 2 * 2**30
+    return need > free_bytes / 2
+
+
+def run_settings(tracker: VideoTracker, offload: bool | None = None) -> dict:
+    """What actually runs, read from the tracker and torch (for reports, never typed in)."""
+    import torch
+
+    dtype = tracker.dtype
+    out = {
+        "backend": tracker.backend,
+        "size": tracker.size,
+        "device": str(tracker.device),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+        "compiled": bool(tracker.compiled),
+        "predictor": type(tracker.predictor).__name__,
+        "tf32": bool(
+            tracker.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+        ),
+    }
+    if offload is not None:
+        out["offload"] = bool(offload)
+    return out
+
+
+def _norm_size(size: str) -> str:
+    s = str(size).lower().replace("-", "_").replace("+", "_plus")
+    s = {"b_plus": "base_plus", "t": "tiny", "s": "small", "l": "large"}.get(s, s)
+    if s not in SAM2_SIZES:
+        raise InputError(f"Unknown SAM 2 size {size!r}; use one of {list(SAM2_SIZES)}.")
+    return s
+
+
+def _pick_dtype(device, precision: str):
+    import torch
+
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise InputError(f"precision must be auto, fp32, bf16 or fp16; got {precision!r}.")
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return None  # T4 and older: fp32 (SAM 2 is trained in bf16; fp16 is opt-in)
+
+
+def load_video_tracker(
+    size: str = "tiny",
+    backend: str = "sam2",
+    device=None,
+    random_weights: bool = False,
+    image_size: int | None = None,
+    *,
+    precision: str = "auto",
+    model_overrides: list[str] | tuple[str, ...] = (),
+    compile: str | bool = "auto",
+) -> VideoTracker:
+    """SAM 2.1 video predictor of ``size`` (tiny, small, base_plus, large).
+
+    ``backend="sam2"`` uses the ``sam2`` package (hub weights ``facebook/sam2.1-hiera-<size>``);
+    ``backend="transformers"`` uses ``Sam2VideoModel``. ``random_weights=True`` builds the
+    architecture without downloading (tests, smoke runs). ``image_size`` shrinks the model
+    input for fast CPU tests (sam2: a hydra override, works with real weights too at lower
+    quality; transformers: a very small random model); ``model_overrides`` are extra hydra
+    overrides for the sam2 backend (e.g. ``"++model.memory_attention.num_layers=1"``).
+    bf16 autocast + TF32 on Ampere and newer GPUs; fp32 on older GPUs (T4) and the CPU.
+    ``compile`` ("auto": on a CUDA GPU where the installed sam2 supports it) builds sam2's
+    ``vos_optimized`` predictor, whose parts are torch.compiled on first use (the first
+    frames are slow; benchmarks time them apart).
+    """
+    from helpers.runtime import enable_fast_matmul, pick_device
+
+    size = _norm_size(size)
+    dev = pick_device(device)
+    dtype = _pick_dtype(dev, precision)
+    if dev.type == "cuda":
+        enable_fast_matmul()
+    if image_size is not None and (int(image_size) < 64 or int(image_size) % 32):
+        raise InputError(f"image_size must be a multiple of 32, >= 64; got {image_size}.")
+    if backend == "sam2":
+        overrides = list(model_overrides)
+        if image_size is not None:
+            overrides.append(f"++model.image_size={int(image_size)}")
+        vos = choose_compile(compile, dev, vos_optimized_supported())
+        predictor = _load_sam2(size, dev, random_weights, overrides, vos)
+        if dtype is None:  # no autocast: the memories sam2 stores in bf16 must meet fp32 layers
+            _memory_in_layer_dtype(predictor)
+        return VideoTracker(predictor, "sam2", dev, size, dtype=dtype, compiled=vos)
+    if backend == "transformers":
+        model, processor = _load_transformers(size, dev, random_weights, dtype, image_size)
+        return VideoTracker(model, "transformers", dev, size, processor=processor, dtype=dtype)
+    raise InputError(f"Unknown tracker backend {backend!r}; use 'sam2' or 'transformers'.")
+
+
+def _memory_in_layer_dtype(predictor) -> None:
+    """sam2 keeps each frame's memory features in bf16 (to save memory) and relies on autocast
+    to mix them with fp32 layers; without autocast (CPU, T4 in fp32) a memory made only of
+    them (tracking backwards from a new object) fails with "BFloat16 and Float". Cast the
+    memory to the dtype of the current frame's features before the memory attention."""
+    attn = predictor.memory_attention
+    inner = attn.forward
+
+    def forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        dtype = (curr[0] if isinstance(curr, list) else curr).dtype
+        if memory_pos is not None:
+            memory_pos = memory_pos.to(dtype)
+        return inner(curr, memory.to(dtype), curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    attn.forward = forward
+
+
+def _load_sam2(size, dev, random_weights, overrides, vos_optimized: bool = False):
+    try:
+        from sam2.build_sam import build_sam2_video_predictor
+        from sam2.sam2_video_predictor import SAM2VideoPredictor
+    except ImportError:
+        from helpers.install import sam2_missing_message
+
+        raise InputError(sam2_missing_message("use backend='transformers'")) from None
+    kw = {"vos_optimized": True} if vos_optimized else {}
+    if random_weights:
+        return build_sam2_video_predictor(
+            _CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides, **kw
+        )
+    try:
+        return SAM2VideoPredictor.from_pretrained(
+            _HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides, **kw
+        )
+    except Exception as e:  # offline, hub down, ...
+        raise InputError(
+            f"Could not fetch SAM 2 weights {_HUB_IDS[size]} ({type(e).__name__}: {e}). Check the "
+            "internet connection, or pass random_weights=True for an offline smoke test."
+        ) from None
+
+
+def _load_transformers(size, dev, random_weights, dtype, image_size=None):
+    import torch
+    from transformers import Sam2VideoModel, Sam2VideoProcessor
+
+    if random_weights:
+        from transformers import Sam2VideoConfig
+
+        side = int(image_size) if image_size else 1024
+        processor = _random_tf_processor(side)
+        model = Sam2VideoModel(_toy_tf_config(side) if image_size else Sam2VideoConfig())
+    else:
+        if image_size is not None:
+            raise InputError(
+                "image_size applies to random weights only with backend='transformers'."
+            )
+        try:
+            processor = Sam2VideoProcessor.from_pretrained(_HUB_IDS[size])
+            model = Sam2VideoModel.from_pretrained(_HUB_IDS[size])
+        except Exception as e:
+            raise InputError(
+                f"Could not fetch {_HUB_IDS[size]} for transformers ({type(e).__name__}). Check "
+                "the internet connection, or use random_weights=True offline."
+            ) from None
+    model = model.to(dev, dtype=dtype or torch.float32).eval()
+    return model, processor
+
+
+def _toy_tf_config(side: int):
+    """A very small Sam2VideoConfig at ``side`` px for fast CPU tests (random weights)."""
+    from transformers import Sam2VideoConfig
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
+    from transformers.models.sam2_video.configuration_sam2_video import (
+        Sam2VideoPromptEncoderConfig,
+    )
+
+    trunk = Sam2HieraDetConfig(
+        hidden_size=32,
+        image_size=[side, side],
+        blocks_per_stage=[1, 1, 1, 1],
+        embed_dim_per_stage=[32, 64, 128, 256],
+        num_attention_heads_per_stage=[1, 1, 2, 2],
+        window_size_per_stage=[8, 4, 4, 2],
+        global_attention_blocks=[],
+    )
+    vision = Sam2VisionConfig(
+        backbone_config=trunk,
+        backbone_channel_list=[256, 128, 64, 32],
+        backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
+    )
+    return Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(image_size=side),
+        image_size=side,
+        memory_attention_num_layers=1,
+        memory_attention_rope_feat_sizes=[side // 16] * 2,
+        memory_attention_feed_forward_hidden_size=256,
+        memory_fuser_intermediate_dim=256,
+    )
+
+
+def _random_tf_processor(side: int = 1024):
+    import transformers
+    from transformers import Sam2VideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import (
+        Sam2VideoVideoProcessor,
+    )
+
+    image_cls = (
+        getattr(transformers, "Sam2ImageProcessor", None) or transformers.Sam2ImageProcessorFast
+    )
+    size = {"height": side, "width": side}
+    return Sam2VideoProcessor(
+        image_processor=image_cls(size=size), video_processor=Sam2VideoVideoProcessor(size=size)
+    )
+
+
+@contextlib.contextmanager
+def _quiet_sam2():
+    """Silence sam2's own per-call progress bars and its missing-CUDA-extension warning."""
+    mods = []
+    try:
+        import sam2.sam2_video_predictor as vp
+        import sam2.utils.misc as misc
+
+        mods = [m for m in (vp, misc) if hasattr(m, "tqdm")]
+    except ImportError:
+        pass
+    saved = [m.tqdm for m in mods]
+    for m in mods:
+        m.tqdm = lambda it, *a, **k: it
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*post-processing.*")
+            warnings.filterwarnings("ignore", message=".*_C.*")
+            yield
+    finally:
+        for m, t in zip(mods, saved):
+            m.tqdm = t
+
+
+def _autocast(tracker: VideoTracker):
+    import torch
+
+    if tracker.dtype is None or tracker.backend != "sam2":
+        return contextlib.nullcontext()
+    return torch.autocast(tracker.device.type, dtype=tracker.dtype)
+
+
+# --------------------------------------------------------------------------- backend calls
+
+
+# sam2's image normalisation (``sam2.utils.misc.load_video_frames``' defaults)
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+_PREFETCH = 4  # frames prepared ahead of the one propagation asks for
+
+
+def prepare_frame(rgb, image_size: int, device):
+    """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``,
+    normalised with sam2's mean and std.
+
+    On a GPU the uint8 frame is copied over (pinned, non-blocking) and resized there (bicubic,
+    antialiased: PIL's filter, what sam2's JPEG loader uses). On the CPU, OpenCV resizes it
+    (bicubic, or area averaging when shrinking by more than 1.5x), which costs a third of
+    torch's antialiased filter and stays within a grey level of PIL's on average."""
+    import torch
+
+    if device.type == "cuda":
+        import torch.nn.functional as F
+
+        x = torch.as_tensor(rgb).pin_memory().to(device, non_blocking=True)
+        x = x.permute(2, 0, 1)[None].float()
+        y = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True)
+        y = y[0].clamp_(0, 255).round_()
+        std = torch.tensor(_STD, device=device)[:, None, None]
+        mean = torch.tensor(_MEAN, device=device)[:, None, None]
+    else:
+        import cv2
+
+        img = np.asarray(rgb)
+        shrink = max(img.shape[:2]) > 1.5 * image_size
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        small = cv2.resize(img, (image_size, image_size), interpolation=interp)
+        # uint8 -> normalised float32 through a per-channel lookup table (one pass); the
+        # [3,S,S] result is a channels-last view, which the model's first conv takes as is
+        return torch.from_numpy(cv2.LUT(small, _norm_lut())).permute(2, 0, 1)
+    return y.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+
+
+@functools.lru_cache(maxsize=1)
+def _norm_lut() -> np.ndarray:
+    """[256,1,3] float32: grey level v of channel c -> (v / 255 - mean[c]) / std[c]."""
+    v = np.arange(256, dtype=np.float64)[:, None] / 255.0
+    return ((v - np.array(_MEAN)) / np.array(_STD)).astype(np.float32).reshape(256, 1, 3)
+
+
+class PreparedFrames:
+    """Frames ``first..first+n-1`` of a ``FrameLoader`` as sam2's ``state["images"]``.
+
+    ``frames[t]`` is frame ``first + t`` prepared for the model (``prepare_frame``); a worker
+    thread prepares the next few frames (in the direction propagation runs) while the model
+    works on this one, on its own CUDA stream on a GPU. Only uint8 frames are held on the
+    host and at most a few prepared frames on the device.
+    """
+
+    def __init__(self, loader, first: int, n: int, image_size: int, device):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.loader, self.first, self.n = loader, int(first), int(n)
+        self.image_size, self.device = int(image_size), device
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frame-prep")
+        self._ready: dict[int, Any] = {}
+        self._last = None
+        self._stream = None
+        if device.type == "cuda":
+            import torch
+
+            self._stream = torch.cuda.Stream(device)
+        self.prepared = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _prepare(self, t: int):
+        import torch
+
+        rgb = self.loader.read(self.first + t)
+        self.prepared += 1
+        if self._stream is None:
+            return prepare_frame(rgb, self.image_size, self.device), None
+        with torch.cuda.stream(self._stream):
+            y = prepare_frame(rgb, self.image_size, self.device)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        return y, done
+
+    def __getitem__(self, t: int):
+        import torch
+
+        t = int(t)
+        if not 0 <= t < self.n:
+            raise IndexError(t)
+        step = -1 if self._last is not None and t < self._last else 1
+        self._last = t
+        fut = self._ready.pop(t, None)
+        for k in range(t + step, t + step * (_PREFETCH + 1), step):
+            if 0 <= k < self.n and k not in self._ready:
+                self._ready[k] = self._pool.submit(self._prepare, k)
+        for k in [k for k in self._ready if abs(k - t) > _PREFETCH + 1]:
+            self._ready.pop(k).cancel()
+        y, done = fut.result() if fut is not None else self._prepare(t)
+        if done is not None:
+            cur = torch.cuda.current_stream(self.device)
+            cur.wait_event(done)
+            y.record_stream(cur)
+        return y
+
+    def close(self) -> None:
+        for f in self._ready.values():
+            f.cancel()
+        self._ready.clear()
+        self._pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _frames_hook(images, height: int, width: int):
+    """sam2's ``init_state`` takes its frames from ``images`` (its ``load_video_frames`` hook)
+    instead of reading a JPEG folder; everything else ``init_state`` does is unchanged."""
+    import sam2.sam2_video_predictor as vp
+
+    real = vp.load_video_frames
+
+    def load_video_frames(**kw):
+        return images, height, width
+
+    vp.load_video_frames = load_video_frames
+    try:
+        yield
+    finally:
+        vp.load_video_frames = real
+
+
+def _open_frames(tracker: VideoTracker, images: PreparedFrames, offload: bool):
+    """A fresh inference state over frames in memory (sam2 backend)."""
+    h, w = images.loader.height, images.loader.width
+    with _frames_hook(images, h, w):
+        return tracker.predictor.init_state(
+            "<frames in memory>", offload_video_to_cpu=False, offload_state_to_cpu=offload
+        )
+
+
+def _open(tracker: VideoTracker, folder: Path, offload: bool):
+    """A fresh inference state over the JPEG frames in ``folder``."""
+    if tracker.backend == "sam2":
+        return tracker.predictor.init_state(
+            str(folder),
+            offload_video_to_cpu=offload,
+            offload_state_to_cpu=offload,
+            async_loading_frames=False,
+        )
+    import cv2
+    import torch
+
+    frames = [
+        cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(folder.glob("*.jpg"))
+    ]
+    dev = tracker.device
+    return tracker.processor.init_video_session(
+        video=frames,
+        inference_device=dev,
+        inference_state_device="cpu" if offload else dev,
+        video_storage_device="cpu" if offload else dev,
+        dtype=tracker.dtype or torch.float32,
+    )
+
+
+def _to_masks(ids, logits) -> dict[int, np.ndarray]:
+    """{id: bool [H,W] mask} from logits [N,1,H,W] on the device.
+
+    On a GPU the masks are thresholded and transposed there, so each arrives on the host
+    already column-major (Fortran order, what COCO RLE encodes) and needs no host copy; the
+    copy goes into pinned memory without blocking and is waited for once. On the CPU they
+    are thresholded in place (the RLE encoder transposes them on its own thread)."""
+    import torch
+
+    shape = (len(ids), *logits.shape[-2:])
+    if logits.device.type != "cuda":  # the host is the device: threshold once, no transpose
+        m = logits.detach().float().numpy().reshape(shape) > 0
+        return {int(i): m[k] for k, i in enumerate(ids)}
+    m = (logits > 0).reshape(shape).transpose(1, 2)
+    host = torch.empty(m.shape, dtype=torch.bool, pin_memory=True)
+    host.copy_(m, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    done.synchronize()
+    arr = host.numpy()
+    return {int(i): arr[k].T for k, i in enumerate(ids)}
+
+
+def _prompt(tracker: VideoTracker, state, t: int, prompts: list[tuple[int, str, Any]]):
+    """Add prompts (obj_id, "box"|"point"|"mask", value) on local frame ``t``.
+
+    Returns the masks of every object in the state on that frame.
+    """
+    if tracker.backend == "sam2":
+        p = tracker.predictor
+        ids, logits = [], None
+        for oid, kind, val in prompts:
+            if kind == "mask":
+                _, ids, logits = p.add_new_mask(state, t, oid, np.asarray(val, dtype=bool))
+            elif kind == "point":
+                pts = np.asarray(val, dtype=np.float32).reshape(1, 2)
+                _, ids, logits = p.add_new_points_or_box(
+                    state, t, oid, points=pts, labels=np.array([1], np.int32)
+                )
+            else:
+                box = np.asarray(val, dtype=np.float32).reshape(4)
+                _, ids, logits = p.add_new_points_or_box(state, t, oid, box=box)
+        return _to_masks(ids, logits)
+    # transformers: one add call per kind (a later call replaces the session's list of objects
+    # with new inputs), then one forward on the frame
+    proc, model = tracker.processor, tracker.predictor
+    out = None
+    for kind in ("mask", "point", "box"):
+        group = [(int(oid), val) for oid, k, val in prompts if k == kind]
+        if not group:
+            continue
+        ids = [oid for oid, _ in group]
+        if kind == "mask":
+            kw: dict[str, Any] = {"input_masks": [np.asarray(v, dtype=bool) for _, v in group]}
+        elif kind == "point":
+            pts = [[[float(c) for c in np.asarray(v).reshape(2)]] for _, v in group]
+            kw = {"input_points": [pts], "input_labels": [[[1] for _ in group]]}
+        else:
+            kw = {"input_boxes": [[[float(c) for c in np.asarray(v).reshape(4)] for _, v in group]]}
+        proc.add_inputs_to_inference_session(
+            inference_session=state, frame_idx=t, obj_ids=ids, **kw
+        )
+        out = model(inference_session=state, frame_idx=t)
+    return _tf_masks(tracker, state, out)
+
+
+def _tf_masks(tracker, state, out) -> dict[int, np.ndarray]:
+    logits = tracker.processor.post_process_masks(
+        [out.pred_masks.float()],
+        original_sizes=[[state.video_height, state.video_width]],
+        binarize=False,
+    )[0]
+    return _to_masks(out.object_ids, logits)
+
+
+def _propagate(
+    tracker: VideoTracker, state, a: int, b: int, reverse: bool = False
+) -> Iterator[tuple[int, dict]]:
+    """Track every object in the state from local frame a to b (b < a when ``reverse``)."""
+    n = abs(b - a)
+    if tracker.backend == "sam2":
+        gen = tracker.predictor.propagate_in_video(
+            state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
+        )
+        for t, ids, logits in gen:
+            yield t, _to_masks(ids, logits)
+            if not reverse:
+                _prune(state["output_dict_per_obj"], t)
+    else:
+        gen = tracker.predictor.propagate_in_video_iterator(
+            state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
+        )
+        for out in gen:
+            yield out.frame_idx, _tf_masks(tracker, state, out)
+            if not reverse:
+                _prune(state.output_dict_per_obj, out.frame_idx)
+
+
+def _prune(output_dict_per_obj: dict, t: int) -> None:
+    for d in output_dict_per_obj.values():
+        old = d["non_cond_frame_outputs"]
+        for k in [k for k in old if k < t - _MEMORY_WINDOW]:
+            del old[k]
+
+
+@without_jit_script_warning  # sam2 scripts its transforms: torch's FutureWarning
+def _image_predictor(tracker: VideoTracker):
+    if tracker.image_predictor is None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        tracker.image_predictor = SAM2ImagePredictor(tracker.predictor)
+        # the image predictor assumes 1024 px input; match a smaller image_size override
+        side = int(tracker.predictor.image_size)
+        tracker.image_predictor._bb_feat_sizes = [(side // 4 >> k,) * 2 for k in range(3)]
+    return tracker.image_predictor
+
+
+def _image_masks(
+    tracker: VideoTracker, image: np.ndarray, boxes: np.ndarray, features_set: bool = False
+) -> np.ndarray | None:
+    """Masks [N,H,W] for detection boxes on one frame with SAM 2's image path (same weights).
+
+    The predictor upsamples the low-resolution logits to the frame size and thresholds them
+    there, so masks are full resolution. ``features_set``: the image predictor already holds
+    this frame's features (no encoder pass here).
+    """
+    if tracker.backend != "sam2" or len(boxes) == 0:
+        return None
+    ip = _image_predictor(tracker)
+    if not features_set:
+        ip.set_image(image)
+    masks, _, _ = ip.predict(box=np.asarray(boxes, np.float32), multimask_output=False)
+    h, w = image.shape[:2]
+    return np.asarray(masks).reshape(len(boxes), -1, h, w)[:, 0] > 0.5
+
+
+def pool_features(features: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Appearance embeddings [N,C]: a [C,h,w] feature map averaged under each [H,W] mask.
+
+    The map's mean over the whole frame is subtracted first (what every position shares says
+    nothing about one object); rows are unit length, zero for empty masks.
+    """
+    import cv2
+
+    from helpers.textseg.identity import normalize_rows
+
+    feats = np.asarray(features, dtype=np.float32)
+    c, h, w = feats.shape
+    feats = feats - feats.reshape(c, -1).mean(1)[:, None, None]
+    flat = feats.reshape(c, -1)
+    out = np.zeros((len(masks), c), dtype=np.float32)
+    for k, m in enumerate(np.asarray(masks, dtype=bool)):
+        wgt = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA).reshape(-1)
+        if wgt.sum() > 1e-6:
+            out[k] = flat @ wgt / wgt.sum()
+    return normalize_rows(out)
+
+
+def _features_from_state(tracker: VideoTracker, state, t: int, hw: tuple[int, int]) -> None:
+    """Give the image predictor frame ``t``'s features from the video state (what
+    ``set_image`` computes), reusing the image-encoder pass propagation made on that frame."""
+    p = tracker.predictor
+    ip = _image_predictor(tracker)
+    _, backbone_out = state["cached_features"].get(t, (None, None))
+    if backbone_out is None:
+        p._get_image_feature(state, t, 1)
+        _, backbone_out = state["cached_features"][t]
+    _, vision_feats, _, _ = p._prepare_backbone_features(dict(backbone_out))
+    if p.directly_add_no_mem_embed:
+        vision_feats[-1] = vision_feats[-1] + p.no_mem_embed
+    feats = [
+        f.permute(1, 2, 0).reshape(1, -1, *size)
+        for f, size in zip(vision_feats[::-1], ip._bb_feat_sizes[::-1])
+    ][::-1]
+    ip.reset_predictor()
+    ip._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+    ip._orig_hw = [tuple(hw)]
+    ip._is_image_set = True
+
+
+def keyframe_features(
+    tracker: VideoTracker,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    masks: np.ndarray | None,
+    session: Sam2Session | None = None,
+    frame: int | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(masks [N,H,W], embeddings [N,C]) for a keyframe's detections.
+
+    With the sam2 backend the frame goes through the image encoder once: its masks come from
+    the boxes (unless the detector gave masks) and each embedding pools the encoder's
+    features under the mask. With the propagation's ``session`` (frames in memory) and the
+    keyframe's global ``frame`` number, the features propagation computed on that frame are
+    reused, so a keyframe costs no second encoder pass. The transformers backend has no image
+    path here: (masks, None).
+    """
+    if tracker.backend != "sam2" or len(boxes) == 0:
+        return masks, None
+    import torch
+
+    reuse = session is not None and frame is not None and session.in_memory
+    with _autocast(tracker), torch.inference_mode():
+        if reuse:
+            _features_from_state(tracker, session.state, frame - session.first, image.shape[:2])
+        if masks is None:
+            masks = _image_masks(tracker, image, boxes, features_set=reuse)
+        elif not reuse:
+            _image_predictor(tracker).set_image(image)
+        embed = _image_predictor(tracker)._features["image_embed"][0]
+        emb = pool_features_torch(embed, masks)
+    return masks, emb
+
+
+def pool_features_torch(features, masks: np.ndarray) -> np.ndarray:
+    """``pool_features`` on the features' device: only the [N,C] embeddings reach the host."""
+    import torch
+    import torch.nn.functional as F
+
+    from helpers.textseg.identity import normalize_rows
+
+    feats = features.float()
+    c, h, w = feats.shape
+    feats = feats - feats.reshape(c, -1).mean(1)[:, None, None]
+    m = torch.as_tensor(np.asarray(masks, dtype=np.float32), device=feats.device)[:, None]
+    wgt = F.interpolate(m, size=(h, w), mode="area").reshape(len(masks), -1)
+    total = wgt.sum(1, keepdim=True)
+    out = (wgt @ feats.reshape(c, -1).T) / total.clamp_min(1e-12)
+    out = torch.where(total > 1e-6, out, torch.zeros_like(out))
+    return normalize_rows(out.cpu().numpy())
+
+
+def _click_point(box: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """A positive click: the mask pixel deepest inside the object, else the box centre."""
+    if mask is not None and mask.any():
+        import cv2
+
+        dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+        return np.array([x + 0.5, y + 0.5], dtype=np.float32)
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class NewIdRefused(RuntimeError):
+    """The predictor does not take new object ids once tracking has started (older sam2)."""
+
+
+def _chunk_folder(frames, first: int, end: int, root: Path) -> Path:
+    """A folder whose 00000.jpg.. are frames first..end-1 (links, or copies if links fail)."""
+    import os
+
+    if first == 0 and end == frames.num_frames:
+        return Path(frames.frame_dir)
+    sub = root / f"chunk_{first:06d}_{end:06d}"
+    shutil.rmtree(sub, ignore_errors=True)
+    sub.mkdir(parents=True)
+    for k, g in enumerate(range(first, end)):
+        src = Path(frames.frame_paths[g]).resolve()
+        dst = sub / f"{k:05d}.jpg"
+        try:
+            os.symlink(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return sub
+
+
+class Sam2Session:
+    """One inference state over frames ``first..end-1``; frame numbers are global.
+
+    ``source`` is a JPEG folder (sam2 reads it) or ``PreparedFrames`` (frames in memory)."""
+
+    def __init__(self, tracker: VideoTracker, source, first: int, offload: bool, own: bool):
+        self.in_memory = isinstance(source, PreparedFrames)
+        self.folder = None if self.in_memory else source
+        self.frames = source if self.in_memory else None
+        self.tracker, self.first, self.own = tracker, first, own
+        if self.in_memory:
+            self.state = _open_frames(tracker, source, offload)
+        else:
+            self.state = _open(tracker, source, offload)
+
+    def prompt(self, t: int, prompts: list[tuple[int, str, Any]]) -> dict[int, np.ndarray]:
+        try:
+            return _prompt(self.tracker, self.state, t - self.first, prompts)
+        except RuntimeError as e:
+            if "Cannot add new object id" in str(e):
+                raise NewIdRefused(str(e)) from None
+            raise
+
+    def propagate(self, a: int, b: int, reverse: bool = False):
+        for t, masks in _propagate(
+            self.tracker, self.state, a - self.first, b - self.first, reverse
+        ):
+            yield t + self.first, masks
+
+    def remove(self, ids) -> bool:
+        """Drop ids from the state; False when this backend cannot (the caller resets)."""
+        p = self.tracker.predictor
+        if self.tracker.backend != "sam2" or not hasattr(p, "remove_object"):
+            return False
+        for i in ids:
+            p.remove_object(self.state, int(i), strict=False, need_output=False)
+        return True
+
+    def reset(self) -> None:
+        """Forget every object and prompt (the frames' cached features stay)."""
+        if self.tracker.backend == "sam2":
+            self.tracker.predictor.reset_state(self.state)
+        else:
+            reset = getattr(self.state, "reset_tracking_data", None)
+            (reset or self.state.reset_inference_session)()
+
+    def close(self) -> None:
+        self.state = None
+        if self.frames is not None:
+            self.frames.close()
+        if self.own:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class Sam2Propagator:
+    """Opens a ``Sam2Session`` per chunk of a ``media.VideoFrames`` folder or of a
+    ``frame_loader.FrameLoader`` (a video decoded in memory: no frame folder; sam2 backend)."""
+
+    tracker: VideoTracker
+    frames: Any  # media.VideoFrames | frame_loader.FrameLoader
+    root: Path | None = None
+    offload: bool = True
+    session: Sam2Session | None = None  # the open session (keyframes reuse its features)
+
+    def open(self, first: int, end: int) -> Sam2Session:
+        self.session = self._open(first, end)
+        return self.session
+
+    def _open(self, first: int, end: int) -> Sam2Session:
+        if hasattr(self.frames, "read") and self.tracker.backend == "sam2":
+            size = int(self.tracker.predictor.image_size)
+            images = PreparedFrames(self.frames, first, end - first, size, self.tracker.device)
+            try:
+                return Sam2Session(self.tracker, images, first, self.offload, False)
+            except BaseException:
+                images.close()
+                raise
+        folder = _chunk_folder(self.frames, first, end, self.root)
+        own = folder != Path(self.frames.frame_dir)
+        try:
+            return Sam2Session(self.tracker, folder, first, self.offload, own)
+        except BaseException:
+            if own:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def context(self):
+        """Silenced sam2 progress bars, autocast and inference mode for a chunk."""
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(_quiet_sam2())
+        stack.enter_context(_autocast(self.tracker))
+        stack.enter_context(torch.inference_mode())
+        return stack

@@ -1,0 +1,752 @@
+"""Video tracking: text prompt -> boxes on keyframes -> SAM 2 masks propagated through the video.
+
+How it works (``track_video``):
+
+1. With the sam2 backend a video file is decoded in memory on a background thread
+   (``frame_loader.FrameLoader``: uint8 frames, a bounded window) and each frame is prepared
+   for the model on the device just ahead of propagation (``sam2_video.PreparedFrames``);
+   otherwise (a frame folder, ``frame_dir`` given, other backends) the video becomes a folder
+   of JPEG frames (``media.video_to_frames``; a folder of JPEG frames is used as it is).
+2. Frames are processed in chunks of ``chunk_size``; each chunk has its own SAM 2 inference
+   state, so memory stays bounded on long videos. Objects alive at the end of a chunk are
+   carried into the next one by prompting its first frame (the previous chunk's last frame)
+   with their last masks under the same ids.
+3. On the first frame of each chunk and every ``detect_every`` frames the detector runs; SAM 2
+   gives each box a mask and an appearance embedding (image-encoder features under the mask).
+   ``identity.IdBook`` decides who is who: tracked objects that were detected are re-seeded
+   from the fresh detection (drift cannot build up), tracked objects the detector missed are
+   kept for ``keep_missed`` keyframes and then retired from the SAM 2 state (their ids stay),
+   detections of retired objects get their old id back by appearance wherever they reappear,
+   and only the rest get new ids. With ``backfill`` a new object is also tracked backwards to
+   the previous keyframe.
+4. Masks leave the device once per frame; a writer thread (``drain_in_worker``) encodes them
+   as compressed COCO RLE, builds the JSON records, draws the annotated MP4 and releases the
+   frames, so propagation never waits for outputs. The MP4 and ``tracks.json`` are written
+   atomically.
+
+The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
+``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->
+``identity.Detections``), so the tracking benchmark plugs in scripted stand-ins for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.errors import InputError
+from helpers.textseg.identity import (  # noqa: F401  (public names kept here for callers)
+    Detections,
+    IdBook,
+    IdentityConfig,
+    box_iou,
+    mask_box,
+    masks_iou,
+    match_ids,
+)
+from helpers.textseg.sam2_video import (  # noqa: F401
+    PROMPT_TYPES,
+    SAM2_SIZES,
+    NewIdRefused,
+    Sam2Propagator,
+    VideoTracker,
+    load_video_tracker,
+)
+
+# --------------------------------------------------------------------------- results
+
+
+class MaskStore(Mapping):
+    """frame -> {id: bool mask}, held as compressed COCO RLE and decoded on access."""
+
+    def __init__(self) -> None:
+        self.rles: dict[int, dict[int, dict]] = {}
+
+    def put(self, frame_idx: int, masks: dict[int, np.ndarray]) -> None:
+        from helpers.textseg.render import mask_to_rle
+
+        self.rles[frame_idx] = {i: mask_to_rle(m, compressed=True) for i, m in masks.items()}
+
+    def put_rles(self, frame_idx: int, rles: dict[int, dict]) -> None:
+        self.rles[frame_idx] = dict(rles)
+
+    def __getitem__(self, frame_idx: int) -> dict[int, np.ndarray]:
+        from helpers.textseg.render import rle_to_mask
+
+        return {i: rle_to_mask(r) for i, r in self.rles[frame_idx].items()}
+
+    def __iter__(self):
+        return iter(self.rles)
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def nbytes(self) -> int:
+        """Bytes held by the RLE strings (what grows with the video)."""
+        return sum(len(r["counts"]) for per in self.rles.values() for r in per.values())
+
+
+@dataclass
+class TrackResult:
+    masks: Mapping[int, dict[int, np.ndarray]]  # frame -> id -> bool [H,W]
+    labels: dict[int, str]
+    scores: dict[int, float]
+    video_path: Path | None
+    json_path: Path | None
+    fps: float
+    num_frames: int
+    width: int = 0
+    height: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.labels)
+
+
+@dataclass
+class LoopOptions:
+    """Settings of the keyframe loop (``track_frames``)."""
+
+    detect_every: int = 30
+    prompt_type: str = "box"  # how new objects are prompted: box, point or mask
+    chunk_size: int = 200
+    backfill: bool = False  # track new objects backwards to the previous keyframe
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _encode(masks: dict[int, np.ndarray]) -> dict[int, dict]:
+    """{id: compressed COCO RLE}; masks that arrive column-major (``sam2_video._to_masks``)
+    are encoded without a copy."""
+    from helpers.textseg.render import mask_to_rle
+
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError:
+        return {i: mask_to_rle(m, compressed=True) for i, m in masks.items()}
+    import cv2
+
+    out = {}
+    for i, m in masks.items():
+        m = np.asarray(m, dtype=bool)
+        if not m.flags.f_contiguous:  # a C-ordered mask: transpose it (fast) to Fortran order
+            m = cv2.transpose(np.ascontiguousarray(m).view(np.uint8)).T.view(bool)
+        enc = mask_utils.encode(m.view(np.uint8))
+        out[i] = {"size": [int(m.shape[0]), int(m.shape[1])], "counts": enc["counts"].decode()}
+    return out
+
+
+def _as_rles(frame: dict) -> dict[int, dict]:
+    """A frame's {id: RLE} from what the loop produced: RLEs already, or bool masks."""
+    if any(isinstance(v, np.ndarray) for v in frame.values()):
+        return _encode(frame)
+    return frame
+
+
+def _prompt_for(i, j, dets: Detections, kind: str, reseed: bool):
+    from helpers.textseg.sam2_video import _click_point
+
+    m = dets.masks[j] if dets.masks is not None else None
+    if m is not None and m.any() and (reseed or kind == "mask"):
+        return (i, "mask", m)
+    if kind == "point":
+        return (i, "point", _click_point(dets.boxes[j], m))
+    return (i, "box", dets.boxes[j])
+
+
+def _apply_plan(session, k, plan, dets, last, book, opts):
+    """Retire, re-seed and start objects on keyframe ``k``; returns the live masks on ``k``."""
+    live = book.live
+    prompts = [
+        _prompt_for(i, j, dets, opts.prompt_type, i in plan.reseed)
+        for i, j in plan.prompted.items()
+    ]
+    kept = [(i, "mask", last[i]) for i in live if i not in plan.prompted and i in last]
+    removed = not plan.retire or session.remove(plan.retire)
+    masks = None
+    if removed and prompts:
+        try:
+            masks = session.prompt(k, prompts)
+        except NewIdRefused:  # older sam2: no new ids once tracking started
+            removed = False
+    if not removed:  # start over on this frame with every live object
+        session.reset()
+        prompts = prompts + kept
+        masks = session.prompt(k, prompts) if prompts else {}
+    if masks is None:
+        masks = {i: last[i] for i in live if i in last}
+    return {i: m for i, m in masks.items() if i in book.objects and book.objects[i].live}
+
+
+def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
+    """Track frames start..end-1. Returns ({frame: {id: bool mask}}, {id: mask} on the last
+    frame); ``book`` is updated in place. Masks are encoded by the consumer (off this thread)."""
+    first = start - 1 if carried else start
+    out: dict[int, dict[int, dict]] = {}
+    last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
+    session = prop.open(first, end)
+    try:
+        if carried:
+            last = session.prompt(first, [(i, "mask", m) for i, m in carried.items()])
+        keys = sorted({start} | {g for g in range(start, end) if g % opts.detect_every == 0})
+        nxt, prev_key = start, start
+        for k in [*keys, None]:
+            stop = end - 1 if k is None else k
+            if nxt <= stop:
+                if book.live:
+                    for t, last in session.propagate(nxt, stop):
+                        last = {i: m for i, m in last.items() if i in book.objects}
+                        out[t] = last
+                        book.observe(t, last)
+                        bar.update(1)
+                else:
+                    last = {}
+                    for g in range(nxt, stop + 1):
+                        out[g] = {}
+                        bar.update(1)
+                nxt = stop + 1
+            if k is None:
+                break
+            dets = keyframe_fn(k)
+            plan = book.keyframe(k, last, dets)
+            if plan.retire or plan.prompted:
+                last = _apply_plan(session, k, plan, dets, last, book, opts)
+                out[k] = last
+                book.observe(k, last)
+            if opts.backfill and plan.start and k > max(prev_key, first):
+                _backfill(session, k, max(prev_key + 1, first), set(plan.start), out)
+            prev_key = k
+    finally:
+        session.close()
+    return out, last
+
+
+def _backfill(session, k, a, ids, out):
+    """Track objects started on keyframe ``k`` backwards over frames k-1..a (where absent)."""
+    for t, masks in session.propagate(k, a, reverse=True):
+        if t == k or t not in out:
+            continue
+        for i in ids:
+            m = masks.get(i)
+            if m is not None and m.any() and i not in out[t]:
+                out[t] = {**out[t], i: m}
+
+
+def is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def after_oom(bar, start: int) -> None:
+    """Free what an out-of-memory chunk left behind and rewind the progress bar to ``start``."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if bar is not None:
+        bar.n = start
+        bar.refresh()
+
+
+def track_frames(
+    num_frames: int,
+    propagator,
+    keyframe_fn: Callable[[int], Detections],
+    book: IdBook,
+    opts: LoopOptions,
+    bar=None,
+    encode: bool = True,
+) -> Iterator[tuple[int, dict[int, dict]]]:
+    """Yields (frame, {id: compressed RLE}) for every frame, chunk by chunk (``encode=False``:
+    {id: bool mask}, for a consumer that encodes them on another thread).
+
+    ``propagator.open(first, end)`` gives a session over frames first..end-1 (see
+    ``sam2_video.Sam2Session``); ``keyframe_fn(frame)`` gives that frame's detections. A chunk
+    that hits CUDA out-of-memory is retried with offloading on (when the propagator has that
+    switch), then with half the chunk size, then InputError with advice.
+    """
+    import contextlib
+
+    n = int(num_frames)
+    chunk_size = int(opts.chunk_size)
+    start, carried = 0, {}
+    while start < n:
+        end = min(start + chunk_size, n)
+        trial = book.copy()
+        ctx = propagator.context() if hasattr(propagator, "context") else contextlib.nullcontext()
+        try:
+            with ctx:
+                out, last = _run_chunk(
+                    propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar()
+                )
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            out = None  # handled below, once the traceback (and its tensors) is released
+        if out is None:
+            after_oom(bar, start)
+            if not getattr(propagator, "offload", True):
+                propagator.offload = True
+                print(f"CUDA out of memory at frame {start}; retrying with offload=True.")
+            elif chunk_size > 16:
+                chunk_size //= 2
+                print(
+                    f"CUDA out of memory at frame {start}; retrying with chunk_size={chunk_size}."
+                )
+            else:
+                raise InputError(
+                    "CUDA ran out of memory while tracking, even with offloading and "
+                    f"chunk_size={chunk_size}. Use a smaller model (size='tiny'), downscale the "
+                    "video (max_side=720 or less), track fewer objects (a narrower prompt or a "
+                    "higher box_threshold), or free GPU memory (restart the runtime)."
+                )
+            continue
+        book.__dict__.update(trial.__dict__)
+        carried = {i: m for i, m in last.items() if m.any() and i in book.live}
+        book.retire([i for i in book.live if i not in carried])
+        for g in range(start, end):
+            frame = out.pop(g)
+            yield g, _encode(frame) if encode else frame
+        start = end
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def frame_records(
+    rles: dict[int, dict], book: IdBook, label_ids: dict[str, int], frame: int | None = None
+) -> list[dict]:
+    """JSON-ready objects of one frame, in id order: non-empty masks only, unless ``book``
+    says ``keep_empty`` (then an empty one is kept with ``"empty": true``). The score is the
+    id's score in this frame when ``book.frame_scores[frame]`` has it, else its best score."""
+    from helpers.textseg.render import rle_area, rle_bbox
+
+    per_frame = getattr(book, "frame_scores", {}).get(frame, {})
+    objs = []
+    for i in sorted(rles):
+        r = rles[i]
+        area = rle_area(r)
+        if area == 0 and not getattr(book, "keep_empty", False):
+            continue
+        x, y, w, h = rle_bbox(r) if area else (0, 0, 0, 0)
+        label = book.labels.get(i, "object")
+        obj = {
+            "id": int(i),
+            "label": label,
+            "class_id": label_ids.setdefault(label, len(label_ids)),
+            "score": round(float(per_frame.get(i, book.scores.get(i, 0.0))), 4),
+            "box": [float(x), float(y), float(x + w), float(y + h)],
+            "area": int(area),
+            "mask": r,
+        }
+        if area == 0:
+            obj["empty"] = True
+        objs.append(obj)
+    return objs
+
+
+def _frame_detections(masks: dict[int, np.ndarray], book: IdBook, label_ids: dict[str, int]):
+    import supervision as sv
+
+    ids = [i for i, m in masks.items() if m.any()]
+    if not ids:
+        return sv.Detections.empty()
+    labels = [book.labels.get(i, "object") for i in ids]
+    return sv.Detections(
+        xyxy=np.stack([mask_box(masks[i]) for i in ids]).astype(np.float32),
+        mask=np.stack([masks[i] for i in ids]),
+        confidence=np.array([book.scores.get(i, 0.0) for i in ids], dtype=np.float32),
+        class_id=np.array([label_ids.setdefault(s, len(label_ids)) for s in labels], dtype=int),
+        tracker_id=np.array(ids, dtype=int),
+        data={"class_name": np.array(labels, dtype=str)},
+    )
+
+
+def _to_detections(dets) -> Detections:
+    """``identity.Detections`` from supervision detections (labels from ``class_name``)."""
+    boxes = np.asarray(dets.xyxy, dtype=np.float32).reshape(-1, 4)
+    names = dets.data.get("class_name") if dets.data else None
+    labels = [str(x) for x in names] if names is not None else ["object"] * len(dets)
+    conf = dets.confidence if dets.confidence is not None else np.ones(len(dets))
+    return Detections(boxes, labels, np.asarray(conf, np.float32), dets.mask)
+
+
+def _read(frames, k: int) -> np.ndarray:
+    """Frame ``k`` of a frame folder (``media.VideoFrames``) or a ``FrameLoader``."""
+    from helpers.textseg import media
+
+    return frames.read(k) if hasattr(frames, "read") else media.read_frame(frames, k)
+
+
+def make_keyframe_fn(tracker: VideoTracker, frames, detect_fn, prompt_type: str, prop=None):
+    """frame -> ``Detections`` with masks and embeddings from SAM 2's image path (sam2).
+
+    With the propagator ``prop`` (frames in memory) a keyframe reuses the image-encoder
+    features propagation computed on it: one encoder pass per keyframe."""
+    from helpers.textseg import sam2_video
+
+    def keyframe_fn(k: int) -> Detections:
+        image = _read(frames, k)
+        d = detect_fn(image)
+        if len(d) == 0:
+            return Detections(np.zeros((0, 4)), [], np.zeros(0))
+        dets = _to_detections(d)
+        session = getattr(prop, "session", None)
+        extra = {"session": session, "frame": k} if session is not None else {}
+        dets.masks, emb = sam2_video.keyframe_features(
+            tracker, image, dets.boxes, dets.masks, **extra
+        )
+        if emb is not None:
+            dets.embeddings = emb
+        if prompt_type == "mask" and dets.masks is None:
+            raise InputError(
+                "prompt_type='mask' needs masks for the detections; the transformers backend "
+                "has no image path here: use prompt_type='box' or the sam2 backend."
+            )
+        return dets
+
+    return keyframe_fn
+
+
+def _check(
+    prompt_type, detect_every, chunk_size, iou_threshold, box_iou_threshold, tracker, **id_kw
+):
+    if prompt_type not in PROMPT_TYPES:
+        raise InputError(f"prompt_type must be one of {list(PROMPT_TYPES)}, got {prompt_type!r}.")
+    if int(detect_every) < 1:
+        raise InputError(f"detect_every must be >= 1 frame, got {detect_every}.")
+    if int(chunk_size) < 2:
+        raise InputError(f"chunk_size must be >= 2 frames, got {chunk_size}.")
+    if not isinstance(tracker, VideoTracker):
+        raise InputError("tracker must come from helpers.textseg.track.load_video_tracker().")
+    return IdentityConfig(
+        iou_threshold=iou_threshold, box_iou_threshold=box_iou_threshold, **id_kw
+    ).check()
+
+
+def track_video(
+    source,
+    prompt: str,
+    detector,
+    tracker: VideoTracker,
+    out_dir,
+    *,
+    detect_every: int = 30,
+    prompt_type: str = "box",
+    box_threshold: float = 0.35,
+    text_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
+    chunk_size: int = 200,
+    offload: bool | None = None,
+    max_frames: int | None = None,
+    render: bool = True,
+    max_side: int | None = None,
+    box_iou_threshold: float = 0.3,
+    reid_threshold: float = 0.8,
+    keep_missed: int = 2,
+    backfill: bool = False,
+    frame_dir=None,
+    detect_fn: Callable[[np.ndarray], Any] | None = None,
+    video_name: str = "tracked.mp4",
+) -> TrackResult:
+    """Segment and track every object ``prompt`` names through a video.
+
+    ``source``: a video file or a folder of numbered frames. Detection (``detector``,
+    a ``detect.Detector``) runs on the first frame of each chunk and every ``detect_every``
+    frames; SAM 2 (``tracker``) propagates masks in between. ``prompt_type``: how new objects
+    prompt SAM 2 ("box", "point" = one positive click inside the object, "mask"); tracked
+    objects are re-seeded from their fresh detection's mask. An object the detector misses is
+    kept for ``keep_missed`` keyframes, then retired; a returning object gets its old id back
+    when its appearance matches (cosine >= ``reid_threshold``, same label). ``backfill``
+    also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
+    (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
+    ``detect_fn(image) -> sv.Detections`` replaces the detector when given. ``offload``
+    (None = auto): SAM 2's state on the CPU only when the GPU's free memory would not hold it
+    (``sam2_video.choose_offload``); after an out-of-memory error it is turned on anyway. A
+    video file is decoded in memory for the sam2 backend (no frame folder) unless
+    ``frame_dir`` asks for frames on disk.
+    """
+
+    from tqdm.auto import tqdm
+
+    config = _check(
+        prompt_type,
+        detect_every,
+        chunk_size,
+        iou_threshold,
+        box_iou_threshold,
+        tracker,
+        reid_threshold=reid_threshold,
+        keep_missed=keep_missed,
+    )
+    if detect_fn is None:
+        from helpers.textseg import detect as det
+
+        if detector is None:
+            raise InputError("No detector given: pass detect.load_detector(...) as `detector`.")
+        det.normalize_prompt(prompt)  # empty prompt -> InputError before any work
+
+        def detect_fn(image):
+            return det.detect(
+                detector,
+                image,
+                prompt,
+                box_threshold=box_threshold,
+                text_threshold=text_threshold,
+            )
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    in_memory = tracker.backend == "sam2"
+    with decoded_frames(
+        source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
+    ) as (frames, root, timings):
+        opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
+        book = IdBook(config)
+        from helpers.textseg.sam2_video import choose_offload
+
+        side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
+        offload = choose_offload(
+            offload, tracker.device, min(int(chunk_size), frames.num_frames), side,
+            detect_every=int(detect_every),
+        )  # fmt: skip
+        prop = Sam2Propagator(tracker, frames, root, offload)
+        if hasattr(frames, "read"):
+            keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type, prop=prop)
+        else:
+            keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type)
+        bar = tqdm(total=frames.num_frames, desc="tracking", unit="frame")
+        stream = track_frames(frames.num_frames, prop, keyframe_fn, book, opts, bar, encode=False)
+        settings = {
+            "detect_every": int(detect_every),
+            "prompt_type": prompt_type,
+            "iou_threshold": iou_threshold,
+            "reid_threshold": reid_threshold,
+            "keep_missed": int(keep_missed),
+            "backfill": bool(backfill),
+            "chunk_size": int(chunk_size),
+            "tracker": f"{tracker.backend}:{tracker.size}",
+            "offload": bool(offload),
+            "frames_in_memory": hasattr(frames, "read"),
+        }
+        try:
+            out = write_outputs(
+                stream, frames, book, {}, prompt, settings, out_dir, video_name, render
+            )
+        finally:
+            bar.close()
+        out.timings.update(timings)
+    return out
+
+
+@contextlib.contextmanager
+def decoded_frames(
+    source,
+    frame_dir,
+    max_frames,
+    max_side,
+    prefix: str = "track_",
+    *,
+    in_memory: bool = False,
+    chunk_size: int = 200,
+):
+    """The video's frames as numbered JPEGs (``media.VideoFrames``), the folder they sit in,
+    and ``{"decode_s": ...}``; a temporary folder (``frame_dir`` None) is removed afterwards.
+
+    ``in_memory``: a video file (with no ``frame_dir`` asked for) is decoded on a background
+    thread into a ``frame_loader.FrameLoader`` instead (no JPEG round trip); it holds about
+    ``chunk_size`` + 32 frames at a time (a chunk, the writer's queue and a few decoded
+    ahead), whatever the video's length."""
+    import time
+
+    from helpers.textseg import media
+
+    t0 = time.perf_counter()
+    src = Path(source).expanduser()
+    if in_memory and frame_dir is None and src.is_file():
+        from helpers.textseg.frame_loader import FrameLoader
+
+        stream = media.open_video_stream(src, max_frames=max_frames, max_side=max_side)
+        loader = FrameLoader(stream, capacity=int(chunk_size) + 32)
+        try:
+            yield loader, None, {"decode_s": time.perf_counter() - t0}
+        finally:
+            loader.close()
+        return
+    own_tmp = frame_dir is None
+    root = Path(tempfile.mkdtemp(prefix=prefix)) if own_tmp else Path(frame_dir)
+    try:
+        frames = media.video_to_frames(
+            source, root / "frames", max_frames=max_frames, max_side=max_side
+        )
+        yield frames, root, {"decode_s": time.perf_counter() - t0}
+    finally:
+        if own_tmp:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def write_outputs(
+    stream,
+    frames,
+    book,
+    label_ids: dict[str, int],
+    prompt: str,
+    settings: dict,
+    out_dir: Path,
+    video_name: str = "tracked.mp4",
+    render: bool = True,
+    read_frame=None,
+) -> TrackResult:
+    """Consume ``stream`` ((frame, {id: compressed RLE}) in frame order): keep each frame's
+    objects, draw the annotated MP4 (if ``render``) and write ``tracks.json``; every video
+    backend ends here, so they all write the same files. ``read_frame(g)`` gives frame g to
+    draw on (default: from the JPEG frame folder ``frames``)."""
+    import time
+
+    from helpers.files import atomic_write_json
+    from helpers.textseg import media
+    from helpers.textseg import render as rnd
+
+    store, records = MaskStore(), []
+    t1 = time.perf_counter()
+    release = getattr(frames, "release", None)
+
+    def annotated(items) -> Iterator[np.ndarray | None]:
+        for g, frame in items:
+            objs = frame_records(_as_rles(frame), book, label_ids, g)
+            store.put_rles(g, {o["id"]: o["mask"] for o in objs if not o.get("empty")})
+            records.append({"frame": g, "objects": objs})
+            if render:
+                dets = _frame_detections(store[g], book, label_ids)
+                image = read_frame(g) if read_frame else _read(frames, g)
+                yield rnd.annotate(image, dets)
+            else:
+                yield None
+            if release is not None:
+                release(g)
+
+    def write(items):
+        if render:
+            return media.write_video(annotated(items), out_dir / video_name, fps=frames.fps)
+        for _ in annotated(items):
+            pass
+        return None
+
+    video_path = drain_in_worker(stream, write)
+    track_s = time.perf_counter() - t1
+    timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
+    video = (frames.fps, frames.width, frames.height, frames.num_frames)
+    doc = tracks_document(records, book, prompt, video, settings)
+    json_path = atomic_write_json(out_dir / "tracks.json", doc, indent=None)
+    return TrackResult(
+        masks=store,
+        labels=dict(book.labels),
+        scores=dict(book.scores),
+        video_path=video_path,
+        json_path=json_path,
+        fps=frames.fps,
+        num_frames=frames.num_frames,
+        width=frames.width,
+        height=frames.height,
+        timings=timings,
+    )
+
+
+class _Abort(Exception):
+    """The producer failed: the writer stops without finishing its files."""
+
+
+def drain_in_worker(stream, consume, depth: int = 16):
+    """``consume(items)`` on a worker thread while this thread pulls ``stream`` (the
+    propagation) and hands its items over through a queue of ``depth``; returns what
+    ``consume`` returned. Errors on either side stop both and are raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end, abort = object(), object()
+    result: dict[str, Any] = {}
+
+    def items():
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if item is abort:
+                raise _Abort()
+            yield item
+
+    def run():
+        try:
+            result["value"] = consume(items())
+        except BaseException as e:
+            result["error"] = e
+
+    worker = threading.Thread(target=run, name="track-writer", daemon=True)
+    worker.start()
+
+    def put(item) -> None:
+        while worker.is_alive():
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    try:
+        for item in stream:
+            if "error" in result:
+                break
+            put(item)
+    except BaseException:
+        put(abort)
+        worker.join()
+        raise
+    put(end)
+    worker.join()
+    if "error" in result and not isinstance(result["error"], _Abort):
+        raise result["error"]
+    return result.get("value")
+
+
+def tracks_document(records, book: IdBook, prompt: str, video, settings: dict) -> dict:
+    """The ``tracks.json`` document: video info, settings, per-id summary, per-frame objects."""
+    fps, width, height, num_frames = video
+    counts: dict[int, int] = {}
+    for r in records:
+        for o in r["objects"]:
+            if not o.get("empty"):  # frames the object is seen in
+                counts[o["id"]] = counts.get(o["id"], 0) + 1
+    return {
+        "video": {"fps": fps, "width": width, "height": height, "num_frames": num_frames},
+        "prompt": prompt,
+        "settings": settings,
+        "objects": {
+            str(i): {
+                "label": book.labels[i],
+                "score": round(book.scores.get(i, 0.0), 4),
+                "frames": counts.get(i, 0),
+            }
+            for i in sorted(book.labels)
+        },
+        "frames": records,
+    }

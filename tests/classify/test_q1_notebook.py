@@ -1,0 +1,80 @@
+"""Runs notebooks/q1_vit_cifar10.ipynb top to bottom in smoke mode (tiny synthetic run, CPU)."""
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import repo
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "q1_vit_cifar10.ipynb"
+
+
+def test_notebook_is_committed_clean():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["accelerator"] == "GPU"
+    assert nb.metadata["colab"]["gpuType"] == "T4"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
+    # the badge points at the repository named in helpers/repo.py (a fork runs
+    # `python -m helpers repo OWNER/NAME` and this still holds)
+    assert repo.colab_url("q1_vit_cifar10.ipynb") in nb.cells[0].source
+    assert "# @param" in "".join(c.source for c in code)
+
+
+@pytest.mark.parametrize("cwd", ["notebooks"])
+def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("HELPERS_SMOKE", "1")
+    monkeypatch.setenv("HELPERS_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setenv("HELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / cwd)}}
+    )
+    client.execute()  # raises CellExecutionError with the cell's traceback on any failure
+
+    run = tmp_path / "q1_fast_smoke"
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    # the best epoch was chosen on val; the test split was scored at the end and evaluated
+    test = json.loads((run / "test.json").read_text())
+    assert test["num_samples"] == 64 and test["selected_on"] == "val"
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 64 and 0.0 <= metrics["top1"] <= 1.0
+    assert metrics["tta_flip"] is True and metrics["split"] == "test"
+    assert metrics["top1"] == test["acc_flip_tta"]
+    for name in ("history", "confusion", "per_class", "samples", "attention"):
+        assert (run / "eval" / "test" / f"{name}.png").stat().st_size > 1000, name
+    assert (run / "eval" / "patch_comparison.png").stat().st_size > 1000
+    assert (run / "eval" / "test" / "confused_pairs.png").stat().st_size > 1000
+    analysis = tmp_path / "q1_fast_smoke_analysis"
+    ablation = json.loads((analysis / "ablation.json").read_text())
+    assert [r["variant"] for r in ablation][:2] == ["recipe as is", "no EMA"]
+    assert all(0.0 <= r["val_acc"] <= 1.0 and "delta" in r for r in ablation)
+    sweep = json.loads((analysis / "sweep.json").read_text())
+    assert [r["variant"] for r in sweep] == ["base", "depth 1", "lr 0.001"]
+    patches = json.loads((analysis / "finetune_patch.json").read_text())
+    assert [r["variant"] for r in patches] == ["ViT-S/16", "ViT-S/32"]
+    assert set(patches[0]["per_class_f1"]) == set(patches[1]["per_class_f1"])
+    for name in ("ablation.png", "sweep.png", "finetune_patch_f1.png"):
+        assert (analysis / name).stat().st_size > 1000, name
+    rows = json.loads((run / "patch_comparison.json").read_text())
+    assert [r["patch_size"] for r in rows] == [2, 4, 8]
+    assert [r["tokens"] for r in rows] == [256, 64, 16]
+    for p in (2, 4, 8):
+        assert (tmp_path / f"q1_fast_smoke_patch{p}" / "best.pt").is_file()
+    # the top-5 printout of the last cell
+    last = nb.cells[[i for i, c in enumerate(nb.cells) if c.cell_type == "code"][-1]]
+    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    assert text.count("%") == 5, text
+    assert os.environ["HELPERS_SMOKE"] == "1"

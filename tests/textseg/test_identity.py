@@ -1,0 +1,192 @@
+"""helpers.textseg.identity: who is who at keyframes (no model: masks and embeddings are arrays)."""
+
+import numpy as np
+import pytest
+
+from helpers.errors import InputError
+from helpers.textseg.identity import Detections, IdBook, IdentityConfig, mask_box
+
+H, W = 96, 128
+
+
+def square(x, y, s=20):
+    m = np.zeros((H, W), dtype=bool)
+    m[max(0, y) : max(0, y + s), max(0, x) : max(0, x + s)] = True
+    return m
+
+
+def look(seed, noise=0.0, rng=None):
+    """A unit appearance vector per object; ``noise`` perturbs one observation of it."""
+    v = np.random.default_rng(seed).normal(size=32)
+    if noise:
+        v = v / np.linalg.norm(v) + noise * rng.normal(size=32) / np.sqrt(32)
+    return v / np.linalg.norm(v)
+
+
+def dets(masks, labels=None, looks=None, scores=None):
+    masks = np.stack(masks) if len(masks) else np.zeros((0, H, W), bool)
+    n = len(masks)
+    return Detections(
+        np.stack([mask_box(m) for m in masks]) if n else np.zeros((0, 4)),
+        labels or ["dog"] * n,
+        np.full(n, 0.9) if scores is None else scores,
+        masks,
+        None if looks is None else np.stack(looks),
+    )
+
+
+def step(book, frame, tracked, d):
+    plan = book.keyframe(frame, tracked, d)
+    return plan, {i: d.masks[j] for i, j in plan.prompted.items()}
+
+
+def test_reentry_elsewhere_gets_old_id_by_appearance():
+    book = IdBook(IdentityConfig(keep_missed=0))
+    plan, live = step(book, 0, {}, dets([square(100, 40)], looks=[look(1)]))
+    assert plan.ids == [1] and plan.start == {1: 0}
+    # it leaves at the right edge: its propagated mask is empty -> retired, id kept
+    plan, live = step(book, 10, {1: np.zeros((H, W), bool)}, dets([]))
+    assert plan.retire == [1] and book.live == []
+    # ... and re-enters at the left edge, far from where it left: same id (appearance)
+    rng = np.random.default_rng(0)
+    plan, _ = step(book, 40, {}, dets([square(0, 40)], looks=[look(1, 0.3, rng)]))
+    assert plan.ids == [1] and plan.revived == {1} and plan.start == {1: 0}
+    assert book.live == [1]
+    # a different-looking dog there would have been a new object
+    book2 = IdBook(IdentityConfig(keep_missed=0))
+    step(book2, 0, {}, dets([square(100, 40)], looks=[look(1)]))
+    step(book2, 10, {1: np.zeros((H, W), bool)}, dets([]))
+    plan, _ = step(book2, 40, {}, dets([square(100, 40)], looks=[look(2)]))
+    assert plan.ids == [2]  # same place, other appearance: not the old id
+
+
+def test_occlusion_with_motion_and_label_must_agree():
+    book = IdBook()
+    step(book, 0, {}, dets([square(10, 10), square(80, 60)], ["dog", "cat"], [look(1), look(2)]))
+    # the dog is occluded (empty), the cat tracked; dog retired at once (its mask is empty)
+    plan, _ = step(book, 10, {1: np.zeros((H, W), bool), 2: square(80, 60)}, dets(
+        [square(80, 60)], ["cat"], [look(2)]))  # fmt: skip
+    assert plan.retire == [1] and plan.reseed == {2: 0}
+    # the dog reappears 50 px further on; a "cat" with the dog's look is not the dog
+    plan, _ = step(
+        book,
+        20,
+        {2: square(80, 60)},
+        dets([square(60, 10), square(80, 60)], ["dog", "cat"], [look(1), look(2)]),
+    )
+    assert plan.ids == [1, 2] and plan.revived == {1}
+    book2 = IdBook()
+    step(book2, 0, {}, dets([square(10, 10)], ["dog"], [look(1)]))
+    step(book2, 10, {1: np.zeros((H, W), bool)}, dets([]))
+    plan, _ = step(book2, 20, {}, dets([square(60, 10)], ["cat"], [look(1)]))
+    assert plan.ids == [2]
+
+
+def test_drift_is_reseeded_and_swaps_are_undone_by_appearance():
+    book = IdBook()
+    step(book, 0, {}, dets([square(10, 10), square(60, 10)], looks=[look(1), look(2)]))
+    # propagation drifted 6 px on object 1: re-seeded from the fresh detection every keyframe
+    plan, _ = step(
+        book,
+        10,
+        {1: square(16, 10), 2: square(60, 10)},
+        dets([square(10, 10), square(60, 10)], looks=[look(1), look(2)]),
+    )
+    assert plan.reseed == {1: 0, 2: 1} and not plan.start and not plan.retire
+    # propagation swapped the two at a crossing: masks say 1<->2, appearance says otherwise
+    plan, _ = step(
+        book,
+        20,
+        {1: square(60, 10), 2: square(10, 10)},
+        dets([square(10, 10), square(60, 10)], looks=[look(1), look(2)]),
+    )
+    assert plan.ids == [1, 2] and plan.reseed == {1: 0, 2: 1}
+
+
+def test_missed_objects_are_kept_then_retired_and_never_two_live_tracks():
+    book = IdBook(IdentityConfig(keep_missed=2))
+    both = dets([square(10, 10), square(60, 40)], looks=[look(1), look(2)])
+    step(book, 0, {}, both)
+    tracked = {1: square(10, 10), 2: square(60, 40)}
+    step(book, 5, tracked, both)  # seen on two keyframes: confirmed
+    for k, frame in enumerate((10, 20)):  # the detector misses object 2 twice: kept
+        plan, _ = step(book, frame, tracked, dets([square(10, 10)], looks=[look(1)]))
+        assert plan.retire == [] and book.objects[2].misses == k + 1
+    plan, _ = step(book, 30, tracked, dets([square(10, 10)], looks=[look(1)]))
+    assert plan.retire == [2] and book.live == [1] and 2 in book.labels
+    # an object detected on one keyframe only may be a false detection: retired at its
+    # first miss (its id and look are kept for re-identification)
+    book = IdBook(IdentityConfig(keep_missed=2))
+    step(book, 0, {}, both)
+    plan, _ = step(book, 10, tracked, dets([square(10, 10)], looks=[look(1)]))
+    assert plan.retire == [2] and book.objects[2].embedding is not None
+    # a track whose mask now sits on another object's fresh detection is retired (one object,
+    # one live track), even before keep_missed runs out
+    book = IdBook(IdentityConfig(keep_missed=5))
+    step(book, 0, {}, dets([square(10, 10), square(60, 40)], looks=[look(1), look(2)]))
+    plan, _ = step(
+        book,
+        10,
+        {1: square(60, 40), 2: square(60, 40)},  # 1 jumped onto object 2 (1 is out of view)
+        dets([square(60, 40)], looks=[look(2)]),
+    )
+    assert plan.reseed == {2: 0} and plan.retire == [1] and book.live == [2]
+
+
+def test_duplicates_and_new_objects():
+    book = IdBook()
+    step(book, 0, {}, dets([square(10, 10)], looks=[look(1)]))
+    d = dets(
+        [square(10, 10), square(11, 10), square(70, 40)],
+        ["dog", "animal", "dog"],
+        [look(1), look(1), look(3)],
+        np.array([0.9, 0.5, 0.6]),
+    )
+    plan, _ = step(book, 10, {1: square(10, 10)}, d)
+    assert plan.ids == [1, 1, 2]  # "animal" on the dog is the dog, not a new object
+    assert plan.reseed == {1: 0} and plan.start == {2: 2}
+    # two new overlapping detections in one frame -> one object (the higher score prompts)
+    book = IdBook()
+    d = dets([square(10, 10), square(11, 10)], ["dog", "animal"], scores=np.array([0.5, 0.9]))
+    plan, _ = step(book, 0, {}, d)
+    assert plan.ids == [1, 1] and plan.start == {1: 1}
+    assert book.scores[1] == pytest.approx(0.9) and book.labels == {1: "animal"}
+
+
+def test_position_fallback_without_embeddings():
+    book = IdBook(IdentityConfig(keep_missed=0))
+    step(book, 0, {}, dets([square(10, 40, 30)], ["car"]))
+    step(book, 5, {1: np.zeros((H, W), bool)}, dets([]))
+    # box-only (no masks, no embeddings): shifted box with IoU ~0.5 -> same id
+    d = Detections([[16, 40, 46, 70]], ["car"], [0.9])
+    plan = book.keyframe(9, {}, d)
+    assert plan.ids == [1] and plan.revived == {1}
+    book.keyframe(12, {1: np.zeros((H, W), bool)}, Detections(np.zeros((0, 4)), [], []))
+    # far away: a new id (position is all there is without embeddings)
+    plan = book.keyframe(20, {}, Detections([[90, 0, 120, 30]], ["car"], [0.9]))
+    assert plan.ids == [2]
+
+
+def test_bad_settings_and_inputs():
+    for kw in ({"reid_threshold": 0}, {"keep_missed": -1}, {"momentum": 1.0}):
+        with pytest.raises(InputError):
+            IdentityConfig(**kw).check()
+    with pytest.raises(InputError, match="labels"):
+        Detections([[0, 0, 1, 1]], [], [0.5])
+
+
+def test_pool_features_under_masks():
+    """The tracker's appearance embedding: feature map averaged under a mask (frame mean
+    removed), so two regions with different features give different unit vectors."""
+    from helpers.textseg.sam2_video import pool_features
+
+    feats = np.zeros((4, 8, 8), np.float32)
+    feats[0, :, :4] = 1.0  # left half: channel 0
+    feats[1, :, 4:] = 1.0  # right half: channel 1
+    left = np.zeros((H, W), bool)
+    left[:, : W // 2] = True
+    emb = pool_features(feats, np.stack([left, ~left, np.zeros((H, W), bool)]))
+    assert emb.shape == (3, 4)
+    assert np.allclose(np.linalg.norm(emb[:2], axis=1), 1) and not emb[2].any()
+    assert emb[0] @ emb[1] < -0.9  # opposite after the frame mean is removed
+    assert emb[0, 0] > 0 and emb[1, 1] > 0
