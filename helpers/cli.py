@@ -21,6 +21,9 @@ import sys
 import threading
 
 from helpers.errors import InputError
+from helpers.result_line import kept_stdout, print_result
+
+__all__ = ["build_parser", "main", "print_result"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,40 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_result_stream = None  # stdout as main() found it, while a command runs (prints go to stderr)
-
-
-def print_result(result: dict) -> None:
-    """Print ``result`` as the command's JSON line (valid JSON: no NaN) on stdout, even while
-    everything else a command prints is sent to stderr."""
-    from helpers.files import json_text
-
-    print(json_text(result, default=str), file=_result_stream or sys.stdout, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    global _result_stream
     from helpers.files import json_text, path_error
 
     args = build_parser().parse_args(argv)
-    _result_stream = sys.stdout
-    try:  # anything a library prints goes to stderr: stdout holds the JSON line alone
-        with contextlib.redirect_stdout(sys.stderr), _sigterm_as_interrupt():
-            result = args.func(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint and finished outputs are kept.", file=sys.stderr)
-        return 130
-    except OSError as e:  # a path no check looked at first (name too long, link loop)
-        err = path_error(e, _flag_of(args, e.filename))
-        if err is None:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        stream, _result_stream = _result_stream, None
+    with kept_stdout() as stream:
+        try:  # anything a library prints goes to stderr: stdout holds the JSON line alone
+            with contextlib.redirect_stdout(sys.stderr), _sigterm_as_interrupt():
+                result = args.func(args)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(
+                "interrupted; the last checkpoint and finished outputs are kept.", file=sys.stderr
+            )
+            return 130
+        except OSError as e:  # a path no check looked at first (name too long, link loop)
+            err = path_error(e, _flag_of(args, e.filename))
+            if err is None:
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if result is not None:  # None: a secondary process of a torchrun job (rank 0 reports)
         print(json_text(result, default=str), file=stream, flush=True)
     return 0

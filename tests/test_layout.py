@@ -142,3 +142,10 @@ def test_the_shared_ground_imports_no_wing_but_the_dispatcher():
         if wing_of(m) is None and m not in DISPATCHER
     }
     assert not {m: t for m, t in leaks.items() if t}
+
+
+def test_no_import_circle_in_helpers():
+    """Before the re-cut, cli <-> cli_segment <-> cli_sam3 was one (the SAM 3 commands borrowed
+    the SAM 2 commands' private checks); now the checks, the model cache and the track summary
+    are modules of their own that both route commands import."""
+    assert circles(import_graph()) == []

@@ -19,9 +19,18 @@ import json
 import os
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from helpers.errors import InputError
+from helpers.textseg.command_checks import (
+    check_device,
+    check_out,
+    check_prompt,
+    check_threshold,
+    image_stem,
+    stop_if_failed,
+)
+from helpers.textseg.model_cache import cached, seeded
+from helpers.textseg.track_summary import track_summary
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
 DETECTOR_NAMES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
@@ -231,23 +240,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- checks
 
 
-def stop_if_failed(result: dict, total: int, noun: str, out, advice: str, status="") -> dict:
-    """``result`` when its ``failed`` list is empty; else print it as the JSON line (nothing
-    lost) and raise an InputError (a non-zero exit) that counts and names the first failure:
-    "2 of 15 images failed (first: a.jpg: ...); the others were written to OUT. ADVICE"."""
-    failed = result["failed"]
-    if not failed:
-        return result
-    from helpers.cli import print_result
-
-    print_result(result)  # on stdout, where the JSON line goes
-    first = failed[0]
-    raise InputError(
-        f"{len(failed)} of {total} {noun} failed ({status + '; ' if status else ''}first: "
-        f"{first['file']}: {first['error']}); the others were written to {out}. {advice}"
-    )
-
-
 PATH_FLAGS = ("image", "folder", "out", "video", "pred", "gt", "data")
 NAME_MAX_BYTES = 255  # one name in a path (ext4, APFS, NTFS, Drive)
 PATH_MAX_BYTES = 4095
@@ -281,13 +273,7 @@ def _check_inputs(args) -> None:
             if v is not None:
                 _check_path_length(f"--{name}", v)
     if getattr(args, "score_threshold", None) is not None:
-        _check_threshold("score-threshold", args.score_threshold)
-
-
-def _check_threshold(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"--{name} must be between 0 and 1, got {value}.")
-    return float(value)
+        check_threshold("score-threshold", args.score_threshold)
 
 
 def _check_common(args) -> None:
@@ -297,84 +283,14 @@ def _check_common(args) -> None:
         raise InputError(
             f"unknown --detector {args.detector!r}; choose one of {', '.join(DETECTOR_NAMES)}."
         )
-    _check_threshold("box-threshold", args.box_threshold)
-    _check_threshold("text-threshold", args.text_threshold)
+    check_threshold("box-threshold", args.box_threshold)
+    check_threshold("text-threshold", args.text_threshold)
     if args.image_size is not None and not args.random_weights:
         raise InputError("--image-size only applies with --random-weights.")
     if args.image_size is not None and (args.image_size < 128 or args.image_size % 32):
         raise InputError(
             f"--image-size must be a multiple of 32 and >= 128, got {args.image_size}."
         )
-
-
-def _check_prompt(prompt: str | None) -> str:
-    from helpers.textseg import detect
-
-    if prompt is None or not prompt.strip():
-        raise InputError("--prompt is empty: say what to segment, e.g. --prompt 'dog. ball'.")
-    detect.prompt_phrases(prompt)  # raises InputError for prompts with no words
-    return prompt
-
-
-def _check_device(args) -> None:
-    """A bad --device (``banana``, ``cuda`` without a GPU) is an error before any work."""
-    if args.device is None:
-        return
-    import torch
-
-    from helpers import runtime
-
-    try:
-        args.device = str(runtime.pick_device(args.device))
-    except (RuntimeError, ValueError, TypeError) as e:  # an older pick_device
-        if isinstance(e, InputError):
-            raise
-        raise InputError(
-            f"--device {args.device!r} is not a device; use cpu, cuda or mps"
-            f"{'' if torch.cuda.is_available() else ' (no CUDA GPU is visible here: cpu)'}."
-        ) from None
-
-
-def _check_out(path, flag: str = "--out") -> Path:
-    """The output folder can be written (not a file, not below a file, not read-only):
-    checked before any model is loaded or any image is segmented."""
-    from helpers import files
-
-    check = getattr(files, "check_output_dir", None)
-    if check is not None:
-        return check(path, flag)
-    p = Path(path)
-    probe = p
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if p.exists() and not p.is_dir():
-        raise InputError(f"{flag} {p} is a file, not a folder; give a folder path.")
-    if not probe.is_dir():
-        raise InputError(f"{flag} {p} lies below {probe}, which is a file; give another path.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {p} cannot be written (in {probe}); give a writable folder.")
-    return p
-
-
-def _stem_for(source: str) -> str:
-    """A file stem for an image path or URL that keeps Unicode (``猫.jpg`` -> ``猫``); names
-    that leave nothing usable get ``image_<hash>``, so different sources never share a stem."""
-    import hashlib
-
-    from helpers.textseg.pipeline import safe_stem
-
-    name = Path(unquote(urlparse(source).path)).stem if "://" in source else Path(source).stem
-    fallback = "image_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
-    return safe_stem(name, fallback=fallback)
-
-
-def _image_stem(source: str, out) -> str:
-    """The output stem of one image: :func:`_stem_for`, unless another input's result already
-    has that name in ``out`` (then ``stem_ext`` / ``stem_<hash>``: nothing is overwritten)."""
-    from helpers.textseg.naming import claim_names, json_owner
-
-    owner = lambda name: json_owner(Path(out) / f"{name}.json")  # noqa: E731
-    return claim_names([source], owner, stem_of=_stem_for)[0]
 
 
 ROUTES = ("detect-sam2", "clipseg")
@@ -385,7 +301,7 @@ def _check_overlay(args) -> dict:
     """``{"color", "opacity"}`` for the overlays; a bad colour or opacity fails before any work."""
     from helpers.textseg import render
 
-    _check_threshold("opacity", args.opacity)
+    check_threshold("opacity", args.opacity)
     render.parse_color(args.color)
     return {"color": args.color, "opacity": float(args.opacity)}
 
@@ -422,32 +338,10 @@ def _check_route(args) -> None:
         raise InputError("--rescore clip re-ranks SAM 2's masks; it does not apply to clipseg.")
     if args.mask_threshold is None:
         args.mask_threshold = CLIPSEG_MASK_THRESHOLD
-    _check_threshold("mask-threshold", args.mask_threshold)
+    check_threshold("mask-threshold", args.mask_threshold)
 
 
 # --------------------------------------------------------------------------- models
-
-
-_MODELS: dict[tuple, object] = {}  # models loaded in this process, reused by later commands
-
-
-def _cached(key: tuple, build):
-    if key not in _MODELS:
-        _MODELS[key] = build()
-    return _MODELS[key]
-
-
-def _seeded(build):
-    """``build`` with the random generator seeded first: random weights are the same in every
-    run and in every process of a torchrun job."""
-
-    def make():
-        import torch
-
-        torch.manual_seed(0)
-        return build()
-
-    return make
 
 
 CLIPSEG_MASK_THRESHOLD = 0.4
@@ -465,10 +359,10 @@ def load_models(args, *, video: bool = False):
         from helpers.textseg import segment
 
         if args.random_weights:
-            return None, _cached(
-                ("clipseg-random", device), _seeded(lambda: segment.random_clipseg(device))
+            return None, cached(
+                ("clipseg-random", device), seeded(lambda: segment.random_clipseg(device))
             )
-        return None, _cached(("clipseg", device), lambda: segment.load_clipseg(device))
+        return None, cached(("clipseg", device), lambda: segment.load_clipseg(device))
     if video and not args.random_weights:
         from helpers.textseg import segment
 
@@ -476,14 +370,14 @@ def load_models(args, *, video: bool = False):
         detect.hub_local_only(segment.SAM2_HUB_IDS[segment.normalize_size(args.size)])
     if args.random_weights:
         words = tuple(detect.prompt_phrases(args.prompt)) if getattr(args, "prompt", None) else ()
-        detector = _cached(
+        detector = cached(
             ("toy-detector", words, device),
-            _seeded(
+            seeded(
                 lambda: detect.random_grounding_dino(words=list(words), size="toy", device=device)
             ),
         )
     else:
-        detector = _cached(
+        detector = cached(
             ("detector", args.detector, device),
             lambda: detect.load_detector(args.detector, device=device),
         )
@@ -500,8 +394,8 @@ def load_models(args, *, video: bool = False):
 
         build = functools.partial(segment.load_segmenter, args.size, **kw)
     if args.random_weights:
-        build = _seeded(build)
-    return detector, _cached(("tracker" if video else "segmenter", *key), build)
+        build = seeded(build)
+    return detector, cached(("tracker" if video else "segmenter", *key), build)
 
 
 def _clipseg_loader(args):
@@ -510,11 +404,11 @@ def _clipseg_loader(args):
 
     def load():
         if args.random_weights:
-            return _cached(
+            return cached(
                 ("clipseg-random", args.device),
-                _seeded(lambda: segment.random_clipseg(args.device)),
+                seeded(lambda: segment.random_clipseg(args.device)),
             )
-        return _cached(("clipseg", args.device), lambda: segment.load_clipseg(args.device))
+        return cached(("clipseg", args.device), lambda: segment.load_clipseg(args.device))
 
     load.name = "clipseg-random" if args.random_weights else "clipseg"
     return load
@@ -532,8 +426,8 @@ def _load_clip(args):
     from helpers.textseg import segment
 
     if args.random_weights:
-        return _cached(("clip-random", args.device), lambda: segment.random_clip(args.device))
-    return _cached(("clip", args.device), lambda: segment.load_clip(args.device))
+        return cached(("clip-random", args.device), lambda: segment.random_clip(args.device))
+    return cached(("clip", args.device), lambda: segment.load_clip(args.device))
 
 
 # --------------------------------------------------------------------------- commands
@@ -554,13 +448,13 @@ def _segment(args) -> dict | None:
         return cli_sam3.cmd_segment(args)
     _check_common(args)
     _check_route(args)
-    prompt = _check_prompt(args.prompt)
+    prompt = check_prompt(args.prompt)
     if args.max_side < 64:
         raise InputError(f"--max-side must be >= 64, got {args.max_side}.")
-    _check_device(args)
+    check_device(args)
     overlay = _check_overlay(args)
     choice = _check_choice(args)
-    out = _check_out(args.out)
+    out = check_out(args.out)
     kw = {
         "box_threshold": args.box_threshold,
         "text_threshold": args.text_threshold,
@@ -638,7 +532,7 @@ def _segment(args) -> dict | None:
         result.image,
         dets,
         out,
-        _image_stem(source, out),
+        image_stem(source, out),
         prompt=prompt,
         extra={"source": source, "source_path": source_key(source), "timings_ms": timings, **info},
         **overlay,
@@ -728,7 +622,7 @@ def _track_many(args, videos: list[str]) -> dict | None:
     missing = [v for v in videos if not Path(v).exists()]
     if missing:
         raise InputError(f"--video {missing[0]} does not exist; give video files or frame folders.")
-    _check_out(args.out)
+    check_out(args.out)
     dist = distributed.from_env(args.device)
     out = Path(args.out)
     jobs = {v: _video_job(args, v) for v in videos}
@@ -794,9 +688,9 @@ def _track_one(args) -> dict:
 
         return cli_sam3.cmd_track(args)
     _check_common(args)
-    prompt = _check_prompt(args.prompt)
-    _check_threshold("iou-threshold", args.iou_threshold)
-    _check_threshold("reid-threshold", args.reid_threshold)
+    prompt = check_prompt(args.prompt)
+    check_threshold("iou-threshold", args.iou_threshold)
+    check_threshold("reid-threshold", args.reid_threshold)
     if args.keep_missed < 0:
         raise InputError(f"--keep-missed must be >= 0 keyframes, got {args.keep_missed}.")
     if args.prompt_type not in PROMPT_TYPES:
@@ -814,8 +708,8 @@ def _track_one(args) -> dict:
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
     if getattr(args, "side_by_side", False) and args.no_render:
         raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
-    _check_device(args)
-    _check_out(args.out)
+    check_device(args)
+    check_out(args.out)
     detector, tracker = load_models(args, video=True)
     detect_fn = None
     if args.max_objects is not None:
@@ -894,13 +788,13 @@ def _eval_masks(args) -> dict:
 
         return cli_sam3.cmd_eval_masks(args)
     if args.out:
-        _check_out(args.out)
+        check_out(args.out)
     if args.data is not None:
         if args.pred or args.gt:
             raise InputError("use either --data (with --prompt) or --pred and --gt, not both.")
         _check_common(args)
-        prompt = _check_prompt(args.prompt)
-        _check_device(args)
+        prompt = check_prompt(args.prompt)
+        check_device(args)
         data = Path(args.data)
         if not (data / "images").is_dir() or not (data / "masks").is_dir():
             raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")
@@ -927,38 +821,3 @@ def _eval_masks(args) -> dict:
 # --------------------------------------------------------------------------- summaries
 
 
-def track_summary(result) -> dict:
-    """Frames, fps, ids and per-id (label, score, frames seen) of a ``track.TrackResult``."""
-    import numpy as np
-
-    frames_per_id: dict[int, int] = {}
-    rles = getattr(result.masks, "rles", None)  # track.MaskStore: count without decoding
-    if rles is not None:
-        from helpers.textseg.render import rle_area
-
-        seen = ((oid, rle_area(r) > 0) for per in rles.values() for oid, r in per.items())
-    else:
-        seen = (
-            (oid, m is not None and bool(np.asarray(m).any()))
-            for per in result.masks.values()
-            for oid, m in per.items()
-        )
-    for oid, visible in seen:
-        if visible:
-            frames_per_id[int(oid)] = frames_per_id.get(int(oid), 0) + 1
-    ids = sorted(set(frames_per_id) | {int(i) for i in result.labels})
-    return {
-        "frames": int(result.num_frames),
-        "fps": float(result.fps),
-        "ids": ids,
-        "per_id": {
-            str(i): {
-                "label": str(result.labels.get(i, "")),
-                "score": round(float(result.scores.get(i, float("nan"))), 4),
-                "frames_seen": frames_per_id.get(i, 0),
-            }
-            for i in ids
-        },
-        "video_path": str(result.video_path) if result.video_path else None,
-        "json_path": str(result.json_path) if result.json_path else None,
-    }

@@ -16,48 +16,46 @@ import time
 from pathlib import Path
 
 from helpers.errors import InputError
+from helpers.textseg import command_checks as checks
+from helpers.textseg import model_cache
+from helpers.textseg.track_summary import track_summary
 
 
 def _segmenter(args):
-    from helpers.textseg import commands as cli_segment
     from helpers.textseg import sam3
 
     key = ("sam3-image", bool(args.random_weights), args.device)
     if args.random_weights:
-        return cli_segment._cached(key, lambda: sam3.random_sam3("toy", device=args.device))
-    return cli_segment._cached(key, lambda: sam3.load_sam3(device=args.device))
+        return model_cache.cached(key, lambda: sam3.random_sam3("toy", device=args.device))
+    return model_cache.cached(key, lambda: sam3.load_sam3(device=args.device))
 
 
 def _tracker(args):
-    from helpers.textseg import commands as cli_segment
     from helpers.textseg import sam3_video
 
     key = ("sam3-video", bool(args.random_weights), args.device)
     if args.random_weights:
-        return cli_segment._cached(
+        return model_cache.cached(
             key, lambda: sam3_video.random_sam3_video("toy", device=args.device)
         )
-    return cli_segment._cached(key, lambda: sam3_video.load_sam3_video(device=args.device))
+    return model_cache.cached(key, lambda: sam3_video.load_sam3_video(device=args.device))
 
 
 def _check(args) -> str:
-    from helpers.textseg import commands as cli_segment
     from helpers.textseg import sam3
 
     sam3.require_sam3()
-    prompt = cli_segment._check_prompt(args.prompt)
-    cli_segment._check_threshold("score-threshold", args.score_threshold)
-    cli_segment._check_device(args)
+    prompt = checks.check_prompt(args.prompt)
+    checks.check_threshold("score-threshold", args.score_threshold)
+    checks.check_device(args)
     return prompt
 
 
 def _image_kw(args) -> dict:
-    from helpers.textseg import commands as cli_segment
-
     mask_threshold = getattr(args, "mask_threshold", None)
     if mask_threshold is None:  # not given: SAM 3's documented default
         mask_threshold = 0.5
-    cli_segment._check_threshold("mask-threshold", mask_threshold)
+    checks.check_threshold("mask-threshold", mask_threshold)
     return {
         "threshold": args.score_threshold,
         "mask_threshold": mask_threshold,
@@ -66,12 +64,11 @@ def _image_kw(args) -> dict:
 
 
 def cmd_segment(args) -> dict | None:
-    from helpers.textseg import commands as cli_segment
     from helpers.textseg import media, render, sam3
     from helpers.textseg.naming import source_key
 
     prompt = _check(args)
-    out = cli_segment._check_out(args.out)
+    out = checks.check_out(args.out)
     kw = _image_kw(args)
     if args.folder is not None:
         folder = Path(args.folder)
@@ -95,7 +92,7 @@ def cmd_segment(args) -> dict | None:
             "out": str(out),
             **summary,
         }
-        return cli_segment.stop_if_failed(
+        return checks.stop_if_failed(
             result, len(summary["files"]), "images", out, "Run again to retry them."
         )
     source = args.image
@@ -110,7 +107,7 @@ def cmd_segment(args) -> dict | None:
         result.image,
         dets,
         out,
-        cli_segment._image_stem(source, out),
+        checks.image_stem(source, out),
         prompt=result.prompt,
         extra={
             "source": source,
@@ -135,18 +132,17 @@ def cmd_segment(args) -> dict | None:
 
 
 def cmd_track(args) -> dict:
-    from helpers.textseg import commands as cli_segment
     from helpers.textseg import sam3_video
 
     prompt = _check(args)
-    cli_segment._check_threshold("iou-threshold", args.iou_threshold)
+    checks.check_threshold("iou-threshold", args.iou_threshold)
     if args.chunk_size < 2:
         raise InputError(f"--chunk-size must be >= 2 with SAM 3, got {args.chunk_size}.")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}.")
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
-    cli_segment._check_out(args.out)
+    checks.check_out(args.out)
     tracker = _tracker(args)
     model = tracker.model
     saved = model.score_threshold_detection
@@ -172,7 +168,7 @@ def cmd_track(args) -> dict:
         "backend": "sam3",
         "video": args.video,
         "prompt": prompt,
-        **cli_segment.track_summary(result),
+        **track_summary(result),
         "elapsed_s": round(elapsed, 3),
         "processing_fps": round(result.num_frames / elapsed, 3) if elapsed > 0 else None,
     }

@@ -877,7 +877,7 @@ def _file_href(path) -> str:
 
 def track_summary_html(result, elapsed: float | None = None) -> str:
     """Frames, ids and a per-id table (label, score, frames seen) of a TrackResult."""
-    from helpers.textseg.commands import track_summary
+    from helpers.textseg.track_summary import track_summary
 
     s = track_summary(result)
     rows = "".join(

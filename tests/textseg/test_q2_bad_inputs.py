@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.textseg import command_checks, model_cache
 from helpers.textseg import commands as cli_segment
 from tests.textseg.test_cli_segment import FAST, _scene, run_cli
 
@@ -181,8 +182,8 @@ def test_folder_stems_unique_and_unicode():
     assert stems[:2] == ["猫", "狗"]
     assert len({s.casefold() for s in stems}) == len(stems)  # unique, even case-insensitively
     assert all(s and "?" not in s for s in stems)
-    assert cli_segment._stem_for("https://x.org/%E7%8C%AB.jpg") == "猫"
-    assert cli_segment._stem_for("/p/....jpg") != cli_segment._stem_for("/q/....jpg")
+    assert command_checks.stem_for("https://x.org/%E7%8C%AB.jpg") == "猫"
+    assert command_checks.stem_for("/p/....jpg") != command_checks.stem_for("/q/....jpg")
 
 
 # --------------------------------------------------------------------------- prompts, devices
@@ -246,7 +247,7 @@ def test_unreachable_hub_fails_fast(image_path, tmp_path, capsys, monkeypatch):
         "from_pretrained",
         lambda *a, **k: pytest.fail("the hub was asked although it cannot be reached"),
     )
-    cli_segment._MODELS.clear()
+    model_cache.MODELS.clear()
     t0 = time.perf_counter()
     argv = ["segment", "--image", image_path, "--prompt", "ball", "--out", tmp_path / "o"]
     _exit2([*argv, "--device", "cpu"], capsys, "cannot be reached", "random weights")

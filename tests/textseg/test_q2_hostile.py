@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from helpers.textseg import commands as cli_segment
+from helpers.textseg import model_cache
 from tests.textseg.test_cli_segment import FAST, _scene, run_cli
 
 
@@ -437,7 +438,7 @@ def test_hub_that_accepts_and_never_answers(image_path, tmp_path, capsys, monkey
         "from_pretrained",
         lambda *a, **k: pytest.fail("the hub client was left to wait on a silent endpoint"),
     )
-    cli_segment._MODELS.clear()
+    model_cache.MODELS.clear()
     try:
         t0 = time.perf_counter()
         argv = ["segment", "--image", image_path, "--prompt", "ball", "--out", tmp_path / "o"]

@@ -1,0 +1,41 @@
+"""The JSON summary of a tracked video (frames, fps, ids, per-id label / score / frames seen),
+the same for every route that tracks."""
+
+from __future__ import annotations
+
+
+def track_summary(result) -> dict:
+    """Frames, fps, ids and per-id (label, score, frames seen) of a ``track.TrackResult``."""
+    import numpy as np
+
+    frames_per_id: dict[int, int] = {}
+    rles = getattr(result.masks, "rles", None)  # track.MaskStore: count without decoding
+    if rles is not None:
+        from helpers.textseg.render import rle_area
+
+        seen = ((oid, rle_area(r) > 0) for per in rles.values() for oid, r in per.items())
+    else:
+        seen = (
+            (oid, m is not None and bool(np.asarray(m).any()))
+            for per in result.masks.values()
+            for oid, m in per.items()
+        )
+    for oid, visible in seen:
+        if visible:
+            frames_per_id[int(oid)] = frames_per_id.get(int(oid), 0) + 1
+    ids = sorted(set(frames_per_id) | {int(i) for i in result.labels})
+    return {
+        "frames": int(result.num_frames),
+        "fps": float(result.fps),
+        "ids": ids,
+        "per_id": {
+            str(i): {
+                "label": str(result.labels.get(i, "")),
+                "score": round(float(result.scores.get(i, float("nan"))), 4),
+                "frames_seen": frames_per_id.get(i, 0),
+            }
+            for i in ids
+        },
+        "video_path": str(result.video_path) if result.video_path else None,
+        "json_path": str(result.json_path) if result.json_path else None,
+    }
