@@ -102,3 +102,28 @@ def image_stem(source: str, out) -> str:
 
     owner = lambda name: json_owner(Path(out) / f"{name}.json")  # noqa: E731
     return claim_names([source], owner, stem_of=stem_for)[0]
+
+
+def check_overlay(args) -> dict:
+    """``{"color", "opacity"}`` for the overlays of every route; a bad colour or opacity fails
+    before any work."""
+    from helpers.textseg import render
+
+    check_threshold("opacity", args.opacity)
+    render.parse_color(args.color)
+    return {"color": args.color, "opacity": float(args.opacity)}
+
+
+def check_cleanup(args) -> dict:
+    """The cleanup settings of every route (``clean``, ``clean_fraction``, the floors): holes and
+    specks below ``--clean-fraction`` of each mask's area, at least ``--clean-floor`` px."""
+    if not 0.0 <= args.clean_fraction <= 1.0:
+        raise InputError(f"--clean-fraction must be between 0 and 1, got {args.clean_fraction}.")
+    if args.clean_floor < 0:
+        raise InputError(f"--clean-floor must be >= 0 px, got {args.clean_floor}.")
+    return {
+        "clean": not getattr(args, "no_clean", False),
+        "clean_fraction": float(args.clean_fraction),
+        "min_hole_area": int(args.clean_floor),
+        "min_sprinkle_area": int(args.clean_floor),
+    }

@@ -22,15 +22,17 @@ from pathlib import Path
 
 from helpers.errors import InputError
 from helpers.textseg.command_checks import (
+    check_cleanup,
     check_device,
     check_out,
+    check_overlay,
     check_prompt,
     check_threshold,
     image_stem,
     stop_if_failed,
 )
 from helpers.textseg.model_cache import cached, seeded
-from helpers.textseg.track_summary import track_summary
+from helpers.textseg.track_summary import side_by_side, track_summary
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
 DETECTOR_NAMES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
@@ -113,6 +115,7 @@ def register(sub) -> None:
         help="--folder: redo every image (default: skip images done with the same settings)",
     )
     p.set_defaults(func=cmd_segment)
+    _remember_defaults("segment", p)
 
     t = sub.add_parser(
         "track",
@@ -173,6 +176,7 @@ def register(sub) -> None:
         "processing FPS drawn on it",
     )
     t.set_defaults(func=cmd_track)
+    _remember_defaults("track", t)
 
     e = sub.add_parser(
         "eval-masks",
@@ -188,6 +192,23 @@ def register(sub) -> None:
     _model_args(e)
     e.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
     e.set_defaults(func=cmd_eval_masks)
+
+
+_DEFAULTS: dict[str, dict[str, object]] = {}  # command -> its route-dependent options' defaults
+
+
+def _remember_defaults(command: str, p: argparse.ArgumentParser) -> None:
+    from helpers.textseg.routes import OUTPUT_OPTIONS
+
+    _DEFAULTS[command] = {name: p.get_default(name) for name in OUTPUT_OPTIONS[command]}
+
+
+def _refuse_unhonoured(args, command: str) -> None:
+    """An option the chosen route cannot honour is one error naming the route (before any work)."""
+    from helpers.textseg import routes
+
+    given = routes.given_options(args, _DEFAULTS.get(command, {}))
+    routes.refuse_unhonoured(routes.route_of(args), given)
 
 
 def _overlay_args(p: argparse.ArgumentParser) -> None:
@@ -297,17 +318,9 @@ ROUTES = ("detect-sam2", "clipseg")
 RESCORERS = ("none", "clip")
 
 
-def _check_overlay(args) -> dict:
-    """``{"color", "opacity"}`` for the overlays; a bad colour or opacity fails before any work."""
-    from helpers.textseg import render
-
-    check_threshold("opacity", args.opacity)
-    render.parse_color(args.color)
-    return {"color": args.color, "opacity": float(args.opacity)}
-
-
 def _check_choice(args) -> dict:
-    """The fallback, mask-choice and cleanup settings of ``segment`` as ``segment_image`` kw."""
+    """The fallback, mask-choice and cleanup settings of ``segment`` as ``segment_image`` kw
+    (the cleanup's part is the same for every route: :func:`command_checks.check_cleanup`)."""
     from helpers.textseg import pipeline, segment
 
     steps = () if args.no_fallback else pipeline.check_fallback(args.fallback)
@@ -318,13 +331,7 @@ def _check_choice(args) -> dict:
                 "--mask-weights picks among SAM 2's masks; it does not apply to clipseg."
             )
         kw["mask_weights"] = segment.parse_weights(args.mask_weights)
-    if not 0.0 <= args.clean_fraction <= 1.0:
-        raise InputError(f"--clean-fraction must be between 0 and 1, got {args.clean_fraction}.")
-    if args.clean_floor < 0:
-        raise InputError(f"--clean-floor must be >= 0 px, got {args.clean_floor}.")
-    kw["clean_fraction"] = float(args.clean_fraction)
-    kw["min_hole_area"] = kw["min_sprinkle_area"] = int(args.clean_floor)
-    return kw
+    return {**kw, **check_cleanup(args)}
 
 
 def _check_route(args) -> None:
@@ -442,6 +449,7 @@ def _segment(args) -> dict | None:
     from helpers.textseg import pipeline
 
     _check_inputs(args)
+    _refuse_unhonoured(args, "segment")
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers.textseg import sam3_commands as cli_sam3
 
@@ -452,7 +460,7 @@ def _segment(args) -> dict | None:
     if args.max_side < 64:
         raise InputError(f"--max-side must be >= 64, got {args.max_side}.")
     check_device(args)
-    overlay = _check_overlay(args)
+    overlay = check_overlay(args)
     choice = _check_choice(args)
     out = check_out(args.out)
     kw = {
@@ -580,6 +588,7 @@ def cmd_track(args) -> dict | None:
     """One video into ``--out``; several (or under torchrun) each into ``--out/<name>/``."""
     videos = args.video if isinstance(args.video, list) else [args.video]
     _check_inputs(args)
+    _refuse_unhonoured(args, "track")
     with sigterm_as_interrupt():
         if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
             return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
@@ -758,19 +767,7 @@ def _track_one(args) -> dict:
         "processing_fps": processing_fps,
     }
     if getattr(args, "side_by_side", False):
-        if result.video_path is None:
-            raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
-        from helpers.textseg import media
-
-        summary["side_by_side_path"] = str(
-            media.side_by_side_video(
-                args.video,
-                result.video_path,
-                Path(args.out) / "side_by_side.mp4",
-                fps=result.fps,
-                processing_fps=processing_fps,
-            )
-        )
+        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
     return summary
 
 
@@ -819,5 +816,3 @@ def _eval_masks(args) -> dict:
 
 
 # --------------------------------------------------------------------------- summaries
-
-

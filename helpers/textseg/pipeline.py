@@ -114,7 +114,7 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
 
 
-def _clean_scaled(masks, fraction, hole_floor, speck_floor):
+def clean_scaled(masks, fraction, hole_floor, speck_floor):
     from helpers.textseg.segment import clean_masks, scaled_clean_areas
 
     return clean_masks(
@@ -308,7 +308,7 @@ def segment_image(
         if clean:
             t0 = time.perf_counter()
             area = (H * W) / (h * w)  # the floors are in model-input pixels
-            masks_small = _clean_scaled(
+            masks_small = clean_scaled(
                 masks_small, clean_fraction, min_hole_area * area, min_sprinkle_area * area
             )
             timings["clean"] = _ms(t0)
@@ -378,7 +378,7 @@ def segment_image_clipseg(
     masks = probs >= float(threshold)
     timings["segment"] = _ms(t0)
     if clean:
-        masks = _clean_scaled(masks, clean_fraction, min_hole_area, min_sprinkle_area)
+        masks = clean_scaled(masks, clean_fraction, min_hole_area, min_sprinkle_area)
     keep = [i for i in range(len(phrases)) if masks[i].any()]
     xyxy = np.zeros((len(keep), 4), np.float32)
     conf = np.zeros((len(keep),), np.float32)

@@ -508,13 +508,16 @@ def segment_image_sam3(
     clean: bool = False,
     min_hole_area: int = 64,
     min_sprinkle_area: int = 64,
+    clean_fraction: float = 0.0,
 ):
     """Every instance of every phrase of ``prompt`` in one image, as a ``textseg.ImageResult``.
 
     ``threshold``: instance score (SAM 3's detection score x presence score) to keep;
     ``mask_threshold``: mask probability that counts as foreground. Each phrase is its own
     label (``class_id`` = phrase index, ``class_name`` = phrase). Boxes are clipped to the
-    image. ``clean`` fills small holes / removes specks as the SAM 2 route does. The
+    image. ``clean`` fills holes / removes specks as the SAM 2 route does: below
+``clean_fraction`` of each mask's area, at least ``min_hole_area`` / ``min_sprinkle_area`` px
+(``clean_fraction=0``: the fixed floors). The
     interactive UI can call this with the same image and prompt it gives ``segment_image``.
     """
     import supervision as sv
@@ -549,10 +552,10 @@ def segment_image_sam3(
     conf = np.concatenate(scores).astype(np.float32)
     mask = np.concatenate(masks) if masks else np.zeros((0, H, W), bool)
     if clean and len(mask):
-        from helpers.textseg.segment import clean_masks
+        from helpers.textseg.pipeline import clean_scaled
 
         t0 = time.perf_counter()
-        mask = clean_masks(mask, min_hole_area, min_sprinkle_area)
+        mask = clean_scaled(mask, clean_fraction, min_hole_area, min_sprinkle_area)
         timings["clean"] = _ms(t0)
     detections = sv.Detections(
         xyxy=xyxy.reshape(-1, 4),

@@ -6,8 +6,12 @@ masks; see ``helpers.textseg.sam3`` and ``helpers.textseg.sam3_video``).
     python -m helpers track --backend sam3 --video clip.mp4 --prompt "person" --out runs/t3
 
 ``--score-threshold`` (default 0.5) keeps instances; ``--random-weights`` uses a toy random
-SAM 3 (offline smoke tests). The Grounding DINO / SAM 2 flags (--detector, --size,
---box-threshold, --text-threshold, --multimask, --route, --rescore, ...) do not apply.
+SAM 3 (offline smoke tests). What follows the route is shared with the SAM 2 backend: the
+cleanup scaled to each object (``--clean-fraction`` / ``--clean-floor`` / ``--no-clean``), the
+overlay's ``--color`` / ``--opacity``, ``--side-by-side``, ``--no-render``, ``--overwrite``.
+Options SAM 3 cannot honour (``--fallback``, ``--multimask``, ``--mask-weights``, ``--rescore``,
+``--route``, the SAM 2 tracker's keyframe and id settings) are refused, naming the route
+(:mod:`helpers.textseg.routes`); the detector's and SAM 2's model flags do not apply.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from helpers.errors import InputError
 from helpers.textseg import command_checks as checks
 from helpers.textseg import model_cache
-from helpers.textseg.track_summary import track_summary
+from helpers.textseg.track_summary import side_by_side, track_summary
 
 
 def _segmenter(args):
@@ -59,7 +63,7 @@ def _image_kw(args) -> dict:
     return {
         "threshold": args.score_threshold,
         "mask_threshold": mask_threshold,
-        "clean": not getattr(args, "no_clean", False),
+        **checks.check_cleanup(args),  # the same cleanup, scaled to each object, as every route
     }
 
 
@@ -68,6 +72,7 @@ def cmd_segment(args) -> dict | None:
     from helpers.textseg.naming import source_key
 
     prompt = _check(args)
+    overlay = checks.check_overlay(args)
     out = checks.check_out(args.out)
     kw = _image_kw(args)
     if args.folder is not None:
@@ -81,7 +86,14 @@ def cmd_segment(args) -> dict | None:
         dist = distributed.from_env(args.device)  # under torchrun: this process's share
         seg = _segmenter(args)
         summary = sam3.segment_folder_sam3(
-            folder, out, prompt, seg, overwrite=getattr(args, "overwrite", False), dist=dist, **kw
+            folder,
+            out,
+            prompt,
+            seg,
+            overwrite=getattr(args, "overwrite", False),
+            dist=dist,
+            overlay=overlay,
+            **kw,
         )
         if summary is None:  # another process of the job reports the merged summary
             return None
@@ -116,6 +128,7 @@ def cmd_segment(args) -> dict | None:
             "timings_ms": timings,
             "settings": kw,
         },
+        **overlay,
     )
     return {
         "command": "segment",
@@ -163,15 +176,19 @@ def cmd_track(args) -> dict:
     finally:
         model.score_threshold_detection = saved
     elapsed = time.perf_counter() - t0
-    return {
+    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
+    summary = {
         "command": "track",
         "backend": "sam3",
         "video": args.video,
         "prompt": prompt,
         **track_summary(result),
         "elapsed_s": round(elapsed, 3),
-        "processing_fps": round(result.num_frames / elapsed, 3) if elapsed > 0 else None,
+        "processing_fps": processing_fps,
     }
+    if getattr(args, "side_by_side", False):
+        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
+    return summary
 
 
 def cmd_eval_masks(args) -> dict:

@@ -1,7 +1,11 @@
-"""The JSON summary of a tracked video (frames, fps, ids, per-id label / score / frames seen),
-the same for every route that tracks."""
+"""The JSON summary of a tracked video (frames, fps, ids, per-id label / score / frames seen)
+and its side-by-side video: the same for every route that tracks."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from helpers.errors import InputError
 
 
 def track_summary(result) -> dict:
@@ -39,3 +43,21 @@ def track_summary(result) -> dict:
         "video_path": str(result.video_path) if result.video_path else None,
         "json_path": str(result.json_path) if result.json_path else None,
     }
+
+
+def side_by_side(args, result, processing_fps: float | None) -> str:
+    """Write ``--out/side_by_side.mp4`` (the input | the annotated video, the processing FPS
+    drawn on it) for ``--side-by-side``; its path."""
+    if result.video_path is None:
+        raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
+    from helpers.textseg import media
+
+    return str(
+        media.side_by_side_video(
+            args.video,
+            result.video_path,
+            Path(args.out) / "side_by_side.mp4",
+            fps=result.fps,
+            processing_fps=processing_fps,
+        )
+    )
