@@ -8,6 +8,10 @@ overlay / mask PNG / JSON with COCO RLE / MP4 outputs, folder resume keys, the s
 video) is the same code for all three. An option that only makes sense for one route (the
 detector fallback, choosing among SAM 2's three masks) is refused for the others with one
 ``error:`` line that names the route, never silently ignored.
+
+The one verb, ``segment(image, phrases, settings) -> sv.Detections`` (masks, boxes, scores,
+``class_name``), is implemented by :class:`DetectSam2`, :class:`ClipSeg` and :class:`Sam3`; it
+returns the route's raw masks (no cleanup, no fallback: those are the steps after it).
 """
 
 from __future__ import annotations
@@ -118,3 +122,96 @@ def given_options(args, parser_defaults: dict[str, object]) -> dict[str, object]
         for name, default in parser_defaults.items()
         if hasattr(args, name) and getattr(args, name) != default
     }
+
+
+# --------------------------------------------------------------------------- the one verb
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """What a route needs besides the image and the phrases; each route reads its own fields."""
+
+    box_threshold: float = 0.35  # detect-sam2: the detector's box score
+    text_threshold: float = 0.25  # detect-sam2: the detector's phrase score
+    multimask: bool = False  # detect-sam2: SAM 2's three masks per box, the best kept
+    mask_threshold: float | None = None  # clipseg (0.4) / sam3 (0.5) when None
+    score_threshold: float = 0.5  # sam3: instance score to keep
+    max_side: int = 1024  # detect-sam2 / clipseg: model input long side
+
+
+class DetectSam2:
+    """Grounding DINO / OWLv2 boxes, then SAM 2.1 masks (``detect.load_detector`` and
+    ``segment.load_segmenter`` models)."""
+
+    route = ROUTES["detect-sam2"]
+
+    def __init__(self, detector, segmenter):
+        self.detector, self.segmenter = detector, segmenter
+
+    def segment(self, image, phrases: list[str], settings: RouteSettings):
+        from helpers.textseg import pipeline
+
+        return pipeline.segment_image(
+            image,
+            _prompt(phrases),
+            self.detector,
+            self.segmenter,
+            box_threshold=settings.box_threshold,
+            text_threshold=settings.text_threshold,
+            multimask=settings.multimask,
+            max_side=settings.max_side,
+            clean=False,
+            fallback=(),
+        ).detections
+
+
+class ClipSeg:
+    """One coarse mask per phrase from CLIPSeg (``segment.load_clipseg``); no detector, no SAM."""
+
+    route = ROUTES["clipseg"]
+
+    def __init__(self, model):
+        self.model = model
+
+    def segment(self, image, phrases: list[str], settings: RouteSettings):
+        from helpers.textseg import pipeline
+
+        threshold = 0.4 if settings.mask_threshold is None else settings.mask_threshold
+        return pipeline.segment_image_clipseg(
+            image,
+            _prompt(phrases),
+            self.model,
+            threshold=threshold,
+            max_side=settings.max_side,
+            clean=False,
+        ).detections
+
+
+class Sam3:
+    """Every instance of every phrase from one SAM 3 model (``sam3.load_sam3``)."""
+
+    route = ROUTES["sam3"]
+
+    def __init__(self, seg):
+        self.seg = seg
+
+    def segment(self, image, phrases: list[str], settings: RouteSettings):
+        from helpers.textseg import sam3
+
+        threshold = 0.5 if settings.mask_threshold is None else settings.mask_threshold
+        return sam3.segment_image_sam3(
+            image,
+            _prompt(phrases),
+            self.seg,
+            threshold=settings.score_threshold,
+            mask_threshold=threshold,
+            clean=False,
+        ).detections
+
+
+def _prompt(phrases: list[str]) -> str:
+    if isinstance(phrases, str) or not phrases or not all(str(p).strip() for p in phrases):
+        raise InputError(
+            f"phrases must be a non-empty list of words, e.g. ['dog', 'red car']; got {phrases!r}."
+        )
+    return ". ".join(str(p).strip() for p in phrases)
