@@ -451,9 +451,9 @@ def _segment(args) -> dict | None:
     _check_inputs(args)
     _refuse_unhonoured(args, "segment")
     if getattr(args, "backend", "sam2") == "sam3":
-        from helpers.textseg import sam3_commands as cli_sam3
+        from helpers.textseg import sam3_commands
 
-        return cli_sam3.cmd_segment(args)
+        return sam3_commands.cmd_segment(args)
     _check_common(args)
     _check_route(args)
     prompt = check_prompt(args.prompt)
@@ -693,9 +693,9 @@ def _track_one(args) -> dict:
     from helpers.textseg import track
 
     if getattr(args, "backend", "sam2") == "sam3":
-        from helpers.textseg import sam3_commands as cli_sam3
+        from helpers.textseg import sam3_commands
 
-        return cli_sam3.cmd_track(args)
+        return sam3_commands.cmd_track(args)
     _check_common(args)
     prompt = check_prompt(args.prompt)
     check_threshold("iou-threshold", args.iou_threshold)
@@ -781,9 +781,9 @@ def _eval_masks(args) -> dict:
 
     _check_inputs(args)
     if getattr(args, "backend", "sam2") == "sam3":
-        from helpers.textseg import sam3_commands as cli_sam3
+        from helpers.textseg import sam3_commands
 
-        return cli_sam3.cmd_eval_masks(args)
+        return sam3_commands.cmd_eval_masks(args)
     if args.out:
         check_out(args.out)
     if args.data is not None:

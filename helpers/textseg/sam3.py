@@ -510,14 +510,14 @@ def segment_image_sam3(
     min_sprinkle_area: int = 64,
     clean_fraction: float = 0.0,
 ):
-    """Every instance of every phrase of ``prompt`` in one image, as a ``textseg.ImageResult``.
+    """Every instance of every phrase of ``prompt`` in one image, as a ``pipeline.ImageResult``.
 
     ``threshold``: instance score (SAM 3's detection score x presence score) to keep;
     ``mask_threshold``: mask probability that counts as foreground. Each phrase is its own
     label (``class_id`` = phrase index, ``class_name`` = phrase). Boxes are clipped to the
     image. ``clean`` fills holes / removes specks as the SAM 2 route does: below
-``clean_fraction`` of each mask's area, at least ``min_hole_area`` / ``min_sprinkle_area`` px
-(``clean_fraction=0``: the fixed floors). The
+    ``clean_fraction`` of each mask's area, at least ``min_hole_area`` / ``min_sprinkle_area``
+    px (``clean_fraction=0``: the fixed floors). The
     interactive UI can call this with the same image and prompt it gives ``segment_image``.
     """
     import supervision as sv
@@ -580,7 +580,7 @@ def _folder_step(source, prompt, seg, _unused=None, **kw):
 
 
 def segment_folder_sam3(in_dir, out_dir, prompt: str, seg: Sam3Segmenter, **kw) -> dict:
-    """``textseg.segment_folder`` with SAM 3: same outputs, resumable, failures recorded.
+    """``pipeline.segment_folder`` with SAM 3: same outputs, resumable, failures recorded.
 
     The prompt's phrases are encoded once for the whole folder (``seg.text_cache``);
     ``kw``: ``overwrite``, ``dist`` (under torchrun: process k of N takes images k, k+N, ...
