@@ -80,10 +80,11 @@ def choose_compile(compile: str | bool, device, supported: bool) -> bool:
         return device.type == "cuda" and supported
     if compile in (True, "on", "true", 1):
         if not supported:
+            from helpers.install import SAM2_INSTALL
+
             raise InputError(
-                "This sam2 has no compiled video predictor (vos_optimized); update it "
-                "(pip install -U 'git+https://github.com/facebookresearch/sam2') or use "
-                "compile=False."
+                "This sam2 has no compiled video predictor (vos_optimized); install the "
+                f"release this project uses (`{SAM2_INSTALL}`) or use compile=False."
             )
         return True
     if compile in (False, "off", "false", 0, None):
