@@ -360,7 +360,7 @@ def run_ours(truth, detector, detect_every: int) -> list[dict[int, np.ndarray]]:
     """helpers.track.track_frames + IdBook at their default settings."""
     opts = track.LoopOptions(detect_every, "mask")
     prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
-    book = identity.IdBook(identity.IdentityConfig())
+    book = identity.IdBook(identity.IdentityConfig(fps=FPS))
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, book, opts):
         out.append({i: render.rle_to_mask(r) for i, r in rles.items()})

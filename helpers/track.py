@@ -180,7 +180,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                     for t, last in session.propagate(nxt, stop):
                         last = {i: m for i, m in last.items() if i in book.objects}
                         out[t] = _encode(last)
-                        book.observe(t, last)
+                        _observe(book, t, out[t], session)
                         bar.update(1)
                 else:
                     last = {}
@@ -192,16 +192,107 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                 break
             dets = keyframe_fn(k)
             plan = book.keyframe(k, last, dets)
+            if plan.moved:
+                repair(out, plan.moved, prev_key + 1, k)
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
                 out[k] = _encode(last)
-                book.observe(k, last)
+                _observe(book, k, out[k], session)
             if opts.backfill and plan.start and k > max(prev_key, first):
                 _backfill(session, k, max(prev_key + 1, first), set(plan.start), out)
             prev_key = k
     finally:
         session.close()
     return out, last
+
+
+def _observe(book: IdBook, t: int, rles: dict[int, dict], session) -> None:
+    """Tell the book where each object is on frame ``t`` (boxes and areas from the RLEs, and
+    SAM 2's object scores when the session keeps them)."""
+    from helpers.render import rle_area, rle_bbox
+
+    boxes, areas = {}, {}
+    for i, r in rles.items():
+        a = rle_area(r)
+        if a:
+            x, y, w, h = rle_bbox(r)
+            boxes[i], areas[i] = np.array([x, y, x + w, y + h], np.float32), float(a)
+    book.observe(t, boxes, areas, getattr(session, "object_scores", None))
+
+
+def _empty(r: dict | None) -> bool:
+    from helpers.render import rle_area
+
+    return r is None or rle_area(r) == 0
+
+
+def _box_iou_rle(a: dict, b: dict) -> float:
+    from helpers.render import rle_bbox
+
+    (ax, ay, aw, ah), (bx, by, bw, bh) = rle_bbox(a), rle_bbox(b)
+    return float(box_iou([[ax, ay, ax + aw, ay + ah]], [[bx, by, bx + bw, by + bh]])[0, 0])
+
+
+def _rle_box(r: dict) -> np.ndarray:
+    from helpers.render import rle_bbox
+
+    x, y, w, h = rle_bbox(r)
+    return np.array([x, y, x + w, y + h], np.float32)
+
+
+def _continuity(out, frames, ids) -> dict[int, int]:
+    """Follow ``ids`` frame to frame by box overlap and relabel ``out`` in place where two
+    tracks exchanged objects (a mask that jumps onto the object another track was on); returns
+    raw id -> corrected id on the last frame."""
+    name = {i: i for i in ids}  # raw id on this frame -> corrected id
+    prev: dict[int, np.ndarray] = {}  # corrected id -> box on the previous frame
+    for t in frames:
+        raw = {i: out[t][i] for i in ids if not _empty(out[t].get(i))}
+        cur = {i: _rle_box(r) for i, r in raw.items()}
+        seen = [c for c in prev if c in name.values()]
+        if seen and cur:
+            rs = list(cur)
+            iou = box_iou(np.stack([prev[c] for c in seen]), np.stack([cur[i] for i in rs]))
+            from scipy.optimize import linear_sum_assignment
+
+            rows, cols = linear_sum_assignment(iou, maximize=True)
+            for r_, c_ in zip(rows, cols):
+                own = list(seen).index(name[rs[c_]]) if name[rs[c_]] in seen else None
+                stay = iou[own, c_] if own is not None else 0.0
+                if iou[r_, c_] >= 0.5 and iou[r_, c_] > stay + 0.3:
+                    old = name[rs[c_]]
+                    other = next(k for k, v in name.items() if v == seen[r_])
+                    name[rs[c_]], name[other] = seen[r_], old
+        for i in raw:
+            out[t].pop(i)
+        for i, r in raw.items():
+            out[t][name[i]] = r
+            prev[name[i]] = cur[i]
+    return name
+
+
+def repair(out: dict[int, dict[int, dict]], moved: dict[int, int], a: int, b: int) -> None:
+    """Give frames a..b-1 back their right ids after the keyframe ``b`` found that id ``r``'s
+    propagated mask sat on object ``i`` (``moved[i] = r``): tracks that exchanged objects
+    (crossings) are followed frame to frame by overlap; a wrong re-acquisition (``r``'s masks
+    after its last empty frame belong to ``i``) is relabelled from there."""
+    frames = [t for t in range(a, b) if t in out]
+    if not frames:
+        return
+    ids = sorted(set(moved) | set(moved.values()))
+    trial = {t: dict(out[t]) for t in frames}
+    name = _continuity(trial, frames, ids)
+    agree = sum(name.get(r) == i for i, r in moved.items())
+    if agree and 2 * agree >= len(moved):
+        out.update(trial)
+        return
+    for i, r in moved.items():  # wrong re-acquisitions
+        gaps = [t for t in frames if _empty(out[t].get(r))]
+        if not gaps or any(not _empty(out[t].get(i)) for t in frames if t > gaps[-1]):
+            continue
+        for t in frames:
+            if t > gaps[-1] and r in out[t]:
+                out[t][i] = out[t].pop(r)
 
 
 def _backfill(session, k, a, ids, out):
@@ -428,8 +519,10 @@ def track_video(
     frames; SAM 2 (``tracker``) propagates masks in between. ``prompt_type``: how new objects
     prompt SAM 2 ("box", "point" = one positive click inside the object, "mask"); tracked
     objects are re-seeded from their fresh detection's mask. An object the detector misses is
-    kept for ``keep_missed`` keyframes, then retired; a returning object gets its old id back
-    when its appearance matches (cosine >= ``reid_threshold``, same label). ``backfill``
+    kept for ``keep_missed`` keyframes' worth of time (``keep_missed * detect_every`` frames)
+    while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
+    gets its old id back when its appearance matches (cosine >= ``reid_threshold``, same
+    label, without a rival as close) where it could plausibly be. ``backfill``
     also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
     (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
     ``detect_fn(image) -> sv.Detections`` replaces the detector when given.
@@ -445,8 +538,9 @@ def track_video(
         box_iou_threshold,
         tracker,
         reid_threshold=reid_threshold,
-        keep_missed=keep_missed,
     )
+    if int(keep_missed) < 0:
+        raise InputError(f"keep_missed must be >= 0 keyframes, got {keep_missed}.")
     if detect_fn is None:
         from helpers import detect as det
 
@@ -467,7 +561,7 @@ def track_video(
     out_dir.mkdir(parents=True, exist_ok=True)
     with decoded_frames(source, frame_dir, max_frames, max_side) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
-        book = IdBook(config)
+        book = IdBook(identity_config(config, keep_missed, detect_every, frames.fps))
         prop = Sam2Propagator(tracker, frames, root, offload)
         keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type)
         bar = tqdm(total=frames.num_frames, desc="tracking", unit="frame")
@@ -490,6 +584,15 @@ def track_video(
             bar.close()
         out.timings.update(timings)
     return out
+
+
+def identity_config(config: IdentityConfig, keep_missed, detect_every, fps) -> IdentityConfig:
+    """``config`` at the video's frame rate; ``keep_missed`` keyframes at ``detect_every``
+    become a duration in seconds (what the identity rules use)."""
+    from dataclasses import replace
+
+    fps = float(fps) if fps and fps > 0 else 30.0
+    return replace(config, fps=fps, keep_seconds=int(keep_missed) * int(detect_every) / fps)
 
 
 @contextlib.contextmanager
