@@ -554,11 +554,12 @@ def easy_scenes(n: int = 300) -> list[Scene]:
 def hard_scenes() -> list[Scene]:
     """The kinds of video a demanding user brings (360 frames = 12 s at 30 fps)."""
     n = 360
-    crowd = [  # eight people crossing a square in every direction, a pillar in the middle
+    crowd = [  # eight people: four walk across, four up and down, a pillar in the middle
+        # (one at a time behind it)
         Obj("person", (16, 34), [(0, x0, y0), (n, x1, y1)])
         for x0, y0, x1, y1 in [
-            (5, 5, 170, 80), (170, 10, 10, 85), (40, 90, 150, 0), (150, 90, 30, 10),
-            (90, 0, 100, 90), (0, 50, 176, 45), (176, 60, 0, 55), (60, 40, 120, 50),
+            (-10, 2, 150, 6), (186, 30, 40, 34), (0, 60, 176, 58), (120, 92, 0, 90),
+            (24, -30, 30, 130), (60, 130, 56, -30), (130, -20, 136, 126), (168, 126, 160, -20),
         ]
     ]  # fmt: skip
     return [
@@ -588,13 +589,13 @@ def hard_scenes() -> list[Scene]:
             ],
             seed=12,
         ),
-        Scene(  # three look-alikes cross; propagation swaps them at each crossing
+        Scene(  # three look-alikes cross (one pair at a time); propagation swaps them each time
             "three_lookalikes_crossing",
             n,
             [
                 Obj("person", (20, 40), [(0, 10, 40), (n, 170, 50)]),
                 Obj("person", (20, 40), [(0, 170, 45), (n, 10, 40)]),
-                Obj("person", (20, 40), [(0, 90, 0), (180, 90, 45), (n, 90, 88)]),
+                Obj("person", (20, 40), [(0, 60, 0), (n, 64, 88)]),
             ],
             swap=True,
             seed=13,

@@ -113,7 +113,8 @@ class IdentityConfig:
     iou_threshold: float = 0.5  # mask IoU for "same object" (box IoU without masks)
     box_iou_threshold: float = 0.3  # last-box IoU for re-identification without embeddings
     reid_threshold: float = 0.8  # cosine similarity for "same object" by appearance
-    veto_threshold: float = 0.5  # an IoU match another id explains better by look is refused
+    veto_threshold: float = 0.5  # an IoU match is refused below this similarity (or 2 x
+    # ``ambiguity`` below another id's) when another id explains the detection by look
     keep_seconds: float = 2.0  # how long a missed object may stay in the propagation
     momentum: float = 0.9  # appearance memory: new = m * old + (1 - m) * detection
     fps: float = 30.0  # frames per second of the video (durations -> frames)
@@ -417,12 +418,17 @@ class IdBook:
             cur[i] = m if m is not None and (shape is None or m.shape == shape) else None
         visible = [i for i in live if cur[i] is not None and cur[i].any()]
         iou = np.zeros((len(live), n), dtype=np.float32)
+        on = np.zeros((len(live), n), dtype=bool)  # the track's mask lies on the detection
         if visible and n:
             rows = [live.index(i) for i in visible]
             if masks is not None:
-                iou[rows] = masks_iou(np.stack([cur[i] for i in visible]), masks)
+                tm = np.stack([cur[i] for i in visible])
+                iou[rows] = masks_iou(tm, masks)
+                on[rows] = _contain(masks, tm).T >= 0.8
             else:
                 iou[rows] = box_iou(np.stack([mask_box(cur[i]) for i in visible]), boxes)
+            on[rows] |= iou[rows] >= cfg.iou_threshold
+            on &= iou >= 0.3
         gone = [i for i, o in self.objects.items() if not o.live and not o.forgotten]
         cand = live + gone
         sim = self.similarity(cand, emb, n)
@@ -435,12 +441,15 @@ class IdBook:
             same = np.array([[self.objects[i].label == lab for lab in dets.labels] for i in live])
             rival = np.zeros((len(live), n), bool)
             for r in range(len(live)):
-                others = np.delete(look, r, axis=0)
-                rival[r] = others.any(0) & known[r] & (s_live[r] < cfg.veto_threshold)
+                others = np.delete(np.where(look, sim, -np.inf), r, axis=0)
+                best = others.max(0) if len(others) else np.full(n, -np.inf)
+                worse = (s_live[r] < cfg.veto_threshold) | (best - s_live[r] >= 2 * cfg.ambiguity)
+                rival[r] = np.isfinite(best) & known[r] & worse
             by_iou = same & (iou >= cfg.iou_threshold) & ~rival
             by_look = look[: len(live)]
             score = np.where(by_iou | by_look, 1.0 + iou + np.where(known, s_live, 0.0), 0.0)
-            for j, r in _assign(score, 1.0).items():
+            pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
+            for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
 
@@ -463,11 +472,12 @@ class IdBook:
                 for c, j in enumerate(open_dets):
                     if o.label != dets.labels[j]:
                         continue
-                    if not np.isnan(sim[rr, j]):
-                        if look[rr, j]:
-                            score[r, c] = 1.0 + sim[rr, j]
-                    elif o.box is not None:
+                    if not np.isnan(sim[rr, j]) and look[rr, j]:
+                        score[r, c] = 1.0 + sim[rr, j]
+                    elif np.isnan(sim[rr, j]) and o.box is not None:
                         score[r, c] = self._position_score(o.box, boxes[j])
+                    elif sim[rr, j] >= cfg.veto_threshold and o.box is not None:
+                        score[r, c] = 0.5 * self._motion_score(o, frame_idx, boxes[j])
             for c, r in _assign(score, 1e-6).items():
                 j, i = open_dets[c], gone[r]
                 ids[j] = i
@@ -500,7 +510,7 @@ class IdBook:
             taken = None
             if not empty and n:
                 r = live.index(i)
-                hit = np.flatnonzero(iou[r] >= cfg.iou_threshold) if visible else []
+                hit = np.flatnonzero(on[r])
                 if len(hit):
                     taken = ids[int(hit[np.argmax(iou[r, hit])])]
             if taken is not None:
@@ -517,7 +527,7 @@ class IdBook:
             if r in plan.reseed:
                 j = plan.reseed[r]
                 for i in live:
-                    if i != r and iou[live.index(i), j] >= cfg.iou_threshold:
+                    if i != r and on[live.index(i), j]:
                         plan.moved.setdefault(r, i)
         for i in plan.retire:
             self.objects[i].live = False
@@ -547,6 +557,30 @@ class IdBook:
         self._forget()
         return plan
 
+    def _unswap(self, frame_idx, live, pairs: dict[int, int], sim, dets) -> dict[int, int]:
+        """Exchange the detections of two same-label tracks when their looks say so together:
+        the crossed pairing is more similar by ``4 * ambiguity`` in sum (an absolute threshold
+        misses this when every view is noisy) and each is plausible where the other was."""
+        gain_min = 4 * self.config.ambiguity
+        while True:
+            best, pick = gain_min, None
+            items = list(pairs.items())
+            for x, (j1, r1) in enumerate(items):
+                for j2, r2 in items[x + 1 :]:
+                    if self.objects[live[r1]].label != self.objects[live[r2]].label:
+                        continue
+                    g = sim[r1, j2] + sim[r2, j1] - sim[r1, j1] - sim[r2, j2]
+                    if np.isfinite(g) and g > best:
+                        best, pick = float(g), (j1, r1, j2, r2)
+            if pick is None:
+                return pairs
+            j1, r1, j2, r2 = pick
+            ok1 = self.plausible(live[r1], frame_idx, dets.boxes[[j2]])[0]
+            ok2 = self.plausible(live[r2], frame_idx, dets.boxes[[j1]])[0]
+            if not (ok1 and ok2):
+                return pairs
+            pairs[j1], pairs[j2] = r2, r1
+
     def _update_motion(self, o: Identity, box: np.ndarray, frame_idx: int) -> None:
         box = np.asarray(box, np.float32)
         if o.det_box is not None and frame_idx > o.last_detected and o.live:
@@ -555,6 +589,21 @@ class IdBook:
         o.det_box, o.last_detected = box, frame_idx
         o.box, o.last_seen = box, frame_idx
         o.exited = self._at_edge(box)
+
+    def _motion_score(self, o: Identity, frame_idx: int, box) -> float:
+        """In (0, 1] when ``box`` is close to where ``o`` would be now (its last box moved on
+        by its velocity: within half its size) and of a similar size, for an object retired
+        less than ``keep_seconds`` ago whose look is merely unsure; else 0."""
+        dt = frame_idx - o.last_seen
+        if dt > self.config.frames(self.config.keep_seconds) or o.velocity is None:
+            return 0.0
+        ref = o.det_box if o.det_box is not None else o.box
+        pred = _centre(o.box) + o.velocity * dt
+        d = float(np.linalg.norm(_centre(box) - pred))
+        size, ratio = _size(ref), _size(box) / _size(ref)
+        if d > 0.5 * size or not 0.5 <= ratio <= 2.0:
+            return 0.0
+        return 1.0 - d / (0.5 * size) + 1e-3
 
     def _position_score(self, last_box, box) -> float:
         b = float(box_iou(last_box[None], box[None])[0, 0])
