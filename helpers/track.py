@@ -634,7 +634,6 @@ def write_outputs(
 
     from helpers import media
     from helpers import render as rnd
-    from helpers.files import atomic_write_json
 
     store, records = MaskStore(), []
     t1 = time.perf_counter()
@@ -659,8 +658,7 @@ def write_outputs(
     track_s = time.perf_counter() - t1
     timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
     video = (frames.fps, frames.width, frames.height, frames.num_frames)
-    doc = tracks_document(records, book, prompt, video, settings)
-    json_path = atomic_write_json(out_dir / "tracks.json", doc, indent=None)
+    json_path = write_tracks(out_dir, records, book, prompt, video, settings)
     return TrackResult(
         masks=store,
         labels=dict(book.labels),
@@ -673,6 +671,24 @@ def write_outputs(
         height=frames.height,
         timings=timings,
     )
+
+
+def write_tracks(out_dir: Path, records, book: IdBook, prompt: str, video, settings) -> Path:
+    """``tracks.json`` (masks inside), or for videos over ``track_masks.COMPACT_AFTER``
+    frames ``tracks.json`` without masks + ``masks.json.xz`` (see ``helpers.track_masks``)."""
+    from helpers import track_masks
+    from helpers.files import atomic_write_json
+
+    out_dir = Path(out_dir)
+    masks_ref = None
+    if len(records) > track_masks.COMPACT_AFTER:
+        records = [{**r, "objects": [dict(o) for o in r["objects"]]} for r in records]
+        track_masks.write_masks(out_dir / track_masks.MASKS_FILE, records, video[2:0:-1])
+        masks_ref = {"file": track_masks.MASKS_FILE, "format": track_masks.FORMAT}
+    doc = tracks_document(records, book, prompt, video, settings)
+    if masks_ref:
+        doc["masks"] = masks_ref
+    return atomic_write_json(out_dir / "tracks.json", doc, indent=None)
 
 
 def tracks_document(records, book: IdBook, prompt: str, video, settings: dict) -> dict:
