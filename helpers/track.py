@@ -213,6 +213,8 @@ def _observe(book: IdBook, t: int, rles: dict[int, dict], session) -> None:
 
     boxes, areas = {}, {}
     for i, r in rles.items():
+        if book.frame_hw is None:
+            book.frame_hw = (int(r["size"][0]), int(r["size"][1]))
         a = rle_area(r)
         if a:
             x, y, w, h = rle_bbox(r)
