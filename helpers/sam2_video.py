@@ -421,10 +421,14 @@ def keyframe_features(
 
     With the sam2 backend the frame goes through the image encoder once: its masks come from
     the boxes (unless the detector gave masks) and each embedding pools the encoder's
-    features under the mask. The transformers backend has no image path here: (masks, None).
+    features under the mask. The transformers backend has no image path for masks here: its
+    embeddings pool the vision encoder's output under the detector's masks, else the boxes.
     """
-    if tracker.backend != "sam2" or len(boxes) == 0:
+    if len(boxes) == 0:
         return masks, None
+    if tracker.backend != "sam2":
+        where = masks if masks is not None else _box_masks(boxes, image.shape[:2])
+        return masks, pool_features(_tf_image_embedding(tracker, image), where)
     import torch
 
     with _autocast(tracker), torch.inference_mode():
@@ -434,6 +438,30 @@ def keyframe_features(
             _image_predictor(tracker).set_image(image)
         embed = _image_predictor(tracker)._features["image_embed"][0].float().cpu().numpy()
     return masks, pool_features(embed, masks)
+
+
+def _box_masks(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bool masks [N,H,W] filling each xyxy box."""
+    out = np.zeros((len(boxes), *hw), dtype=bool)
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 4)):
+        out[
+            k,
+            max(0, int(y0)) : max(0, int(np.ceil(y1))),
+            max(0, int(x0)) : max(0, int(np.ceil(x1))),
+        ] = True
+    return out
+
+
+def _tf_image_embedding(tracker: VideoTracker, image: np.ndarray) -> np.ndarray:
+    """The transformers Sam2 vision encoder's image embedding [C,h,w] of one RGB frame."""
+    import torch
+
+    pixels = tracker.processor(images=image, return_tensors="pt")["pixel_values"]
+    model = tracker.predictor
+    pixels = pixels.to(tracker.device, dtype=next(model.parameters()).dtype)
+    with torch.inference_mode():
+        embed = model.get_image_embeddings(pixels)[-1]
+    return embed[0].float().cpu().numpy()
 
 
 def _click_point(box: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -290,3 +290,78 @@ def test_memory_per_retired_id_is_small_and_capped():
     assert held <= 50 * (32 * 4 + 3 * 16) + 4096  # looks and boxes of 50 ids, no masks
     assert not any(isinstance(v, np.ndarray) and v.size > 64 for o in records
                    for v in vars(o).values())  # fmt: skip
+
+
+def test_transformers_backend_gives_appearance_embeddings():
+    """The transformers tracker pools its vision encoder's output under the boxes (random
+    weights: this checks the plumbing, not the quality)."""
+    from helpers.sam2_video import keyframe_features, load_video_tracker
+
+    tracker = load_video_tracker(
+        backend="transformers", random_weights=True, image_size=64, device="cpu"
+    )
+    img = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+    boxes = np.array([[4, 4, 40, 40], [70, 40, 120, 90]], np.float32)
+    masks, emb = keyframe_features(tracker, img, boxes, None)
+    assert masks is None and emb.shape[0] == 2 and emb.shape[1] >= 16
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    assert float(emb[0] @ emb[1]) < 0.999
+    _, again = keyframe_features(tracker, img, boxes[::-1].copy(), None)
+    assert np.allclose(again, emb[::-1], atol=1e-5)
+
+
+def _cached_sam2_tiny() -> str | None:
+    """Why the real-weights check cannot run here (None when it can)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+    except ImportError as e:
+        return f"needs the sam2 package and huggingface_hub ({e})"
+    repo = "facebook/sam2.1-hiera-tiny"
+    name = HF_MODEL_ID_TO_FILENAMES[repo][1]
+    if not isinstance(try_to_load_from_cache(repo, name), str):
+        return (
+            f"no real SAM 2.1 weights in the local Hugging Face cache ({repo}/{name}); with "
+            "random weights the comparison proves nothing"
+        )
+    return None
+
+
+def _colour_box(img, rgb, tol=40):
+    ys, xs = np.nonzero(np.abs(img.astype(int) - rgb).sum(-1) < tol)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def test_real_sam2_features_separate_two_objects_more_than_two_frames(monkeypatch):
+    """With real weights: the pooled image-encoder features of the ball and the box in one
+    photo are less alike than those of the ball in two frames (the photo shifted 24 px and
+    relit). ``HELPERS_REID_PHOTO`` + ``HELPERS_REID_BOXES`` ("x0,y0,x1,y1;x0,y0,x1,y1") use
+    another photograph instead of assets/sample.jpg."""
+    import os
+    from pathlib import Path
+
+    why = _cached_sam2_tiny()
+    if why:
+        pytest.skip(why)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from helpers import media
+    from helpers.sam2_video import keyframe_features, load_video_tracker
+
+    photo = os.environ.get("HELPERS_REID_PHOTO")
+    if photo:
+        img = media.load_image(photo)
+        boxes = np.array(
+            [[float(v) for v in b.split(",")] for b in os.environ["HELPERS_REID_BOXES"].split(";")],
+            np.float32,
+        )
+    else:
+        img = media.load_image(Path(__file__).resolve().parents[1] / "assets" / "sample.jpg")
+        boxes = np.stack([_colour_box(img, (220, 40, 40)), _colour_box(img, (40, 70, 210))])
+    tracker = load_video_tracker("tiny", device="cpu")
+    _, one = keyframe_features(tracker, img, boxes, None)
+    shifted = np.clip(np.roll(img, (8, 24), axis=(0, 1)).astype(np.float32) * 0.9 + 12, 0, 255)
+    _, two = keyframe_features(tracker, shifted.astype(np.uint8), boxes + [24, 8, 24, 8], None)
+    same_object = [float(one[k] @ two[k]) for k in range(2)]
+    other_object = float(one[0] @ one[1])
+    print(f"cosine: same object in two frames {same_object}, two objects {other_object:.3f}")
+    assert min(same_object) > other_object + 0.1
