@@ -501,6 +501,25 @@ def _chunk_folder(frames, first: int, end: int, root: Path) -> Path:
     return sub
 
 
+def _object_scores(tracker: VideoTracker, state, t: int) -> dict[int, float]:
+    """id -> SAM 2's object score logit on local frame ``t`` (> 0: the object is there), as
+    the state keeps it; {} when it does not."""
+    try:
+        if tracker.backend == "sam2":
+            per_obj, name = state["output_dict_per_obj"], state["obj_idx_to_id"].get
+        else:
+            per_obj, name = state.output_dict_per_obj, state._obj_idx_to_id.get
+        out = {}
+        for idx, d in per_obj.items():
+            o = d["non_cond_frame_outputs"].get(t) or d["cond_frame_outputs"].get(t)
+            logit = None if o is None else o.get("object_score_logits")
+            if logit is not None and name(idx) is not None:
+                out[int(name(idx))] = float(logit.reshape(-1)[0])
+        return out
+    except (KeyError, AttributeError, TypeError):
+        return {}
+
+
 class Sam2Session:
     """One inference state over frames ``first..end-1``; frame numbers are global."""
 
@@ -516,10 +535,13 @@ class Sam2Session:
                 raise NewIdRefused(str(e)) from None
             raise
 
+    object_scores: dict[int, float] = {}  # SAM 2's object score logits on the latest frame
+
     def propagate(self, a: int, b: int, reverse: bool = False):
         for t, masks in _propagate(
             self.tracker, self.state, a - self.first, b - self.first, reverse
         ):
+            self.object_scores = _object_scores(self.tracker, self.state, t)
             yield t + self.first, masks
 
     def remove(self, ids) -> bool:
