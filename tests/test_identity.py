@@ -276,9 +276,16 @@ def test_keeping_a_missed_object_is_timed_in_frames_and_checks_mask_quality():
         assert plan.retire == [2]
 
 
-def test_memory_per_retired_id_is_small_and_capped():
+def test_memory_per_retired_id_is_small_and_capped(monkeypatch):
     book = IdBook(IdentityConfig(keep_seconds=0, max_retired=50))
     rng = np.random.default_rng(0)
+    compared = []  # ids compared with each keyframe's detections: bounded, not all ever seen
+    real = IdBook.similarity
+    monkeypatch.setattr(
+        IdBook,
+        "similarity",
+        lambda self, ids, e, n: compared.append(len(ids)) or real(self, ids, e, n),
+    )
     for t in range(300):  # a one-off false detection on every keyframe: 300 ids
         x, y = rng.integers(0, 100), rng.integers(0, 70)
         live = {i: np.zeros((H, W), bool) for i in book.live}
@@ -288,6 +295,7 @@ def test_memory_per_retired_id_is_small_and_capped():
     assert sum(not o.forgotten and not o.live for o in records) <= 50
     held = sum(v.nbytes for o in records for v in vars(o).values() if isinstance(v, np.ndarray))
     assert held <= 50 * (32 * 4 + 3 * 16) + 4096  # looks and boxes of 50 ids, no masks
+    assert max(compared) <= 51 and compared[-1] == 51  # 50 retired + the live one
     assert not any(isinstance(v, np.ndarray) and v.size > 64 for o in records
                    for v in vars(o).values())  # fmt: skip
 
