@@ -4,19 +4,30 @@ No model lives here: masks are bool arrays, appearance embeddings are plain floa
 (the tracker pools SAM 2 image-encoder features under each detection's mask; the tracking
 benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detections:
 
-- **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask,
-  vetoed when the appearance clearly differs; or appearance alone with the same label, which
-  undoes swaps and large drift) re-prompts that object from the fresh detection;
+- **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask and
+  the same label, refused when another id explains the detection clearly better by look; or
+  look alone where the object could plausibly be) re-prompts that object; two tracks whose
+  detections look crossed are exchanged (swaps at crossings);
 - **keep**: an object being tracked that the detector missed stays in the propagation for
-  ``keep_missed`` keyframes (none for an object detected on one keyframe only: it may be a
-  false detection), then is **retired** (removed from the propagation state) but its id,
-  label and appearance are kept;
-- **re-identify**: a detection that matches no tracked object is compared with retired
-  objects by appearance (cosine similarity >= ``reid_threshold``, same label), wherever it is;
-  without embeddings, by where the object was last seen (mask or box IoU, same label);
-- **new**: everything else gets a new id; two detections of one thing never get two ids, and
-  a tracked object whose mask sits on another object's fresh detection is retired, so one
-  object never has two live tracks.
+  ``keep_seconds`` (a duration, whatever the detection cadence) while its propagated mask keeps
+  its usual area and SAM 2's object score stays positive; none for an object detected on one
+  keyframe only (it may be a false detection). Then it is **retired** (removed from the
+  propagation state); its id, label, look and last box are kept;
+- **re-identify**: a detection that matches no tracked object gets a retired id back when the
+  label agrees, the look matches (cosine >= ``reid_threshold``) and the place is plausible:
+  near where it was hidden or where it could have walked since (``max_speed`` sizes per
+  second), anywhere for an object that left at an edge; a recently retired object whose look is
+  merely unsure also comes back where its motion predicts; without embeddings, by where it was
+  last seen (box IoU);
+- **ambiguity**: two candidates within ``ambiguity`` in cosine give a new id rather than
+  possibly the wrong old one;
+- **new**: everything else gets a new id; two detections of one thing never get two ids (a box
+  mostly inside a tracked object's mask is that object), and a tracked object whose mask sits
+  on another object's fresh detection is retired, so one object never has two live tracks
+  (``Plan.moved`` says whose, so the frames since the previous keyframe can be repaired).
+
+Memory stays bounded: an id keeps a few small arrays (look, boxes, velocity), never a mask,
+and only the ``max_retired`` most recent retired ids are compared with new detections.
 """
 
 from __future__ import annotations
