@@ -12,12 +12,16 @@ How it works (``track_video``):
    gives each box a mask and an appearance embedding (image-encoder features under the mask).
    ``identity.IdBook`` decides who is who: tracked objects that were detected are re-seeded
    from the fresh detection (drift cannot build up), tracked objects the detector missed are
-   kept for ``keep_missed`` keyframes and then retired from the SAM 2 state (their ids stay),
-   detections of retired objects get their old id back by appearance wherever they reappear,
-   and only the rest get new ids. With ``backfill`` a new object is also tracked backwards to
-   the previous keyframe.
+   kept for a while (``keep_missed`` keyframes' worth of seconds, while their masks look
+   right) and then retired from the SAM 2 state (their ids stay), detections of retired
+   objects get their old id back by appearance where they could plausibly be, and only the
+   rest get new ids. When a keyframe shows that two tracks swapped objects, or that a lost
+   track re-acquired another object, the frames since the previous keyframe get their right
+   ids back (``repair``). With ``backfill`` a new object is also tracked backwards to the
+   previous keyframe.
 4. Masks are held and written as compressed COCO RLE; the annotated MP4 and ``tracks.json``
-   are written atomically.
+   are written atomically (long videos: masks in ``masks.json.xz``, see
+   ``helpers.track_masks``).
 
 The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
 ``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->
