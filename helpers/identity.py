@@ -459,6 +459,16 @@ class IdBook:
             by_iou = same & (iou >= cfg.iou_threshold) & ~rival
             by_look = look[: len(live)]
             score = np.where(by_iou | by_look, 1.0 + iou + np.where(known, s_live, 0.0), 0.0)
+            # the propagated mask drifted off but the detection is where the object's motion
+            # since its last detection puts it, and its look does not say otherwise
+            for r, i in enumerate(live):
+                for j in range(n):
+                    if score[r, j] or not same[r, j] or rival[r, j]:
+                        continue
+                    if known[r, j] and s_live[r, j] < cfg.veto_threshold:
+                        continue
+                    m = self._motion_score(self.objects[i], frame_idx, boxes[j])
+                    score[r, j] = 1.0 + 0.5 * m if m > 0 else 0.0
             pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
             for j, r in pairs.items():
                 ids[j] = live[r]
@@ -602,14 +612,17 @@ class IdBook:
         o.exited = self._at_edge(box)
 
     def _motion_score(self, o: Identity, frame_idx: int, box) -> float:
-        """In (0, 1] when ``box`` is close to where ``o`` would be now (its last box moved on
-        by its velocity: within half its size) and of a similar size, for an object retired
-        less than ``keep_seconds`` ago whose look is merely unsure; else 0."""
-        dt = frame_idx - o.last_seen
+        """In (0, 1] when ``box`` is close to where ``o`` would be now (its last detected box,
+        or last seen box once retired, moved on by its velocity: within half its size) and of
+        a similar size, less than ``keep_seconds`` after that; else 0."""
+        last, seen = (o.det_box, o.last_detected) if o.live else (o.box, o.last_seen)
+        if last is None:
+            return 0.0
+        dt = frame_idx - seen
         if dt > self.config.frames(self.config.keep_seconds) or o.velocity is None:
             return 0.0
-        ref = o.det_box if o.det_box is not None else o.box
-        pred = _centre(o.box) + o.velocity * dt
+        ref = o.det_box if o.det_box is not None else last
+        pred = _centre(last) + o.velocity * dt
         d = float(np.linalg.norm(_centre(box) - pred))
         size, ratio = _size(ref), _size(box) / _size(ref)
         if d > 0.5 * size or not 0.5 <= ratio <= 2.0:

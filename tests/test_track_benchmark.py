@@ -1,6 +1,6 @@
-"""benchmarks/q2_tracking.py: on the harder scenes (re-acquiring stand-in propagation, look-alike
-and noisy appearance, detection every 30 frames, two seeds) ours keeps the issue's targets
-against the Grounded-SAM-2-style baseline; the first, kinder scenes still pass; masks of a long
+"""benchmarks/q2_tracking.py: on the harder scenes (re-acquiring stand-in propagation, distinct,
+look-alike and noisy appearance, detection every 30 frames, two seeds) ours keeps the issue's
+targets against the Grounded-SAM-2-style baseline; the first, kinder scenes still pass; masks of a long
 1080p video stay within their memory and disk bounds."""
 
 import json
@@ -35,12 +35,11 @@ def test_quick_variant_holds_the_identity_targets(tmp_path):
     ours = {c: r["ours"]["OVERALL"] for c, r in conds.items()}
     base = {c: r["baseline"]["OVERALL"] for c, r in conds.items()}
     assert ours["distinct@30"]["idf1"] >= 0.95 and ours["lookalike@30"]["idf1"] >= 0.90, ours
-    for c in ("distinct@30", "lookalike@30"):
+    for c in conds:  # ID switches <= 1/3 of the baseline's at every appearance level
         assert ours[c]["idsw"] <= base[c]["idsw"] / 3, (c, ours[c], base[c])
-    # noisy looks: not yet at 1/3 (see the README's table); at least half the baseline's
-    assert ours["noisy@30"]["idsw"] <= base["noisy@30"]["idsw"] / 2, (ours, base)
-    assert ours["noisy@30"]["idf1"] >= 0.8 and base["noisy@30"]["idf1"] < 0.7
-    assert "IDF1 ours" in stdout and "targets:" in stdout
+    assert ours["noisy@30"]["idf1"] >= 0.85 and base["noisy@30"]["idf1"] < 0.7
+    assert all(res["targets_met"].values()), res["targets_met"]
+    assert "IDF1 ours" in stdout and "targets: 8/8 met" in stdout
 
 
 def test_first_easy_scenes_still_pass(tmp_path):
