@@ -424,9 +424,11 @@ def keyframe_features(
     features under the mask. The transformers backend has no image path for masks here: its
     embeddings pool the vision encoder's output under the detector's masks, else the boxes.
     """
-    if len(boxes) == 0:
+    if len(boxes) == 0 or tracker.backend not in ("sam2", "transformers"):
         return masks, None
-    if tracker.backend != "sam2":
+    if tracker.backend == "transformers":
+        if tracker.processor is None:
+            return masks, None
         where = masks if masks is not None else _box_masks(boxes, image.shape[:2])
         return masks, pool_features(_tf_image_embedding(tracker, image), where)
     import torch
