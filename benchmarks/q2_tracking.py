@@ -35,7 +35,7 @@ when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled)
 detection every 10 frames). ``--memory`` measures the masks held and written for 1,800 frames
 x 5 objects with wavy outlines and holes at 1080p (``--memory-only`` skips the scenes).
 
-    python benchmarks/q2_tracking.py                      # full table (a few minutes on a CPU)
+    python benchmarks/q2_tracking.py                      # full table (about 3 CPU-minutes)
     python benchmarks/q2_tracking.py --memory --out q2_tracking.json
     python benchmarks/q2_tracking.py --quick              # the CI variant (seconds)
 """
