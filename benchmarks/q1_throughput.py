@@ -1,15 +1,25 @@
-"""Training throughput: the seed000 pipeline vs ours, same network, same GPU, same run.
+"""Training throughput: the seed000 pipeline vs ours, same network, same GPU, same run,
+decomposed so each cause shows by itself.
 
 (a) seed way: per-image CPU torchvision transforms (RandomCrop(32, 4), RandomHorizontalFlip,
     AutoAugment CIFAR-10 policy, ToTensor, Normalize, RandomErasing), a DataLoader with
     2 workers and batch 128, fp16 autocast + GradScaler, and a ViT whose attention is written
     out by hand (softmax(Q K^T / sqrt(d)) V) -- 10,402,954 parameters, as the seed reports.
 (b) ours: images kept on the GPU as uint8, batched GPU augmentation with the same policy
-    (helpers.augment.GpuAugment + the seed000 AugConfig), helpers.vit.ViT (SDPA attention),
-    bf16 autocast (fp16 on pre-Ampere GPUs), fused AdamW, optional torch.compile, batch 512.
+    (helpers.augment.GpuAugment + the seed000 AugConfig, compiled as one graph with the model),
+    helpers.vit.ViT (SDPA attention), fused AdamW, optional torch.compile -- run three times:
+    (b1) at the seed's batch (128) and precision (fp16 + GradScaler): what the GPU-resident
+         pipeline buys by itself;
+    (b2) at the seed's batch with our precision (bf16 autocast; fp16 on pre-Ampere GPUs);
+    (b3) at our batch (512) and precision: the full recipe.
+A row whose settings equal an earlier row's (e.g. on a CPU, where both precisions are fp32)
+reuses its measurement. What ran (compile on or off for the model and the augmentation, fused
+AdamW, autocast dtype, TF32, DataLoader workers, host CPU model and core count) is read from
+the run, not assumed.
 
-Both run N warm-up steps, then T timed steps (data loading and augmentation included), and the
-script prints images/s of each and the ratio (b)/(a). ``--data`` is an ImageFolder root
+Every row runs N warm-up steps, then T timed steps (data loading and augmentation included,
+timed between device synchronisations), and the script prints images/s of each and the ratio
+to (a). ``--data`` is an ImageFolder root
 (``train/<class>/*.jpg`` + ``val/``, e.g. the JPEG CIFAR-10), decoded once into memory for both
 pipelines (the seed kept CIFAR-10 in memory too); without it, random uint8 images of CIFAR
 shape are used (throughput does not depend on pixel values).
@@ -22,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -189,6 +201,37 @@ def ours_data(data: str | None, n_synthetic: int, device, splits=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# what ran
+# ----------------------------------------------------------------------------------------------
+def host_cpu() -> dict:
+    """The host CPU's model name and core counts (all, and usable by this process)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "cores": os.cpu_count(), "usable_cores": usable}
+
+
+def tf32_state(device) -> bool:
+    """Whether float32 matmuls and convolutions may use TF32 right now (read from torch)."""
+    if device.type != "cuda":
+        return False
+    return bool(
+        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    )
+
+
+def seed_precision(device) -> str:
+    """The seed's precision on ``device``: fp16 autocast + GradScaler on a GPU, else fp32."""
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+# ----------------------------------------------------------------------------------------------
 # timing helpers
 # ----------------------------------------------------------------------------------------------
 def sync(device) -> None:
@@ -264,7 +307,13 @@ def run_seed(args, device, mean, std, splits=None) -> dict:
     out.update(
         params=params,
         precision="fp16+GradScaler" if use_amp else "fp32",
-        workers=args.workers,
+        dtype="float16" if use_amp else "float32",
+        workers=loader.num_workers,
+        compiled=False,
+        augmentation="per-image CPU (torchvision)",
+        aug_compiled=False,
+        fused_adamw=bool(opt.defaults.get("fused")),
+        tf32=tf32_state(device),
         attention="explicit softmax(QK^T)V",
     )
     return out
@@ -273,7 +322,9 @@ def run_seed(args, device, mean, std, splits=None) -> dict:
 # ----------------------------------------------------------------------------------------------
 # (b) ours
 # ----------------------------------------------------------------------------------------------
-def run_ours(args, device, splits=None) -> dict:
+def run_ours(args, device, splits=None, batch=None, precision=None) -> dict:
+    """Our training step on the seed000 network at ``batch`` (default ``--batch``) and
+    ``precision`` (default ``--precision``)."""
     from helpers.augment import GpuAugment
     from helpers.data import iterate_batches
     from helpers.models import build_model
@@ -282,7 +333,9 @@ def run_ours(args, device, splits=None) -> dict:
     from helpers.step import make_optimizer, soft_cross_entropy
 
     torch.manual_seed(0)
-    preset = get_preset("seed000", batch_size=args.batch, precision=args.precision)
+    batch = int(batch or args.batch)
+    precision = precision or args.precision
+    preset = get_preset("seed000", batch_size=batch, precision=precision)
     cfg = preset.train
     x_all, y_all, num_classes = ours_data(args.data, args.synthetic_n, device, splits)
     if device.type == "cuda":
@@ -297,15 +350,15 @@ def run_ours(args, device, splits=None) -> dict:
     compiled = bool(args.compile)
     forward = torch.compile(model) if compiled else model
     aug = GpuAugment(preset.aug, spec, num_classes)
+    if compiled:
+        aug.compile(log=lambda m: print(m, file=sys.stderr))
     shuffle_gen = torch.Generator(device=device).manual_seed(0)
     aug_gen = torch.Generator(device=device).manual_seed(1)
     params_list = [p for g in opt.param_groups for p in g["params"]]
 
     def batches():
         while True:
-            yield from iterate_batches(
-                len(y_all), args.batch, True, shuffle_gen, device, drop_last=True
-            )
+            yield from iterate_batches(len(y_all), batch, True, shuffle_gen, device, drop_last=True)
 
     it = batches()
 
@@ -343,15 +396,74 @@ def run_ours(args, device, splits=None) -> dict:
             opt.step()
         return loss.detach()
 
-    out = timed(step, args.warmup, args.steps, args.batch, device, "(b) ours")
+    out = timed(step, args.warmup, args.steps, batch, device, f"ours, batch {batch}")
+    dtype_name = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype_name]
     out.update(
         params=params,
-        precision=str(dtype).replace("torch.", "") if dtype is not None else "fp32",
+        precision=short + ("+GradScaler" if scaler is not None else ""),
+        dtype=dtype_name,
+        workers=0,  # the images are indexed on the device: no loader
         compiled=compiled,
+        augmentation="batched on the device",
+        aug_compiled=aug.compiled is not None,
         fused_adamw=fused,
+        tf32=tf32_state(device),
         attention="F.scaled_dot_product_attention",
     )
     return out
+
+
+ROWS = (  # key, label, (batch, precision) as a function of the arguments and device
+    ("seed", "(a) seed000 way", None),
+    ("ours_seed_batch_seed_precision", "(b1) ours, seed batch + precision", "seed_seed"),
+    ("ours_seed_batch", "(b2) ours, seed batch, our precision", "seed_ours"),
+    ("ours", "(b3) ours, our batch + precision", "ours_ours"),
+)
+
+
+def row_settings(kind: str, args, device) -> tuple[int, str]:
+    batch = args.seed_batch if kind.startswith("seed") else args.batch
+    precision = seed_precision(device) if kind.endswith("_seed") else args.precision
+    return batch, precision
+
+
+def decomposed(args, device, mean, std, splits=None, on_error=None) -> dict:
+    """Every row of :data:`ROWS` (``--only`` picks the seed row or ours); a row with the same
+    (batch, dtype) as an earlier one reuses its figures. ``on_error(key, exc)`` records a
+    failed row and goes on (default: raise)."""
+    from helpers.runtime import autocast_dtype
+
+    res: dict = {"rows": []}
+    done: dict = {}
+    for key, label, kind in ROWS:
+        if (kind is None and args.only == "ours") or (kind is not None and args.only == "seed"):
+            continue
+        try:
+            if kind is None:
+                r = run_seed(args, device, mean, std, splits)
+            else:
+                batch, precision = row_settings(kind, args, device)
+                same = (batch, str(autocast_dtype(device, precision)))
+                if same in done:
+                    r = {**res[done[same]], "same_as": done[same]}
+                else:
+                    r = run_ours(args, device, splits, batch=batch, precision=precision)
+                    done[same] = key
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(key, e)
+            continue
+        r["label"] = label
+        res[key] = r
+        res["rows"].append(key)
+        _report(label, r)
+    if "seed" in res:
+        base = res["seed"]["images_per_second"]
+        for key in res["rows"]:
+            res[key]["vs_seed"] = res[key]["images_per_second"] / base
+    return res
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,21 +509,17 @@ def main(argv=None) -> dict:
     result: dict = {
         "device": gpu_summary(),
         "torch": torch.__version__,
+        "host_cpu": host_cpu(),
         "data": args.data or f"synthetic uint8 {args.synthetic_n}x3x32x32",
         "warmup_steps": args.warmup,
     }
     print(f"device: {result['device']}", file=sys.stderr)
     try:
-        if args.only != "ours":
-            result["seed"] = run_seed(args, device, CIFAR10_MEAN, CIFAR10_STD)
-            _report("(a) seed", result["seed"])
-        if args.only != "seed":
-            result["ours"] = run_ours(args, device)
-            _report("(b) ours", result["ours"])
+        result.update(decomposed(args, device, CIFAR10_MEAN, CIFAR10_STD))
     except InputError as e:
         sys.exit(f"error: {e}")
-    for key in ("seed", "ours"):
-        if key in result and result[key]["params"] != SEED_PARAMS:
+    for key in result["rows"]:
+        if result[key]["params"] != SEED_PARAMS:
             print(
                 f"warning: {key} model has {result[key]['params']:,} parameters, "
                 f"not {SEED_PARAMS:,}",
@@ -429,25 +537,45 @@ def main(argv=None) -> dict:
 
 
 def _report(label: str, r: dict) -> None:
+    again = f", same settings as {r['same_as']}" if r.get("same_as") else ""
     print(
         f"{label}: {r['images_per_second']:.0f} img/s ({r['steps']} steps x {r['batch_size']} "
-        f"in {r['seconds']:.2f} s, loss {r['last_loss']:.3f})",
+        f"in {r['seconds']:.2f} s, loss {r['last_loss']:.3f}{again})",
         file=sys.stderr,
     )
 
 
+def what_ran(r: dict) -> str:
+    """One line of what a row really ran, as read from it."""
+    parts = [r["dtype"], "model compiled" if r["compiled"] else "model eager"]
+    if r.get("augmentation", "").startswith("batched"):
+        parts.append("augmentation compiled" if r["aug_compiled"] else "augmentation eager")
+    parts += [
+        "fused AdamW" if r["fused_adamw"] else "AdamW (not fused)",
+        "TF32 on" if r["tf32"] else "TF32 off",
+        f"DataLoader with {r['workers']} workers"
+        if r.get("augmentation", "").startswith("per-image")
+        else "images indexed on the device",
+    ]
+    return ", ".join(parts)
+
+
 def _table(result: dict) -> None:
-    print(f"\n{result['device']} | data: {result['data']}")
-    print(f"{'pipeline':<10} {'batch':>6} {'params':>12} {'precision':>16} {'img/s':>10}")
-    for key, label in (("seed", "(a) seed"), ("ours", "(b) ours")):
-        if key in result:
-            r = result[key]
-            print(
-                f"{label:<10} {r['batch_size']:>6} {r['params']:>12,} {r['precision']:>16} "
-                f"{r['images_per_second']:>10.0f}"
-            )
+    cpu = result["host_cpu"]
+    print(f"\n{result['device']} | host: {cpu['model']}, {cpu['usable_cores']} cores")
+    print(f"data: {result['data']}")
+    print(f"{'pipeline':<38} {'batch':>6} {'precision':>16} {'img/s':>10} {'x seed':>7}")
+    for key in result["rows"]:
+        r = result[key]
+        vs = f"{r['vs_seed']:.2f}" if "vs_seed" in r else "-"
+        print(
+            f"{r['label']:<38} {r['batch_size']:>6} {r['precision']:>16} "
+            f"{r['images_per_second']:>10.0f} {vs:>7}"
+        )
+    for key in result["rows"]:
+        print(f"  {result[key]['label']}: {what_ran(result[key])}")
     if "speedup" in result and math.isfinite(result["speedup"]):
-        print(f"ratio (b)/(a): {result['speedup']:.2f}x")
+        print(f"ratio (b3)/(a): {result['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -129,8 +129,9 @@ def run_variants(
     return rows
 
 
-def ablation_table(rows: list[dict]) -> str:
-    """A plain-text table of :func:`run_variants` rows, with the flip-TTA line of the baseline."""
+def ablation_table(rows: list[dict], flip_tta: bool = True) -> str:
+    """A plain-text table of :func:`run_variants` rows, with (``flip_tta``) the flip-TTA line
+    of the baseline (an ablation's; a sweep or a model comparison has no baseline to flip)."""
     head = f"{'variant':<22} {'val acc':>8} {'delta':>7} {'test acc':>8} {'params':>11} {'img/s':>8} {'s/epoch':>8} {'peak MB':>8}"
     lines = [head, "-" * len(head)]
 
@@ -145,10 +146,12 @@ def ablation_table(rows: list[dict]) -> str:
             f"{r['images_per_second']:>8.0f} {r['seconds_per_epoch']:>8.2f} "
             f"{fmt(r['peak_memory_mb'], '>8.0f'):>8}"
         )
-    tta = base["val_acc_flip_tta"]
-    lines.append(
-        f"{'+ flip TTA (no retrain)':<22} {tta * 100:>7.2f}% {(tta - base['val_acc']) * 100:>+6.2f}"
-    )
+    tta = base.get("val_acc_flip_tta")
+    if flip_tta and tta is not None:
+        lines.append(
+            f"{'+ flip TTA (no retrain)':<22} {tta * 100:>7.2f}% "
+            f"{(tta - base['val_acc']) * 100:>+6.2f}"
+        )
     return "\n".join(lines)
 
 

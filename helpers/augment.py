@@ -4,7 +4,9 @@ Every op takes a whole batch ``[B, 3, H, W]`` and draws per-image parameters wit
 call, so there is no Python loop over images and no host-device sync (ops are chosen per image
 with ``torch.where`` masks). Randomness comes only from the ``generator`` argument (a
 ``torch.Generator``, ideally on the images' device; ``None`` uses torch's default RNG), so a run
-and its resume see the same augmentations.
+and its resume see the same augmentations. Every random op is split into its draws and a
+pure function of the images and those draws (``_*_from``); :class:`GpuAugment` makes all of a
+batch's draws up front, so the rest traces as one graph for ``torch.compile``.
 
 Value convention: the photometric/geometric ops take uint8 images or float images holding
 values in [0, 255]; they return the same dtype (uint8 is rounded back, float stays float and is
@@ -127,30 +129,47 @@ def _random_sign(n: int, generator, device) -> torch.Tensor:
     return torch.where(_rand(n, generator, device) < 0.5, -1.0, 1.0)
 
 
-def _sample_gamma(alpha: float, n: int, generator, device, tries: int = 16) -> torch.Tensor:
+def _draw_gamma(alpha: float, n: int, generator, device, tries: int = 16) -> dict:
+    """The random numbers :func:`_gamma_from` turns into ``n`` Gamma(alpha, 1) samples."""
+    d = {"z": _randn((n, tries), generator, device), "u": _rand((n, tries), generator, device)}
+    if alpha < 1.0:
+        d["v"] = _rand(n, generator, device)
+    return d
+
+
+def _gamma_from(alpha: float, d: dict) -> torch.Tensor:
     """Gamma(alpha, 1) samples without a host sync (Marsaglia-Tsang, vectorized rejection).
 
     ``tries`` candidates per sample; the first accepted one is used (all rejected: < 1e-20).
     For alpha < 1 the Gamma(alpha + 1) draw is scaled by U**(1/alpha).
     """
     a = alpha + 1.0 if alpha < 1.0 else alpha
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    z = _randn((n, tries), generator, device)
-    u = _rand((n, tries), generator, device).clamp_min(1e-12)
+    dd = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * dd)
+    z, u = d["z"], d["u"].clamp_min(1e-12)
     v = (1.0 + c * z) ** 3
-    ok = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-12)))
+    ok = (v > 0) & (torch.log(u) < 0.5 * z * z + dd - dd * v + dd * torch.log(v.clamp_min(1e-12)))
     first = torch.argmax(ok.float(), dim=1, keepdim=True)  # first accepted candidate
-    g = (d * v.clamp_min(1e-12)).gather(1, first).squeeze(1)
+    g = (dd * v.clamp_min(1e-12)).gather(1, first).squeeze(1)
     if alpha < 1.0:
-        g = g * _rand(n, generator, device).clamp_min(1e-12) ** (1.0 / alpha)
+        g = g * d["v"].clamp_min(1e-12) ** (1.0 / alpha)
     return g
+
+
+def _sample_gamma(alpha: float, n: int, generator, device, tries: int = 16) -> torch.Tensor:
+    """``n`` Gamma(alpha, 1) samples (see :func:`_gamma_from`)."""
+    return _gamma_from(alpha, _draw_gamma(alpha, n, generator, device, tries))
+
+
+def _beta_from(alpha: float, d: dict) -> torch.Tensor:
+    """One Beta(alpha, alpha) draw as a 0-d tensor, from :func:`_draw_gamma` draws for n = 2."""
+    g = _gamma_from(alpha, d)
+    return (g[0] / (g[0] + g[1]).clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
 def _sample_beta(alpha: float, generator, device) -> torch.Tensor:
     """One Beta(alpha, alpha) draw as a 0-d tensor on ``device``."""
-    g = _sample_gamma(alpha, 2, generator, device)
-    return (g[0] / (g[0] + g[1]).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return _beta_from(alpha, _draw_gamma(alpha, 2, generator, device))
 
 
 # ----------------------------------------------------------------------------- dtype helpers
@@ -527,41 +546,84 @@ _AA_STAGE_OPS = [
 ]
 
 
+def _draw_autoaugment(B: int, generator, device) -> dict:
+    """AutoAugment's draws for ``B`` images: sub-policy, whether each step applies, signs."""
+    sub = _randint(len(CIFAR10_POLICY), (B,), generator, device)
+    return {
+        "sub": sub,
+        "u": _rand((B, 2), generator, device),
+        "sign": _rand((B, 2), generator, device),
+    }
+
+
+def _autoaugment_from(x: torch.Tensor, d: dict, subset: bool | None = None) -> torch.Tensor:
+    """AutoAugment on float ``x`` with the draws of :func:`_draw_autoaugment` (no randomness)."""
+    dev = x.device
+    sub = d["sub"]
+    ops = _const("aa_ops", lambda: _AA_OPS, dev)[sub]
+    probs = _const("aa_prob", lambda: _AA_PROB, dev)[sub]
+    levels = _const("aa_level", lambda: _AA_LEVEL, dev)[sub]
+    u, signs = d["u"], torch.where(d["sign"] < 0.5, -1.0, 1.0)
+    for j in range(2):
+        op = torch.where(u[:, j] < probs[:, j], ops[:, j], OP_INDEX["Identity"])
+        x = _apply_ops(
+            x, op, levels[:, j].float() / 9.0, signs[:, j], _AA_STAGE_OPS[j], subset=subset
+        )
+    return x
+
+
 def autoaugment_cifar10(x: torch.Tensor, generator=None) -> torch.Tensor:
     """AutoAugment's CIFAR-10 policy: one of the 25 sub-policies per image, each step applied
     with its probability and magnitude (level / 9 of the op's range, random sign)."""
     _check_batch(x)
+    d = _draw_autoaugment(x.shape[0], generator, x.device)
+    return _restore(_autoaugment_from(_as_float(x), d), x)
+
+
+def _check_randaugment(num_ops: int, magnitude: int) -> None:
+    if not 0 <= magnitude <= 30:
+        raise InputError(f"RandAugment magnitude must be in 0..30, got {magnitude}.")
+    if num_ops < 0:
+        raise InputError(f"RandAugment num_ops must be >= 0, got {num_ops}.")
+
+
+def _draw_randaugment(B: int, num_ops: int, generator, device) -> dict:
+    """RandAugment's draws for ``B`` images: per op, which op (an index into the op set) and
+    the sign's uniform."""
+    d = {"op": [], "sign": []}
+    for _ in range(num_ops):
+        d["op"].append(_randint(len(RANDAUGMENT_OPS), (B,), generator, device))
+        d["sign"].append(_rand(B, generator, device))
+    return d
+
+
+def _randaugment_from(
+    x: torch.Tensor, d: dict, magnitude: int, subset: bool | None = None
+) -> torch.Tensor:
+    """RandAugment on float ``x`` with the draws of :func:`_draw_randaugment`."""
     B, dev = x.shape[0], x.device
-    sub = _randint(len(CIFAR10_POLICY), (B,), generator, dev)
-    ops = _const("aa_ops", lambda: _AA_OPS, dev)[sub]
-    probs = _const("aa_prob", lambda: _AA_PROB, dev)[sub]
-    levels = _const("aa_level", lambda: _AA_LEVEL, dev)[sub]
-    u = _rand((B, 2), generator, dev)
-    signs = torch.where(_rand((B, 2), generator, dev) < 0.5, -1.0, 1.0)
-    out = _as_float(x)
-    for j in range(2):
-        op = torch.where(u[:, j] < probs[:, j], ops[:, j], OP_INDEX["Identity"])
-        out = _apply_ops(out, op, levels[:, j].float() / 9.0, signs[:, j], _AA_STAGE_OPS[j])
-    return _restore(out, x)
+    table = _const("ra_ops", lambda: torch.tensor([OP_INDEX[n] for n in RANDAUGMENT_OPS]), dev)
+    frac = torch.full((B,), magnitude / 30.0, device=dev)
+    for op_i, sign_u in zip(d["op"], d["sign"]):
+        sign = torch.where(sign_u < 0.5, -1.0, 1.0)
+        x = _apply_ops(x, table[op_i], frac, sign, RANDAUGMENT_OPS, subset=subset)
+    return x
 
 
 def rand_augment(x: torch.Tensor, num_ops: int = 2, magnitude: int = 9, generator=None):
     """RandAugment: ``num_ops`` ops drawn uniformly per image from ``RANDAUGMENT_OPS`` (Identity
     included), all at ``magnitude`` out of 30, random sign per op."""
     _check_batch(x)
-    if not 0 <= magnitude <= 30:
-        raise InputError(f"RandAugment magnitude must be in 0..30, got {magnitude}.")
-    if num_ops < 0:
-        raise InputError(f"RandAugment num_ops must be >= 0, got {num_ops}.")
-    B, dev = x.shape[0], x.device
-    table = _const("ra_ops", lambda: torch.tensor([OP_INDEX[n] for n in RANDAUGMENT_OPS]), dev)
-    frac = torch.full((B,), magnitude / 30.0, device=dev)
-    out = _as_float(x)
-    for _ in range(num_ops):
-        op = table[_randint(len(RANDAUGMENT_OPS), (B,), generator, dev)]
-        sign = _random_sign(B, generator, dev)
-        out = _apply_ops(out, op, frac, sign, RANDAUGMENT_OPS)
-    return _restore(out, x)
+    _check_randaugment(num_ops, magnitude)
+    d = _draw_randaugment(x.shape[0], num_ops, generator, x.device)
+    return _restore(_randaugment_from(_as_float(x), d, magnitude), x)
+
+
+def _color_jitter_from(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
+    """Colour jitter of float ``x`` with uniforms ``u`` [3, B] (brightness, contrast, colour)."""
+    lo = max(0.0, 1.0 - strength)
+    f = lo + (1.0 + strength - lo) * u
+    return _color(_contrast(_brightness(x, f[0]), f[1]), f[2])
 
 
 def color_jitter(x: torch.Tensor, strength: float, generator=None) -> torch.Tensor:
@@ -569,13 +631,18 @@ def color_jitter(x: torch.Tensor, strength: float, generator=None) -> torch.Tens
     _check_batch(x)
     if strength <= 0:
         return x
-    B, dev = x.shape[0], x.device
-    lo = max(0.0, 1.0 - strength)
-    f = lo + (1.0 + strength - lo) * _rand((3, B), generator, dev)
-    out = _brightness(_as_float(x), f[0])
-    out = _contrast(out, f[1])
-    out = _color(out, f[2])
-    return _restore(out, x)
+    u = _rand((3, x.shape[0]), generator, x.device)
+    return _restore(_color_jitter_from(_as_float(x), strength, u), x)
+
+
+def _affine_from(x: torch.Tensor, degrees: float, translate: float, u: torch.Tensor):
+    """Random affine of float ``x`` with uniforms ``u`` [3, B] (angle, shift x, shift y)."""
+    _, _, H, W = x.shape
+    u = u * 2 - 1
+    A = _geo_affine("Rotate", u[0] * degrees)
+    A[:, 0, 2] = -u[1] * translate * W
+    A[:, 1, 2] = -u[2] * translate * H
+    return _warp(x, A)
 
 
 def random_affine(
@@ -585,12 +652,41 @@ def random_affine(
     _check_batch(x)
     if degrees <= 0 and translate <= 0:
         return x
-    B, _, H, W = x.shape
-    u = _rand((3, B), generator, x.device) * 2 - 1
-    A = _geo_affine("Rotate", u[0] * degrees)
-    A[:, 0, 2] = -u[1] * translate * W
-    A[:, 1, 2] = -u[2] * translate * H
-    return _restore(_warp(_as_float(x), A), x)
+    u = _rand((3, x.shape[0]), generator, x.device)
+    return _restore(_affine_from(_as_float(x), degrees, translate, u), x)
+
+
+def _draw_erasing(shape, floating: bool, generator, device) -> dict:
+    """Random erasing's draws: box uniforms [5, B] and the fill (noise of the batch's shape)."""
+    u = _rand((5, shape[0]), generator, device)
+    if floating:
+        return {"u": u, "noise": _randn(shape, generator, device)}
+    return {"u": u, "noise": _randint(256, shape, generator, device)}
+
+
+def _erasing_from(
+    x: torch.Tensor,
+    d: dict,
+    p: float,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
+    """Random erasing of ``x`` with the draws of :func:`_draw_erasing`."""
+    B, C, H, W = x.shape
+    dev, u = x.device, d["u"]
+    area = (scale[0] + (scale[1] - scale[0]) * u[0]) * (H * W)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1]
+    r = torch.exp(log_r)
+    h = torch.sqrt(area * r).round().clamp(1, H)
+    w = torch.sqrt(area / r).round().clamp(1, W)
+    top = torch.floor(u[2] * (H - h + 1))
+    left = torch.floor(u[3] * (W - w + 1))
+    ii = torch.arange(H, device=dev).view(1, H, 1)
+    jj = torch.arange(W, device=dev).view(1, 1, W)
+    t, lft = top.view(B, 1, 1), left.view(B, 1, 1)
+    box = (ii >= t) & (ii < t + h.view(B, 1, 1)) & (jj >= lft) & (jj < lft + w.view(B, 1, 1))
+    box = box & (u[4] < p).view(B, 1, 1)
+    return torch.where(box[:, None], d["noise"].to(x.dtype), x)
 
 
 def random_erasing(
@@ -606,52 +702,28 @@ def random_erasing(
     _check_batch(x)
     if p <= 0:
         return x
-    B, C, H, W = x.shape
-    dev = x.device
-    u = _rand((5, B), generator, dev)
-    area = (scale[0] + (scale[1] - scale[0]) * u[0]) * (H * W)
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1]
-    r = torch.exp(log_r)
-    h = torch.sqrt(area * r).round().clamp(1, H)
-    w = torch.sqrt(area / r).round().clamp(1, W)
-    top = torch.floor(u[2] * (H - h + 1))
-    left = torch.floor(u[3] * (W - w + 1))
-    ii = torch.arange(H, device=dev).view(1, H, 1)
-    jj = torch.arange(W, device=dev).view(1, 1, W)
-    t, lft = top.view(B, 1, 1), left.view(B, 1, 1)
-    box = (ii >= t) & (ii < t + h.view(B, 1, 1)) & (jj >= lft) & (jj < lft + w.view(B, 1, 1))
-    box = box & (u[4] < p).view(B, 1, 1)
-    if x.is_floating_point():
-        noise = _randn(x.shape, generator, dev).to(x.dtype)
-    else:
-        noise = _randint(256, x.shape, generator, dev).to(x.dtype)
-    return torch.where(box[:, None], noise, x)
+    d = _draw_erasing(x.shape, x.is_floating_point(), generator, x.device)
+    return _erasing_from(x, d, p, scale, ratio)
 
 
-def mixup_cutmix(
-    x: torch.Tensor,
-    y_soft: torch.Tensor,
-    mixup_alpha: float = 0.0,
-    cutmix_alpha: float = 0.0,
-    prob: float = 1.0,
-    generator=None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixUp or CutMix of the batch with its reverse (image b pairs with B-1-b).
+def _draw_mix(mixup_alpha: float, cutmix_alpha: float, generator, device) -> dict:
+    """MixUp/CutMix draws: five uniforms (mixed?, which kind, box centre) and the gamma draws
+    behind each lambda."""
+    d = {"u": _rand(5, generator, device)}
+    if mixup_alpha > 0:
+        d["mixup"] = _draw_gamma(mixup_alpha, 2, generator, device)
+    if cutmix_alpha > 0:
+        d["cutmix"] = _draw_gamma(cutmix_alpha, 2, generator, device)
+    return d
 
-    With probability ``prob`` the batch is mixed: one lambda ~ Beta(alpha, alpha) per batch;
-    when both alphas are > 0, MixUp or CutMix is chosen 50/50. CutMix pastes a box of area
-    about (1-lambda) and then sets lambda to the exact kept fraction. Targets become
-    ``lam * y + (1 - lam) * y_partner`` (rows still sum to 1). No host sync.
-    """
-    _check_batch(x)
-    if (mixup_alpha <= 0 and cutmix_alpha <= 0) or prob <= 0:
-        return x, y_soft
+
+def _mix_from(x, y_soft, d: dict, mixup_alpha: float, cutmix_alpha: float, prob: float):
+    """MixUp or CutMix of ``x`` / ``y_soft`` with the draws of :func:`_draw_mix`."""
     B, _, H, W = x.shape
-    dev = x.device
-    u = _rand(5, generator, dev)
+    dev, u = x.device, d["u"]
     one = torch.ones((), device=dev)
-    lam_mix = _sample_beta(mixup_alpha, generator, dev) if mixup_alpha > 0 else one
-    lam_cut = _sample_beta(cutmix_alpha, generator, dev) if cutmix_alpha > 0 else one
+    lam_mix = _beta_from(mixup_alpha, d["mixup"]) if mixup_alpha > 0 else one
+    lam_cut = _beta_from(cutmix_alpha, d["cutmix"]) if cutmix_alpha > 0 else one
     if mixup_alpha > 0 and cutmix_alpha > 0:
         use_cut = u[1] < 0.5
     else:
@@ -676,6 +748,28 @@ def mixup_cutmix(
         out = out.round().clamp_(0, 255).to(x.dtype)
     y_soft = y_soft.float()
     return out, lam * y_soft + (1.0 - lam) * y_soft.flip(0)
+
+
+def mixup_cutmix(
+    x: torch.Tensor,
+    y_soft: torch.Tensor,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    prob: float = 1.0,
+    generator=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp or CutMix of the batch with its reverse (image b pairs with B-1-b).
+
+    With probability ``prob`` the batch is mixed: one lambda ~ Beta(alpha, alpha) per batch;
+    when both alphas are > 0, MixUp or CutMix is chosen 50/50. CutMix pastes a box of area
+    about (1-lambda) and then sets lambda to the exact kept fraction. Targets become
+    ``lam * y + (1 - lam) * y_partner`` (rows still sum to 1). No host sync.
+    """
+    _check_batch(x)
+    if (mixup_alpha <= 0 and cutmix_alpha <= 0) or prob <= 0:
+        return x, y_soft
+    d = _draw_mix(mixup_alpha, cutmix_alpha, generator, x.device)
+    return _mix_from(x, y_soft, d, mixup_alpha, cutmix_alpha, prob)
 
 
 # ----------------------------------------------------------------------------- resize / normalize
@@ -730,9 +824,13 @@ class GpuAugment:
     random erasing -> resize to ``spec.size`` -> MixUp/CutMix.
 
     ``aug_fn(x_uint8, y, generator) -> (x float [B,3,S,S] normalized, y_soft float [B,C])``.
-    The output side S is ``spec.size`` (what the model expects); ``aug.resize`` is only the
-    preset's note of it. Keep ``x``, ``y`` and ``generator`` on one device: a CPU generator
-    with CUDA images works but copies every draw to the GPU.
+    It runs in two parts: :meth:`draw` makes every random number of the batch up front (crop
+    offsets, flips, policy ops and signs, jitter, erasing boxes and noise, MixUp/CutMix lambda),
+    in the order the single ops draw them, and :meth:`apply` is a pure function of
+    (images, labels, draws), so :meth:`compile` can trace it as one graph. The output side S is
+    ``spec.size`` (what the model expects); ``aug.resize`` is only the preset's note of it.
+    Keep ``x``, ``y`` and ``generator`` on one device: a CPU generator with CUDA images works
+    but copies every draw to the GPU.
     """
 
     def __init__(self, aug, spec, num_classes: int):
@@ -752,46 +850,111 @@ class GpuAugment:
         if num_classes < 1:
             raise InputError(f"num_classes must be >= 1, got {num_classes}.")
         self.aug, self.spec, self.num_classes = aug, spec, int(num_classes)
+        self.compiled = None  # torch.compile(self.apply) once compile() succeeded
+        self._compile_pending, self._log = False, print
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator=None):
+    @property
+    def mixes(self) -> bool:
         a = self.aug
+        return (a.mixup_alpha > 0 or a.cutmix_alpha > 0) and a.mix_prob > 0
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
         _check_batch(x, "images")
         if x.shape[1] != 3:
             raise InputError(f"expected RGB images [B, 3, H, W], got {tuple(x.shape)}.")
         if y.shape[0] != x.shape[0]:
             raise InputError(f"{x.shape[0]} images but {y.shape[0]} labels.")
+
+    def draw(self, x: torch.Tensor, generator=None) -> dict:
+        """Every random number the batch ``x`` needs, as tensors on ``x``'s device (no sync)."""
+        a, (B, C, H, W), dev = self.aug, x.shape, x.device
+        d: dict = {}
+        if a.crop_padding > 0:
+            d["crop"] = _randint(2 * int(a.crop_padding) + 1, (2, B), generator, dev)
+        if a.flip:
+            d["flip"] = _rand(B, generator, dev)
+        if a.policy == "autoaugment":
+            d["autoaugment"] = _draw_autoaugment(B, generator, dev)
+        elif a.policy == "randaugment":
+            d["randaugment"] = _draw_randaugment(B, a.ra_ops, generator, dev)
+        if a.color_jitter > 0:
+            d["jitter"] = _rand((3, B), generator, dev)
+        if a.rotate_degrees > 0 or a.translate > 0:
+            d["affine"] = _rand((3, B), generator, dev)
+        if a.erasing > 0:
+            d["erasing"] = _draw_erasing((B, C, H, W), True, generator, dev)
+        if self.mixes:
+            d["mix"] = _draw_mix(a.mixup_alpha, a.cutmix_alpha, generator, dev)
+        return d
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor, d: dict, subset: bool | None = None):
+        """The pipeline on uint8 ``x`` and labels ``y`` with the draws ``d`` of :meth:`draw`:
+        a pure function (no randomness, no host sync on the ``torch.where`` path, which
+        ``subset=False`` forces; by default CPU tensors take image subsets, as the ops do)."""
+        a = self.aug
         B, dev = x.shape[0], x.device
         if a.crop_padding > 0 or a.flip:  # fused: one gather on the uint8 batch
             p = int(a.crop_padding)
-            if p > 0:
-                d = _randint(2 * p + 1, (2, B), generator, dev)
-            else:
-                d = torch.zeros(2, B, dtype=torch.long, device=dev)
-            flip = (_rand(B, generator, dev) < 0.5) if a.flip else None
-            x = _crop_flip_with_offsets(x, p, d[0], d[1], flip)
+            off = d["crop"] if p > 0 else torch.zeros(2, B, dtype=torch.long, device=dev)
+            flip = (d["flip"] < 0.5) if a.flip else None
+            x = _crop_flip_with_offsets(x, p, off[0], off[1], flip)
         x = _as_float(x)
         if a.policy == "autoaugment":
-            x = autoaugment_cifar10(x, generator)
+            x = _restore(_autoaugment_from(x, d["autoaugment"], subset), x)
         elif a.policy == "randaugment":
-            x = rand_augment(x, a.ra_ops, a.ra_magnitude, generator)
+            x = _restore(_randaugment_from(x, d["randaugment"], a.ra_magnitude, subset), x)
         if a.color_jitter > 0:
-            x = color_jitter(x, a.color_jitter, generator)
+            x = _restore(_color_jitter_from(x, a.color_jitter, d["jitter"]), x)
         if a.rotate_degrees > 0 or a.translate > 0:
-            x = random_affine(x, a.rotate_degrees, a.translate, generator)
+            x = _restore(_affine_from(x, a.rotate_degrees, a.translate, d["affine"]), x)
         x = normalize(x, self.spec.mean, self.spec.std)
         if a.erasing > 0:
-            x = random_erasing(x, a.erasing, generator)
+            x = _erasing_from(x, d["erasing"], a.erasing)
         x = resize(x, self.spec.size)
         y_soft = torch.zeros(B, self.num_classes, device=dev)
         y_soft.scatter_(1, y.to(dev).long().view(B, 1), 1.0)  # one-hot without a host sync
-        if (a.mixup_alpha > 0 or a.cutmix_alpha > 0) and a.mix_prob > 0:
-            x, y_soft = mixup_cutmix(
-                x, y_soft, a.mixup_alpha, a.cutmix_alpha, a.mix_prob, generator
-            )
+        if self.mixes:
+            x, y_soft = _mix_from(x, y_soft, d["mix"], a.mixup_alpha, a.cutmix_alpha, a.mix_prob)
         return x, y_soft
 
+    def _apply_where(self, x, y, d):
+        return self.apply(x, y, d, subset=False)
+
+    def compile(self, log=print) -> bool:
+        """Compile :meth:`apply` (the ``torch.where`` path) as one graph; the first call that
+        fails to compile falls back to eager with a warning. Returns whether it is on."""
+        try:
+            self.compiled = torch.compile(self._apply_where, fullgraph=True, dynamic=False)
+        except Exception as e:
+            log(f"warning: torch.compile of the augmentation unavailable ({type(e).__name__}).")
+            self.compiled = None
+        self._compile_pending, self._log = self.compiled is not None, log
+        return self.compiled is not None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator=None):
+        self._check(x, y)
+        d = self.draw(x, generator)
+        if self.compiled is None:
+            return self.apply(x, y, d)
+        if not self._compile_pending:
+            return self.compiled(x, y, d)
+        try:
+            out = self.compiled(x, y, d)
+        except (torch.cuda.OutOfMemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            self._log(
+                f"warning: torch.compile of the augmentation failed ({type(e).__name__}: "
+                f"{str(e)[:200]}); augmenting eagerly."
+            )
+            self.compiled = None
+            out = self.apply(x, y, d)
+        self._compile_pending = False
+        return out
+
     def __repr__(self) -> str:
-        return f"GpuAugment({self.aug}, size={self.spec.size}, classes={self.num_classes})"
+        on = ", compiled" if self.compiled is not None else ""
+        return f"GpuAugment({self.aug}, size={self.spec.size}, classes={self.num_classes}{on})"
 
 
 __all__ = [

@@ -13,10 +13,11 @@ import itertools
 import time
 
 from helpers.checkpoint import rng_state, set_rng_state
-from helpers.schedule import StepPlan, budget_steps, make_plan
+from helpers.schedule import StepPlan, budget_steps, make_plan, validation_reserve
 from helpers.step import RunState, one_step, validate
 
 PLAN_KEYS = ("epochs", "minutes", "batch_size", "warmup_epochs", "warmup_fraction", "milestones")
+MARGIN = 0.03  # share of a budget a plan keeps free for checkpoints and jitter
 
 
 @contextlib.contextmanager
@@ -121,13 +122,40 @@ def plan_run(
     total = cfg.epochs * steps_per_epoch
     if budget:
         step_s, eval_s = timing
-        remaining = max(budget - run.elapsed, 0.0)
-        fit = run.step + budget_steps(remaining, step_s, steps_per_epoch, eval_s, eval_every)
+        remaining = max(budget - run.elapsed - validation_reserve(budget, eval_s), 0.0)
+        fit = run.step + budget_steps(remaining, step_s, steps_per_epoch, margin=MARGIN)
         total = min(total, fit)
         return make_plan(
-            cfg, steps_per_epoch, total, log, budget_seconds=budget, step_seconds=step_s
+            cfg,
+            steps_per_epoch,
+            total,
+            log,
+            budget_seconds=budget,
+            step_seconds=step_s,
+            eval_seconds=eval_s,
         )
     return make_plan(cfg, steps_per_epoch, total, log)
 
 
-__all__ = ["PLAN_KEYS", "calibrate", "plan_run", "restored_afterwards"]
+def replan_if_behind(
+    plan: StepPlan, step: int, now: float, step_seconds: float, evals_left: int = 0
+) -> StepPlan | None:
+    """A shorter plan when a budgeted run has fallen behind its own, else None.
+
+    At ``now`` seconds on the clock, after ``step`` steps, with steps measured at
+    ``step_seconds`` and ``evals_left`` validation passes to come: when the steps left would
+    eat into the last half of the margin, they are cut to what fits the time left with the
+    full margin kept (at least one step: the schedule's last), and the rest of the schedule is
+    compressed onto them (:meth:`StepPlan.replanned`)."""
+    budget = plan.budget_seconds
+    if not budget or step >= plan.total_steps - 1 or step_seconds <= 0:
+        return None
+    left = budget - now - evals_left * (plan.eval_seconds or 0.0)
+    if (plan.total_steps - step) * step_seconds <= left - 0.5 * MARGIN * budget:
+        return None
+    fit = int((left - MARGIN * budget) / step_seconds)
+    new_total = step + max(1, fit)
+    return plan.replanned(step, new_total) if new_total < plan.total_steps else None
+
+
+__all__ = ["PLAN_KEYS", "calibrate", "plan_run", "replan_if_behind", "restored_afterwards"]

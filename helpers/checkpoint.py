@@ -16,6 +16,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import itertools
 import os
 import random
 import time
@@ -34,6 +35,7 @@ class LoadedModel:
     preset: Any
     epoch: int
     history: list[dict]
+    path: Path | None = None  # the file the weights came from (best.pt, or a fallback)
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -187,11 +189,14 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
     """
     import torch
 
+    from helpers.files import probing
     from helpers.models import InputSpec, build_model
     from helpers.presets import preset_from_dict
 
     path = Path(path)
-    if path.is_dir():
+    with probing("checkpoint", path):
+        is_dir = path.is_dir()
+    if is_dir:
         candidates = [path / "best.pt", *resume_candidates(path)]
     elif path.name == "last.pt":
         candidates = [path, path.with_name("last.prev.pt")]
@@ -201,7 +206,7 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
         raise InputError(
             f"no checkpoint at {path}; give a .pt file written by training or its folder."
         )
-    ckpt, _ = read_with_fallback(candidates, log=log)
+    ckpt, used = read_with_fallback(candidates, log=log)
     preset = preset_from_dict(ckpt["preset"])
     classes = list(ckpt["classes"])
     model, _ = build_model(preset, len(classes), pretrained=False)
@@ -221,6 +226,7 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", log=print) -> LoadedM
         preset=preset,
         epoch=int(ckpt.get("epoch", 0)),
         history=list(ckpt.get("history", [])),
+        path=used,
     )
 
 
@@ -251,18 +257,42 @@ def _mismatch_summary(e: RuntimeError) -> str:
 # ----------------------------------------------------------------------------- in a run
 
 
+# what a run leaves in its folder: set aside together when a new run starts there
+RUN_OUTPUTS = (
+    "last.pt", "last.prev.pt", "last.corrupt.pt", "best.pt", "history.json", "history.csv",
+    "test.json", "eval",
+)  # fmt: skip
+
+
+def set_aside_previous_run(out_dir: Path) -> Path | None:
+    """Move an earlier run's outputs (:data:`RUN_OUTPUTS`) into a new folder
+    ``previous_run`` (``previous_run-2``, ``-3``, ... when that exists): a restart never
+    overwrites an earlier one, and nothing of the old run stays beside the new weights.
+    Returns that folder, or None when there was nothing to move."""
+    present = [name for name in RUN_OUTPUTS if os.path.lexists(out_dir / name)]
+    if not present:
+        return None
+    for n in itertools.count(1):
+        old = out_dir / ("previous_run" if n == 1 else f"previous_run-{n}")
+        try:
+            old.mkdir()  # claims the name: two starts at once cannot pick the same one
+            break
+        except FileExistsError:
+            continue
+    for name in present:
+        os.replace(out_dir / name, old / name)
+    return old
+
+
 def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | None:
     """The checkpoint to continue from (checked against the data and model), or None."""
     from helpers.presets import preset_to_dict
 
     found = any(p.exists() for p in resume_candidates(out_dir))
-    if found and not resume:
-        old = out_dir / "previous_run"
-        old.mkdir(exist_ok=True)
-        for name in ("last.pt", "last.prev.pt", "best.pt", "history.json", "history.csv"):
-            if (out_dir / name).exists():
-                os.replace(out_dir / name, old / name)
-        log(f"resume=False: moved the earlier run's checkpoints to {old}.")
+    if not resume:
+        old = set_aside_previous_run(out_dir)
+        if old is not None:
+            log(f"resume=False: moved the earlier run's checkpoints and results to {old}.")
     if not (found and resume):
         return None
     ckpt = read_resume_checkpoint(out_dir, log=log)
@@ -284,6 +314,32 @@ def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | No
     if ckpt["preset"].get("train") != current["train"]:
         log("note: the training settings differ from the checkpoint's; using the new ones.")
     return ckpt
+
+
+def diverged_error(run, out_dir: Path, what: str = "the training loss is") -> InputError:
+    """The message when a run's loss or weights stop being finite numbers: where, the likely
+    cause, what was kept and what to change."""
+    saved = (out_dir / "last.pt").exists()
+    kept = (
+        f"The checkpoints written before are kept in {out_dir} (they hold finite weights); lower "
+        "the learning rate (lr, --lr on the command line) and train again with resume=False "
+        "(--no-resume on the command line)."
+        if saved
+        else "Nothing was saved yet; lower the learning rate (lr, --lr on the command line) and "
+        "train again."
+    )
+    return InputError(
+        f"training stopped at step {run.step}: {what} no longer a finite number (NaN or inf); "
+        f"the learning rate {run.cfg.lr:g} is probably too high. {kept}"
+    )
+
+
+def weights_finite(model) -> bool:
+    """Every parameter and buffer of ``model`` is finite (one host sync)."""
+    import torch
+
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def saved_best(out_dir: Path, epoch: int, device) -> dict | None:
@@ -330,6 +386,8 @@ class Saver:
         epoch when several train together."""
         if not force and not self.due():
             return False
+        if not weights_finite(run.model):  # never write diverged weights over good ones
+            raise diverged_error(run, self.out_dir, "the model's weights are")
         t0 = time.perf_counter()
         if run.best_weights is not None and not run.best_saved:
             meta = {**self.meta(run), "epoch": run.best_epoch, "best_val_acc": run.best_acc}
@@ -366,8 +424,10 @@ class Saver:
 __all__ = [
     "LoadedModel",
     "Saver",
+    "diverged_error",
     "resume_point",
     "saved_best",
+    "set_aside_previous_run",
     "load_checkpoint",
     "read_checkpoint",
     "read_resume_checkpoint",
@@ -377,5 +437,6 @@ __all__ = [
     "save_best",
     "save_last",
     "set_rng_state",
+    "weights_finite",
     "write_history",
 ]

@@ -62,8 +62,9 @@ def _image_kw(args) -> dict:
     }
 
 
-def cmd_segment(args) -> dict:
+def cmd_segment(args) -> dict | None:
     from helpers import cli_segment, media, render, sam3
+    from helpers.naming import source_key
 
     prompt = _check(args)
     out = cli_segment._check_out(args.out)
@@ -74,10 +75,15 @@ def cmd_segment(args) -> dict:
             raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
         if out.exists() and out.resolve() == folder.resolve():
             raise InputError("--out is the input folder; give another --out.")
+        from helpers import distributed
+
+        dist = distributed.from_env(args.device)  # under torchrun: this process's share
         seg = _segmenter(args)
         summary = sam3.segment_folder_sam3(
-            folder, out, prompt, seg, overwrite=getattr(args, "overwrite", False), **kw
+            folder, out, prompt, seg, overwrite=getattr(args, "overwrite", False), dist=dist, **kw
         )
+        if summary is None:  # another process of the job reports the merged summary
+            return None
         result = {
             "command": "segment",
             "backend": "sam3",
@@ -100,9 +106,15 @@ def cmd_segment(args) -> dict:
         result.image,
         dets,
         out,
-        cli_segment._stem_for(source),
+        cli_segment._image_stem(source, out),
         prompt=result.prompt,
-        extra={"source": source, "backend": "sam3", "timings_ms": timings, "settings": kw},
+        extra={
+            "source": source,
+            "source_path": source_key(source),
+            "backend": "sam3",
+            "timings_ms": timings,
+            "settings": kw,
+        },
     )
     return {
         "command": "segment",

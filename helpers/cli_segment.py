@@ -13,6 +13,7 @@ initialised SAM 2 of the chosen size (offline smoke tests; the masks are meaning
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -149,6 +150,11 @@ def register(sub) -> None:
         default=None,
         help="keep at most the N most confident detections per keyframe (default: all)",
     )
+    t.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep SAM 2's state on the CPU (default: only when the GPU would not hold it)",
+    )
     t.add_argument("--no-offload", action="store_true", help="keep video/state on the GPU")
     t.add_argument("--no-render", action="store_true", help="JSON only, no annotated MP4")
     t.add_argument(
@@ -232,12 +238,50 @@ def stop_if_failed(result: dict, total: int, noun: str, out, advice: str, status
     failed = result["failed"]
     if not failed:
         return result
-    print(json.dumps(result, default=str), flush=True)
+    from helpers.cli import print_result
+
+    print_result(result)  # on stdout, where the JSON line goes
     first = failed[0]
     raise InputError(
         f"{len(failed)} of {total} {noun} failed ({status + '; ' if status else ''}first: "
         f"{first['file']}: {first['error']}); the others were written to {out}. {advice}"
     )
+
+
+PATH_FLAGS = ("image", "folder", "out", "video", "pred", "gt", "data")
+NAME_MAX_BYTES = 255  # one name in a path (ext4, APFS, NTFS, Drive)
+PATH_MAX_BYTES = 4095
+
+
+def _check_path_length(flag: str, value) -> None:
+    """A path whose file system would answer "File name too long" is an InputError first."""
+    text = os.fsdecode(value)
+    if "://" in text:
+        return
+    if len(os.fsencode(text)) > PATH_MAX_BYTES:
+        raise InputError(
+            f"{flag} is {len(os.fsencode(text)):,} bytes long, more than the {PATH_MAX_BYTES} a "
+            "path may have; use a shorter path."
+        )
+    for part in Path(text).parts:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX_BYTES:
+            raise InputError(
+                f"{flag} has a name of {size} bytes ({part[:24]}...); file systems allow "
+                f"{NAME_MAX_BYTES} bytes per name: rename it or use a shorter path."
+            )
+
+
+def _check_inputs(args) -> None:
+    """Checks every Q2 command and route shares, before any route-specific work: path lengths
+    and the SAM 3 score threshold (given to the SAM 2 route it is still a number in [0, 1])."""
+    for name in PATH_FLAGS:
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None:
+                _check_path_length(f"--{name}", v)
+    if getattr(args, "score_threshold", None) is not None:
+        _check_threshold("score-threshold", args.score_threshold)
 
 
 def _check_threshold(name: str, value: float) -> float:
@@ -322,6 +366,15 @@ def _stem_for(source: str) -> str:
     name = Path(unquote(urlparse(source).path)).stem if "://" in source else Path(source).stem
     fallback = "image_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
     return safe_stem(name, fallback=fallback)
+
+
+def _image_stem(source: str, out) -> str:
+    """The output stem of one image: :func:`_stem_for`, unless another input's result already
+    has that name in ``out`` (then ``stem_ext`` / ``stem_<hash>``: nothing is overwritten)."""
+    from helpers.naming import claim_names, json_owner
+
+    owner = lambda name: json_owner(Path(out) / f"{name}.json")  # noqa: E731
+    return claim_names([source], owner, stem_of=_stem_for)[0]
 
 
 ROUTES = ("detect-sam2", "clipseg")
@@ -486,9 +539,15 @@ def _load_clip(args):
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_segment(args) -> dict:
+def cmd_segment(args) -> dict | None:
+    with sigterm_as_interrupt():
+        return _segment(args)
+
+
+def _segment(args) -> dict | None:
     from helpers import textseg
 
+    _check_inputs(args)
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers import cli_sam3
 
@@ -563,8 +622,10 @@ def cmd_segment(args) -> dict:
         if not Path(source).is_file():
             raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
     from helpers import media, render
+    from helpers.naming import source_key
 
     image = media.load_image(source)  # fail on a bad image before loading models
+    media.fit_for_model(image, args.max_side)  # ... or one too elongated for the models
     detector, segmenter = load_models(args)
     clip = _load_clip(args)
     if clip is not None:
@@ -577,9 +638,9 @@ def cmd_segment(args) -> dict:
         result.image,
         dets,
         out,
-        _stem_for(source),
+        _image_stem(source, out),
         prompt=prompt,
-        extra={"source": source, "timings_ms": timings, **info},
+        extra={"source": source, "source_path": source_key(source), "timings_ms": timings, **info},
         **overlay,
     )
     names = dets.data.get("class_name", []) if dets.data else []
@@ -599,16 +660,41 @@ def cmd_segment(args) -> dict:
     }
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (what ``timeout``, ``kill`` and job schedulers send) handled like Ctrl-C while
+    the block runs: temporary frame folders are removed and finished outputs kept, instead
+    of the process vanishing mid-write."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers: main only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_track(args) -> dict | None:
     """One video into ``--out``; several (or under torchrun) each into ``--out/<name>/``."""
     videos = args.video if isinstance(args.video, list) else [args.video]
-    if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-        return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
-    return _track_many(args, videos)
+    _check_inputs(args)
+    with sigterm_as_interrupt():
+        if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
+        return _track_many(args, videos)
 
 
 def _video_job(args, video: str) -> dict:
     """What defines one video's result: its file, the prompt and every setting."""
+    from helpers.naming import source_key
     from helpers.textseg import settings_fingerprint
 
     src = Path(video)
@@ -617,7 +703,8 @@ def _video_job(args, video: str) -> dict:
     return {
         "fingerprint": settings_fingerprint(
             {"video": str(src.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, **keep}
-        )
+        ),
+        "source_path": source_key(video),  # which video owns out/<name>/ (see helpers.naming)
     }
 
 
@@ -633,6 +720,7 @@ def _track_many(args, videos: list[str]) -> dict | None:
     that made it: a re-run skips videos done with the same settings. Under torchrun process k
     of N takes videos k, k+N, ...; the first process prints the merged summary."""
     from helpers import distributed, files
+    from helpers.naming import UNKNOWN_OWNER, json_owner
     from helpers.textseg import _stems, merge_summaries
 
     missing = [v for v in videos if not Path(v).exists()]
@@ -641,20 +729,40 @@ def _track_many(args, videos: list[str]) -> dict | None:
     _check_out(args.out)
     dist = distributed.from_env(args.device)
     out = Path(args.out)
-    work = list(zip(videos, _stems([Path(v) for v in videos])))[dist.rank :: dist.world]
+    jobs = {v: _video_job(args, v) for v in videos}
+    made_by = {job["fingerprint"]: job["source_path"] for job in jobs.values()}
+
+    def owner(name: str) -> str | None:
+        found = json_owner(out / name / "job.json")
+        doc = _read_json(out / name / "job.json")
+        if found == UNKNOWN_OWNER and isinstance(doc, dict):  # from before source_path
+            return made_by.get(doc.get("fingerprint"), found)
+        return found
+
+    names = _stems([Path(v) for v in videos], owner)
+    work = list(zip(videos, names))[dist.rank :: dist.world]
     summary: dict = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
     summary.update({"failed": [], "files": [], "out_dir": str(out)})
     for video, stem in work:
-        job, dest = _video_job(args, video), out / stem
-        if _read_json(dest / "job.json") == job and (dest / "tracks.json").is_file():
+        job, dest = jobs[video], out / stem
+        before = _read_json(dest / "job.json")
+        same = isinstance(before, dict) and before.get("fingerprint") == job["fingerprint"]
+        if same and (dest / "tracks.json").is_file():
             summary["skipped"] += 1
             summary["files"].append({"file": video, "status": "skipped", "stem": stem})
             continue
         one = argparse.Namespace(**{**vars(args), "video": video, "out": str(dest)})
         try:
             res = _track_one(one)
-        except files.WriteError:
-            raise
+        except files.WriteError as e:  # the disk is full / read-only: the rest would fail too
+            summary["failed"].append({"file": video, "error": str(e)})
+            summary["files"].append({"file": video, "status": "failed", "error": str(e)})
+            summary["stopped"] = f"stopped at {video}: {e}"
+            listed = {f["file"] for f in summary["files"]}
+            summary["files"] += [
+                {"file": v, "status": "not started"} for v, _ in work if v not in listed
+            ]
+            break
         except InputError as e:
             summary["failed"].append({"file": video, "error": str(e)})
             summary["files"].append({"file": video, "status": "failed", "error": str(e)})
@@ -738,7 +846,7 @@ def _track_one(args) -> dict:
         keep_missed=args.keep_missed,
         backfill=args.backfill,
         chunk_size=args.chunk_size,
-        offload=not args.no_offload,
+        offload=False if args.no_offload else (True if args.offload else None),
         max_frames=args.max_frames,
         render=not args.no_render,
         detect_fn=detect_fn,
@@ -771,8 +879,14 @@ def _track_one(args) -> dict:
 
 
 def cmd_eval_masks(args) -> dict:
+    with sigterm_as_interrupt():
+        return _eval_masks(args)
+
+
+def _eval_masks(args) -> dict:
     from helpers import files
 
+    _check_inputs(args)
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers import cli_sam3
 

@@ -130,7 +130,11 @@ def register(sub) -> None:
         help="resize every image of a folder dataset to this square size (needed when its "
         "images differ in size)",
     )
-    p.add_argument("--out", help="output folder (default <checkpoint folder>/eval/<data>-<split>)")
+    p.add_argument(
+        "--out",
+        help="output folder (default <checkpoint folder>/eval/<data>-<split>; a folder dataset "
+        "adds a hash of its path, a checkpoint other than best.pt its name)",
+    )
     p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
     p.add_argument("--device", help="cuda | cpu | mps (default: best available)")
     p.set_defaults(func=_in_cli_terms(cmd_evaluate))
@@ -254,6 +258,7 @@ def load_data(
     """``helpers.data.load_dataset`` with a message naming the command-line options; for a
     folder, ``splits`` limits what is decoded and ``image_size`` resizes every image."""
     from helpers.data import load_dataset
+    from helpers.files import PathError
 
     builtin = spec.strip().lower() in ("cifar10", "synthetic", "digits")
     kw = {"splits": splits} if splits and not builtin else {}
@@ -265,6 +270,8 @@ def load_data(
         kw["image_size"] = image_size
     try:
         return load_dataset(spec, **kw)
+    except PathError as e:  # a path that cannot even be looked at
+        raise PathError(what, e.path, e.reason) from None
     except InputError as e:
         raise InputError(f"{what} {spec!r}: {e}") from None
 
@@ -276,7 +283,10 @@ def default_split(spec: str) -> str:
         return "test"
     if name in ("synthetic", "digits"):
         return "val"
-    return "test" if (Path(spec).expanduser() / "test").is_dir() else "val"
+    from helpers.files import probing
+
+    with probing("--data", spec):
+        return "test" if (Path(spec).expanduser() / "test").is_dir() else "val"
 
 
 def summarize_history(history: list[dict]) -> dict:
@@ -323,6 +333,7 @@ def cli_wording(message: str) -> str:
         ("image_size=N (--image-size N on the command line)", "--image-size N"),
         ("image_size=N", "--image-size N"),
         ("pretrained=False (--no-pretrained on the command line)", "--no-pretrained"),
+        ("(lr, --lr on the command line)", "(--lr)"),
     ):
         message = message.replace(lib, cli)
     return message
@@ -332,7 +343,11 @@ def check_checkpoint_arg(path: str) -> None:
     """``--checkpoint`` names an existing file or folder (the loader says if it is unreadable)."""
     if not str(path).strip():
         raise InputError("--checkpoint is empty; give best.pt/last.pt or the run folder.")
-    if not Path(path).exists():
+    from helpers.files import probing
+
+    with probing("--checkpoint", path):
+        found = Path(path).exists()
+    if not found:
         raise InputError(
             f"--checkpoint {path} does not exist; give best.pt/last.pt or the run folder."
         )
@@ -359,6 +374,9 @@ def _run_history(checkpoint: str | Path) -> list[dict]:
 
 def cmd_train(args) -> dict | None:
     import os
+    import time
+
+    t_command = time.perf_counter()  # the whole command: data, compile, training, scoring
 
     from helpers.files import check_output_dir, write_error_reason
     from helpers.train import train
@@ -376,9 +394,10 @@ def cmd_train(args) -> dict | None:
             for k, v in SMOKE_MODEL.items():
                 if getattr(args, k) is None:
                     setattr(args, k, v)
-        args.epochs = args.epochs or 1
-        args.batch_size = args.batch_size or 64
-        args.max_steps_per_epoch = args.max_steps_per_epoch or 2
+        # only settings left out get the smoke values: 0 or a negative count is refused below
+        for k, v in {"epochs": 1, "batch_size": 64, "max_steps_per_epoch": 2}.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
         args.pretrained = False
         if args.compile is None:
             args.compile = False
@@ -393,7 +412,9 @@ def cmd_train(args) -> dict | None:
 
         out_dir = check_output_dir(output_dir(f"q1_{first.name}", create=False), "the run folder")
     log(f"loading data: {args.data}")
+    t_data = time.perf_counter()
     data = load_data(args.data, image_size=args.image_size)
+    data_seconds = time.perf_counter() - t_data
     preset = build_train_preset(args, image_size=data.image_size)
     if args.compile is None and device.type != "cuda":
         preset.train.compile = False  # compiling pays off only on a GPU
@@ -437,6 +458,15 @@ def cmd_train(args) -> dict | None:
         "test_top5": test.get("top5"),
         "test_acc_flip_tta": test.get("acc_flip_tta"),
         "planned_steps": result.plan.total_steps,
+        "first_planned_steps": result.plan.first_total,
+        "replans": len(result.plan.replans),
+        "budget_seconds": result.plan.budget_seconds,
+        "command_seconds": time.perf_counter() - t_command,
+        "data_seconds": data_seconds,
+        **{k: result.timing.get(k) for k in ("setup_seconds", "training_seconds")},
+        "scoring_seconds": result.timing.get("scoring_seconds"),  # the test split, once
+        "validation_seconds": result.validation_seconds,
+        "validation_share": result.validation_share,
         "steps": result.history[-1]["step"] if result.history else 0,
         "checkpoint_seconds": result.checkpoint_seconds,
         "stopped_early": result.stopped_early,
@@ -484,11 +514,10 @@ def cmd_evaluate(args) -> dict:
         )
     if list(data.classes) != list(loaded.classes):
         _log("note: class names differ from the checkpoint's; assuming the same order.")
-    name = Path(data.source).name or data.source
     out = (
         Path(args.out)
         if args.out
-        else checkpoint_folder(args.checkpoint) / "eval" / f"{name}-{split}"
+        else checkpoint_folder(args.checkpoint) / "eval" / eval_folder_name(data, split, loaded)
     )
     check_output_dir(out, "--out" if args.out else "the evaluation folder")
     _log(
@@ -505,6 +534,11 @@ def cmd_evaluate(args) -> dict:
         batch_size=args.batch_size,
         device=device,
         progress=True,
+        meta={
+            "data": data_path(data),
+            "checkpoint": str(loaded.path or args.checkpoint),
+            "checkpoint_epoch": loaded.epoch,
+        },
     )
     pred = torch.from_numpy(np.load(out / "predictions.npy"))
     figures = {
@@ -538,6 +572,27 @@ def cmd_evaluate(args) -> dict:
             + written
         ),
     }
+
+
+def data_path(data) -> str:
+    """``cifar10`` / ``synthetic`` / ``digits``, or a folder dataset's absolute path."""
+    if data.source in ("cifar10", "synthetic", "digits"):
+        return data.source
+    return str(Path(data.source).expanduser().resolve())
+
+
+def eval_folder_name(data, split: str, loaded) -> str:
+    """``<data>-<split>`` (``cifar10-test``); a folder dataset adds 8 hex digits of its
+    absolute path (two datasets named ``data`` in different places never share a folder), a
+    checkpoint other than ``best.pt`` its own name (``cifar10-test-last``)."""
+    import hashlib
+
+    key = data_path(data)
+    name = Path(key).name or key
+    if Path(key).is_absolute():  # a folder dataset
+        name += "-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem = loaded.path.stem if getattr(loaded, "path", None) is not None else "best"
+    return f"{name}-{split}" + ("" if stem == "best" else f"-{stem}")
 
 
 def _save_figures(figures: dict, out: Path) -> list[str]:
@@ -601,7 +656,9 @@ def open_image(source: str | Path, what: str = "--image"):
     import math
     import warnings
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
+
+    from helpers.data import rgb_image
 
     text = str(source)
     if _is_url(text):
@@ -621,12 +678,16 @@ def open_image(source: str | Path, what: str = "--image"):
             "pass the file path."
         )
     else:
+        from helpers.files import probing
+
         p = Path(text).expanduser()
-        if p.is_dir():
+        with probing(what, p):  # a name too long, a link loop: said in one line
+            is_dir, exists, is_file = p.is_dir(), p.exists(), p.is_file()
+        if is_dir:
             raise InputError(f"{what} {p} is a folder, not an image file; give one image file.")
-        if not p.exists():
+        if not exists:
             raise InputError(f"{what} {p} does not exist; check the path.")
-        if not p.is_file():
+        if not is_file:
             raise InputError(f"{what} {p} is not a regular file; give an image file.")
         if p.stat().st_size == 0:
             raise InputError(f"{what} {p} is empty (0 bytes); give a JPEG/PNG/WebP/BMP file.")
@@ -647,7 +708,7 @@ def open_image(source: str | Path, what: str = "--image"):
                         f"({MAX_PIXELS:,}); downscale it first (a few hundred pixels are enough)."
                     )
                 im.load()
-                return ImageOps.exif_transpose(im).convert("RGB")
+                return rgb_image(im)  # as training data are decoded: EXIF, 16-bit scaled
     except UnidentifiedImageError:
         raise InputError(
             f"{what} {name} could not be read as an image (UnidentifiedImageError); "

@@ -162,11 +162,23 @@ def load_cifar10(
 # --------------------------------------------------------------------------- ImageFolder
 
 
-def _default_cache_dir() -> Path:
+def _default_cache_dir() -> Path | None:
+    """``$HELPERS_CACHE/imagefolder``, else ``~/.cache/cvkit/imagefolder``; None when there
+    is no home folder to put it in (then nothing is cached)."""
     env = os.environ.get("HELPERS_CACHE")
     if env:
         return Path(env) / "imagefolder"
-    return Path.home() / ".cache" / "cvkit" / "imagefolder"
+    try:
+        return Path.home() / ".cache" / "cvkit" / "imagefolder"
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
+        _note("note: no home folder, so decoded datasets are not cached; set HELPERS_CACHE.")
+        return None
+
+
+def _note(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)  # stdout is kept for results
 
 
 def _list_split(split_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -205,18 +217,43 @@ def _cache_key(root: Path, items: list[tuple[str, int]], image_size: int | None)
     paths = [p for p, _ in items]
     stats = [os.stat(p) for p in paths]
     n = len(str(root)) + 1
-    h = hashlib.sha256(f"{root.resolve()}|{image_size}|v1".encode())
+    h = hashlib.sha256(f"{root.resolve()}|{image_size}|v2".encode())  # v2: EXIF, 16-bit
     h.update(
         "|".join(f"{p[n:]}:{st.st_mtime_ns}:{st.st_size}" for p, st in zip(paths, stats)).encode()
     )
     return h.hexdigest()[:24]
 
 
+def rgb_image(im):
+    """A decoded PIL image as training, ``evaluate`` and ``predict`` all see it: EXIF
+    orientation applied, 16-bit and float pixels scaled to 8 bits (not clipped at 255), then
+    RGB. The one conversion both the dataset loader and ``predict`` use."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    try:
+        im = ImageOps.exif_transpose(im) or im
+    except Exception:  # a broken EXIF block: keep the pixels as stored
+        pass
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if im.mode == "F" and lo >= 0 and hi <= 1:
+            a = a * 255  # 0..1 floats
+        elif im.mode != "F" and lo >= 0 and hi <= 65535:
+            a = a / 257  # 16-bit: 65535 -> 255
+        elif lo < 0 or hi > 255:
+            a = (a - lo) / max(hi - lo, 1e-12) * 255  # any other range: stretched
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def _decode_one(path: str, image_size: int | None):
     """Decode one file to an RGB uint8 HWC array (resized + center-cropped to a square if asked).
 
-    torchvision's decoder (about 4x faster than PIL for small JPEG/PNG files) is tried first;
-    PIL handles everything else (BMP, TIFF, 16-bit PNG, ...) and the resize.
+    torchvision's decoder (about 4x faster than PIL for small JPEG/PNG files, EXIF orientation
+    applied) is tried first for 8-bit images; PIL handles everything else (BMP, TIFF, 16-bit
+    PNG, ...) through :func:`rgb_image`, and the resize.
     """
     import numpy as np
     from PIL import Image
@@ -228,13 +265,13 @@ def _decode_one(path: str, image_size: int | None):
 
             with open(path, "rb") as f:
                 raw = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
-            t = decode_image(raw, mode=ImageReadMode.RGB)
+            t = decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
             if t.dtype == torch.uint8 and t.ndim == 3 and t.shape[0] == 3:
                 return t.permute(1, 2, 0).numpy()
         except Exception:
             pass  # let PIL try (and name the file if it cannot read it either)
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = rgb_image(im)
         if image_size is not None and im.size != (image_size, image_size):
             w, h = im.size
             scale = image_size / min(w, h)
@@ -313,7 +350,10 @@ def _load_split_cached(
             with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
                 np.savez(f, x=x, y=y)
         except OSError as e:  # read-only home, full disk: loading still worked
-            print(f"note: could not write the dataset cache {cache_file} ({e}).")
+            _note(
+                f"note: could not write the dataset cache {cache_file} ({e}); set "
+                "HELPERS_CACHE to a writable folder to skip decoding next time."
+            )
     return x, y
 
 
@@ -372,7 +412,8 @@ def load_image_folder(
     }
     held_out = "val" not in present  # validation comes out of train/
     wanted = set(splits) | ({"train"} if held_out and "val" in splits else set())
-    cache_dir = Path(cache_dir or _default_cache_dir()) if cache else None
+    cache_dir = (cache_dir or _default_cache_dir()) if cache else None
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
     arrays = {
         n: _load_split_cached(root, n, items[n], image_size, cache_dir)
         for n in present
@@ -473,10 +514,14 @@ def load_digits(image_size: int = 16, seed: int = 0) -> DataSplits:
 def load_dataset(spec: str | os.PathLike, **kw) -> DataSplits:
     """``'cifar10'`` | ``'synthetic'`` | ``'digits'`` | a folder path (ImageFolder layout).
     Keyword arguments go to the matching loader."""
+    from helpers.files import probing
+
     name = str(spec).strip()
     loaders = {"cifar10": load_cifar10, "synthetic": synthetic_dataset, "digits": load_digits}
     fn = loaders.get(name.lower())
-    if fn is None and not Path(name).expanduser().exists():
+    with probing("dataset", name):
+        found = fn is not None or Path(name).expanduser().exists()
+    if not found:
         raise InputError(
             f"unknown dataset {name!r}: use 'cifar10', 'synthetic', 'digits' or the path of an "
             "existing folder with train/<class>/ and val/<class>/ and/or test/<class>/ images."
@@ -539,5 +584,6 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_image_folder",
+    "rgb_image",
     "synthetic_dataset",
 ]

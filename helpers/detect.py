@@ -115,15 +115,33 @@ def _hub_address() -> tuple[str, int]:
     return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub (or the proxy) opens within ``timeout`` seconds."""
+def hub_problem(timeout: float = 3.0) -> str | None:
+    """Why the hub (or the proxy) cannot be used, or None when it answers an HTTP request
+    within ``timeout`` seconds: a TCP connection must open, and then the answer's headers
+    must come (an endpoint that accepts connections and never answers would otherwise hold
+    the hub client forever)."""
+    import os
     import socket
 
     try:
         socket.create_connection(_hub_address(), timeout=timeout).close()
     except OSError:
-        return False
-    return True
+        return "cannot be reached"
+    import requests
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    try:  # a HEAD: only the status line and headers, each read under the timeout
+        requests.head(endpoint + "/", timeout=(timeout, timeout), allow_redirects=False).close()
+    except requests.exceptions.Timeout:
+        return f"accepted the connection but did not answer within {timeout:g} s"
+    except requests.exceptions.RequestException as e:
+        return f"cannot be reached ({type(e).__name__})"
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers within ``timeout`` seconds (see :func:`hub_problem`)."""
+    return hub_problem(timeout) is None
 
 
 def _in_cache(repo: str) -> bool:
@@ -146,15 +164,16 @@ def hub_local_only(repo: str) -> bool:
 
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
         return True
-    if hub_reachable():
+    problem = hub_problem()
+    if problem is None:
         return False
     if _in_cache(repo):
         return True
     host, port = _hub_address()
     raise InputError(
-        f"the Hugging Face hub ({host}:{port}) cannot be reached and the weights {repo} are not "
-        "in the local cache; connect to the internet once to download them, or use random "
-        "weights for an offline smoke test."
+        f"the Hugging Face hub ({host}:{port}) {problem}, and the weights {repo} are not in the "
+        "local cache; connect to the internet once to download them, or use random weights "
+        "for an offline smoke test."
     )
 
 

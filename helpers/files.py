@@ -46,15 +46,23 @@ _WRITE_ERRNOS = {
 }
 
 
+# errno values that mean "this path cannot even be looked at" (stat, exists, is_dir, scandir)
+_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.EPERM)
+NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096  # Linux, macOS and Google Drive's mount
+
+
 class WriteError(InputError, OSError):
     """A file could not be written (disk full, read-only, permission denied, ...).
 
     Both an :class:`InputError` (the CLI prints its one-line message and exits 2) and an
     ``OSError`` (``errno`` is the original one)."""
 
-    def __init__(self, message: str, err: int | None = None, filename: str | None = None):
+    def __init__(
+        self, message: str, err: int | None = None, filename: str | None = None, reason: str = ""
+    ):
         OSError.__init__(self, message)
         self.errno, self.filename, self.message = err, filename, message
+        self.reason = reason  # the plain cause alone ("the disk is full")
 
     def __str__(self) -> str:
         return self.message
@@ -63,7 +71,64 @@ class WriteError(InputError, OSError):
 def write_error_reason(e: BaseException) -> str | None:
     """A short, plain reason for an ``OSError`` raised by a write, or None when it is not one
     of the "cannot write here" kinds (then it is a bug and should surface as is)."""
+    if isinstance(e, WriteError) and e.reason:
+        return e.reason
     return _WRITE_ERRNOS.get(getattr(e, "errno", None)) if isinstance(e, OSError) else None
+
+
+# ----------------------------------------------------------------------------- probing paths
+
+
+def _short(path) -> str:
+    text = str(path)
+    return text if len(text) <= 80 else f"{text[:40]}...{text[-30:]} ({len(text)} characters)"
+
+
+class PathError(InputError):
+    """A path that cannot even be looked at: ``"{what} {path}: {reason}"``. ``reason`` alone
+    lets a caller name the path in its own terms (``--data`` for a library's "dataset")."""
+
+    def __init__(self, what: str, path, reason: str):
+        super().__init__(f"{what} {_short(path)}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def path_error(e: BaseException, what: str, path=None) -> PathError | None:
+    """The one-line :class:`PathError` (an InputError) for an ``OSError`` raised while looking
+    at a path a user gave (``exists()``, ``is_dir()``, ``stat``, ``scandir``: a name longer than
+    the file system allows, a loop of symbolic links, no permission), or None when ``e`` is
+    not one of those."""
+    if not isinstance(e, OSError) or isinstance(e, InputError) or e.errno not in _PATH_ERRNOS:
+        return None
+    path = path if path is not None else (e.filename or "")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return PathError(what, path, "permission denied; give a path you can read.")
+    if e.errno == errno.ELOOP:
+        return PathError(what, path, "its symbolic links go round in a loop; fix them.")
+
+    def size(text) -> int:
+        return len(str(text).encode("utf-8", "surrogateescape"))
+
+    longest = max((size(part) for part in Path(str(path)).parts), default=0)
+    why = (
+        f"a name in it is {longest} bytes, more than the {NAME_MAX_BYTES} a file system allows"
+        if longest > NAME_MAX_BYTES
+        else f"it is {size(path)} bytes, more than the {PATH_MAX_BYTES} a file system allows"
+    )
+    return PathError(what, path, f"{why}; use a shorter name or path.")
+
+
+@contextlib.contextmanager
+def probing(what: str, path=None) -> Iterator[None]:
+    """Inside, an ``OSError`` from looking at ``path`` (the setting ``what`` names) becomes the
+    one-line :class:`InputError` of :func:`path_error`; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        err = path_error(e, what, path)
+        if err is None:
+            raise
+        raise err from None
 
 
 # ----------------------------------------------------------------------------- permissions
@@ -183,18 +248,68 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException as e:
+        reason = (
+            _size_limit_reason(e) or write_error_reason(e) or _library_write_failure(e, tmp_path)
+        )
         if tmp_path is not None:
             with contextlib.suppress(OSError):
                 tmp_path.unlink()
-        reason = write_error_reason(e)
         if reason is not None and not isinstance(e, WriteError):
             raise WriteError(
                 f"could not write {path}: {reason}. Files written before are kept; "
                 "fix that and run again.",
-                e.errno,
+                getattr(e, "errno", None),
                 str(path),
+                reason,
             ) from e
         raise
+
+
+def _library_write_failure(e: BaseException, tmp: Path | None) -> str | None:
+    """Why a writer that is not plain ``open().write`` failed, when the place is to blame:
+    ``torch.save`` raises ``RuntimeError`` ("unexpected pos", "file write failed") on a full
+    disk or past ``ulimit -f``, other libraries wrap the ``OSError`` they met. None when
+    nothing points at the disk (then it is a bug and surfaces as is)."""
+    if not isinstance(e, Exception) or tmp is None or isinstance(e, WriteError):
+        return None
+    seen, cause = set(), e.__cause__ or e.__context__
+    while cause is not None and id(cause) not in seen:  # an OSError the library met
+        seen.add(id(cause))
+        if write_error_reason(cause):
+            return write_error_reason(cause)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        written = os.stat(tmp).st_size
+        free = os.statvfs(tmp.parent)
+        free_bytes = free.f_bavail * free.f_frsize
+    except (OSError, AttributeError):
+        written, free_bytes = 0, None
+    if free_bytes is not None and free_bytes < 1 << 20:
+        return _WRITE_ERRNOS[errno.ENOSPC]
+    limit = _file_size_limit()
+    if limit is not None and written >= limit:
+        return f"the file size limit is reached ({limit:,} bytes, ulimit -f)"
+    text = str(e).lower()
+    if isinstance(e, RuntimeError) and any(w in text for w in ("write", "unexpected pos")):
+        return f"the writer failed ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+    return None
+
+
+def _size_limit_reason(e: BaseException) -> str | None:
+    """EFBIG past ``ulimit -f`` says so (rather than "too large for this file system")."""
+    limit = _file_size_limit() if getattr(e, "errno", None) == errno.EFBIG else None
+    return None if limit is None else f"the file size limit is reached ({limit:,} bytes, ulimit -f)"
+
+
+def _file_size_limit() -> int | None:
+    """The largest file this process may write (``ulimit -f``), or None without a limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -211,7 +326,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+    return atomic_write_text(path, json_text(obj, indent=indent) + "\n")
+
+
+def json_text(obj: Any, indent: int | None = None, default=None) -> str:
+    """``json.dumps`` that always gives valid JSON: NaN and infinities become ``null`` (bare
+    ``NaN`` / ``Infinity`` are not JSON), numpy values and paths become plain ones."""
+    return json.dumps(
+        _finite(obj), indent=indent, default=default or _json_default, allow_nan=False
+    )
+
+
+def _finite(o: Any) -> Any:
+    import math
+
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if type(o).__module__ == "numpy" and hasattr(o, "tolist"):
+        return _finite(o.tolist())
+    return o
 
 
 def atomic_save_image(path: str | os.PathLike, image) -> Path:
@@ -243,6 +380,8 @@ def _json_default(o: Any):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
@@ -259,6 +398,11 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     p = Path(path).expanduser()
     if str(path).strip() == "":
         raise InputError(f"{what} is empty; give a folder path.")
+    with probing(what, p):
+        return _check_output_dir(p, what)
+
+
+def _check_output_dir(p: Path, what: str) -> Path:
     if p.exists() and not p.is_dir():
         raise InputError(f"{what} {p} is a file, not a folder; give a folder path.")
     # the nearest part of the path that exists must be a folder we can create things in

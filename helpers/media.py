@@ -445,6 +445,13 @@ def fit_for_model(image: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, 
         return image, 1.0
     scale = max_side / longest
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if min(new_w, new_h) < MIN_SIDE:  # the models' processors would make a side of 0 px
+        raise InputError(
+            f"the image is {w}x{h} pixels, too elongated: shrunk to a long side of {max_side} "
+            f"px its short side would be {min(new_w, new_h)} px (at least {MIN_SIDE} needed). "
+            f"Crop it into pieces at most {max_side // MIN_SIDE} times longer than wide, or "
+            "raise --max-side."
+        )
     small = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_AREA)
     return small, scale
 
@@ -697,9 +704,25 @@ def video_to_frames(
             raise InputError(
                 f"Video {src} has no readable frames (empty or corrupt); check the file."
             )
+        if expect is not None and len(paths) < expect:
+            warn_short_video(src, expect, len(paths))
     h, w = size  # type: ignore[misc]
     return VideoFrames(
         frame_dir=out_dir, num_frames=len(paths), fps=fps, width=w, height=h, frame_paths=paths
+    )
+
+
+def warn_short_video(src, listed: int, decoded: int) -> None:
+    """Say on stderr that a video decoded to fewer frames than its header lists (a truncated
+    download, a damaged file): the run goes on with the frames there are."""
+    import sys
+
+    print(
+        f"warning: video {src} lists {listed} frames but only {decoded} could be decoded (the "
+        f"file is truncated or damaged); using those {decoded}. Re-download or re-encode it "
+        "to get every frame.",
+        file=sys.stderr,
+        flush=True,
     )
 
 
@@ -865,6 +888,120 @@ def _chain(first, rest) -> Iterator[np.ndarray]:
     yield from rest
 
 
+# --------------------------------------------------------------------------- decoding in memory
+
+
+@dataclass
+class VideoStream:
+    """A video file to decode frame by frame (no frame folder): its size after ``max_side``."""
+
+    path: Path
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    max_side: int | None = None
+
+
+def _count_frames(path: Path) -> int:
+    """Frames in the first video stream: its packets counted by PyAV without decoding
+    (exact where the container's own count is an estimate), else OpenCV's count."""
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    except Exception:
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        try:
+            return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        finally:
+            cap.release()
+
+
+def open_video_stream(
+    source: str | os.PathLike, max_frames: int | None = None, max_side: int | None = None
+) -> VideoStream:
+    """Probe a video file for ``decode_stream``: frame count, fps and the decoded size."""
+    import cv2
+
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be >= 1 (or None for all), got {max_frames}.")
+    src = Path(source).expanduser()
+    if not src.is_file():
+        raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
+    cap = cv2.VideoCapture(str(src))
+    try:
+        ok, bgr = cap.read() if cap.isOpened() else (False, None)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    if not ok or bgr is None:
+        raise InputError(
+            f"Could not read a frame of video {src}: the file is corrupt, empty or not a video "
+            "format OpenCV reads (try re-encoding it as H.264 MP4)."
+        )
+    h, w = _shrink(bgr, max_side).shape[:2]
+    n = max(1, _count_frames(src))
+    if max_frames is not None:
+        n = min(n, int(max_frames))
+    fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 30.0
+    return VideoStream(src, n, fps, w, h, max_side)
+
+
+def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
+    """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
+    OpenCV."""
+    try:
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for frame in c.decode(s):
+                yield frame.to_ndarray(format="rgb24")
+        return
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def decode_stream(stream: VideoStream) -> Iterator[np.ndarray]:
+    """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time.
+
+    A file that ends early repeats its last frame (the count came from the container)."""
+    last = None
+    frames = _decoded_rgb(stream.path)
+    try:
+        for i in range(stream.num_frames):
+            try:
+                rgb = next(frames, None)
+            except Exception as e:  # a damaged stream: say which frame, not a decoder trace
+                raise InputError(
+                    f"Could not decode frame {i} of {stream.path} ({type(e).__name__}: {e}); "
+                    "the file may be damaged: re-encode it (e.g. as H.264 MP4) and try again."
+                ) from None
+            if rgb is not None:
+                last = _shrink(rgb, stream.max_side)
+            if last is None:
+                raise InputError(f"Video {stream.path} has no readable frames; check the file.")
+            yield last
+    finally:
+        frames.close()
+
+
 # --------------------------------------------------------------------------- side by side
 
 
@@ -898,7 +1035,9 @@ def read_video_frames(source: str | os.PathLike, max_frames: int | None = None):
 
 def side_by_side_frame(left: np.ndarray, right: np.ndarray, text: str = "") -> np.ndarray:
     """``left | right`` at the right frame's height (left resized to it), with ``"input"`` /
-    ``"output"`` captions and ``text`` (e.g. ``"processing 12.3 FPS"``) drawn on top."""
+    ``"output"`` captions in a black band above the frames and ``text`` (e.g. ``"processing
+    12.3 FPS"``) in one below them: captions never cover the video's own labels, and plain
+    white on black stays sharp at any size (240p included)."""
     import cv2
 
     left, right = _array_to_rgb(left), _array_to_rgb(right)
@@ -906,21 +1045,24 @@ def side_by_side_frame(left: np.ndarray, right: np.ndarray, text: str = "") -> n
     if left.shape[0] != h:
         w = max(1, round(left.shape[1] * h / left.shape[0]))
         left = cv2.resize(left, (w, h), interpolation=cv2.INTER_AREA)
-    frame = np.ascontiguousarray(np.concatenate([left, right], axis=1))
+    video = np.concatenate([left, right], axis=1)
     scale = max(0.4, h / 720)
-    thick = max(1, round(scale * 2))
+    thick = max(1, round(scale * 1.5))
+    band = 2 * round(max(9, 17 * scale))  # even, so the frame stays even for H.264
+    bottom = band if text else 0
+    frame = np.zeros((band + h + bottom, video.shape[1], 3), np.uint8)
+    frame[band : band + h] = video
 
-    def put(s: str, x: int, y: int) -> None:
-        cv2.putText(frame, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,
-                    cv2.LINE_AA)  # fmt: skip
+    def put(s: str, x: int, top: int) -> None:
+        (_, th), _ = cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        y = top + (band + th) // 2
         cv2.putText(frame, s, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
                     cv2.LINE_AA)  # fmt: skip
 
-    line = round(30 * scale)
-    put("input", 8, line)
-    put("output", left.shape[1] + 8, line)
+    put("input", 8, 0)
+    put("output", left.shape[1] + 8, 0)
     if text:
-        put(text, left.shape[1] + 8, h - round(12 * scale))
+        put(text, left.shape[1] + 8, band + h)
     return frame
 
 

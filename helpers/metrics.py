@@ -258,11 +258,13 @@ def evaluate(
     device=None,
     progress: bool = False,
     split: str = "val",
+    meta: dict | None = None,
 ) -> dict:
     """Metrics of ``model`` on ``data``'s ``split`` (see :func:`classification_metrics`).
 
     With ``out_dir`` it also writes ``logits.npy``, ``predictions.npy``, ``targets.npy``,
-    ``metrics.json`` and ``classification_report.txt`` there (atomically).
+    ``metrics.json`` and ``classification_report.txt`` there (atomically). ``meta`` (what was
+    scored: data path, checkpoint and its epoch) is recorded in the metrics too.
     """
     from helpers.files import atomic_path, atomic_write_json, atomic_write_text
 
@@ -287,6 +289,7 @@ def evaluate(
     m = classification_metrics(targets, logits, data.classes)
     m["tta_flip"] = bool(tta_flip)
     m["split"] = split
+    m.update(meta or {})
     if out_dir is not None:
         out = Path(out_dir)
         arrays = {

@@ -69,23 +69,29 @@ def plot_history(history: list[dict]):
     if scored:
         best = max(scored, key=lambda r: r["val_acc"])
         axes[1].scatter([best["epoch"]], [best["val_acc"] * 100], color="red", zorder=3)
-        # the label goes on the side of the point with more room, never over the y ticks
+        # the label goes on the side of the point with more room, never over the y ticks,
+        # and above the point when it sits low (so never down over the epoch tick labels)
         lo, hi = min(ep), max(ep)
         right = hi == lo or (best["epoch"] - lo) / (hi - lo) < 0.5
+        accs = [v * 100 for r in history for v in (r.get("train_acc"), r.get("val_acc")) if v]
+        low = best["val_acc"] * 100 < (min(accs) + max(accs)) / 2 if accs else True
         axes[1].annotate(
             f"best {best['val_acc'] * 100:.2f}%",
             (best["epoch"], best["val_acc"] * 100),
             textcoords="offset points",
-            xytext=(8, -12) if right else (-8, -12),
+            xytext=(8 if right else -8, 8 if low else -12),
             ha="left" if right else "right",
-            va="top",
+            va="bottom" if low else "top",
         )
     axes[1].set(title="Accuracy", xlabel="epoch", ylabel="%")
     curve(axes[2], "lr", "lr")
     axes[2].set(title="Learning rate (end of epoch)", xlabel="epoch", ylabel="lr")
     axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
@@ -149,7 +155,7 @@ def plot_per_class(metrics: dict):
     ax.set_ylim(max(0, low - 10), 100)
     ax.set(ylabel="%", title=f"Per-class metrics (top-1 {metrics.get('top1', 0) * 100:.2f}%)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never on them
     fig.tight_layout()
     return fig
 
@@ -208,6 +214,9 @@ def plot_samples(x_uint8, y_true, y_pred, classes: list[str], n: int = 16, sprea
     return fig
 
 
+ATTENTION_CMAP = "inferno"  # the rollout, its overlay and the colour bar share one scale
+
+
 def plot_attention(model, image_uint8, spec, device=None):
     """The image, its attention rollout, and the rollout overlaid on it."""
     import torch.nn.functional as F
@@ -230,10 +239,12 @@ def plot_attention(model, image_uint8, spec, device=None):
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
     axes[0].imshow(img, interpolation="nearest")
     axes[0].set_title("image")
-    shown = axes[1].imshow(roll.numpy(), cmap="inferno", vmin=0.0, vmax=1.0)
+    shown = axes[1].imshow(roll.numpy(), cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0)
     axes[1].set_title(f"rollout ({roll.shape[0]}×{roll.shape[1]} patches)")
     axes[2].imshow(img, interpolation="nearest")
-    axes[2].imshow(heat.numpy(), cmap="jet", alpha=0.45, interpolation="bilinear")
+    axes[2].imshow(
+        heat.numpy(), cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0, alpha=0.5, interpolation="bilinear"
+    )
     axes[2].set_title("overlay")
     for ax in axes:
         ax.axis("off")
@@ -275,9 +286,9 @@ def plot_patch_comparison(rows: list[dict]):
     for p in sorted(series):
         pts = sorted(series[p])
         ts, accs = [a for a, _, _ in pts], [b for _, b, _ in pts]
-        ax.plot(ts, accs, marker="o", label=f"patch {p}", markersize=4 if len(pts) > 1 else 7)
-        label = pts[-1][2] or f"p={p}: {accs[-1]:.1f}%"
-        ax.annotate(label, (ts[-1], accs[-1]), textcoords="offset points", xytext=(5, 5))
+        # the final accuracy goes in the legend: labels beside close end points would collide
+        label = f"patch {p}: {accs[-1]:.1f}%" + (f" ({pts[-1][2]})" if pts[-1][2] else "")
+        ax.plot(ts, accs, marker="o", label=label, markersize=4 if len(pts) > 1 else 7)
     ax.set(
         xlabel="wall time (minutes)",
         ylabel="val top-1 (%)",
@@ -319,20 +330,23 @@ def plot_confused_pairs(x_uint8, y_true, y_pred, classes: list[str], pairs: list
     return fig
 
 
-def plot_ablation(rows: list[dict], title: str = "what each piece is worth"):
+def plot_ablation(rows: list[dict], title: str = "what each piece is worth", flip_tta: bool = True):
     """Bars of each variant's val accuracy (from :func:`helpers.ablation.run_variants`), the
-    difference to the first row written on each, and the first row with flip TTA."""
+    difference to the first row written on each, and (``flip_tta``) the first row with flip
+    TTA. The axis starts at 0, so the bars' lengths compare honestly."""
     plt = _plt()
     if not rows:
         raise InputError("no runs to plot.")
-    names = [r["variant"] for r in rows] + ["+ flip TTA (no retrain)"]
-    accs = [r["val_acc"] * 100 for r in rows] + [rows[0]["val_acc_flip_tta"] * 100]
+    names = [r["variant"] for r in rows]
+    accs = [r["val_acc"] * 100 for r in rows]
+    if flip_tta and rows[0].get("val_acc_flip_tta") is not None:
+        names.append("+ flip TTA (no retrain)")
+        accs.append(rows[0]["val_acc_flip_tta"] * 100)
     base = accs[0]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
     colors = ["0.5"] + ["tab:green" if a >= base else "tab:red" for a in accs[1:]]
     ax.barh(names[::-1], accs[::-1], color=colors[::-1])
-    lo = min(accs)
-    ax.set_xlim(max(0.0, lo - 0.15 * (max(accs) - lo + 1)), max(accs) + 0.6 * (max(accs) - lo + 1))
+    ax.set_xlim(0.0, max(max(accs), 1.0) * 1.35)  # from 0; room for the numbers on the right
     for y, a in enumerate(accs[::-1]):
         ax.text(a, y, f" {a:.2f}%  ({a - base:+.2f})", va="center", fontsize=8)
     ax.set_xlabel("val accuracy (%)")

@@ -70,7 +70,7 @@ def parse_color(color) -> tuple[int, int, int] | None:
                 ) from None
     try:
         rgb = tuple(int(round(float(v))) for v in parts)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         rgb = ()
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
         raise InputError(f"a colour needs three values 0..255 (r,g,b); got {color!r}.")
@@ -504,11 +504,18 @@ def save_image_outputs(
 ) -> dict[str, Path]:
     """Write ``{stem}_mask.png`` (union, 0/255), ``{stem}_overlay.png`` and ``{stem}.json``.
 
-    All three are written atomically. ``extra`` (e.g. timings, source) is merged into the JSON.
-    ``color`` / ``opacity`` style the overlay (see :func:`annotate`).
-    Returns ``{"mask": path, "overlay": path, "json": path}``.
+    The three are written as a unit: each to a temporary file first, and only when all three
+    are complete are they renamed into place, the JSON (what a resumed folder run checks)
+    last. A failure (disk full, ...) leaves the old set, or nothing, never a mix.
+    ``extra`` (e.g. timings, source) is merged into the JSON. ``color`` / ``opacity`` style
+    the overlay (see :func:`annotate`). Returns ``{"mask": path, "overlay": path, "json": path}``.
     """
-    from helpers.files import atomic_save_image, atomic_write_json
+    import contextlib
+    import json
+
+    from PIL import Image
+
+    from helpers.files import _json_default, atomic_path
 
     image = np.asarray(image)
     h, w = image.shape[:2]
@@ -521,8 +528,6 @@ def save_image_outputs(
     }
     union = union_mask(detections, (h, w))
     overlay = annotate(image, detections, color=color, opacity=opacity)  # bad style: no files
-    atomic_save_image(paths["mask"], union.astype(np.uint8) * 255)
-    atomic_save_image(paths["overlay"], overlay)
     doc: dict[str, Any] = {"image": {"width": int(w), "height": int(h)}}
     if prompt is not None:
         doc["prompt"] = prompt
@@ -531,7 +536,16 @@ def save_image_outputs(
     doc["instances"] = records
     if extra:
         doc.update(extra)
-    atomic_write_json(paths["json"], doc, indent=None)
+    text = json.dumps(doc, default=_json_default) + "\n"
+    # entered JSON first, so its rename (on leaving) comes last; leaving by an exception
+    # removes every temporary and renames none
+    with contextlib.ExitStack() as stack:
+        tmp_json = stack.enter_context(atomic_path(paths["json"]))
+        tmp_overlay = stack.enter_context(atomic_path(paths["overlay"]))
+        tmp_mask = stack.enter_context(atomic_path(paths["mask"]))
+        tmp_json.write_bytes(text.encode("utf-8"))
+        Image.fromarray(np.asarray(overlay)).save(tmp_overlay, format="PNG")
+        Image.fromarray(union.astype(np.uint8) * 255).save(tmp_mask, format="PNG")
     return paths
 
 
@@ -581,7 +595,8 @@ def candidates_figure(
             color="tab:green" if is_best else "black",
         )
         if details is not None and j < len(details):
-            ax.set_xlabel(details[j], fontsize=8)
+            # one criterion a line: a single long line runs into the next panel's
+            ax.set_xlabel(details[j].replace("  ", "\n").replace(" = ", "\n= "), fontsize=8)
         for spine in ax.spines.values():
             spine.set_visible(is_best)
             spine.set_color("tab:green")
@@ -590,6 +605,11 @@ def candidates_figure(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def weights_text(weights: dict) -> str:
+    """The weights of a mask choice for a reader: ``sam ×1, compact ×0.25, box ×0.25``."""
+    return ", ".join(f"{name} ×{float(w):g}" for name, w in weights.items() if w)
 
 
 def choice_details(info: dict) -> list[str]:

@@ -1,9 +1,10 @@
 """Where this project is published: the one place that holds the GitHub repository.
 
 ``REPO`` and ``BRANCH`` below are the single source; the Colab badges (README and both
-notebooks), the notebooks' setup cells (``REPO = ...``, the ``pip install git+...`` line) and
-the sample-media download URL are copies that ``python -m helpers repo OWNER/NAME`` rewrites in
-place (a fork included), printing what changed. Running it again changes nothing;
+notebooks), the notebooks' setup cells (``REPO = ...``, ``BRANCH = ...``, from which they
+``pip install git+https://github.com/REPO@BRANCH``) and the sample-media download URL are
+copies that ``python -m helpers repo OWNER/NAME [--branch B]`` rewrites in place (a fork
+included), printing what changed. Running it again changes nothing;
 ``python -m helpers repo`` alone lists copies that disagree with ``REPO``.
 """
 
@@ -21,11 +22,13 @@ BRANCH = "main"
 # the files holding copies of the location (relative to the repository root; globs allowed)
 TARGETS = ("README.md", "notebooks/*.ipynb", "helpers/repo.py")
 
-_OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})"
+# GitHub's rules: an owner is 1-39 letters, digits and single hyphens, neither first nor last
+_OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}(?![A-Za-z0-9-])"
 _NAME = r"[A-Za-z0-9._-]{1,100}"
 _REPO_RE = re.compile(rf"^{_OWNER}/{_NAME}$")
-_BRANCH_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _ANY = rf"{_OWNER}/{_NAME}"
+# a branch as it appears inside a URL (git's own rules are checked by check_branch)
+_BRANCH_IN_URL = r"[\w./-]+?"
 
 
 def github_url(repo: str = REPO) -> str:
@@ -55,36 +58,78 @@ def parse_repo(text: str) -> str:
     return s
 
 
-def _rules(repo: str, branch: str) -> list[tuple[re.Pattern, str]]:
-    """(pattern, replacement) pairs that set every copy of the location to ``repo``/``branch``.
-    The patterns match any repository, so a copy edited by hand is brought back in line too."""
+def check_branch(branch: str) -> str:
+    """``branch`` if git accepts it as a branch name (``feature/colab`` included), else
+    InputError (the rules of ``git check-ref-format --branch``)."""
+    parts = branch.split("/")
+    bad = (
+        not branch
+        or len(branch) > 200
+        or re.search(r"[\x00-\x20\x7f~^:?*\[\\]", branch)
+        or ".." in branch
+        or "@{" in branch
+        or branch == "@"
+        or branch.endswith(".")
+        or branch.startswith("-")
+        or any(not p or p.startswith(".") or p.endswith(".lock") for p in parts)
+    )
+    if bad:
+        raise InputError(
+            f"--branch {branch!r} is not a branch name: use letters, digits, '.', '_', '-' and "
+            "'/' between parts (e.g. feature/colab), no '..', no part starting with '.'."
+        )
+    return branch
+
+
+# a rule: (what it sets, pattern, replacement); "url" rules rewrite addresses, "setting" rules
+# the REPO = / BRANCH = lines that the notebooks and this module build addresses from
+Rule = tuple[str, re.Pattern, str]
+
+
+def _rules(repo: str, branch: str) -> list[Rule]:
+    """The rules that set every copy of the location to ``repo``/``branch``. The patterns
+    match any repository, so a copy edited by hand is brought back in line too."""
     return [
         (
-            re.compile(rf"(https://colab\.research\.google\.com/github/){_ANY}/blob/[\w.-]+/"),
+            "url",
+            re.compile(
+                rf"(https://colab\.research\.google\.com/github/){_ANY}/blob/{_BRANCH_IN_URL}/"
+                r"(?=notebooks/)"
+            ),
             rf"\g<1>{repo}/blob/{branch}/",
         ),
         (
-            re.compile(rf"(https://raw\.githubusercontent\.com/){_ANY}/[\w.-]+/(?=assets/)"),
+            "url",
+            re.compile(
+                rf"(https://raw\.githubusercontent\.com/){_ANY}/{_BRANCH_IN_URL}/(?=assets/)"
+            ),
             rf"\g<1>{repo}/{branch}/",
         ),
         # the notebooks' setup cells (JSON-escaped quotes): REPO = "https://github.com/..."
-        # and the pip install line
+        # and BRANCH = "..."; they install f"git+{REPO}@{BRANCH}"
         (
+            "setting",
             re.compile(rf'(REPO = \\?"https://github\.com/){_ANY}(\\?")'),
             rf"\g<1>{repo}\g<2>",
         ),
+        ("setting", re.compile(r'(\bBRANCH = \\")[^"\\]*(\\")'), rf"\g<1>{branch}\g<2>"),
+        # a pip install line written out in full (README): ...git+https://github.com/O/N@B
         (
-            re.compile(rf"(vit-cifar-textseg(?:\[[\w,]+\])? @ git\+https://github\.com/){_ANY}"),
-            rf"\g<1>{repo}",
+            "url",
+            re.compile(
+                rf"(vit-cifar-textseg(?:\[[\w,]+\])? @ git\+https://github\.com/){_ANY}"
+                rf"(?:@[\w./-]*[\w-])?"
+            ),
+            rf"\g<1>{repo}@{branch}",
         ),
     ]
 
 
-def _module_rules(repo: str, branch: str) -> list[tuple[re.Pattern, str]]:
+def _module_rules(repo: str, branch: str) -> list[Rule]:
     """The two assignments in this module (helpers/repo.py)."""
     return [
-        (re.compile(r'^(REPO = ")[^"]*(")$', re.M), rf"\g<1>{repo}\g<2>"),
-        (re.compile(r'^(BRANCH = ")[^"]*(")$', re.M), rf"\g<1>{branch}\g<2>"),
+        ("setting", re.compile(r'^(REPO = ")[^"]*(")$', re.M), rf"\g<1>{repo}\g<2>"),
+        ("setting", re.compile(r'^(BRANCH = ")[^"]*(")$', re.M), rf"\g<1>{branch}\g<2>"),
     ]
 
 
@@ -114,26 +159,31 @@ def target_files(root: str | Path) -> list[Path]:
     return out
 
 
-def plan(root: str | Path, repo: str, branch: str) -> dict[Path, tuple[str, int]]:
-    """``{file: (new text, number of replaced URLs)}`` for the files that would change."""
-    changes: dict[Path, tuple[str, int]] = {}
+def plan(root: str | Path, repo: str, branch: str) -> dict[Path, tuple[str, dict[str, int]]]:
+    """``{file: (new text, {"urls": n, "settings": m})}`` for the files that would change:
+    how many addresses and how many ``REPO =`` / ``BRANCH =`` lines were rewritten."""
+    changes: dict[Path, tuple[str, dict[str, int]]] = {}
     old_repo, _ = current(root)
     rules = _rules(repo, branch)
     # any other mention of the old address (e.g. a link in prose) follows it too
     if old_repo != repo:
         rules.append(
-            (re.compile(rf"(github\.com/){re.escape(old_repo)}(?![\w-])"), rf"\g<1>{repo}")
+            (
+                "url",
+                re.compile(rf"(github\.com/){re.escape(old_repo)}(?![\w-])"),
+                rf"\g<1>{repo}",
+            )
         )
     module = (Path(root) / "helpers" / "repo.py").resolve()
     for path in target_files(root):
         text = path.read_text(encoding="utf-8")
-        new, total = text, 0
+        new, counts = text, {"urls": 0, "settings": 0}
         extra = _module_rules(repo, branch) if path.resolve() == module else []
-        for pattern, repl in rules + extra:
+        for kind, pattern, repl in rules + extra:
             new, n = _subn_changed(pattern, repl, new)
-            total += n
+            counts[kind + "s"] += n
         if new != text:
-            changes[path] = (new, total)
+            changes[path] = (new, counts)
     return changes
 
 
@@ -153,15 +203,14 @@ def _subn_changed(pattern: re.Pattern, repl: str, text: str) -> tuple[str, int]:
 def set_repo(root: str | Path, repo: str, branch: str | None = None, write: bool = True) -> dict:
     """Point every badge, setup cell and asset URL under ``root`` at ``repo`` (``OWNER/NAME``).
 
-    Returns ``{"repo", "branch", "changed": {relative path: URLs changed}}``; with ``write``
+    Returns ``{"repo", "branch", "changed": {relative path: {"urls": n, "settings": m}}}``
+    (addresses, and REPO/BRANCH lines, rewritten per file); with ``write``
     False nothing is written (a dry run). Idempotent."""
     from helpers.files import atomic_write_text
 
     root = Path(root)
     repo = parse_repo(repo)
-    branch = branch if branch is not None else current(root)[1]
-    if not _BRANCH_RE.match(branch):
-        raise InputError(f"--branch {branch!r} is not a branch name (letters, digits, . _ -).")
+    branch = check_branch(branch if branch is not None else current(root)[1])
     changes = plan(root, repo, branch)
     if write:
         for path, (text, _) in changes.items():
@@ -185,7 +234,11 @@ def register(sub) -> None:
         "Without OWNER/NAME: show the current repository and any copy that disagrees.",
     )
     p.add_argument("repo", nargs="?", help="OWNER/NAME or https://github.com/OWNER/NAME")
-    p.add_argument("--branch", help="branch the badges and downloads use (default: unchanged)")
+    p.add_argument(
+        "--branch",
+        help="branch the badges, pip installs and downloads use, e.g. dev or feature/colab "
+        "(default: unchanged)",
+    )
     p.add_argument("--root", default=".", help="repository root (default: the current folder)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p.set_defaults(func=cmd_repo)
@@ -197,17 +250,34 @@ def cmd_repo(args) -> dict:
     if args.repo is None:  # report: does every copy agree with helpers/repo.py?
         result = set_repo(root, repo_now, args.branch or branch_now, write=False)
         for name, n in result["changed"].items():
-            print(f"{name}: {n} URL(s) do not point at {repo_now}", file=sys.stderr)
+            print(f"{name}: {_count(n)} do not point at {repo_now}", file=sys.stderr)
         return {"command": "repo", **result, "stale": result.pop("changed"), "written": False}
     result = set_repo(root, args.repo, args.branch, write=not args.dry_run)
     verb = "would change" if args.dry_run else "changed"
     for name, n in result["changed"].items():
-        print(f"{name}: {verb} {n} URL(s) -> {result['repo']}", file=sys.stderr)
+        target = f"{result['repo']} ({result['branch']})"
+        print(f"{name}: {verb} {_count(n)} -> {target}", file=sys.stderr)
     if not result["changed"]:
         print(
             f"every URL already points at {result['repo']} ({result['branch']}).", file=sys.stderr
         )
-    return {"command": "repo", **result, "written": not args.dry_run}
+    return {"command": "repo", **result, "written": bool(result["changed"]) and not args.dry_run}
 
 
-__all__ = ["BRANCH", "REPO", "colab_url", "github_url", "parse_repo", "raw_url", "set_repo"]
+def _count(n: dict[str, int]) -> str:
+    """``2 URL(s)``, ``2 URL(s) and 2 setting line(s)``, ``1 setting line(s)``."""
+    parts = [f"{n['urls']} URL(s)"] if n["urls"] else []
+    parts += [f"{n['settings']} setting line(s) (REPO/BRANCH)"] if n["settings"] else []
+    return " and ".join(parts)
+
+
+__all__ = [
+    "BRANCH",
+    "REPO",
+    "check_branch",
+    "colab_url",
+    "github_url",
+    "parse_repo",
+    "raw_url",
+    "set_repo",
+]

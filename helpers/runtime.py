@@ -161,7 +161,9 @@ def _drive_root() -> Path:
             drive.mount(str(mount))
         return mount / "MyDrive" / "cv-notebooks"
     except Exception as e:  # user declined the Drive prompt, or no Drive
-        print(f"Google Drive not mounted ({e}); writing to ./runs instead.")
+        import sys
+
+        print(f"Google Drive not mounted ({e}); writing to ./runs instead.", file=sys.stderr)
         return Path("runs")
 
 

@@ -10,6 +10,7 @@ appearance embeddings (SAM 2 image-encoder features pooled under each mask) on a
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from helpers.chatter import without_jit_script_warning
 from helpers.errors import InputError
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
@@ -54,6 +56,95 @@ class VideoTracker:
     processor: Any = None  # transformers Sam2VideoProcessor
     dtype: Any = None  # autocast dtype (None = fp32)
     image_predictor: Any = None  # SAM2ImagePredictor sharing the weights (made on demand)
+    compiled: bool = False  # sam2's vos_optimized predictor (torch.compile of its parts)
+
+
+def vos_optimized_supported() -> bool:
+    """Whether the installed sam2 has the compiled video predictor (``vos_optimized``)."""
+    import inspect
+
+    try:
+        import sam2.sam2_video_predictor as vp
+        from sam2.build_sam import build_sam2_video_predictor
+    except ImportError:
+        return False
+    params = inspect.signature(build_sam2_video_predictor).parameters
+    return "vos_optimized" in params and hasattr(vp, "SAM2VideoPredictorVOS")
+
+
+def choose_compile(compile: str | bool, device, supported: bool) -> bool:
+    """``compile`` ("auto", True, False) -> whether to build sam2's compiled predictor:
+    "auto" = on a CUDA GPU when the installed sam2 supports it (compiling on the CPU costs
+    minutes and gains nothing)."""
+    if compile == "auto":
+        return device.type == "cuda" and supported
+    if compile in (True, "on", "true", 1):
+        if not supported:
+            raise InputError(
+                "This sam2 has no compiled video predictor (vos_optimized); update it "
+                "(pip install -U 'git+https://github.com/facebookresearch/sam2') or use "
+                "compile=False."
+            )
+        return True
+    if compile in (False, "off", "false", 0, None):
+        return False
+    raise InputError(f"compile must be 'auto', True or False; got {compile!r}.")
+
+
+# bytes of SAM 2 state per tracked object per frame kept in memory (mask memory features,
+# low-res mask logits, object pointer) at image size S: 64 ch x (S/16)^2 + (S/4)^2 floats
+def _state_bytes_per_object_frame(image_size: int) -> int:
+    s = int(image_size)
+    return 4 * (64 * (s // 16) ** 2 + (s // 4) ** 2 + 256)
+
+
+def choose_offload(
+    offload: bool | None,
+    device,
+    chunk_frames: int,
+    image_size: int = 1024,
+    objects: int = 10,
+    detect_every: int = 30,
+    free_bytes: int | None = None,
+) -> bool:
+    """Whether to keep SAM 2's state on the CPU. ``offload`` True/False is obeyed; None
+    (auto) offloads only on a GPU whose free memory would not hold the state: the frames
+    kept per object (``_MEMORY_WINDOW`` recent ones plus one per keyframe of the chunk) for
+    ``objects`` objects, with 2 GiB of head room for the model's activations, at most half
+    of what is free. Frames never need offloading: they are held as uint8 and prepared one
+    at a time (an out-of-memory error still turns offloading on, see ``track.track_frames``)."""
+    if offload is not None:
+        return bool(offload)
+    if device.type != "cuda":
+        return False
+    if free_bytes is None:
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    kept = min(int(chunk_frames), _MEMORY_WINDOW + int(chunk_frames) // max(1, detect_every) + 1)
+    need = kept * int(objects) * _state_bytes_per_object_frame(image_size) + 2 * 2**30
+    return need > free_bytes / 2
+
+
+def run_settings(tracker: VideoTracker, offload: bool | None = None) -> dict:
+    """What actually runs, read from the tracker and torch (for reports, never typed in)."""
+    import torch
+
+    dtype = tracker.dtype
+    out = {
+        "backend": tracker.backend,
+        "size": tracker.size,
+        "device": str(tracker.device),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+        "compiled": bool(tracker.compiled),
+        "predictor": type(tracker.predictor).__name__,
+        "tf32": bool(
+            tracker.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+        ),
+    }
+    if offload is not None:
+        out["offload"] = bool(offload)
+    return out
 
 
 def _norm_size(size: str) -> str:
@@ -87,6 +178,7 @@ def load_video_tracker(
     *,
     precision: str = "auto",
     model_overrides: list[str] | tuple[str, ...] = (),
+    compile: str | bool = "auto",
 ) -> VideoTracker:
     """SAM 2.1 video predictor of ``size`` (tiny, small, base_plus, large).
 
@@ -97,6 +189,9 @@ def load_video_tracker(
     quality; transformers: a very small random model); ``model_overrides`` are extra hydra
     overrides for the sam2 backend (e.g. ``"++model.memory_attention.num_layers=1"``).
     bf16 autocast + TF32 on Ampere and newer GPUs; fp32 on older GPUs (T4) and the CPU.
+    ``compile`` ("auto": on a CUDA GPU where the installed sam2 supports it) builds sam2's
+    ``vos_optimized`` predictor, whose parts are torch.compiled on first use (the first
+    frames are slow; benchmarks time them apart).
     """
     from helpers.runtime import enable_fast_matmul, pick_device
 
@@ -111,30 +206,50 @@ def load_video_tracker(
         overrides = list(model_overrides)
         if image_size is not None:
             overrides.append(f"++model.image_size={int(image_size)}")
-        predictor = _load_sam2(size, dev, random_weights, overrides)
-        return VideoTracker(predictor, "sam2", dev, size, dtype=dtype)
+        vos = choose_compile(compile, dev, vos_optimized_supported())
+        predictor = _load_sam2(size, dev, random_weights, overrides, vos)
+        if dtype is None:  # no autocast: the memories sam2 stores in bf16 must meet fp32 layers
+            _memory_in_layer_dtype(predictor)
+        return VideoTracker(predictor, "sam2", dev, size, dtype=dtype, compiled=vos)
     if backend == "transformers":
         model, processor = _load_transformers(size, dev, random_weights, dtype, image_size)
         return VideoTracker(model, "transformers", dev, size, processor=processor, dtype=dtype)
     raise InputError(f"Unknown tracker backend {backend!r}; use 'sam2' or 'transformers'.")
 
 
-def _load_sam2(size, dev, random_weights, overrides):
+def _memory_in_layer_dtype(predictor) -> None:
+    """sam2 keeps each frame's memory features in bf16 (to save memory) and relies on autocast
+    to mix them with fp32 layers; without autocast (CPU, T4 in fp32) a memory made only of
+    them (tracking backwards from a new object) fails with "BFloat16 and Float". Cast the
+    memory to the dtype of the current frame's features before the memory attention."""
+    attn = predictor.memory_attention
+    inner = attn.forward
+
+    def forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        dtype = (curr[0] if isinstance(curr, list) else curr).dtype
+        if memory_pos is not None:
+            memory_pos = memory_pos.to(dtype)
+        return inner(curr, memory.to(dtype), curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    attn.forward = forward
+
+
+def _load_sam2(size, dev, random_weights, overrides, vos_optimized: bool = False):
     try:
         from sam2.build_sam import build_sam2_video_predictor
         from sam2.sam2_video_predictor import SAM2VideoPredictor
     except ImportError:
-        raise InputError(
-            "The sam2 package is missing: pip install 'git+https://github.com/facebookresearch/sam2' "
-            "(or `pip install sam2`)."
-        ) from None
+        from helpers.install import sam2_missing_message
+
+        raise InputError(sam2_missing_message("use backend='transformers'")) from None
+    kw = {"vos_optimized": True} if vos_optimized else {}
     if random_weights:
         return build_sam2_video_predictor(
-            _CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides
+            _CONFIGS[size], None, device=str(dev), hydra_overrides_extra=overrides, **kw
         )
     try:
         return SAM2VideoPredictor.from_pretrained(
-            _HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides
+            _HUB_IDS[size], device=str(dev), hydra_overrides_extra=overrides, **kw
         )
     except Exception as e:  # offline, hub down, ...
         raise InputError(
@@ -254,6 +369,146 @@ def _autocast(tracker: VideoTracker):
 # --------------------------------------------------------------------------- backend calls
 
 
+# sam2's image normalisation (``sam2.utils.misc.load_video_frames``' defaults)
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+_PREFETCH = 4  # frames prepared ahead of the one propagation asks for
+
+
+def prepare_frame(rgb, image_size: int, device):
+    """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``,
+    normalised with sam2's mean and std.
+
+    On a GPU the uint8 frame is copied over (pinned, non-blocking) and resized there (bicubic,
+    antialiased: PIL's filter, what sam2's JPEG loader uses). On the CPU, OpenCV resizes it
+    (bicubic, or area averaging when shrinking by more than 1.5x), which costs a third of
+    torch's antialiased filter and stays within a grey level of PIL's on average."""
+    import torch
+
+    if device.type == "cuda":
+        import torch.nn.functional as F
+
+        x = torch.as_tensor(rgb).pin_memory().to(device, non_blocking=True)
+        x = x.permute(2, 0, 1)[None].float()
+        y = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True)
+        y = y[0].clamp_(0, 255).round_()
+        std = torch.tensor(_STD, device=device)[:, None, None]
+        mean = torch.tensor(_MEAN, device=device)[:, None, None]
+    else:
+        import cv2
+
+        img = np.asarray(rgb)
+        shrink = max(img.shape[:2]) > 1.5 * image_size
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        small = cv2.resize(img, (image_size, image_size), interpolation=interp)
+        # uint8 -> normalised float32 through a per-channel lookup table (one pass); the
+        # [3,S,S] result is a channels-last view, which the model's first conv takes as is
+        return torch.from_numpy(cv2.LUT(small, _norm_lut())).permute(2, 0, 1)
+    return y.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+
+
+@functools.lru_cache(maxsize=1)
+def _norm_lut() -> np.ndarray:
+    """[256,1,3] float32: grey level v of channel c -> (v / 255 - mean[c]) / std[c]."""
+    v = np.arange(256, dtype=np.float64)[:, None] / 255.0
+    return ((v - np.array(_MEAN)) / np.array(_STD)).astype(np.float32).reshape(256, 1, 3)
+
+
+class PreparedFrames:
+    """Frames ``first..first+n-1`` of a ``FrameLoader`` as sam2's ``state["images"]``.
+
+    ``frames[t]`` is frame ``first + t`` prepared for the model (``prepare_frame``); a worker
+    thread prepares the next few frames (in the direction propagation runs) while the model
+    works on this one, on its own CUDA stream on a GPU. Only uint8 frames are held on the
+    host and at most a few prepared frames on the device.
+    """
+
+    def __init__(self, loader, first: int, n: int, image_size: int, device):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.loader, self.first, self.n = loader, int(first), int(n)
+        self.image_size, self.device = int(image_size), device
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frame-prep")
+        self._ready: dict[int, Any] = {}
+        self._last = None
+        self._stream = None
+        if device.type == "cuda":
+            import torch
+
+            self._stream = torch.cuda.Stream(device)
+        self.prepared = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _prepare(self, t: int):
+        import torch
+
+        rgb = self.loader.read(self.first + t)
+        self.prepared += 1
+        if self._stream is None:
+            return prepare_frame(rgb, self.image_size, self.device), None
+        with torch.cuda.stream(self._stream):
+            y = prepare_frame(rgb, self.image_size, self.device)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        return y, done
+
+    def __getitem__(self, t: int):
+        import torch
+
+        t = int(t)
+        if not 0 <= t < self.n:
+            raise IndexError(t)
+        step = -1 if self._last is not None and t < self._last else 1
+        self._last = t
+        fut = self._ready.pop(t, None)
+        for k in range(t + step, t + step * (_PREFETCH + 1), step):
+            if 0 <= k < self.n and k not in self._ready:
+                self._ready[k] = self._pool.submit(self._prepare, k)
+        for k in [k for k in self._ready if abs(k - t) > _PREFETCH + 1]:
+            self._ready.pop(k).cancel()
+        y, done = fut.result() if fut is not None else self._prepare(t)
+        if done is not None:
+            cur = torch.cuda.current_stream(self.device)
+            cur.wait_event(done)
+            y.record_stream(cur)
+        return y
+
+    def close(self) -> None:
+        for f in self._ready.values():
+            f.cancel()
+        self._ready.clear()
+        self._pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _frames_hook(images, height: int, width: int):
+    """sam2's ``init_state`` takes its frames from ``images`` (its ``load_video_frames`` hook)
+    instead of reading a JPEG folder; everything else ``init_state`` does is unchanged."""
+    import sam2.sam2_video_predictor as vp
+
+    real = vp.load_video_frames
+
+    def load_video_frames(**kw):
+        return images, height, width
+
+    vp.load_video_frames = load_video_frames
+    try:
+        yield
+    finally:
+        vp.load_video_frames = real
+
+
+def _open_frames(tracker: VideoTracker, images: PreparedFrames, offload: bool):
+    """A fresh inference state over frames in memory (sam2 backend)."""
+    h, w = images.loader.height, images.loader.width
+    with _frames_hook(images, h, w):
+        return tracker.predictor.init_state(
+            "<frames in memory>", offload_video_to_cpu=False, offload_state_to_cpu=offload
+        )
+
+
 def _open(tracker: VideoTracker, folder: Path, offload: bool):
     """A fresh inference state over the JPEG frames in ``folder``."""
     if tracker.backend == "sam2":
@@ -280,8 +535,26 @@ def _open(tracker: VideoTracker, folder: Path, offload: bool):
 
 
 def _to_masks(ids, logits) -> dict[int, np.ndarray]:
-    m = (logits > 0).reshape(len(ids), *logits.shape[-2:]).cpu().numpy()
-    return {int(i): m[k] for k, i in enumerate(ids)}
+    """{id: bool [H,W] mask} from logits [N,1,H,W] on the device.
+
+    On a GPU the masks are thresholded and transposed there, so each arrives on the host
+    already column-major (Fortran order, what COCO RLE encodes) and needs no host copy; the
+    copy goes into pinned memory without blocking and is waited for once. On the CPU they
+    are thresholded in place (the RLE encoder transposes them on its own thread)."""
+    import torch
+
+    shape = (len(ids), *logits.shape[-2:])
+    if logits.device.type != "cuda":  # the host is the device: threshold once, no transpose
+        m = logits.detach().float().numpy().reshape(shape) > 0
+        return {int(i): m[k] for k, i in enumerate(ids)}
+    m = (logits > 0).reshape(shape).transpose(1, 2)
+    host = torch.empty(m.shape, dtype=torch.bool, pin_memory=True)
+    host.copy_(m, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    done.synchronize()
+    arr = host.numpy()
+    return {int(i): arr[k].T for k, i in enumerate(ids)}
 
 
 def _prompt(tracker: VideoTracker, state, t: int, prompts: list[tuple[int, str, Any]]):
@@ -366,6 +639,7 @@ def _prune(output_dict_per_obj: dict, t: int) -> None:
             del old[k]
 
 
+@without_jit_script_warning  # sam2 scripts its transforms: torch's FutureWarning
 def _image_predictor(tracker: VideoTracker):
     if tracker.image_predictor is None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -377,16 +651,20 @@ def _image_predictor(tracker: VideoTracker):
     return tracker.image_predictor
 
 
-def _image_masks(tracker: VideoTracker, image: np.ndarray, boxes: np.ndarray) -> np.ndarray | None:
+def _image_masks(
+    tracker: VideoTracker, image: np.ndarray, boxes: np.ndarray, features_set: bool = False
+) -> np.ndarray | None:
     """Masks [N,H,W] for detection boxes on one frame with SAM 2's image path (same weights).
 
     The predictor upsamples the low-resolution logits to the frame size and thresholds them
-    there, so masks are full resolution.
+    there, so masks are full resolution. ``features_set``: the image predictor already holds
+    this frame's features (no encoder pass here).
     """
     if tracker.backend != "sam2" or len(boxes) == 0:
         return None
     ip = _image_predictor(tracker)
-    ip.set_image(image)
+    if not features_set:
+        ip.set_image(image)
     masks, _, _ = ip.predict(box=np.asarray(boxes, np.float32), multimask_output=False)
     h, w = image.shape[:2]
     return np.asarray(masks).reshape(len(boxes), -1, h, w)[:, 0] > 0.5
@@ -414,15 +692,45 @@ def pool_features(features: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return normalize_rows(out)
 
 
+def _features_from_state(tracker: VideoTracker, state, t: int, hw: tuple[int, int]) -> None:
+    """Give the image predictor frame ``t``'s features from the video state (what
+    ``set_image`` computes), reusing the image-encoder pass propagation made on that frame."""
+    p = tracker.predictor
+    ip = _image_predictor(tracker)
+    _, backbone_out = state["cached_features"].get(t, (None, None))
+    if backbone_out is None:
+        p._get_image_feature(state, t, 1)
+        _, backbone_out = state["cached_features"][t]
+    _, vision_feats, _, _ = p._prepare_backbone_features(dict(backbone_out))
+    if p.directly_add_no_mem_embed:
+        vision_feats[-1] = vision_feats[-1] + p.no_mem_embed
+    feats = [
+        f.permute(1, 2, 0).reshape(1, -1, *size)
+        for f, size in zip(vision_feats[::-1], ip._bb_feat_sizes[::-1])
+    ][::-1]
+    ip.reset_predictor()
+    ip._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+    ip._orig_hw = [tuple(hw)]
+    ip._is_image_set = True
+
+
 def keyframe_features(
-    tracker: VideoTracker, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray | None
+    tracker: VideoTracker,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    masks: np.ndarray | None,
+    session: Sam2Session | None = None,
+    frame: int | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(masks [N,H,W], embeddings [N,C]) for a keyframe's detections.
 
     With the sam2 backend the frame goes through the image encoder once: its masks come from
     the boxes (unless the detector gave masks) and each embedding pools the encoder's
-    features under the mask. The transformers backend has no image path for masks here: its
-    embeddings pool the vision encoder's output under the detector's masks, else the boxes.
+    features under the mask. With the propagation's ``session`` (frames in memory) and the
+    keyframe's global ``frame`` number, the features propagation computed on that frame are
+    reused, so a keyframe costs no second encoder pass. The transformers backend has no image
+    path for masks here: its embeddings pool the vision encoder's output under the detector's
+    masks, else the boxes.
     """
     if len(boxes) == 0 or tracker.backend not in ("sam2", "transformers"):
         return masks, None
@@ -433,13 +741,35 @@ def keyframe_features(
         return masks, pool_features(_tf_image_embedding(tracker, image), where)
     import torch
 
+    reuse = session is not None and frame is not None and session.in_memory
     with _autocast(tracker), torch.inference_mode():
+        if reuse:
+            _features_from_state(tracker, session.state, frame - session.first, image.shape[:2])
         if masks is None:
-            masks = _image_masks(tracker, image, boxes)
-        else:
+            masks = _image_masks(tracker, image, boxes, features_set=reuse)
+        elif not reuse:
             _image_predictor(tracker).set_image(image)
-        embed = _image_predictor(tracker)._features["image_embed"][0].float().cpu().numpy()
-    return masks, pool_features(embed, masks)
+        embed = _image_predictor(tracker)._features["image_embed"][0]
+        emb = pool_features_torch(embed, masks)
+    return masks, emb
+
+
+def pool_features_torch(features, masks: np.ndarray) -> np.ndarray:
+    """``pool_features`` on the features' device: only the [N,C] embeddings reach the host."""
+    import torch
+    import torch.nn.functional as F
+
+    from helpers.identity import normalize_rows
+
+    feats = features.float()
+    c, h, w = feats.shape
+    feats = feats - feats.reshape(c, -1).mean(1)[:, None, None]
+    m = torch.as_tensor(np.asarray(masks, dtype=np.float32), device=feats.device)[:, None]
+    wgt = F.interpolate(m, size=(h, w), mode="area").reshape(len(masks), -1)
+    total = wgt.sum(1, keepdim=True)
+    out = (wgt @ feats.reshape(c, -1).T) / total.clamp_min(1e-12)
+    out = torch.where(total > 1e-6, out, torch.zeros_like(out))
+    return normalize_rows(out.cpu().numpy())
 
 
 def _box_masks(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -523,11 +853,19 @@ def _object_scores(tracker: VideoTracker, state, t: int) -> dict[int, float]:
 
 
 class Sam2Session:
-    """One inference state over frames ``first..end-1``; frame numbers are global."""
+    """One inference state over frames ``first..end-1``; frame numbers are global.
 
-    def __init__(self, tracker: VideoTracker, folder: Path, first: int, offload: bool, own: bool):
-        self.tracker, self.folder, self.first, self.own = tracker, folder, first, own
-        self.state = _open(tracker, folder, offload)
+    ``source`` is a JPEG folder (sam2 reads it) or ``PreparedFrames`` (frames in memory)."""
+
+    def __init__(self, tracker: VideoTracker, source, first: int, offload: bool, own: bool):
+        self.in_memory = isinstance(source, PreparedFrames)
+        self.folder = None if self.in_memory else source
+        self.frames = source if self.in_memory else None
+        self.tracker, self.first, self.own = tracker, first, own
+        if self.in_memory:
+            self.state = _open_frames(tracker, source, offload)
+        else:
+            self.state = _open(tracker, source, offload)
 
     def prompt(self, t: int, prompts: list[tuple[int, str, Any]]) -> dict[int, np.ndarray]:
         try:
@@ -565,20 +903,36 @@ class Sam2Session:
 
     def close(self) -> None:
         self.state = None
+        if self.frames is not None:
+            self.frames.close()
         if self.own:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
 class Sam2Propagator:
-    """Opens a ``Sam2Session`` per chunk of a ``media.VideoFrames`` folder."""
+    """Opens a ``Sam2Session`` per chunk of a ``media.VideoFrames`` folder or of a
+    ``frame_loader.FrameLoader`` (a video decoded in memory: no frame folder; sam2 backend)."""
 
     tracker: VideoTracker
-    frames: Any  # media.VideoFrames
-    root: Path
+    frames: Any  # media.VideoFrames | frame_loader.FrameLoader
+    root: Path | None = None
     offload: bool = True
+    session: Sam2Session | None = None  # the open session (keyframes reuse its features)
 
     def open(self, first: int, end: int) -> Sam2Session:
+        self.session = self._open(first, end)
+        return self.session
+
+    def _open(self, first: int, end: int) -> Sam2Session:
+        if hasattr(self.frames, "read") and self.tracker.backend == "sam2":
+            size = int(self.tracker.predictor.image_size)
+            images = PreparedFrames(self.frames, first, end - first, size, self.tracker.device)
+            try:
+                return Sam2Session(self.tracker, images, first, self.offload, False)
+            except BaseException:
+                images.close()
+                raise
         folder = _chunk_folder(self.frames, first, end, self.root)
         own = folder != Path(self.frames.frame_dir)
         try:

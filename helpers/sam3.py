@@ -95,15 +95,22 @@ def require_sam3() -> None:
     )
 
 
-def ensure_sam3_transformers(*, quiet: bool = True, runner=None) -> dict:
-    """Install a transformers with SAM 3 only when ``Sam3Model`` is missing (Colab setup).
+SAM3_INSTALL = f'pip install -U "transformers>={MIN_TRANSFORMERS}"'
 
-    Returns ``{"status": "present" | "installed" | "failed", "restart": bool, "message"}``.
-    Nothing is touched when SAM 3 is already there, so the Grounding DINO + SAM 2.1 path keeps
-    the environment it had. A failed install is reported, never raised (the SAM 2 path still
-    works). ``restart`` is True when transformers was already imported in this process: the
-    new version loads only after a runtime restart. ``runner`` replaces ``subprocess.run``
-    (tests).
+
+def ensure_sam3_transformers(
+    *, install: bool | None = None, quiet: bool = True, runner=None
+) -> dict:
+    """Install a transformers with SAM 3 when ``Sam3Model`` is missing — in Colab only.
+
+    Returns ``{"status": "present" | "installed" | "failed" | "missing", "restart": bool,
+    "message"}``. Nothing is touched when SAM 3 is already there, so the Grounding DINO +
+    SAM 2.1 path keeps the environment it had. ``install`` None (the default) installs only
+    inside Colab, whose session is throw-away: anywhere else (your own environment) nothing is
+    installed and the status is ``"missing"``, with the command to run yourself in the
+    message. A failed install is reported, never raised (the SAM 2 path still works).
+    ``restart`` is True when transformers was already imported in this process: the new
+    version loads only after a runtime restart. ``runner`` replaces ``subprocess.run`` (tests).
     """
     import importlib
     import subprocess
@@ -111,6 +118,18 @@ def ensure_sam3_transformers(*, quiet: bool = True, runner=None) -> dict:
 
     if sam3_available():
         return {"status": "present", "restart": False, "message": "SAM 3 is available."}
+    if install is None:
+        from helpers.runtime import in_colab
+
+        install = in_colab()
+    if not install:
+        return {
+            "status": "missing",
+            "restart": False,
+            "message": f"SAM 3 needs transformers >= {MIN_TRANSFORMERS}, which this environment "
+            f"does not have; to use it, run `{SAM3_INSTALL}` and restart the kernel. The "
+            "Grounding DINO + SAM 2.1 route is unchanged and still works.",
+        }
     was_imported = "transformers" in sys.modules
     cmd = [sys.executable, "-m", "pip", "install", "-U", f"transformers>={MIN_TRANSFORMERS}"]
     if quiet:
@@ -561,10 +580,14 @@ def segment_folder_sam3(in_dir, out_dir, prompt: str, seg: Sam3Segmenter, **kw) 
     """``textseg.segment_folder`` with SAM 3: same outputs, resumable, failures recorded.
 
     The prompt's phrases are encoded once for the whole folder (``seg.text_cache``);
-    ``kw``: ``overwrite`` and ``segment_image_sam3``'s settings."""
+    ``kw``: ``overwrite``, ``dist`` (under torchrun: process k of N takes images k, k+N, ...
+    and the first returns the merged summary, the others None) and ``segment_image_sam3``'s
+    settings."""
     from helpers.textseg import segment_folder
 
     before = seg.text_encodings
     summary = segment_folder(in_dir, out_dir, prompt, seg, None, segment_fn=_folder_step, **kw)
-    summary["text_encodings"] = seg.text_encodings - before
+    if summary is None:
+        return None
+    summary["text_encodings"] = seg.text_encodings - before  # this process's
     return summary

@@ -47,7 +47,9 @@ class _Book:
     """What ``track.frame_records`` / ``tracks_document`` read: a label and a score per id."""
 
     labels: dict[int, str] = field(default_factory=dict)
-    scores: dict[int, float] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)  # each id's best score
+    frame_scores: dict[int, dict[int, float]] = field(default_factory=dict)  # frame -> id -> score
+    keep_empty: bool = True  # an object SAM 3 still tracks with an empty mask stays listed
 
 
 # --------------------------------------------------------------------------- loading
@@ -63,10 +65,11 @@ def _dtype(dev):
 
 def load_sam3_video(device=None, *, repo: str = SAM3_HUB_ID, token=None) -> Sam3VideoTracker:
     """The pretrained SAM 3 video model (gated weights: see ``sam3.check_hub_access``)."""
-    from helpers import sam3
+    from helpers import sam3, sam3_post
 
     sam3.require_sam3()
     sam3.check_hub_access(repo, token)
+    sam3_post.install()  # hole filling, sprinkle removal, mask NMS without the hub kernel
     from transformers import Sam3VideoModel, Sam3VideoProcessor
 
     dev = sam3._device(device)
@@ -101,9 +104,10 @@ def random_sam3_video(size: str = "toy", device=None, seed: int = 0) -> Sam3Vide
     """SAM 3 video with random weights, no download: ``"toy"`` (tiny; lenient detection
     thresholds and a 2-frame hot start so random weights still find and track objects) or
     ``"full"`` (``Sam3VideoConfig()``, the real sizes, for speed benchmarks)."""
-    from helpers import sam3
+    from helpers import sam3, sam3_post
 
     sam3.require_sam3()
+    sam3_post.install()  # hole filling, sprinkle removal, mask NMS without the hub kernel
     import torch
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
@@ -243,12 +247,14 @@ def track_frames_sam3(
                 if lid not in mapping:  # new: SAM 3's id in the first chunk, then the next free
                     mapping[lid] = lid if start == 0 else next_id
                     next_id = max(next_id, mapping[lid] + 1)
-            out = {}
+            out, scores = {}, {}
             for lid, score in zip(res["object_ids"], res["scores"]):
                 gid = mapping[lid]
                 book.labels.setdefault(gid, labels.get(lid, "object"))
                 book.scores[gid] = max(float(score), book.scores.get(gid, 0.0))
-                out[gid] = masks[lid]
+                out[gid], scores[gid] = masks[lid], float(score)
+            if g >= start:
+                book.frame_scores[g] = scores
             if g == end - 1:
                 last = out
             if g >= start:
@@ -282,22 +288,25 @@ def track_video_sam3(
     max_frames: int | None = None,
     max_side: int | None = None,
     render: bool = True,
-    frame_dir=None,
     video_name: str = "tracked.mp4",
 ):
     """Segment and track every instance ``prompt`` names through a video with SAM 3.
 
-    ``source``: a video file or a folder of numbered frames. Writes ``tracked.mp4``
-    (annotated, if ``render``) and ``tracks.json`` into ``out_dir``, like
-    ``track.track_video``; returns a ``track.TrackResult``. ``chunk_size`` frames per SAM 3
-    session (memory), ``iou_threshold`` for carrying ids across chunks, ``offload`` keeps the
-    preprocessed frames on the CPU.
+    ``source``: a video file or a folder of numbered frames, fed to SAM 3 as decoded frames
+    (PyAV, as transformers' documented usage; no JPEG round trip: see
+    ``helpers.decoded_video``). Writes ``tracked.mp4`` (annotated, if ``render``) and
+    ``tracks.json`` into ``out_dir``, like ``track.track_video``; returns a
+    ``track.TrackResult``. ``chunk_size`` frames per SAM 3 session (memory),
+    ``iou_threshold`` for carrying ids across chunks, ``offload`` keeps the preprocessed
+    frames on the CPU.
     """
+    import time
+
     from tqdm.auto import tqdm
 
-    from helpers import media
+    from helpers.decoded_video import DecodedVideo
     from helpers.detect import normalize_prompt, prompt_phrases
-    from helpers.track import MaskStore, decoded_frames, write_outputs
+    from helpers.track import MaskStore, write_outputs
 
     if not isinstance(tracker, Sam3VideoTracker):
         raise InputError("tracker must come from helpers.sam3_video.load_sam3_video().")
@@ -309,42 +318,43 @@ def track_video_sam3(
         raise InputError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with decoded_frames(source, frame_dir, max_frames, max_side, "track_sam3_") as (
-        frames,
-        _,
-        timings,
-    ):
-        book = _Book()
-        label_ids: dict[str, int] = {p: i for i, p in enumerate(phrases)}
-        bar = tqdm(total=frames.num_frames, desc="tracking (SAM 3)", unit="frame")
+    t0 = time.perf_counter()
+    # a chunk's frames and those the writer thread (queue of 16) still draws stay decoded
+    frames = DecodedVideo(source, max_frames, max_side, keep=int(chunk_size) + 2 + 16)
+    timings = {"decode_s": time.perf_counter() - t0}
+    book = _Book()
+    label_ids: dict[str, int] = {p: i for i, p in enumerate(phrases)}
+    bar = tqdm(total=frames.num_frames, desc="tracking (SAM 3)", unit="frame")
 
-        def stream():
-            encode = MaskStore()
-            for g, masks in track_frames_sam3(
-                tracker,
-                lambda i: media.read_frame(frames, i),
-                frames.num_frames,
-                phrases,
-                chunk_size=chunk_size,
-                offload=offload,
-                iou_threshold=iou_threshold,
-                book=book,
-                bar=bar,
-            ):
-                encode.put(g, masks)
-                yield g, encode.rles.pop(g)
+    def stream():
+        encode = MaskStore()
+        for g, masks in track_frames_sam3(
+            tracker,
+            frames,
+            frames.num_frames,
+            phrases,
+            chunk_size=chunk_size,
+            offload=offload,
+            iou_threshold=iou_threshold,
+            book=book,
+            bar=bar,
+        ):
+            encode.put(g, masks)
+            yield g, encode.rles.pop(g)
 
-        settings = {
-            "backend": "sam3",
-            "chunk_size": int(chunk_size),
-            "iou_threshold": float(iou_threshold),
-            "tracker": f"sam3:{tracker.name}",
-        }
-        try:
-            out = write_outputs(
-                stream(), frames, book, label_ids, norm, settings, out_dir, video_name, render
-            )
-        finally:
-            bar.close()
-        out.timings.update(timings)
+    settings = {
+        "backend": "sam3",
+        "chunk_size": int(chunk_size),
+        "iou_threshold": float(iou_threshold),
+        "tracker": f"sam3:{tracker.name}",
+        "frames": "decoded (no JPEG round trip)",
+    }
+    try:
+        out = write_outputs(
+            stream(), frames, book, label_ids, norm, settings, out_dir, video_name, render,
+            read_frame=frames,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    out.timings.update(timings)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from helpers.chatter import without_jit_script_warning
 from helpers.errors import InputError
 from helpers.media import check_rgb_array
 
@@ -164,15 +165,15 @@ def load_segmenter(
     return _load_hf_sam2(size, dev, random_weights, image_size)
 
 
+@without_jit_script_warning  # sam2 scripts its transforms: torch's FutureWarning
 def _load_sam2(size, dev, random_weights, image_size) -> Segmenter:
     try:
         from sam2.build_sam import build_sam2
         from sam2.sam2_image_predictor import SAM2ImagePredictor
     except ImportError as e:
-        raise InputError(
-            "the 'sam2' package is not installed: pip install 'git+https://github.com/facebookresearch/sam2' "
-            "(or SAM-2 from PyPI), or use backend='transformers'."
-        ) from e
+        from helpers.install import sam2_missing_message
+
+        raise InputError(sam2_missing_message("use backend='transformers'")) from e
     overrides = [f"++model.image_size={image_size}"] if image_size else []
     if random_weights:
         model = build_sam2(

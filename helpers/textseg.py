@@ -455,44 +455,55 @@ def _done_before(out: Path, stem: str, fingerprint: str) -> bool:
     return isinstance(doc, dict) and doc.get("fingerprint") == fingerprint
 
 
+# formats PIL lists but cannot decode without outside help (stubs, Ghostscript, Windows)
+_NOT_PHOTOS = {".bufr", ".grib", ".h5", ".hdf", ".eps", ".ps", ".emf", ".wmf", ".mpeg", ".mpg"}
+_NOT_PHOTOS |= {".fit", ".fits"}
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """Every suffix single-image mode reads (PIL's decoders, AVIF and, with pillow-heif
+    registered, HEIC included), so a folder run takes the same files."""
+    from PIL import Image
+
+    Image.init()
+    readable = {e for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return tuple(sorted((set(IMAGE_SUFFIXES) | readable) - _NOT_PHOTOS))
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"the folder {folder} does not exist or is not a folder.")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    suffixes = set(image_suffixes())
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def not_images(folder: str | os.PathLike) -> list[str]:
+    """Names of the files in ``folder`` a folder run leaves out (not a format it reads), so
+    the summary can say so (a ``.heic`` without pillow-heif, a ``.txt``)."""
+    suffixes = set(image_suffixes())
+    return sorted(
+        p.name
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in suffixes
+    )
 
 
 def safe_stem(name: str, fallback: str = "image") -> str:
-    """A file stem that keeps Unicode (``猫`` stays ``猫``), NFC-normalised, with only the
-    characters no file system accepts (``/ \\ : * ? " < > |``, control characters) replaced."""
-    import re
-    import unicodedata
+    """See :func:`helpers.naming.safe_stem` (names cut by bytes, Unicode kept)."""
+    from helpers.naming import safe_stem as stem
 
-    name = unicodedata.normalize("NFC", str(name))
-    name = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]+', "_", name).strip(" ._")
-    return name[:120] or fallback
+    return stem(name, fallback)
 
 
-def _stems(paths: list[Path]) -> list[str]:
-    """Output stems, unique even on case-insensitive drives: the file stem, or stem_ext when
-    two images share a stem (a.jpg, a.png), then _2, _3, ... for any clash left."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        key = safe_stem(p.stem).casefold()
-        counts[key] = counts.get(key, 0) + 1
-    out: list[str] = []
-    taken: set[str] = set()
-    for p in paths:
-        stem = safe_stem(p.stem)
-        if counts[stem.casefold()] > 1:
-            stem = f"{stem}_{p.suffix[1:].lower()}"
-        base, k = stem, 2
-        while stem.casefold() in taken:
-            stem, k = f"{base}_{k}", k + 1
-        taken.add(stem.casefold())
-        out.append(stem)
-    return out
+def _stems(paths: list[Path], owner=None) -> list[str]:
+    """Output stems, unique even on case-insensitive drives, that never take a name ``owner``
+    (name -> the source recorded there, or None) says another input holds: the file stem,
+    else stem_ext, else stem_<hash of the path> (see :func:`helpers.naming.claim_names`)."""
+    from helpers.naming import claim_names
+
+    return claim_names(paths, owner or (lambda name: None))
 
 
 def segment_folder(
@@ -516,7 +527,7 @@ def segment_folder(
     is skipped only when its three outputs exist with the same fingerprint, so a new prompt or
     threshold re-does it (``overwrite`` re-does everything). A file that fails is recorded and
     the run goes on; a write that fails because of the place (disk full, read-only) stops the
-    run with an ``InputError`` (``files.WriteError``). ``kw`` go to ``segment_image``
+    run (``files.WriteError``): the summary's ``stopped`` says where, and it is still returned. ``kw`` go to ``segment_image``
     (or ``segment_fn``, same signature, e.g. SAM 3's in ``helpers.sam3``).
     Returns ``{"status": "ok"|"partial"|"failed", "done", "redone", "skipped", "empty",
     "failed": [{"file", "error"}], "files": [{"file", "status", ...}], "out_dir"}``.
@@ -543,7 +554,7 @@ def segment_folder(
     paths = list_images(in_dir)
     if not paths:
         raise InputError(
-            f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {in_dir}; put the images there."
+            f"no images ({', '.join(IMAGE_SUFFIXES)}, ...) found in {in_dir}; put the images there."
         )
     out = Path(out_dir)
     if out.exists() and out.resolve() == Path(in_dir).resolve():
@@ -563,7 +574,16 @@ def segment_folder(
         settings["overlay"] = dict(sorted(overlay.items()))
     summary: dict[str, Any] = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
     summary.update({"produced_by": {}, "failed": [], "files": [], "out_dir": str(out)})
-    work = list(zip(paths, _stems(paths)))
+    left_out = not_images(in_dir)
+    if left_out:  # named, never skipped without a word
+        summary["not_images"] = left_out
+        summary["note"] = (
+            f"{len(left_out)} file(s) are not images this run reads and were left out (e.g. "
+            f"{left_out[0]}); convert them to JPEG or PNG (HEIC: pip install pillow-heif)."
+        )
+    from helpers.naming import json_owner, source_key
+
+    work = list(zip(paths, _stems(paths, lambda name: json_owner(out / f"{name}.json"))))
     if dist is not None and dist.on:
         work = work[dist.rank :: dist.world]
     quiet = {} if dist is None or dist.main else {"disable": True}  # one progress bar per job
@@ -591,6 +611,7 @@ def segment_folder(
                 prompt=norm,
                 extra={
                     "source": path.name,
+                    "source_path": source_key(path),
                     "timings_ms": res.timings,
                     **info,
                     "fingerprint": fingerprint,
@@ -598,8 +619,11 @@ def segment_folder(
                 },
                 **(overlay or {}),
             )
-        except WriteError:  # the disk is full / read-only: every later image would fail too
-            raise
+        except WriteError as e:  # the disk is full / read-only: every later image would fail
+            summary["failed"].append({"file": path.name, "error": str(e)})
+            summary["files"].append({"file": path.name, "status": "failed", "error": str(e)})
+            summary["stopped"] = f"stopped at {path.name}: {e}"  # the rest are left to resume
+            break
         except Exception as e:  # a bad file must not stop the folder
             msg = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
             summary["failed"].append({"file": path.name, "error": msg})
@@ -621,6 +645,11 @@ def segment_folder(
                 "ms": res.timings["total"],
             }
         )
+    if summary.get("stopped"):
+        listed = {f["file"] for f in summary["files"]}
+        summary["files"] += [
+            {"file": p.name, "status": "not started"} for p, _ in work if p.name not in listed
+        ]
     if dist is not None and dist.on:
         parts = dist.gather(summary)  # every process waits here for the others
         if not dist.main:
@@ -643,6 +672,9 @@ def merge_summaries(parts: list[dict]) -> dict:
             merged["produced_by"][k] = merged["produced_by"].get(k, 0) + v
     for key in ("failed", "files"):
         merged[key] = sorted((x for p in parts for x in p[key]), key=lambda x: x["file"])
+    stopped = [p["stopped"] for p in parts if p.get("stopped")]
+    if stopped:
+        merged["stopped"] = stopped[0]
     merged["status"] = "ok"
     merged["processes"] = len(parts)
     return merged

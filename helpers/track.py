@@ -2,8 +2,11 @@
 
 How it works (``track_video``):
 
-1. The video becomes a folder of JPEG frames (``media.video_to_frames``; a folder of JPEG
-   frames is used as it is).
+1. With the sam2 backend a video file is decoded in memory on a background thread
+   (``frame_loader.FrameLoader``: uint8 frames, a bounded window) and each frame is prepared
+   for the model on the device just ahead of propagation (``sam2_video.PreparedFrames``);
+   otherwise (a frame folder, ``frame_dir`` given, other backends) the video becomes a folder
+   of JPEG frames (``media.video_to_frames``; a folder of JPEG frames is used as it is).
 2. Frames are processed in chunks of ``chunk_size``; each chunk has its own SAM 2 inference
    state, so memory stays bounded on long videos. Objects alive at the end of a chunk are
    carried into the next one by prompting its first frame (the previous chunk's last frame)
@@ -19,9 +22,10 @@ How it works (``track_video``):
    track re-acquired another object, the frames since the previous keyframe get their right
    ids back (``repair``). With ``backfill`` a new object is also tracked backwards to the
    previous keyframe.
-4. Masks are held and written as compressed COCO RLE; the annotated MP4 and ``tracks.json``
-   are written atomically (long videos: masks in ``masks.json.xz``, see
-   ``helpers.track_masks``).
+4. Masks leave the device once per frame; a writer thread (``drain_in_worker``) encodes them
+   as compressed COCO RLE, builds the JSON records, draws the annotated MP4 and releases the
+   frames, so propagation never waits for outputs. The MP4 and ``tracks.json`` are written
+   atomically (long videos: masks in ``masks.json.xz``, see ``helpers.track_masks``).
 
 The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
 ``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->
@@ -125,9 +129,31 @@ class LoopOptions:
 
 
 def _encode(masks: dict[int, np.ndarray]) -> dict[int, dict]:
+    """{id: compressed COCO RLE}; masks that arrive column-major (``sam2_video._to_masks``)
+    are encoded without a copy."""
     from helpers.render import mask_to_rle
 
-    return {i: mask_to_rle(m, compressed=True) for i, m in masks.items()}
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError:
+        return {i: mask_to_rle(m, compressed=True) for i, m in masks.items()}
+    import cv2
+
+    out = {}
+    for i, m in masks.items():
+        m = np.asarray(m, dtype=bool)
+        if not m.flags.f_contiguous:  # a C-ordered mask: transpose it (fast) to Fortran order
+            m = cv2.transpose(np.ascontiguousarray(m).view(np.uint8)).T.view(bool)
+        enc = mask_utils.encode(m.view(np.uint8))
+        out[i] = {"size": [int(m.shape[0]), int(m.shape[1])], "counts": enc["counts"].decode()}
+    return out
+
+
+def _as_rles(frame: dict) -> dict[int, dict]:
+    """A frame's {id: RLE} from what the loop produced: RLEs already, or bool masks."""
+    if any(isinstance(v, np.ndarray) for v in frame.values()):
+        return _encode(frame)
+    return frame
 
 
 def _prompt_for(i, j, dets: Detections, kind: str, reseed: bool):
@@ -166,8 +192,8 @@ def _apply_plan(session, k, plan, dets, last, book, opts):
 
 
 def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
-    """Track frames start..end-1. Returns ({frame: {id: RLE}}, {id: mask} on the last frame);
-    ``book`` is updated in place."""
+    """Track frames start..end-1. Returns ({frame: {id: bool mask}}, {id: mask} on the last
+    frame); ``book`` is updated in place. Masks are encoded by the consumer (off this thread)."""
     first = start - 1 if carried else start
     out: dict[int, dict[int, dict]] = {}
     last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
@@ -183,8 +209,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                 if book.live:
                     for t, last in session.propagate(nxt, stop):
                         last = {i: m for i, m in last.items() if i in book.objects}
-                        out[t] = _encode(last)
-                        _observe(book, t, out[t], session)
+                        out[t] = last
+                        _observe(book, t, last, session)
                         bar.update(1)
                 else:
                     last = {}
@@ -200,8 +226,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                 repair(out, plan.moved, prev_key + 1, k)
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
-                out[k] = _encode(last)
-                _observe(book, k, out[k], session)
+                out[k] = last
+                _observe(book, k, last, session)
             if opts.backfill and plan.start and k > max(prev_key, first):
                 _backfill(session, k, max(prev_key + 1, first), set(plan.start), out)
             prev_key = k
@@ -210,40 +236,46 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
     return out, last
 
 
-def _observe(book: IdBook, t: int, rles: dict[int, dict], session) -> None:
-    """Tell the book where each object is on frame ``t`` (boxes and areas from the RLEs, and
+def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> None:
+    """Tell the book where each object is on frame ``t`` (boxes and areas from the masks, and
     SAM 2's object scores when the session keeps them)."""
-    from helpers.render import rle_area, rle_bbox
-
     boxes, areas = {}, {}
-    for i, r in rles.items():
+    for i, m in masks.items():
         if book.frame_hw is None:
-            book.frame_hw = (int(r["size"][0]), int(r["size"][1]))
-        a = rle_area(r)
+            book.frame_hw = tuple(int(v) for v in np.shape(m)[-2:])
+        b, a = _box_area(m)
         if a:
-            x, y, w, h = rle_bbox(r)
-            boxes[i], areas[i] = np.array([x, y, x + w, y + h], np.float32), float(a)
+            boxes[i], areas[i] = b, a
     book.observe(t, boxes, areas, getattr(session, "object_scores", None))
 
 
-def _empty(r: dict | None) -> bool:
-    from helpers.render import rle_area
+def _box_area(m) -> tuple[np.ndarray, float]:
+    """(xyxy box, area) of a bool mask or a COCO RLE, read on every ``s``-th pixel of large
+    masks (identity needs a few pixels' precision, not the full-resolution cost)."""
+    if isinstance(m, dict):
+        from helpers.render import rle_area, rle_bbox
 
-    return r is None or rle_area(r) == 0
+        x, y, w, h = rle_bbox(m)
+        return np.array([x, y, x + w, y + h], np.float32), float(rle_area(m))
+    m = np.asarray(m)
+    s = max(1, max(m.shape[-2:]) // 240)
+    v = m[::s, ::s]
+    a = float(np.count_nonzero(v)) * s * s
+    if not a:
+        return np.zeros(4, np.float32), 0.0
+    return mask_box(v) * s, a
 
 
-def _box_iou_rle(a: dict, b: dict) -> float:
-    from helpers.render import rle_bbox
-
-    (ax, ay, aw, ah), (bx, by, bw, bh) = rle_bbox(a), rle_bbox(b)
-    return float(box_iou([[ax, ay, ax + aw, ay + ah]], [[bx, by, bx + bw, by + bh]])[0, 0])
+def _empty(m) -> bool:
+    return m is None or _box_area(m)[1] == 0
 
 
-def _rle_box(r: dict) -> np.ndarray:
-    from helpers.render import rle_bbox
+def _box_iou_rle(a, b) -> float:
+    return float(box_iou(_box_area(a)[0][None], _box_area(b)[0][None])[0, 0])
 
-    x, y, w, h = rle_bbox(r)
-    return np.array([x, y, x + w, y + h], np.float32)
+
+def _rle_box(m) -> np.ndarray:
+    return _box_area(m)[0]
 
 
 def _continuity(out, frames, ids) -> dict[int, int]:
@@ -303,15 +335,13 @@ def repair(out: dict[int, dict[int, dict]], moved: dict[int, int], a: int, b: in
 
 def _backfill(session, k, a, ids, out):
     """Track objects started on keyframe ``k`` backwards over frames k-1..a (where absent)."""
-    from helpers.render import mask_to_rle
-
     for t, masks in session.propagate(k, a, reverse=True):
         if t == k or t not in out:
             continue
         for i in ids:
             m = masks.get(i)
             if m is not None and m.any() and i not in out[t]:
-                out[t][i] = mask_to_rle(m, compressed=True)
+                out[t] = {**out[t], i: m}
 
 
 def is_oom(e: BaseException) -> bool:
@@ -341,8 +371,10 @@ def track_frames(
     book: IdBook,
     opts: LoopOptions,
     bar=None,
+    encode: bool = True,
 ) -> Iterator[tuple[int, dict[int, dict]]]:
-    """Yields (frame, {id: compressed RLE}) for every frame, chunk by chunk.
+    """Yields (frame, {id: compressed RLE}) for every frame, chunk by chunk (``encode=False``:
+    {id: bool mask}, for a consumer that encodes them on another thread).
 
     ``propagator.open(first, end)`` gives a session over frames first..end-1 (see
     ``sam2_video.Sam2Session``); ``keyframe_fn(frame)`` gives that frame's detections. A chunk
@@ -389,7 +421,8 @@ def track_frames(
         carried = {i: m for i, m in last.items() if m.any() and i in book.live}
         book.retire([i for i in book.live if i not in carried])
         for g in range(start, end):
-            yield g, out.pop(g)
+            frame = out.pop(g)
+            yield g, _encode(frame) if encode else frame
         start = end
 
 
@@ -401,29 +434,35 @@ class _NoBar:
 # --------------------------------------------------------------------------- outputs
 
 
-def frame_records(rles: dict[int, dict], book: IdBook, label_ids: dict[str, int]) -> list[dict]:
-    """JSON-ready objects of one frame (non-empty masks only), in id order."""
+def frame_records(
+    rles: dict[int, dict], book: IdBook, label_ids: dict[str, int], frame: int | None = None
+) -> list[dict]:
+    """JSON-ready objects of one frame, in id order: non-empty masks only, unless ``book``
+    says ``keep_empty`` (then an empty one is kept with ``"empty": true``). The score is the
+    id's score in this frame when ``book.frame_scores[frame]`` has it, else its best score."""
     from helpers.render import rle_area, rle_bbox
 
+    per_frame = getattr(book, "frame_scores", {}).get(frame, {})
     objs = []
     for i in sorted(rles):
         r = rles[i]
         area = rle_area(r)
-        if area == 0:
+        if area == 0 and not getattr(book, "keep_empty", False):
             continue
-        x, y, w, h = rle_bbox(r)
+        x, y, w, h = rle_bbox(r) if area else (0, 0, 0, 0)
         label = book.labels.get(i, "object")
-        objs.append(
-            {
-                "id": int(i),
-                "label": label,
-                "class_id": label_ids.setdefault(label, len(label_ids)),
-                "score": round(float(book.scores.get(i, 0.0)), 4),
-                "box": [float(x), float(y), float(x + w), float(y + h)],
-                "area": int(area),
-                "mask": r,
-            }
-        )
+        obj = {
+            "id": int(i),
+            "label": label,
+            "class_id": label_ids.setdefault(label, len(label_ids)),
+            "score": round(float(per_frame.get(i, book.scores.get(i, 0.0))), 4),
+            "box": [float(x), float(y), float(x + w), float(y + h)],
+            "area": int(area),
+            "mask": r,
+        }
+        if area == 0:
+            obj["empty"] = True
+        objs.append(obj)
     return objs
 
 
@@ -453,18 +492,31 @@ def _to_detections(dets) -> Detections:
     return Detections(boxes, labels, np.asarray(conf, np.float32), dets.mask)
 
 
-def make_keyframe_fn(tracker: VideoTracker, frames, detect_fn, prompt_type: str):
-    """frame -> ``Detections`` with masks and embeddings from SAM 2's image path (sam2)."""
+def _read(frames, k: int) -> np.ndarray:
+    """Frame ``k`` of a frame folder (``media.VideoFrames``) or a ``FrameLoader``."""
     from helpers import media
-    from helpers.sam2_video import keyframe_features
+
+    return frames.read(k) if hasattr(frames, "read") else media.read_frame(frames, k)
+
+
+def make_keyframe_fn(tracker: VideoTracker, frames, detect_fn, prompt_type: str, prop=None):
+    """frame -> ``Detections`` with masks and embeddings from SAM 2's image path (sam2).
+
+    With the propagator ``prop`` (frames in memory) a keyframe reuses the image-encoder
+    features propagation computed on it: one encoder pass per keyframe."""
+    from helpers import sam2_video
 
     def keyframe_fn(k: int) -> Detections:
-        image = media.read_frame(frames, k)
+        image = _read(frames, k)
         d = detect_fn(image)
         if len(d) == 0:
             return Detections(np.zeros((0, 4)), [], np.zeros(0))
         dets = _to_detections(d)
-        dets.masks, emb = keyframe_features(tracker, image, dets.boxes, dets.masks)
+        session = getattr(prop, "session", None)
+        extra = {"session": session, "frame": k} if session is not None else {}
+        dets.masks, emb = sam2_video.keyframe_features(
+            tracker, image, dets.boxes, dets.masks, **extra
+        )
         if emb is not None:
             dets.embeddings = emb
         if prompt_type == "mask" and dets.masks is None:
@@ -506,7 +558,7 @@ def track_video(
     text_threshold: float = 0.25,
     iou_threshold: float = 0.5,
     chunk_size: int = 200,
-    offload: bool = True,
+    offload: bool | None = None,
     max_frames: int | None = None,
     render: bool = True,
     max_side: int | None = None,
@@ -531,7 +583,11 @@ def track_video(
     label, without a rival as close) where it could plausibly be. ``backfill``
     also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
     (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
-    ``detect_fn(image) -> sv.Detections`` replaces the detector when given.
+    ``detect_fn(image) -> sv.Detections`` replaces the detector when given. ``offload``
+    (None = auto): SAM 2's state on the CPU only when the GPU's free memory would not hold it
+    (``sam2_video.choose_offload``); after an out-of-memory error it is turned on anyway. A
+    video file is decoded in memory for the sam2 backend (no frame folder) unless
+    ``frame_dir`` asks for frames on disk.
     """
 
     from tqdm.auto import tqdm
@@ -565,13 +621,26 @@ def track_video(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with decoded_frames(source, frame_dir, max_frames, max_side) as (frames, root, timings):
+    in_memory = tracker.backend == "sam2"
+    with decoded_frames(
+        source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
+    ) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
         book = IdBook(identity_config(config, keep_missed, detect_every, frames.fps))
+        from helpers.sam2_video import choose_offload
+
+        side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
+        offload = choose_offload(
+            offload, tracker.device, min(int(chunk_size), frames.num_frames), side,
+            detect_every=int(detect_every),
+        )  # fmt: skip
         prop = Sam2Propagator(tracker, frames, root, offload)
-        keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type)
+        if hasattr(frames, "read"):
+            keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type, prop=prop)
+        else:
+            keyframe_fn = make_keyframe_fn(tracker, frames, detect_fn, prompt_type)
         bar = tqdm(total=frames.num_frames, desc="tracking", unit="frame")
-        stream = track_frames(frames.num_frames, prop, keyframe_fn, book, opts, bar)
+        stream = track_frames(frames.num_frames, prop, keyframe_fn, book, opts, bar, encode=False)
         settings = {
             "detect_every": int(detect_every),
             "prompt_type": prompt_type,
@@ -581,6 +650,8 @@ def track_video(
             "backfill": bool(backfill),
             "chunk_size": int(chunk_size),
             "tracker": f"{tracker.backend}:{tracker.size}",
+            "offload": bool(offload),
+            "frames_in_memory": hasattr(frames, "read"),
         }
         try:
             out = write_outputs(
@@ -602,14 +673,39 @@ def identity_config(config: IdentityConfig, keep_missed, detect_every, fps) -> I
 
 
 @contextlib.contextmanager
-def decoded_frames(source, frame_dir, max_frames, max_side, prefix: str = "track_"):
+def decoded_frames(
+    source,
+    frame_dir,
+    max_frames,
+    max_side,
+    prefix: str = "track_",
+    *,
+    in_memory: bool = False,
+    chunk_size: int = 200,
+):
     """The video's frames as numbered JPEGs (``media.VideoFrames``), the folder they sit in,
-    and ``{"decode_s": ...}``; a temporary folder (``frame_dir`` None) is removed afterwards."""
+    and ``{"decode_s": ...}``; a temporary folder (``frame_dir`` None) is removed afterwards.
+
+    ``in_memory``: a video file (with no ``frame_dir`` asked for) is decoded on a background
+    thread into a ``frame_loader.FrameLoader`` instead (no JPEG round trip); it holds about
+    ``chunk_size`` + 32 frames at a time (a chunk, the writer's queue and a few decoded
+    ahead), whatever the video's length."""
     import time
 
     from helpers import media
 
     t0 = time.perf_counter()
+    src = Path(source).expanduser()
+    if in_memory and frame_dir is None and src.is_file():
+        from helpers.frame_loader import FrameLoader
+
+        stream = media.open_video_stream(src, max_frames=max_frames, max_side=max_side)
+        loader = FrameLoader(stream, capacity=int(chunk_size) + 32)
+        try:
+            yield loader, None, {"decode_s": time.perf_counter() - t0}
+        finally:
+            loader.close()
+        return
     own_tmp = frame_dir is None
     root = Path(tempfile.mkdtemp(prefix=prefix)) if own_tmp else Path(frame_dir)
     try:
@@ -632,10 +728,12 @@ def write_outputs(
     out_dir: Path,
     video_name: str = "tracked.mp4",
     render: bool = True,
+    read_frame=None,
 ) -> TrackResult:
     """Consume ``stream`` ((frame, {id: compressed RLE}) in frame order): keep each frame's
     objects, draw the annotated MP4 (if ``render``) and write ``tracks.json``; every video
-    backend ends here, so they all write the same files."""
+    backend ends here, so they all write the same files. ``read_frame(g)`` gives frame g to
+    draw on (default: from the JPEG frame folder ``frames``)."""
     import time
 
     from helpers import media
@@ -643,24 +741,30 @@ def write_outputs(
 
     store, records = MaskStore(), []
     t1 = time.perf_counter()
+    release = getattr(frames, "release", None)
 
-    def annotated() -> Iterator[np.ndarray | None]:
-        for g, rles in stream:
-            objs = frame_records(rles, book, label_ids)
-            store.put_rles(g, {o["id"]: o["mask"] for o in objs})
+    def annotated(items) -> Iterator[np.ndarray | None]:
+        for g, frame in items:
+            objs = frame_records(_as_rles(frame), book, label_ids, g)
+            store.put_rles(g, {o["id"]: o["mask"] for o in objs if not o.get("empty")})
             records.append({"frame": g, "objects": objs})
             if render:
                 dets = _frame_detections(store[g], book, label_ids)
-                yield rnd.annotate(media.read_frame(frames, g), dets)
+                image = read_frame(g) if read_frame else _read(frames, g)
+                yield rnd.annotate(image, dets)
             else:
                 yield None
+            if release is not None:
+                release(g)
 
-    video_path = None
-    if render:
-        video_path = media.write_video(annotated(), out_dir / video_name, fps=frames.fps)
-    else:
-        for _ in annotated():
+    def write(items):
+        if render:
+            return media.write_video(annotated(items), out_dir / video_name, fps=frames.fps)
+        for _ in annotated(items):
             pass
+        return None
+
+    video_path = drain_in_worker(stream, write)
     track_s = time.perf_counter() - t1
     timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
     video = (frames.fps, frames.width, frames.height, frames.num_frames)
@@ -697,13 +801,71 @@ def write_tracks(out_dir: Path, records, book: IdBook, prompt: str, video, setti
     return atomic_write_json(out_dir / "tracks.json", doc, indent=None)
 
 
+class _Abort(Exception):
+    """The producer failed: the writer stops without finishing its files."""
+
+
+def drain_in_worker(stream, consume, depth: int = 16):
+    """``consume(items)`` on a worker thread while this thread pulls ``stream`` (the
+    propagation) and hands its items over through a queue of ``depth``; returns what
+    ``consume`` returned. Errors on either side stop both and are raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end, abort = object(), object()
+    result: dict[str, Any] = {}
+
+    def items():
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if item is abort:
+                raise _Abort()
+            yield item
+
+    def run():
+        try:
+            result["value"] = consume(items())
+        except BaseException as e:
+            result["error"] = e
+
+    worker = threading.Thread(target=run, name="track-writer", daemon=True)
+    worker.start()
+
+    def put(item) -> None:
+        while worker.is_alive():
+            try:
+                q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    try:
+        for item in stream:
+            if "error" in result:
+                break
+            put(item)
+    except BaseException:
+        put(abort)
+        worker.join()
+        raise
+    put(end)
+    worker.join()
+    if "error" in result and not isinstance(result["error"], _Abort):
+        raise result["error"]
+    return result.get("value")
+
+
 def tracks_document(records, book: IdBook, prompt: str, video, settings: dict) -> dict:
     """The ``tracks.json`` document: video info, settings, per-id summary, per-frame objects."""
     fps, width, height, num_frames = video
     counts: dict[int, int] = {}
     for r in records:
         for o in r["objects"]:
-            counts[o["id"]] = counts.get(o["id"], 0) + 1
+            if not o.get("empty"):  # frames the object is seen in
+                counts[o["id"]] = counts.get(o["id"], 0) + 1
     return {
         "video": {"fps": fps, "width": width, "height": height, "num_frames": num_frames},
         "prompt": prompt,

@@ -7,7 +7,9 @@ step: loss and accuracy are summed as device tensors and read once per epoch.
 
 Before the clock starts, the run compiles and (with a time budget) measures its step rate,
 then fixes its step plan (:mod:`helpers.schedule`); the learning rate is a function of the
-step alone, so a budgeted run is reproducible for its plan and resumes bit-for-bit. A full
+step alone, so a budgeted run is reproducible for its plan and resumes bit-for-bit. A
+budgeted run that falls behind its plan re-plans the steps left, so it still ends on the last
+step of its schedule (at ``min_lr``); the re-plans are part of the plan. A full
 ``last.pt`` is written at most every ``checkpoint_minutes``, at the end, and on Ctrl-C /
 kernel interrupt (the step in flight finishes first); ``best.pt`` holds inference weights.
 The test split, if the data has one, is scored once, at the end, with the best weights.
@@ -19,19 +21,21 @@ import contextlib
 import copy
 import gc
 import itertools
+import math
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers import distributed
-from helpers.calibrate import plan_run
+from helpers.calibrate import plan_run, replan_if_behind
 from helpers.checkpoint import (
     LoadedModel,
     Saver,
+    diverged_error,
     load_checkpoint,
     resume_point,
     rng_state,
@@ -39,12 +43,18 @@ from helpers.checkpoint import (
     set_rng_state,
 )
 from helpers.errors import InputError
-from helpers.schedule import StepPlan
+from helpers.schedule import StepPlan, validates
 from helpers.step import RunState, make_optimizer, one_step, validate
 from helpers.vit import count_parameters
 
 STOP_CHECK_EVERY = 20  # steps between the processes' agreement on Ctrl-C / budget (DDP)
-TIMING_KEYS = ("epoch_seconds", "images_per_second", "elapsed_seconds", "peak_memory_mb")
+TIMING_KEYS = (
+    "epoch_seconds",
+    "images_per_second",
+    "elapsed_seconds",
+    "peak_memory_mb",
+    "val_seconds",
+)
 
 
 @dataclass
@@ -64,6 +74,18 @@ class TrainResult:
     stop_reason: str = "done"  # done | budget | patience | paused (max_epochs_this_run)
     parameters: int = 0
     trainable_parameters: int = 0
+    validation_seconds: float = 0.0  # time spent validating, over the whole run
+    # this call's wall time: setup (model, data to the device, compile, calibration), training
+    # (on the clock), scoring the test split, and all of it
+    timing: dict = field(default_factory=dict)
+
+    @property
+    def validation_share(self) -> float | None:
+        """The share of the budget (else of the training time) spent validating."""
+        budget = self.plan.budget_seconds if self.plan is not None else None
+        if not budget:
+            budget = self.history[-1]["elapsed_seconds"] if self.history else None
+        return self.validation_seconds / budget if budget else None
 
     @property
     def test_acc(self) -> float | None:
@@ -205,6 +227,8 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) 
             run.compile_pending = True
         except Exception as e:
             log(f"warning: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly.")
+        else:
+            aug.compile(log)  # the augmentation as one graph (draws made up front)
     return run
 
 
@@ -248,9 +272,46 @@ def _stop_now(run: RunState, i: int, clock, budget, interrupted) -> str | None:
     return "interrupt" if asks[0] else "budget" if asks[1] else None
 
 
-def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar, log) -> dict:
-    """Train the current epoch (or its remainder after a mid-epoch resume). Returns its sums
-    and why it ended: ``'done'``, ``'budget'`` or ``'interrupt'``."""
+def _step_seconds(run: RunState, plan: StepPlan, sums: dict, t0: float) -> float:
+    """Seconds per step as measured now: over this epoch once it has a few steps, else over
+    the last epoch trained, else the calibration's (all restored on resume)."""
+    if sums["done"] >= 3:
+        return (sums["seconds"] + time.perf_counter() - t0) / sums["done"]
+    h = run.history
+    if h and h[-1].get("epoch_seconds") is not None:
+        steps = h[-1]["step"] - (h[-2]["step"] if len(h) > 1 else 0)
+        return h[-1]["epoch_seconds"] / max(steps, 1)
+    return plan.step_seconds or 0.0
+
+
+def _replan(run: RunState, plan: StepPlan, i: int, sums: dict, t0: float, clock, evals_left):
+    """The plan, re-planned when the run has fallen behind its budget (see
+    :func:`helpers.calibrate.replan_if_behind`). Several processes check every
+    ``STOP_CHECK_EVERY`` steps, on agreed figures, so they all re-plan alike."""
+    d = run.dist
+    if not plan.budget_seconds or (d.on and (i + 1) % STOP_CHECK_EVERY):
+        return plan
+    now, step_s = clock(), _step_seconds(run, plan, sums, t0)
+    if d.on:
+        now, step_s = d.agree([now, step_s])
+    new = replan_if_behind(plan, run.step, now, step_s, evals_left)
+    if new is None:
+        return plan
+    sums["replans"] = sums.get("replans", 0) + 1
+    return new
+
+
+def _evals_left(run: RunState, plan: StepPlan, eval_every: int) -> int:
+    """Validation passes the plan still has to make, from the current epoch on."""
+    return sum(validates(e, plan, eval_every) for e in range(run.epoch + 1, plan.epochs + 1))
+
+
+def _train_epoch(
+    run: RunState, plan: StepPlan, clock, budget, interrupted, bar, log, eval_every: int = 1
+) -> dict:
+    """Train the current epoch (or its remainder after a mid-epoch resume). Returns its sums,
+    the plan (re-planned if the run fell behind its budget) and why it ended: ``'done'``,
+    ``'budget'`` or ``'interrupt'``."""
     import torch
 
     from helpers.data import iterate_batches
@@ -275,10 +336,14 @@ def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar,
         "end": "done",
     }
     run.model.train()
+    first_step = run.step - done
+    evals_left = _evals_left(run, plan, eval_every)
     t0 = time.perf_counter()
     bar.reset(total=n_steps)
     bar.update(done)
     for i, idx in enumerate(itertools.islice(batches, done, n_steps), start=done):
+        if i >= n_steps:  # a re-plan shortened this epoch
+            break
         loss, correct, lr, n = one_step(run, plan, idx, log)
         sums["loss_sum"] += loss * n
         sums["correct"] += correct
@@ -288,11 +353,17 @@ def _train_epoch(run: RunState, plan: StepPlan, clock, budget, interrupted, bar,
         bar.update(1)
         if i % 20 == 0:
             bar.set_postfix(lr=f"{lr:.2e}", refresh=False)
+        replanned = _replan(run, plan, i, sums, t0, clock, evals_left)
+        if replanned is not plan:
+            plan = replanned
+            n_steps = min(n_steps, plan.total_steps - first_step)
+            bar.total = n_steps
         why = _stop_now(run, i, clock, budget, interrupted) if i + 1 < n_steps else None
         if why:
             sums["end"] = why
             break
     sums["seconds"] += time.perf_counter() - t0
+    sums["plan"] = plan
     return sums
 
 
@@ -312,10 +383,12 @@ def _epoch_row(run: RunState, sums: dict, check: bool, final: bool, eval_bs: int
         "val_acc": None,
         "val_top5": None,
     }
+    t_val = time.perf_counter()
     if check:
         row.update(validate(run, run.judged, eval_bs))
         if run.ema is not None and final:  # the raw weights, for comparison
             row["val_acc_model"] = validate(run, run.model, eval_bs)["val_acc"]
+    row["val_seconds"] = time.perf_counter() - t_val if check else 0.0
     row["epoch_seconds"] = sums["seconds"]
     row["peak_memory_mb"] = _peak_memory_mb(run.device)
     row["images_per_second"] = sums["seen"] / max(sums["seconds"], 1e-9)
@@ -437,6 +510,7 @@ def train(
     from helpers import runtime
     from helpers.files import check_output_dir
 
+    t_call = time.perf_counter()
     d = distributed.from_env(str(device) if device is not None else None)
     if not d.main:  # one voice: the first process logs, shows progress and writes files
         log, progress = (lambda m: None), False
@@ -467,6 +541,7 @@ def train(
         raise InputError(runtime.oom_message(cfg.batch_size, "model setup")) from None
     del ckpt
     t_start = time.perf_counter() - run.elapsed  # the clock starts now, after compile
+    setup_seconds, elapsed_before = time.perf_counter() - t_call, run.elapsed
 
     def clock() -> float:
         return time.perf_counter() - t_start
@@ -491,7 +566,8 @@ def train(
                 if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
                     break
                 bar.set_description(f"epoch {run.epoch + 1}/{plan.epochs}")
-                sums = _train_epoch(run, plan, clock, budget, interrupted, bar, log)
+                sums = _train_epoch(run, plan, clock, budget, interrupted, bar, log, eval_every)
+                plan, replans = sums.pop("plan"), sums.pop("replans", 0)
                 run.elapsed = clock()
                 if sums.pop("end") == "interrupt":
                     run.partial = sums
@@ -502,8 +578,17 @@ def train(
                 spent, stop_asked, due = (bool(v) for v in d.agree(asks))
                 stopped_early = spent and run.step < plan.total_steps
                 final = run.step >= plan.total_steps or stopped_early
-                check = final or run.epoch % eval_every == 0
+                check = final or validates(run.epoch, plan, eval_every)
                 row = _epoch_row(run, sums, check, final, eval_bs, clock)
+                if not math.isfinite(row["train_loss"]):  # read here anyway: no extra sync
+                    raise diverged_error(run, out_dir)
+                row["plan_steps"], row["replans"] = plan.total_steps, len(plan.replans)
+                if replans:
+                    log(
+                        f"re-planned: the steps ran slower than planned; the schedule now ends "
+                        f"at step {plan.total_steps} (first plan {plan.first_total})."
+                    )
+                    outer.total = plan.epochs
                 run.history.append(row)
                 _keep_if_best(run, row["val_acc"])
                 final = final or _patience_spent(run)
@@ -537,6 +622,14 @@ def train(
             f"checkpoints: {saver.writes} writes, {saver.bytes / 1e6:.0f} MB, "
             f"{saver.seconds:.2f} s ({share:.1%} of {run.elapsed:.0f} s of training)."
         )
+    val_seconds = sum(r.get("val_seconds") or 0.0 for r in run.history)
+    if budget:
+        passes = sum(r["val_acc"] is not None for r in run.history)
+        log(
+            f"steps: {plan.first_total} planned, re-planned {len(plan.replans)} times to "
+            f"{plan.total_steps}, {run.step} run; validation: {passes} passes, "
+            f"{val_seconds:.1f} s ({val_seconds / budget:.1%} of the budget)."
+        )
     if stopped_early:
         log(
             f"the {cfg.minutes} min budget ran out after {run.step} of the {plan.total_steps} "
@@ -551,8 +644,15 @@ def train(
             f"early stop: no better val accuracy for {cfg.patience} epochs (best "
             f"{run.best_acc:.4f} at epoch {run.best_epoch})."
         )
+    t_score = time.perf_counter()
     test = _score_test(run, out_dir, eval_bs, log) if reason != "paused" and d.main else None
     run.model.eval()
+    timing = {
+        "setup_seconds": setup_seconds,
+        "training_seconds": run.elapsed - elapsed_before,
+        "scoring_seconds": time.perf_counter() - t_score,
+        "total_seconds": time.perf_counter() - t_call,
+    }
     return TrainResult(
         model=run.model,
         ema_model=run.ema,
@@ -569,6 +669,8 @@ def train(
         parameters=count_parameters(run.model),
         trainable_parameters=count_parameters(run.model, trainable_only=True),
         checkpoint_bytes=saver.bytes,
+        validation_seconds=val_seconds,
+        timing=timing,
     )
 
 

@@ -18,6 +18,7 @@ import html
 import io
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from helpers.errors import InputError
@@ -25,6 +26,7 @@ from helpers.errors import InputError
 SAM2_SIZE_CHOICES = ("tiny", "small", "base_plus", "large")
 DETECTOR_CHOICES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
 PROMPT_TYPES = ("box", "point", "mask")
+DETECT_EVERY = 30  # re-detect every N frames: the same default as `track --detect-every`
 
 _WIDE = {"description_width": "initial"}
 
@@ -162,6 +164,22 @@ def _captured(log: io.StringIO, deprecations: io.StringIO):
                 (deprecations if quiet else log).write(f"{w.category.__name__}: {w.message}\n")
 
 
+@contextlib.contextmanager
+def library_output_folded():
+    """For a notebook cell: what the libraries print, log or warn inside the block is shown
+    once it ends as one folded line ("N message(s) from the libraries", click to read), as the
+    forms do, instead of red stderr blocks between the results. Keep your own ``print``
+    calls outside the block (they would be folded too)."""
+    from IPython.display import display
+
+    log, deprecations = io.StringIO(), io.StringIO()
+    try:
+        with _captured(log, deprecations):
+            yield
+    finally:
+        _show_log(SimpleNamespace(append_display_data=display), log.getvalue())
+
+
 def _show_log(out, text: str) -> None:
     """What the libraries said during a run, folded under the result (nothing if nothing)."""
     lines = list(dict.fromkeys(line for line in text.splitlines() if line.strip()))
@@ -199,12 +217,12 @@ def _progress_in(bar, status):
         def display(self, msg=None, pos=None):
             bar.max = max(1, int(self.total or 0))
             bar.value = min(int(self.n), bar.max)
-            status.value = html.escape(str(self))
+            status.value = html.escape(progress_words(self.format_dict))
             return True
 
     saved = tqdm.auto.tqdm
     tqdm.auto.tqdm = FormBar
-    bar.value, status.value = 0, "working..."
+    bar.value, bar.max, status.value = 0, 1, "working..."
     bar.layout.display = status.layout.display = None
     try:
         yield
@@ -212,6 +230,32 @@ def _progress_in(bar, status):
         tqdm.auto.tqdm = saved
         bar.layout.display = status.layout.display = "none"
         status.value = ""
+
+
+def progress_words(d: dict) -> str:
+    """A tqdm bar's state in words, for the status line beside the form's own bar (which
+    draws the bar itself): ``tracking: 12/30 frames, 3.2/s, 6 s left``."""
+    n, total = int(d.get("n") or 0), d.get("total")
+    unit = d.get("unit") or "it"
+    unit = "" if unit == "it" else f" {unit}"
+    text = f"{d.get('prefix') or 'working'}: {n}/{int(total)}{unit}" if total else f"{n}{unit}"
+    if not total and d.get("prefix"):
+        text = f"{d['prefix']}: {text}"
+    rate, elapsed = d.get("rate"), d.get("elapsed") or 0
+    if rate is None and elapsed > 0:
+        rate = n / elapsed
+    if rate:
+        text += f", {rate:.1f}/s"
+        if total and n < total:
+            text += f", {max(0.0, (total - n) / rate):.0f} s left"
+    return text
+
+
+def set_stage(c: dict, done: int, total: int, words: str) -> None:
+    """Show the stage of a run that has no bar of its own (e.g. 1/3 "segmenting...")."""
+    c["progress"].max = max(1, total)
+    c["progress"].value = min(done, c["progress"].max)
+    c["status"].value = html.escape(words)
 
 
 def _progress_widgets() -> dict:
@@ -223,13 +267,26 @@ def _progress_widgets() -> dict:
     }
 
 
+def _row(*children) -> Any:
+    """One line of fields: vertically centred on one line, left-aligned, a small gap between
+    (no checkbox floating right, no field sitting lower than its neighbours)."""
+    w = _widgets()
+    for child in children:
+        if isinstance(child, w.Checkbox):
+            child.layout.width = "auto"  # as wide as its label, not a fixed column
+    return w.HBox(
+        list(children),
+        layout=w.Layout(align_items="center", justify_content="flex-start", grid_gap="8px"),
+    )
+
+
 def _panel(title_html: str, rows: list, c: dict, state: dict, cache, run, css: str) -> Any:
     """The UI box: title, control rows, run button with its progress, output area; ``run``
     wired to the button; ``css`` a class name on the box (for styling and browser tests)."""
     w = _widgets()
     c["run"].on_click(run)
     ui = w.VBox(
-        [w.HTML(title_html), *rows, w.HBox([c["run"], c["progress"], c["status"]]), c["output"]]
+        [w.HTML(title_html), *rows, _row(c["run"], c["progress"], c["status"]), c["output"]]
     )
     ui.add_class(css)
     c["output"].add_class("form-output")  # one name in both ipywidgets 7 and 8
@@ -241,11 +298,18 @@ def _panel(title_html: str, rows: list, c: dict, state: dict, cache, run, css: s
 
 
 class ModelCache:
-    """Loads detectors / segmenters / trackers on first use and keeps them by (kind, name)."""
+    """Loads detectors / segmenters / trackers on first use and keeps them by (kind, name).
 
-    def __init__(self, loaders: dict[str, Callable[[str], Any]]):
+    ``preloaded`` ``{(kind, name): model}`` are models the notebook has already loaded: they
+    are used as they are, without a "first use" note."""
+
+    def __init__(
+        self,
+        loaders: dict[str, Callable[[str], Any]],
+        preloaded: dict[tuple[str, str], Any] | None = None,
+    ):
         self.loaders = loaders
-        self.models: dict[tuple[str, str], Any] = {}
+        self.models: dict[tuple[str, str], Any] = dict(preloaded or {})
 
     def get(self, kind: str, name: str, log: Callable[[str], None] | None = None):
         key = (kind, name)
@@ -384,6 +448,7 @@ def segmentation_ui(
     default_detector: str = "grounding-dino-tiny",
     size_choices: tuple[str, ...] = SAM2_SIZE_CHOICES,
     detector_choices: tuple[str, ...] = DETECTOR_CHOICES,
+    preloaded: dict[tuple[str, str], Any] | None = None,
 ):
     """Build the image segmentation UI and return its ``VBox``.
 
@@ -391,7 +456,8 @@ def segmentation_ui(
     fallback=, clipseg=[, mask_weights=])`` returns a :class:`helpers.textseg.ImageResult`
     (default: ``textseg.segment_image``). ``detector_loader(name)`` / ``segmenter_loader(size)``
     / ``clipseg_loader(name)`` build the models (defaults: the real pretrained ones); each is
-    called once per name/size and cached (CLIPSeg only when the fallback needs it).
+    called once per name/size and cached (CLIPSeg only when the fallback needs it);
+    ``preloaded`` ``{("detector" | "segmenter", name): model}`` are reused without loading.
 
     The returned box has ``controls`` (dict of child widgets: prompt, box_threshold,
     text_threshold, size, detector, multimask, fallback, mask_weights, color, one_color,
@@ -409,7 +475,8 @@ def segmentation_ui(
             "detector": detector_loader or _default_detector_loader,
             "segmenter": segmenter_loader or _default_segmenter_loader,
             "clipseg": clipseg_loader or _default_clipseg_loader,
-        }
+        },
+        preloaded,
     )
 
     c = {
@@ -434,9 +501,9 @@ def segmentation_ui(
             description="Detector",
             style=_WIDE,
         ),
-        "multimask": w.Checkbox(value=False, description="Best of 3 masks"),
+        "multimask": w.Checkbox(value=False, description="Best of 3 masks", indent=False),
         "fallback": w.Checkbox(
-            value=True, description="Fallback when nothing is found", style=_WIDE
+            value=True, description="Fallback when nothing is found", indent=False, style=_WIDE
         ),
         "mask_weights": w.Text(
             value="",
@@ -445,7 +512,7 @@ def segmentation_ui(
             style=_WIDE,
             layout=w.Layout(width="420px"),
         ),
-        "one_color": w.Checkbox(value=False, description="One colour"),
+        "one_color": w.Checkbox(value=False, description="One colour", indent=False),
         "color": w.ColorPicker(value="#e6194b", concise=True, description="Colour"),
         "opacity": w.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
@@ -481,8 +548,10 @@ def segmentation_ui(
             prompt = c["prompt"].value
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to segment, e.g. 'dog'.")
+            set_stage(c, 0, 3, "reading the image...")
             image, name = _current_image()
             log = lambda msg: show_note(out, msg)  # noqa: E731
+            set_stage(c, 1, 3, "loading the models...")
             detector = cache.get("detector", c["detector"].value, log)
             segmenter = cache.get("segmenter", c["size"].value, log)
             style = _overlay_style(c)
@@ -499,6 +568,7 @@ def segmentation_ui(
                 kw["clipseg"] = lambda: cache.get("clipseg", "clipseg", log)  # on first need
             else:
                 kw["fallback"] = ()
+            set_stage(c, 2, 3, "detecting and segmenting...")
             t0 = time.perf_counter()
             result = run_fn(
                 image,
@@ -518,11 +588,11 @@ def segmentation_ui(
 
     rows = [
         c["prompt"],
-        w.HBox([c["box_threshold"], c["text_threshold"]]),
-        w.HBox([c["detector"], c["size"], c["multimask"]]),
-        w.HBox([c["fallback"], c["mask_weights"]]),
-        w.HBox([c["one_color"], c["color"], c["opacity"]]),
-        w.HBox([c["url"], c["upload"]]),
+        _row(c["box_threshold"], c["text_threshold"]),
+        _row(c["detector"], c["size"], c["multimask"]),
+        _row(c["fallback"], c["mask_weights"]),
+        _row(c["one_color"], c["color"], c["opacity"]),
+        _row(c["url"], c["upload"]),
     ]
     title = "<b>Text-prompted segmentation</b> (Grounding DINO &rarr; SAM 2)"
     return _panel(title, rows, c, state, cache, _run, "q2-image-form")
@@ -639,12 +709,17 @@ def video_ui(
     size_choices: tuple[str, ...] = SAM2_SIZE_CHOICES,
     detector_choices: tuple[str, ...] = DETECTOR_CHOICES,
     max_frames: int | None = None,
+    detect_every: int = DETECT_EVERY,
+    default_detector: str | None = None,
+    preloaded: dict[tuple[str, str], Any] | None = None,
 ):
     """A form for video tracking: video path (or upload), prompt, detect-every, prompt type,
     SAM 2 size; shows the annotated MP4 inline and a per-id summary.
 
     ``run_fn(source, prompt, detector, tracker, out_dir, **kw)`` returns a
-    :class:`helpers.track.TrackResult` (default: ``track.track_video``).
+    :class:`helpers.track.TrackResult` (default: ``track.track_video``). The video path is
+    checked before any model is loaded. ``preloaded`` ``{("detector" | "tracker", name):
+    model}`` are reused without loading.
     """
     from pathlib import Path
 
@@ -657,7 +732,8 @@ def video_ui(
         {
             "detector": detector_loader or _default_detector_loader,
             "tracker": tracker_loader or _default_tracker_loader,
-        }
+        },
+        preloaded,
     )
     if out_dir is None:
         from helpers import runtime
@@ -677,7 +753,7 @@ def video_ui(
         ),
         "upload": w.FileUpload(accept="video/*", multiple=False, description="Upload"),
         "detect_every": w.IntSlider(
-            value=30, min=1, max=300, step=1, description="Detect every", style=_WIDE
+            value=detect_every, min=1, max=300, step=1, description="Detect every", style=_WIDE
         ),
         "prompt_type": w.Dropdown(
             options=list(PROMPT_TYPES), value="box", description="Seed SAM 2 with", style=_WIDE
@@ -690,7 +766,7 @@ def video_ui(
         ),
         "detector": w.Dropdown(
             options=list(detector_choices),
-            value=detector_choices[0],
+            value=default_detector or detector_choices[0],
             description="Detector",
             style=_WIDE,
         ),
@@ -714,10 +790,15 @@ def video_ui(
         text = c["video"].value.strip()
         if not text:
             raise InputError("no video: give a path to a video file or upload one.")
+        if not Path(text).expanduser().exists():  # before any model is loaded
+            raise InputError(
+                f"Video not found: {text}. Check the path (and the working folder), or upload "
+                "the video."
+            )
         return text
 
     def _run(_button=None):
-        from IPython.display import HTML, Video
+        from IPython.display import HTML
 
         _clear(out)
         with _guarded(c, state):
@@ -744,19 +825,53 @@ def video_ui(
             state["result"] = result
             _clear(out)
             if result.video_path is not None:
-                out.append_display_data(
-                    Video(str(result.video_path), embed=True, mimetype="video/mp4", width=640)
-                )
+                out.append_display_data(video_display(result.video_path, width=640))
             out.append_display_data(HTML(track_summary_html(result, elapsed)))
 
     rows = [
         c["prompt"],
-        w.HBox([c["video"], c["upload"]]),
-        w.HBox([c["detect_every"], c["prompt_type"], c["box_threshold"]]),
-        w.HBox([c["detector"], c["size"]]),
+        _row(c["video"], c["upload"]),
+        _row(c["detect_every"], c["prompt_type"], c["box_threshold"]),
+        _row(c["detector"], c["size"]),
     ]
     title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
     return _panel(title, rows, c, state, cache, _run, "q2-video-form")
+
+
+EMBED_LIMIT_BYTES = 8 * 2**20  # larger videos are not sent through the widget channel
+
+
+def video_display(path, width: int = 640, limit: int = EMBED_LIMIT_BYTES):
+    """What a form shows for an output video: the video itself when it is small; otherwise a
+    note with its size and where it was saved, and a link to it. Embedding sends the whole
+    file through the widget channel as base64, which drops large messages."""
+    from pathlib import Path
+
+    from IPython.display import HTML, Video
+
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else 0
+    if size <= limit:
+        return Video(str(path), embed=True, mimetype="video/mp4", width=width)
+    mib = size / 2**20
+    where = html.escape(str(path))
+    return HTML(
+        f'<p class="video-too-large">The video is {mib:.0f} MiB, too large to play inside the '
+        f"form; it is saved as <code>{where}</code>: open it from the file browser, or "
+        f'<a href="{html.escape(_file_href(path))}" target="_blank">here</a>.</p>'
+    )
+
+
+def _file_href(path) -> str:
+    """A link the Jupyter server serves: ``files/<path relative to the notebook folder>``."""
+    import os
+    from pathlib import Path
+
+    try:
+        rel = os.path.relpath(Path(path).resolve(), Path.cwd())
+    except ValueError:  # another drive (Windows)
+        rel = str(path)
+    return "files/" + Path(rel).as_posix() if not rel.startswith("..") else Path(path).as_uri()
 
 
 def track_summary_html(result, elapsed: float | None = None) -> str:

@@ -373,3 +373,111 @@ def test_policy_tables_equal_torchvisions():
             if name == "Posterize":
                 want = float(int(values[level]))
             assert got == pytest.approx(want, abs=1e-4), (name, level)
+
+
+# ----------------------------------------------------------------------------- draws + pure function
+
+
+def _reference_pipeline(a, spec, x, y, g):
+    """The pipeline as the single ops compose it, each drawing from ``g`` as it goes."""
+    B = x.shape[0]
+    if a.crop_padding > 0 or a.flip:
+        p = int(a.crop_padding)
+        d = torch.randint(2 * p + 1, (2, B), generator=g) if p else torch.zeros(2, B).long()
+        flip = (torch.rand(B, generator=g) < 0.5) if a.flip else None
+        x = A._crop_flip_with_offsets(x, p, d[0], d[1], flip)
+    x = x.float()
+    if a.policy == "autoaugment":
+        x = A.autoaugment_cifar10(x, g)
+    elif a.policy == "randaugment":
+        x = A.rand_augment(x, a.ra_ops, a.ra_magnitude, g)
+    x = A.color_jitter(x, a.color_jitter, g)
+    x = A.random_affine(x, a.rotate_degrees, a.translate, g)
+    x = A.random_erasing(A.normalize(x, spec.mean, spec.std), a.erasing, g)
+    y_soft = F.one_hot(y, 10).float()
+    if a.mixup_alpha > 0 or a.cutmix_alpha > 0:
+        return A.mixup_cutmix(x, y_soft, a.mixup_alpha, a.cutmix_alpha, a.mix_prob, g)
+    return x, y_soft
+
+
+JITTERY = AugConfig(color_jitter=0.4, rotate_degrees=10, translate=0.1, mixup_alpha=0.2)
+
+
+@pytest.mark.parametrize("aug", ["seed000", "fast", JITTERY], ids=["seed000", "fast", "jitter"])
+def test_pipeline_is_draws_up_front_then_a_pure_function_bit_equal_to_the_ops(aug):
+    """Every random number is drawn before any image is touched; the rest is a function of
+    (images, labels, draws) that equals the single ops composed, bit for bit, on both paths."""
+    a = get_preset(aug).aug if isinstance(aug, str) else aug
+    spec = InputSpec(CIFAR10_MEAN, CIFAR10_STD, 32)
+    pipe = A.GpuAugment(a, spec, 10)
+    x, y = _batch(b=24, size=32), torch.arange(24) % 10
+    want = _reference_pipeline(a, spec, x, y, _gen(5))
+    draws = pipe.draw(x, _gen(5))
+    torch.manual_seed(0)
+    for subset in (None, False):  # the CPU (image subsets) and the CUDA (torch.where) paths
+        got = pipe.apply(x, y, draws, subset=subset)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())  # no RNG used
+    assert all(torch.equal(u, v) for u, v in zip(pipe(x, y, _gen(5)), want))
+
+
+def test_fast_augmentation_compiles_to_one_graph_of_few_kernels():
+    """`fast`'s augmentation (RandAugment x2, erasing, MixUp/CutMix) traces as one graph with
+    no break and compiles (CPU inductor) to at most 80 kernels, from hundreds of eager ops."""
+    import re
+
+    import torch._dynamo
+    from torch._inductor import metrics
+    from torch._inductor.utils import run_and_get_code
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            CountOps.n += 1
+            return func(*args, **(kwargs or {}))
+
+    p = get_preset("fast")
+    pipe = A.GpuAugment(p.aug, InputSpec(p.mean, p.std, 32), 10)
+    x, y = _batch(b=8, size=32), torch.arange(8) % 10
+    draws = pipe.draw(x, _gen(1))
+    with CountOps():
+        eager = pipe.apply(x, y, draws, subset=False)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(pipe.apply)(x, y, draws, subset=False)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+    torch._dynamo.reset()
+    metrics.reset()
+    assert pipe.compile(log=pytest.fail)
+    out, codes = run_and_get_code(pipe.compiled, x, y, draws)
+    launched = "\n".join(c[c.index("def call(") :] for c in codes)
+    fallbacks = len(re.findall(r"(?:extern_kernels|aten)\.\w+(?:\.\w+)?\(", launched))
+    kernels = metrics.generated_kernel_count + fallbacks
+    print(f"fast augmentation, batch 8: {CountOps.n} eager ops -> {kernels} kernels compiled")
+    assert CountOps.n > 300 and kernels <= 80
+    assert torch.equal(out[1], eager[1])
+    assert (out[0] - eager[0]).abs().max() < 0.05  # rounding steps may land one level apart
+    assert (out[0] - eager[0]).abs().mean() < 1e-3
+    again = pipe(x, y, _gen(1))  # through __call__: draws + the compiled graph, no recompile
+    assert torch.equal(again[0], out[0]) and torch.equal(again[1], out[1])
+
+
+def test_a_compile_that_fails_on_first_use_falls_back_to_eager(monkeypatch):
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler (pretend)")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    p = get_preset("seed000")
+    pipe = A.GpuAugment(p.aug, InputSpec(p.mean, p.std, 32), 10)
+    logs = []
+    assert pipe.compile(log=logs.append)
+    x, y = _batch(b=8, size=32), torch.arange(8) % 10
+    out = pipe(x, y, _gen(3))
+    want = pipe.apply(x, y, pipe.draw(x, _gen(3)))
+    assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1])
+    assert pipe.compiled is None and len(logs) == 1 and "augmenting eagerly" in logs[0]

@@ -150,7 +150,8 @@ def test_track_short_video(tmp_path, capsys):
     assert code == 0, err
     assert res["command"] == "track" and res["frames"] == 6
     sbs = list(media.read_video_frames(res["side_by_side_path"]))
-    assert len(sbs) == 6 and sbs[0].shape[1] == 2 * sbs[0].shape[0] * 80 // 64
+    video_h = sbs[0].shape[0] - 2 * 18  # caption bands above and below (the FPS line)
+    assert len(sbs) == 6 and sbs[0].shape[1] == 2 * video_h * 80 // 64
     assert res["fps"] == pytest.approx(5, abs=0.5)
     assert res["ids"] == sorted(int(i) for i in res["per_id"])
     assert 1 <= len(res["ids"]) <= 4  # at most 2 new objects per keyframe (frames 0 and 3)

@@ -79,6 +79,21 @@ def test_train_prints_metrics_and_resumes(tmp_path, capsys):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
+def test_train_reports_the_whole_commands_time_beside_the_budget(tmp_path, capsys):
+    """The JSON line says what the budget covered (training) and what the whole command took
+    (data, setup with compile and calibration, training, final scoring), and the plan."""
+    argv = train_argv(tmp_path / "b", "--minutes", "0.02")
+    argv[argv.index("--epochs") + 1] = "50"
+    rc, res, _ = run_cli(argv, capsys)
+    assert rc == 0 and res["budget_seconds"] == pytest.approx(1.2)
+    parts = [res[k] for k in ("data_seconds", "setup_seconds", "training_seconds")]
+    assert all(v > 0 for v in parts) and res["scoring_seconds"] >= 0
+    assert res["command_seconds"] >= sum(parts) + res["scoring_seconds"]
+    assert res["training_seconds"] < res["command_seconds"]  # the budget covers only this part
+    assert res["first_planned_steps"] >= res["planned_steps"] == res["steps"]
+    assert res["replans"] >= 0 and 0 <= res["validation_share"] < 1
+
+
 def test_train_smoke_flag(tmp_path, capsys):
     rc, res, _ = run_cli(["train", "--smoke", "--device", "cpu", "--out", str(tmp_path)], capsys)
     assert rc == 0

@@ -131,7 +131,10 @@ def test_patch_comparison(tmp_path):
     assert len(lines) == 2
     np.testing.assert_allclose(lines[0].get_xdata(), [2.5])  # patch 2, seconds -> minutes
     np.testing.assert_allclose(lines[1].get_ydata(), [70, 80])
-    assert any("p=4" in t.get_text() for t in fig.axes[0].texts)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "patch 2: 82.0%",
+        "patch 4: 80.0%",
+    ]
     _saved_png(fig, tmp_path / "patches.png")
     with pytest.raises(InputError, match="accuracy"):
         plot_patch_comparison([{"patch_size": 4, "minutes": 1}])

@@ -204,9 +204,15 @@ def test_side_by_side_video(tmp_path):
     out = media.write_video([f[::2, ::2] for f in frames[:3]], tmp_path / "ann.mp4", fps=5)
     path = media.side_by_side_video(src, out, tmp_path / "sbs.mp4", processing_fps=12.34)
     got = list(media.read_video_frames(path))
-    assert len(got) == 3 and got[0].shape == (16, 48, 3)  # 24 + 24 wide at the output's height
-    frame = media.side_by_side_frame(frames[0], frames[0], "processing 12.3 FPS")
-    assert frame.shape == (32, 96, 3) and frame.any()
+    # 24 + 24 wide at the output's height, with an 18 px caption band above and below
+    assert len(got) == 3 and got[0].shape == (18 + 16 + 18, 48, 3)
+    frame = media.side_by_side_frame(frames[1], frames[2], "processing 12.3 FPS")
+    assert frame.shape == (18 + 32 + 18, 96, 3)
+    # the captions sit in their bands: the two videos' pixels are untouched (no caption over
+    # the output's id labels), and both bands hold white text
+    np.testing.assert_array_equal(frame[18:50], np.concatenate([frames[1], frames[2]], axis=1))
+    assert frame[:18, 48:].max() == 255 and frame[50:, 48:].max() == 255  # "output", the FPS
+    assert frame[:18].min() == 0  # on black: sharp at 240p
 
 
 # ------------------------------------------------------------------ 4. model cache

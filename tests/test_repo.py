@@ -10,6 +10,7 @@ import pytest
 
 from helpers import repo
 from helpers.cli import main
+from helpers.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,31 +35,57 @@ def _urls(text: str) -> set[str]:
     )
 
 
+def _setup(notebook: Path) -> dict[str, str]:
+    """REPO and BRANCH as a notebook's setup cell sets them, and the pip requirement it
+    installs from them (the f-string evaluated as the cell would)."""
+    nb = json.loads(notebook.read_text())
+    cell = next("".join(c["source"]) for c in nb["cells"] if "REPO = " in "".join(c["source"]))
+    found = dict(re.findall(r'^(REPO|BRANCH) = "([^"]*)"', cell, re.M))
+    spec = re.search(r'f"((?:vit-cifar-textseg\[q2\] @ )?git\+\{REPO\}@\{BRANCH\})"', cell)
+    assert spec, "the setup cell installs git+{REPO}@{BRANCH}"
+    found["pip"] = spec.group(1).format(**found)
+    return found
+
+
 def test_every_copy_agrees_with_the_one_place():
     """README, both notebooks: badges, setup cells and the asset URL all name helpers.repo."""
     assert repo.set_repo(ROOT, repo.REPO, write=False)["changed"] == {}
     q1 = (ROOT / "notebooks" / "q1_vit_cifar10.ipynb").read_text()
     q2 = (ROOT / "notebooks" / "q2_text_segmentation.ipynb").read_text()
     assert repo.colab_url("q1_vit_cifar10.ipynb") in q1
-    assert f'REPO = \\"{repo.github_url()}\\"' in q1
     assert repo.colab_url("q2_text_segmentation.ipynb") in q2
-    assert repo.raw_url("assets/") in q2 and f"git+{repo.github_url()}" in q2
+    assert repo.raw_url("assets/") in q2
+    for name in ("q1_vit_cifar10.ipynb", "q2_text_segmentation.ipynb"):
+        setup = _setup(ROOT / "notebooks" / name)
+        assert setup["REPO"] == repo.github_url() and setup["BRANCH"] == repo.BRANCH
+        assert setup["pip"].endswith(f"git+{repo.github_url()}@{repo.BRANCH}")
 
 
 def test_set_repo_rewrites_a_copy_and_is_idempotent(tmp_path, capsys):
     root = _copy(tmp_path)
     before = {p: p.read_text() for p in repo.target_files(root)}
-    assert main(["repo", "my-name/my-fork", "--branch", "dev", "--root", str(root)]) == 0
+    assert main(["repo", "my-name/my-fork", "--branch", "feature/colab", "--root", str(root)]) == 0
     out, err = capsys.readouterr()
     res = json.loads(out)
-    assert res["repo"] == "my-name/my-fork" and res["branch"] == "dev" and res["written"]
+    assert res["repo"] == "my-name/my-fork" and res["branch"] == "feature/colab" and res["written"]
     assert set(res["changed"]) == {
         "README.md",
         "notebooks/q1_vit_cifar10.ipynb",
         "notebooks/q2_text_segmentation.ipynb",
         "helpers/repo.py",
     }
-    assert "README.md: changed 2 URL(s) -> my-name/my-fork" in err
+    # the REPO = / BRANCH = lines are counted apart from the URLs
+    assert res["changed"]["helpers/repo.py"] == {"urls": 0, "settings": 2}
+    for name in ("notebooks/q1_vit_cifar10.ipynb", "notebooks/q2_text_segmentation.ipynb"):
+        assert res["changed"][name]["settings"] == 2, name
+    readme_urls = res["changed"]["README.md"]["urls"]
+    assert readme_urls >= 2 and res["changed"]["README.md"]["settings"] == 0
+    assert f"README.md: changed {readme_urls} URL(s) -> my-name/my-fork (feature/colab)" in err
+    assert "helpers/repo.py: changed 2 setting line(s) (REPO/BRANCH)" in err
+    # what each notebook would install in Colab: the fork's branch, not its default branch
+    for name in ("q1_vit_cifar10.ipynb", "q2_text_segmentation.ipynb"):
+        setup = _setup(root / "notebooks" / name)
+        assert setup["pip"].endswith("git+https://github.com/my-name/my-fork@feature/colab")
     for path, old in before.items():
         new = path.read_text()
         assert repo.REPO not in new, path  # nothing points at the old place any more
@@ -66,22 +93,27 @@ def test_set_repo_rewrites_a_copy_and_is_idempotent(tmp_path, capsys):
     q1 = (root / "notebooks" / "q1_vit_cifar10.ipynb").read_text()
     q2 = (root / "notebooks" / "q2_text_segmentation.ipynb").read_text()
     json.loads(q1), json.loads(q2)  # still valid notebooks
-    fork = {"repo": "my-name/my-fork", "branch": "dev"}
+    fork = {"repo": "my-name/my-fork", "branch": "feature/colab"}
     assert repo.colab_url("q1_vit_cifar10.ipynb", **fork) in q1
-    assert 'REPO = \\"https://github.com/my-name/my-fork\\"' in q1
+    assert repo.colab_url("q2_text_segmentation.ipynb", **fork) in q2
     assert repo.raw_url("assets/", **fork) in q2
-    assert "@ git+https://github.com/my-name/my-fork" in q2
-    assert "git+https://github.com/facebookresearch/sam2" in q2  # other repositories untouched
-    assert repo.current(root) == ("my-name/my-fork", "dev")
-    # again: nothing to do; and a URL form of the same name is the same
+    readme_text = (root / "README.md").read_text()
+    assert repo.colab_url("q1_vit_cifar10.ipynb", **fork) in readme_text
+    # a pip line written out in the README follows the branch too
+    for line in re.findall(r"vit-cifar-textseg\S* @ git\+\S+", readme_text):
+        assert "my-name/my-fork@feature/colab" in line, line
+    assert repo.current(root) == ("my-name/my-fork", "feature/colab")
+    # again: nothing to do, nothing written; and a URL form of the same name is the same
     assert main(["repo", "https://github.com/my-name/my-fork.git", "--root", str(root)]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["changed"] == {} and "already points at my-name/my-fork" in err
+    res = json.loads(out)
+    assert res["changed"] == {} and res["written"] is False
+    assert "already points at my-name/my-fork (feature/colab)" in err
     # a copy edited by hand to point elsewhere is reported, then brought back in line
     readme = root / "README.md"
     readme.write_text(readme.read_text().replace("my-name/my-fork", "someone/else", 1))
     assert main(["repo", "--root", str(root)]) == 0
-    assert json.loads(capsys.readouterr()[0])["stale"] == {"README.md": 1}
+    assert json.loads(capsys.readouterr()[0])["stale"] == {"README.md": {"urls": 1, "settings": 0}}
     assert main(["repo", "my-name/my-fork", "--root", str(root)]) == 0
     assert "someone/else" not in readme.read_text()
 
@@ -94,7 +126,10 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert {p: p.read_text() for p in repo.target_files(root)} == before
 
 
-@pytest.mark.parametrize("bad", ["nope", "a/b/c", "a_b/c", "https://gitlab.com/a/b", "a/.."])
+@pytest.mark.parametrize(
+    "bad",
+    ["nope", "a/b/c", "a_b/c", "https://gitlab.com/a/b", "a/..", "me-/x", "a--b/x"],
+)
 def test_bad_repository_names_exit_2(tmp_path, capsys, bad):
     root = _copy(tmp_path)
     assert main(["repo", bad, "--root", str(root)]) == 2
@@ -105,3 +140,29 @@ def test_bad_repository_names_exit_2(tmp_path, capsys, bad):
 def test_not_a_repository_root_exits_2(tmp_path, capsys):
     assert main(["repo", "a/b", "--root", str(tmp_path)]) == 2
     assert "not the repository root" in capsys.readouterr()[1]
+
+
+@pytest.mark.parametrize("owner", ["me", "a-b", "a1-b2-c3", "x" * 39])
+def test_github_owner_rules_accept(owner):
+    assert repo.parse_repo(f"{owner}/proj") == f"{owner}/proj"
+
+
+@pytest.mark.parametrize("owner", ["x" * 40, "-me", "me-", "a--b", "a_b", ""])
+def test_owners_github_refuses_are_refused(owner):
+    with pytest.raises(InputError, match="OWNER/NAME"):
+        repo.parse_repo(f"{owner}/proj")
+
+
+@pytest.mark.parametrize("good", ["main", "dev", "feature/colab", "release/v1.2", "a_b-c/d.e"])
+def test_branch_names_with_slashes_are_accepted(good):
+    assert repo.check_branch(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "a..b", "/x", "x/", "feat//x", ".x", "x/.y", "x.lock", "a b", "x.", "-x", "a~b"]
+)
+def test_bad_branch_names_exit_2(tmp_path, capsys, bad):
+    root = _copy(tmp_path)
+    assert main(["repo", "a/b", f"--branch={bad}", "--root", str(root)]) == 2
+    err = capsys.readouterr()[1].strip()
+    assert err.startswith("error: ") and "branch" in err and "\n" not in err

@@ -60,7 +60,8 @@ def test_session_two_boxes_and_a_later_object_equal_the_documented_loop(sam2_tin
 
 
 def test_track_video_with_one_keyframe_equals_the_documented_loop(sam2_tiny, tmp_path):
-    """Detection on frame 0 only, one chunk: track_video's masks are the documented loop's.
+    """Detection on frame 0 only, one chunk: track_video's masks are the documented loop's
+    (given the JPEG folder the documented loop reads, which sam2 itself loads).
 
     One object: with random weights SAM 2's masks of different objects overlap a lot, and the
     project (rightly) refuses two live tracks on one region, which the bare loop does not."""
@@ -73,8 +74,8 @@ def test_track_video_with_one_keyframe_equals_the_documented_loop(sam2_tiny, tmp
 
     box = red_only(media.read_frame(frames, 0)).xyxy[0]
     want = official(sam2_tiny.predictor, frames.frame_dir, {0: {1: box}}, n)
-    r = track.track_video(
-        src, "square", None, sam2_tiny, tmp_path / "out", detect_every=100, chunk_size=100,
+    r = track.track_video(  # the same JPEG frames the documented loop reads
+        frames.frame_dir, "square", None, sam2_tiny, tmp_path / "out", detect_every=100, chunk_size=100,
         detect_fn=red_only, prompt_type="box", render=False,
     )  # fmt: skip
     assert len(r.labels) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,6 +215,9 @@ def test_ensure_transformers_installs_only_when_missing(monkeypatch):
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
+    monkeypatch.setattr("helpers.runtime.in_colab", lambda: True)
+    import transformers  # noqa: F401  (imported already: the new version needs a restart)
+
     res = sam3.ensure_sam3_transformers(runner=ok)
     assert res["status"] == "installed" and res["restart"]  # transformers is imported here
     assert any(a.startswith("transformers>=") for a in calls[0]) and "-U" in calls[0]
@@ -225,6 +229,35 @@ def test_ensure_transformers_installs_only_when_missing(monkeypatch):
     assert res["status"] == "failed" and "SAM 2.1 route" in res["message"]
     with pytest.raises(InputError, match="ensure_sam3_transformers"):
         sam3.require_sam3()
+
+
+def test_ensure_transformers_never_installs_outside_colab(monkeypatch):
+    """A local run-all must not upgrade the user's own transformers (up to 900 s of pip and a
+    restart): outside Colab the helper only says what to run."""
+    monkeypatch.setattr(sam3, "sam3_available", lambda: False)
+    monkeypatch.setattr("helpers.runtime.in_colab", lambda: False)
+    calls = []
+    res = sam3.ensure_sam3_transformers(runner=lambda *a, **k: calls.append(a))
+    assert calls == [] and res["status"] == "missing" and not res["restart"]
+    assert sam3.SAM3_INSTALL in res["message"] and "SAM 2.1 route" in res["message"]
+    # asked explicitly, it installs anywhere
+    ok = lambda cmd, **kw: calls.append(cmd) or __import__("subprocess").CompletedProcess(cmd, 0)  # noqa: E731
+    assert sam3.ensure_sam3_transformers(install=True, runner=ok)["status"] == "installed"
+    assert len(calls) == 1
+
+
+def test_q2_notebook_installs_sam3_only_in_colab():
+    """The notebook's SAM 3 cells call the helper without forcing an install."""
+    nb = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "notebooks" / "q2_text_segmentation.ipynb"
+        ).read_text()
+    )
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    calls = [
+        line for cell in code for line in cell.splitlines() if "ensure_sam3_transformers(" in line
+    ]
+    assert calls and all("install=True" not in line for line in calls)
 
 
 # ---------------------------------------------------------------- CLI

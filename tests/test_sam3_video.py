@@ -82,6 +82,35 @@ def test_differential_matches_documented_usage(tracker, frame_dir, tmp_path):
             assert o["label"] in ("red car", "dog")
 
 
+def test_differential_on_an_mp4_fed_decoded_frames(tracker, tmp_path, monkeypatch):
+    """On an MP4, our route equals the documented usage (``load_video`` -> session) exactly:
+    SAM 3 is fed the decoded frames, never a JPEG frame folder (a second lossy generation)."""
+    from transformers.video_utils import load_video
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    mp4 = media.write_video([np.roll(base, 4 * i, axis=1) for i in range(N)], tmp_path / "c.mp4")
+
+    def no_jpegs(*a, **k):
+        raise AssertionError("SAM 3 was fed a JPEG frame folder")
+
+    monkeypatch.setattr(media, "_write_jpeg", no_jpegs)
+    monkeypatch.setattr(media, "video_to_frames", no_jpegs)
+    res = sam3_video.track_video_sam3(mp4, "Red car. dog", tracker, tmp_path / "out")
+    video, _ = load_video(str(mp4))  # the documented way to read a video for SAM 3
+    ref = _documented(tracker, video, ["red car", "dog"])
+    assert sorted(ref) == list(range(N)) and res.num_frames == N
+    seen = 0
+    for t, out in ref.items():
+        expect = {int(i): m.numpy() for i, m in zip(out["object_ids"], out["masks"]) if m.any()}
+        assert sorted(res.masks[t]) == sorted(expect)
+        for i in expect:
+            np.testing.assert_array_equal(res.masks[t][i], expect[i])
+        seen += len(expect)
+    assert seen > 0
+    assert res.video_path is not None and len(list(media.read_video_frames(res.video_path))) == N
+
+
 def _disk(cx, r=6):
     yy, xx = np.mgrid[:H, :W]
     return (yy - H // 2) ** 2 + (xx - cx) ** 2 <= r * r

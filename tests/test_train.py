@@ -13,7 +13,7 @@ from helpers import step as S
 from helpers import train as T
 from helpers.errors import InputError
 from helpers.presets import TrainConfig, get_preset
-from helpers.schedule import budget_steps, lr_at_step, make_plan
+from helpers.schedule import StepPlan, budget_steps, lr_at_step, make_plan
 
 TIMING = set(T.TIMING_KEYS)
 
@@ -116,6 +116,39 @@ def test_warmup_as_long_as_the_run_is_clamped_with_a_message():
     assert plan.warmup_steps == 6 and any("warm-up" in m and "30 steps" in m for m in logs)
     assert lr_at_step(5, plan, cfg) == pytest.approx(1.0)  # the peak is reached ...
     assert lr_at_step(29, plan, cfg) == pytest.approx(0.0)  # ... and the run still anneals
+
+
+def test_a_short_plan_still_warms_up_when_a_warmup_is_asked_for():
+    """2 % of a 24-step plan rounds to 0 steps: the warm-up is kept at 2 steps (the first below
+    the peak), never longer than the run allows; none when none is asked for."""
+    cfg = TrainConfig(epochs=1, warmup_fraction=0.02, lr=1.0, min_lr=0.0)
+    for total in (3, 10, 24, 49):
+        plan = make_plan(cfg, 10, total)
+        assert plan.warmup_steps == 2 and lr_at_step(0, plan, cfg) == pytest.approx(0.5)
+        assert lr_at_step(total - 1, plan, cfg) == pytest.approx(0.0)
+    assert make_plan(cfg, 10, 2).warmup_steps == 1  # the last step stays the schedule's end
+    assert make_plan(cfg, 10, 1).warmup_steps == 0
+    assert make_plan(cfg, 10, 1000).warmup_steps == 20
+    none = TrainConfig(epochs=1, warmup_fraction=None, warmup_epochs=0, lr=1.0)
+    assert make_plan(none, 10, 24).warmup_steps == 0
+
+
+def test_a_replan_compresses_the_rest_of_the_schedule_onto_the_steps_left():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, lr=1.0, min_lr=0.1, schedule="cosine")
+    plan = make_plan(cfg, steps_per_epoch=10)  # 100 steps, 20 of warm-up
+    cut = plan.replanned(10, 40)  # half-way through the warm-up: 30 steps left, not 90
+    assert (cut.total_steps, cut.first_total, cut.replans) == (40, 100, ((10, 40),))
+    for s in range(10):  # the steps already taken keep their learning rates
+        assert lr_at_step(s, cut, cfg) == lr_at_step(s, plan, cfg)
+    assert cut.position(10) == 10 and cut.position(39) == 99
+    assert lr_at_step(39, cut, cfg) == pytest.approx(0.1)  # the last step is at min_lr
+    vals = [lr_at_step(s, cut, cfg) for s in range(40)]
+    peak = max(range(40), key=vals.__getitem__)
+    assert vals[peak] == pytest.approx(1.0, abs=0.02) and 10 < peak < 15  # warm-up compressed
+    assert all(a >= b for a, b in zip(vals[peak:], vals[peak + 1 :]))
+    again = cut.replanned(30, 31)  # one step left: it is the schedule's last
+    assert lr_at_step(30, again, cfg) == pytest.approx(0.1)
+    assert StepPlan.from_dict(again.to_dict()) == again
 
 
 def test_multistep_and_constant_schedules():
@@ -454,14 +487,89 @@ def test_budgeted_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, mon
     assert not any("calibrated" in m for m in logs)
 
 
-def test_budget_stops_the_run_when_steps_get_slower_than_planned(tmp_path, monkeypatch):
-    StepClock(monkeypatch, slow_after=22 + 10, slow=0.2)  # 10x slower after step 10
+def _assert_on_schedule(res, p):
+    """The run ended on its (re-planned) schedule's last step, at min lr, inside the budget;
+    every recorded lr is that schedule's lr of its step; last.pt holds the same plan."""
+    last = res.history[-1]
+    assert not res.stopped_early and res.stop_reason == "done"
+    assert last["step"] == res.plan.total_steps and last["plan_steps"] == res.plan.total_steps
+    assert last["lr"] == pytest.approx(p.train.min_lr)
+    assert last["elapsed_seconds"] <= 60 * p.train.minutes
+    assert last["val_acc"] is not None  # the final epoch is always validated
+    for row in res.history:
+        assert row["lr"] == pytest.approx(lr_at_step(row["step"] - 1, res.plan, p.train))
+    saved = torch.load(res.out_dir / "last.pt", weights_only=True)["plan"]
+    assert StepPlan.from_dict(saved) == res.plan
+
+
+@pytest.mark.parametrize("slower", [2, 10])
+def test_budgeted_run_ends_annealed_when_steps_get_slower_than_calibrated(
+    tmp_path, monkeypatch, slower
+):
+    """Steps 2x / 10x slower than calibrated from step 10 on: the run re-plans the steps left
+    and still ends on the last step of its schedule, at min lr, within the budget."""
+    StepClock(monkeypatch, slow_after=22 + 10, slow=0.02 * slower)
     logs = []
-    res = T.train(budget_preset(), tiny_data(), tmp_path, progress=False, log=logs.append)
-    assert res.stopped_early and any("budget" in m for m in logs)
-    assert res.history[-1]["step"] < res.plan.total_steps
-    assert 3.0 <= res.history[-1]["elapsed_seconds"] < 3.5
-    assert res.history[-1]["val_acc"] is not None  # the last epoch is always validated
+    p = budget_preset()
+    res = T.train(p, tiny_data(), tmp_path, progress=False, log=logs.append)
+    _assert_on_schedule(res, p)
+    assert res.plan.first_total == int(3.0 * 0.97 / 0.02) and res.plan.replans
+    assert res.plan.total_steps < res.plan.first_total * (0.75 if slower == 2 else 0.2)
+    assert res.history[-1]["elapsed_seconds"] > 3.0 * 0.9  # the budget is used, not wasted
+    assert any(m.startswith("re-planned") for m in logs)
+    summary = next(m for m in logs if m.startswith("steps: "))
+    assert f"{res.plan.first_total} planned, re-planned {len(res.plan.replans)} times" in summary
+
+
+def test_replanned_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """Re-plans are part of the plan in last.pt: a run slowed down, interrupted after its
+    first re-plans and resumed re-plans exactly as the uninterrupted one did."""
+    data, p = tiny_data(), budget_preset(ema_decay=0.9)
+    StepClock(monkeypatch, slow_after=22 + 10, slow=0.05)
+    straight = T.train(p, data, tmp_path / "a", progress=False, log=lambda m: None)
+    assert len(straight.plan.replans) >= 2
+    StepClock(monkeypatch, slow_after=22 + 10, slow=0.05)
+    _interrupt_at(monkeypatch, 22 + 30)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
+    saved = StepPlan.from_dict(torch.load(tmp_path / "b" / "last.pt", weights_only=True)["plan"])
+    assert saved.replans and saved.replans == straight.plan.replans[: len(saved.replans)]
+    StepClock(monkeypatch, slow_after=22, slow=0.05)  # the resumed process: slow from the start
+    resumed = T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
+    assert resumed.plan == straight.plan
+    _assert_same_weights(straight.model, resumed.model)
+    _assert_same_weights(straight.ema_model, resumed.ema_model)
+    assert _strip(straight.history) == _strip(resumed.history)
+
+
+def test_budgeted_run_validates_sparsely_early_and_every_epoch_at_the_end(tmp_path, monkeypatch):
+    """A validation pass measured at 0.05 s in a 60 s budget: the run affords 1 % of its
+    budget, 12 passes: every epoch of its last tenth, evenly spaced ones before; the best
+    epoch is chosen among them and the share of the budget spent validating is reported."""
+    clock = StepClock(monkeypatch)
+    real_validate = S.validate
+
+    def slow_validate(*a, **k):
+        clock.now += 0.05
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(S, "validate", slow_validate)
+    monkeypatch.setattr(C, "validate", slow_validate)
+    monkeypatch.setattr(T, "validate", slow_validate)
+    p = budget_preset(minutes=1.0, epochs=100)  # 100 epochs of 4 steps: 8 s of steps
+    logs = []
+    res = T.train(p, tiny_data(), tmp_path, progress=False, log=logs.append)
+    assert res.plan.eval_seconds == pytest.approx(0.05) and res.plan.epochs == 100
+    validated = [r["epoch"] for r in res.history if r["val_acc"] is not None]
+    assert validated[-10:] == list(range(91, 101))  # every epoch of the last tenth
+    assert 11 <= len(validated) <= 13 and validated[0] > 1  # sparse before it
+    gaps = {b - a for a, b in zip(validated[:-10], validated[1:-9])}
+    assert len(gaps) <= 2  # evenly spaced
+    assert res.best_val_acc == max(r["val_acc"] for r in res.history if r["val_acc"] is not None)
+    assert res.validation_seconds == pytest.approx(0.05 * len(validated))
+    assert res.validation_share == pytest.approx(res.validation_seconds / 60.0)
+    assert res.validation_share < 0.015
+    assert any("of the budget)" in m for m in logs)
 
 
 def test_checkpoints_are_written_every_checkpoint_minutes_and_at_the_end(tmp_path, monkeypatch):
@@ -716,10 +824,11 @@ def test_patience_counts_validated_epochs_only(tmp_path, monkeypatch):
 
 
 def test_calibration_on_tiny_epochs_and_a_budget_stop_then_more_budget(tmp_path, monkeypatch):
-    """Two batches an epoch: the rate is still measured over 20 steps. A budget stop in the
-    middle of an epoch, then a larger budget: the new plan is run to its last step."""
+    """Two batches an epoch: the rate is still measured over 20 steps. A single step longer
+    than the whole budget stops the run (no re-plan can help), then a larger budget: the new
+    plan is run to its last step."""
     data = tiny_data(n_train=64)  # 2 steps an epoch
-    StepClock(monkeypatch, slow_after=22 + 9, slow=0.2)
+    StepClock(monkeypatch, slow_after=22 + 9, slow=5.0)
     p = budget_preset(ema_decay=None)
     first = T.train(p, data, tmp_path, progress=False, log=lambda m: None)
     assert first.plan.step_seconds == pytest.approx(0.02) and first.stopped_early

@@ -28,7 +28,8 @@ def test_widget_tests_pass_on_ipywidgets_7_7_1():
     ).stdout.strip()  # fmt: skip
     assert version == "7.7.1"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_widgets.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_widgets.py",
+         "tests/test_forms_first_use.py", "tests/test_form_layout.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

@@ -1,9 +1,9 @@
 """Start a Jupyter front end (JupyterLab 4 or classic Notebook 6.5) on 127.0.0.1 with the Q2
 forms notebook, and stop it and every kernel it started.
 
-The forms notebook is made from the cells of ``notebooks/q2_text_segmentation.ipynb`` tagged
-``forms`` (setup, models, sample media, the image form, the video form), so the browser sees
-exactly the forms the Q2 notebook builds; the kernel runs this project's venv in smoke mode
+The notebook is the whole of ``notebooks/q2_text_segmentation.ipynb`` (every section, the
+forms among them) with one last cell that says when all ran, so the browser sees exactly what
+a user's Run all shows; the kernel runs this project's venv in smoke mode
 (random-weight models, offline). For classic Notebook the kernel gets ipywidgets 7.7.1 first on
 its path (``.venv-classic/kernel-ipywidgets7``, made by ``.ci/browser-env``).
 """
@@ -34,11 +34,11 @@ READY = "forms ready"
 
 
 def forms_notebook(path: Path) -> Path:
-    """The Q2 notebook's ``forms`` cells, then one cell that prints READY when all ran."""
+    """The whole Q2 notebook, then one cell that prints READY when all ran."""
     nb = nbformat.read(Q2_NOTEBOOK, as_version=4)
-    cells = [c for c in nb.cells if "forms" in c.metadata.get("tags", [])]
-    sources = "\n".join(c.source for c in cells)
-    assert "segmentation_ui(" in sources and "video_ui(" in sources, "form cells not tagged"
+    cells = list(nb.cells)
+    tagged = "\n".join(c.source for c in cells if "forms" in c.metadata.get("tags", []))
+    assert "segmentation_ui(" in tagged and "video_ui(" in tagged, "form cells not tagged"
     cells.append(nbformat.v4.new_code_cell('print("forms" + " ready")'))  # output only
     nb.cells = cells
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Q2 forms", "language": "python"}

@@ -131,24 +131,101 @@ def test_track_plays_the_video_and_lists_ids(front):
     assert form.locator(".form-output table.tracks").count() == 1
     video = form.locator(".form-output video").first
     video.scroll_into_view_if_needed()
-    state = video.evaluate(
+    loaded = video.evaluate(
         """async v => {
             v.muted = true; v.loop = true;
             for (let i = 0; i < 100 && v.readyState < 2; i++)
                 await new Promise(r => setTimeout(r, 100));
-            await v.play();
+            return {ready: v.readyState, paused: v.paused, duration: v.duration,
+                    controls: v.controls};
+        }"""
+    )
+    # a duration the player can show (not "0:00 / 0:00"), paused until the user plays it
+    assert loaded["ready"] >= 2 and loaded["duration"] > 0 and loaded["controls"], loaded
+    assert loaded["paused"], loaded
+    # the user's way, not a script's play(): a click on the player (Chromium's own controls
+    # toggle playback on it)
+    video.click()
+    state = video.evaluate(
+        """async v => {
+            for (let i = 0; i < 30 && v.paused; i++) await new Promise(r => setTimeout(r, 100));
             const t0 = v.currentTime;
             await new Promise(r => setTimeout(r, 300));
             return {ready: v.readyState, network: v.networkState, t0: t0, t1: v.currentTime,
-                    frames: v.getVideoPlaybackQuality().totalVideoFrames, width: v.videoWidth};
+                    paused: v.paused, width: v.videoWidth,
+                    frames: v.getVideoPlaybackQuality().totalVideoFrames};
         }"""
     )
     # playing: decodable (readyState >= 2, a source that loaded), frames shown, time moving
     # (6 frames at 10 fps loop every 0.6 s, so 0.3 s later the time is further on)
+    assert not state["paused"], "clicking the player did not start the video"
     assert state["ready"] >= 2 and state["network"] != 3 and state["width"] > 0, state
-    assert state["frames"] >= 2 and state["t1"] > state["t0"], state
+    assert state["frames"] >= 2 and state["t1"] != state["t0"], state
     form.screenshot(path=str(front.artifacts / "video_form.png"))
     assert _errors(form) == [] and form.locator("details.run-log").count() == 0
     cell = front.cell_of(VIDEO_FORM)
     assert front.stderr_in(cell) == [], "noise under the video form"
     assert front.outputs_in(cell) == 1, "something printed under the video form"
+
+
+def _overlay_pixels(form, rgb: tuple[int, int, int]) -> int:
+    """How many pixels of the form's overlay image are close to ``rgb``."""
+    return form.locator(".form-output img").first.evaluate(
+        """(img, rgb) => {
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+            const d = g.getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4)
+                if (Math.abs(d[i] - rgb[0]) < 40 && Math.abs(d[i + 1] - rgb[1]) < 40
+                    && Math.abs(d[i + 2] - rgb[2]) < 40) n++;
+            return n;
+        }""",
+        list(rgb),
+    )
+
+
+def _set_slider(form, label: str, value: str) -> None:
+    """Type ``value`` into the slider's own readout (as a user edits it) and press Enter."""
+    box = form.locator(".widget-inline-hbox").filter(
+        has=form.page.locator(".widget-label", has_text=re.compile(rf"^\s*{label}\s*$"))
+    )
+    readout = box.locator(".widget-readout").first
+    readout.click()
+    form.page.keyboard.press("Control+A")
+    form.page.keyboard.type(value)
+    form.page.keyboard.press("Enter")
+
+
+def test_one_colour_and_opacity_change_the_overlay(front):
+    form = front.form(IMAGE_FORM)
+    form.scroll_into_view_if_needed()
+    _field(form, "Prompt").fill("red ball. blue box")
+    _field(form, "Image URL").fill(SAMPLE.name)
+    form.get_by_role("checkbox", name="One colour").check()
+    _field(form, "Colour", "input[type=color]").fill("#00ff00")
+    _set_slider(form, "Opacity", "1.00")
+    _click_and_wait(form, "Segment", ".form-output img", front.artifacts)
+    assert _errors(form) == []
+    green = _overlay_pixels(form, (0, 255, 0))
+    _set_slider(form, "Opacity", "0.00")
+    _click_and_wait(form, "Segment", ".form-output img", front.artifacts)
+    clear = _overlay_pixels(form, (0, 255, 0))
+    # solid green masks at opacity 1; at 0 only the (green) boxes and labels stay
+    assert green > 0 and green - clear > 50, (green, clear)
+    form.get_by_role("checkbox", name="One colour").uncheck()
+    _set_slider(form, "Opacity", "0.50")
+
+
+def test_missing_video_is_one_red_line_before_any_model(front):
+    form = front.form(VIDEO_FORM)
+    form.scroll_into_view_if_needed()
+    _field(form, "Video").fill("no_such_clip.mp4")
+    _click_and_wait(form, "Track", ".form-output p:has-text('Error:')", front.artifacts)
+    errors = _errors(form)
+    assert len(errors) == 1 and "Video not found" in errors[0] and "no_such_clip" in errors[0]
+    out = form.locator(".form-output")
+    assert out.locator("video").count() == 0 and out.get_by_text("first use").count() == 0
+    assert front.stderr_in(front.cell_of(VIDEO_FORM)) == []
+    _field(form, "Video").fill("sample_video.mp4")
