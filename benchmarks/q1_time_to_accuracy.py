@@ -55,7 +55,7 @@ def parse_args(argv=None):
 def time_to_target(history: list[dict], target: float) -> dict | None:
     """The first history row whose val accuracy reaches ``target`` (None if none does)."""
     for row in history:
-        if row.get("val_acc", 0.0) >= target:
+        if (row.get("val_acc") or 0.0) >= target:  # None: an epoch not validated
             return row
     return None
 

@@ -296,7 +296,10 @@ def summarize_history(history: list[dict]) -> dict:
     last = history[-1]
     rates = [r["images_per_second"] for r in history if r.get("images_per_second")]
     return {
-        "best_val_acc": max(r.get("val_acc", 0.0) for r in history),
+        # budgeted runs validate some epochs only: their other rows hold val_acc None
+        "best_val_acc": max(
+            (r["val_acc"] for r in history if r.get("val_acc") is not None), default=None
+        ),
         "final_val_acc": last.get("val_acc"),
         "final_val_top5": last.get("val_top5"),
         "final_train_loss": last.get("train_loss"),

@@ -4,24 +4,35 @@ No model lives here: masks are bool arrays, appearance embeddings are plain floa
 (the tracker pools SAM 2 image-encoder features under each detection's mask; the tracking
 benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detections:
 
-- **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask,
-  vetoed when the appearance clearly differs; or appearance alone with the same label, which
-  undoes swaps and large drift) re-prompts that object from the fresh detection;
+- **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask and
+  the same label, refused when another id explains the detection clearly better by look; or
+  look alone where the object could plausibly be) re-prompts that object; two tracks whose
+  detections look crossed are exchanged (swaps at crossings);
 - **keep**: an object being tracked that the detector missed stays in the propagation for
-  ``keep_missed`` keyframes (none for an object detected on one keyframe only: it may be a
-  false detection), then is **retired** (removed from the propagation state) but its id,
-  label and appearance are kept;
-- **re-identify**: a detection that matches no tracked object is compared with retired
-  objects by appearance (cosine similarity >= ``reid_threshold``, same label), wherever it is;
-  without embeddings, by where the object was last seen (mask or box IoU, same label);
-- **new**: everything else gets a new id; two detections of one thing never get two ids, and
-  a tracked object whose mask sits on another object's fresh detection is retired, so one
-  object never has two live tracks.
+  ``keep_seconds`` (a duration, whatever the detection cadence) while its propagated mask keeps
+  its usual area and SAM 2's object score stays positive; none for an object detected on one
+  keyframe only (it may be a false detection). Then it is **retired** (removed from the
+  propagation state); its id, label, look and last box are kept;
+- **re-identify**: a detection that matches no tracked object gets a retired id back when the
+  label agrees, the look matches (cosine >= ``reid_threshold``) and the place is plausible:
+  near where it was hidden or where it could have walked since (``max_speed`` sizes per
+  second), anywhere for an object that left at an edge; a recently retired object whose look is
+  merely unsure also comes back where its motion predicts; without embeddings, by where it was
+  last seen (box IoU);
+- **ambiguity**: two candidates within ``ambiguity`` in cosine give a new id rather than
+  possibly the wrong old one;
+- **new**: everything else gets a new id; two detections of one thing never get two ids (a box
+  mostly inside a tracked object's mask is that object), and a tracked object whose mask sits
+  on another object's fresh detection is retired, so one object never has two live tracks
+  (``Plan.moved`` says whose, so the frames since the previous keyframe can be repaired).
+
+Memory stays bounded: an id keeps a few small arrays (look, boxes, velocity), never a mask,
+and only the ``max_retired`` most recent retired ids are compared with new detections.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -107,14 +118,21 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class IdentityConfig:
-    """Thresholds of ``IdBook.keyframe`` (see the module docstring)."""
+    """Settings of ``IdBook.keyframe`` (see the module docstring). Durations are in seconds
+    and become frames through ``fps``, so they do not change with the detection cadence."""
 
     iou_threshold: float = 0.5  # mask IoU for "same object" (box IoU without masks)
     box_iou_threshold: float = 0.3  # last-box IoU for re-identification without embeddings
     reid_threshold: float = 0.8  # cosine similarity for "same object" by appearance
-    veto_threshold: float = 0.5  # an IoU match is refused below this appearance similarity
-    keep_missed: int = 2  # keyframes a tracked object may go undetected before retirement
-    momentum: float = 0.7  # appearance memory: new = m * old + (1 - m) * detection
+    veto_threshold: float = 0.5  # an IoU match is refused below this similarity (or 2 x
+    # ``ambiguity`` below another id's) when another id explains the detection by look
+    keep_seconds: float = 2.0  # how long a missed object may stay in the propagation
+    momentum: float = 0.9  # appearance memory: new = m * old + (1 - m) * detection
+    fps: float = 30.0  # frames per second of the video (durations -> frames)
+    max_speed: float = 1.0  # object sizes per second an unseen object may move
+    ambiguity: float = 0.05  # two candidates closer than this in cosine: a new id instead
+    max_retired: int = 200  # retired ids remembered for re-identification (oldest forgotten)
+    min_area: float = 0.25  # a missed object's mask below this x its usual area is gone
 
     def check(self) -> IdentityConfig:
         for name in ("iou_threshold", "box_iou_threshold", "reid_threshold"):
@@ -123,25 +141,38 @@ class IdentityConfig:
                 raise InputError(f"{name} must be in (0, 1], got {v}.")
         if not -1 <= float(self.veto_threshold) <= 1:
             raise InputError(f"veto_threshold must be in [-1, 1], got {self.veto_threshold}.")
-        if int(self.keep_missed) < 0:
-            raise InputError(f"keep_missed must be >= 0 keyframes, got {self.keep_missed}.")
+        if float(self.keep_seconds) < 0:
+            raise InputError(f"keep_seconds must be >= 0 s, got {self.keep_seconds}.")
         if not 0 <= float(self.momentum) < 1:
             raise InputError(f"momentum must be in [0, 1), got {self.momentum}.")
+        if not float(self.fps) > 0:
+            raise InputError(f"fps must be > 0, got {self.fps}.")
+        if int(self.max_retired) < 0:
+            raise InputError(f"max_retired must be >= 0, got {self.max_retired}.")
         return self
+
+    def frames(self, seconds: float) -> float:
+        return float(seconds) * float(self.fps)
 
 
 @dataclass
 class Identity:
-    """What the book knows about one id."""
+    """What the book keeps about one id: a few numbers, never a mask (memory stays bounded)."""
 
     label: str
     score: float = 0.0
     embedding: np.ndarray | None = None  # unit vector, or None
-    last_mask: np.ndarray | None = None  # last non-empty mask (position fallback)
-    last_seen: int = -1
+    box: np.ndarray | None = None  # last non-empty box (xyxy), detected or propagated
+    last_seen: int = -1  # frame of ``box``
+    det_box: np.ndarray | None = None  # box of the last matching detection
+    last_detected: int = -1  # its frame
+    velocity: np.ndarray | None = None  # px per frame, from detections
+    area: float = 0.0  # usual mask area (from detections)
+    exited: bool = False  # last seen touching the frame's edge
     live: bool = False  # in the propagation state now
-    misses: int = 0  # keyframes in a row without a matching detection
     hits: int = 0  # keyframes with a matching detection
+    low_since: int | None = None  # first frame of the current run of bad masks (quality)
+    forgotten: bool = False  # dropped from re-identification (``max_retired``)
 
 
 @dataclass
@@ -178,7 +209,9 @@ class Plan:
 
     ``ids[j]``: the id of detection ``j``; ``reseed``: id -> detection that re-prompts an
     object already tracked; ``start``: id -> detection that adds a new or returning object
-    (``revived`` are the returning ones); ``retire``: ids to remove from the state.
+    (``revived`` are the returning ones); ``retire``: ids to remove from the state;
+    ``moved``: id -> the id whose propagated mask sat on its detection (a swap or a wrong
+    re-acquisition since the previous keyframe, which ``track`` can repair backwards).
     """
 
     ids: list[int]
@@ -186,10 +219,27 @@ class Plan:
     start: dict[int, int] = field(default_factory=dict)
     revived: set[int] = field(default_factory=set)
     retire: list[int] = field(default_factory=list)
+    moved: dict[int, int] = field(default_factory=dict)
 
     @property
     def prompted(self) -> dict[int, int]:
         return {**self.reseed, **self.start}
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return (np.asarray(box[:2]) + np.asarray(box[2:])) / 2
+
+
+def _size(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1], 1.0))
+
+
+def _contain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[K, M]: share of each mask of ``b`` covered by each mask of ``a``."""
+    af = np.asarray(a, bool).reshape(len(a), -1).astype(np.float32)
+    bf = np.asarray(b, bool).reshape(len(b), -1).astype(np.float32)
+    inter = af @ bf.T
+    return inter / np.maximum(bf.sum(1)[None, :], 1)
 
 
 @dataclass
@@ -199,6 +249,7 @@ class IdBook:
     config: IdentityConfig = field(default_factory=IdentityConfig)
     objects: dict[int, Identity] = field(default_factory=dict)
     next_id: int = 1
+    frame_hw: tuple[int, int] | None = None  # frame size (edges: exits and entries)
 
     # -- views
     @property
@@ -214,29 +265,66 @@ class IdBook:
         return [i for i, o in self.objects.items() if o.live]
 
     def copy(self) -> IdBook:
-        objs = {
-            i: Identity(
-                o.label, o.score, o.embedding, o.last_mask, o.last_seen, o.live, o.misses, o.hits
-            )
-            for i, o in self.objects.items()
-        }
-        return IdBook(self.config, objs, self.next_id)
+        objs = {i: replace(o) for i, o in self.objects.items()}
+        return IdBook(self.config, objs, self.next_id, self.frame_hw)
 
     # -- bookkeeping between keyframes
-    def observe(self, frame_idx: int, masks: dict[int, np.ndarray]) -> None:
-        """Remember the non-empty masks of a frame (position fallback for re-identification)."""
-        for i, m in masks.items():
-            o = self.objects.get(i)
-            if o is not None and m.any():
-                o.last_mask = m
-                o.last_seen = frame_idx
+    def observe(
+        self,
+        frame_idx: int,
+        boxes: dict[int, np.ndarray],
+        areas: dict[int, float] | None = None,
+        object_scores: dict[int, float] | None = None,
+    ) -> None:
+        """Remember where each tracked object is on a frame (its box; empty objects are
+        absent) and how good its mask looks (area against its usual area, SAM 2's object
+        score logit when known): a bad run starts ``low_since``."""
+        areas, object_scores = areas or {}, object_scores or {}
+        for i in self.live:
+            o = self.objects[i]
+            b = boxes.get(i)
+            good = b is not None
+            if good:
+                o.box, o.last_seen = np.asarray(b, np.float32), frame_idx
+                o.exited = self._at_edge(o.box)
+                a = areas.get(i)
+                if a is not None and o.area > 0:
+                    good = self.config.min_area * o.area <= a <= o.area / self.config.min_area
+                if object_scores.get(i, 1.0) <= 0:
+                    good = False
+            if good:
+                o.low_since = None
+            elif o.low_since is None:
+                o.low_since = frame_idx
+
+    def observe_masks(self, frame_idx: int, masks: dict[int, np.ndarray], scores=None) -> None:
+        """``observe`` from bool masks."""
+        boxes = {i: mask_box(m) for i, m in masks.items() if m.any()}
+        self.observe(frame_idx, boxes, {i: float(masks[i].sum()) for i in boxes}, scores)
+
+    def _at_edge(self, box: np.ndarray) -> bool:
+        if self.frame_hw is None:
+            return False
+        h, w = self.frame_hw
+        m = 0.02 * max(h, w)
+        return bool(box[0] <= m or box[1] <= m or box[2] >= w - m or box[3] >= h - m)
 
     def retire(self, ids) -> None:
-        """Mark ids as out of the propagation state (their identity is kept)."""
+        """Mark ids as out of the propagation state (their identity is kept); beyond
+        ``max_retired`` the oldest retired ids are forgotten for re-identification."""
         for i in ids:
             if i in self.objects:
                 self.objects[i].live = False
-                self.objects[i].misses = 0
+                self.objects[i].low_since = None
+        self._forget()
+
+    def _forget(self) -> None:
+        """Beyond ``max_retired`` retired ids, the oldest lose what re-identification needs."""
+        gone = [i for i, o in self.objects.items() if not o.live and not o.forgotten]
+        extra = len(gone) - int(self.config.max_retired)
+        for i in sorted(gone, key=lambda i: self.objects[i].last_seen)[: max(extra, 0)]:
+            o = self.objects[i]
+            o.forgotten, o.embedding, o.box, o.det_box, o.velocity = True, None, None, None, None
 
     def _new(self, label: str) -> int:
         i = self.next_id
@@ -244,13 +332,15 @@ class IdBook:
         self.next_id += 1
         return i
 
-    def _remember(self, i: int, emb: np.ndarray | None) -> None:
+    def _remember(self, i: int, emb: np.ndarray | None, clean: bool) -> None:
+        """Slow, robust appearance update: views overlapping another detection are skipped
+        (they mix two objects) once the id has a look."""
         o = self.objects[i]
         if emb is None:
             return
         if o.embedding is None:
             o.embedding = emb
-        else:
+        elif clean:
             m = self.config.momentum
             o.embedding = normalize_rows(m * o.embedding + (1 - m) * emb)
 
@@ -258,11 +348,62 @@ class IdBook:
         """Cosine similarity [len(ids), n] of the ids' appearance with n detections' (NaN =
         unknown)."""
         sim = np.full((len(ids), n), np.nan, dtype=np.float32)
+        if emb is None:
+            return sim
         for r, i in enumerate(ids):
             e = self.objects[i].embedding
-            if e is not None and emb is not None:
+            if e is not None:
                 sim[r] = emb @ e
         return sim
+
+    def plausible(self, i: int, frame_idx: int, boxes: np.ndarray) -> np.ndarray:
+        """[M] bool: could object ``i`` be at each of ``boxes`` on ``frame_idx``?
+
+        Within reach of where it was last seen or where its motion would have taken it:
+        its size plus ``max_speed`` sizes per second since then. An object that left at an
+        edge may come back anywhere."""
+        o = self.objects[i]
+        ref, seen = (o.det_box, o.last_detected) if o.live else (o.box, o.last_seen)
+        if ref is None:
+            ref, seen = o.box, o.last_seen
+        if ref is None or len(boxes) == 0:
+            return np.ones(len(boxes), bool)
+        if not o.live and o.exited:
+            return np.ones(len(boxes), bool)
+        dt = max(frame_idx - seen, 0)
+        size = _size(ref)
+        reach = size * (1.0 + self.config.max_speed * dt / self.config.fps)
+        c = _centre(ref)
+        pred = c + (o.velocity if o.velocity is not None else 0.0) * dt
+        cb = (boxes[:, :2] + boxes[:, 2:]) / 2
+        d = np.minimum(np.linalg.norm(cb - c, axis=1), np.linalg.norm(cb - pred, axis=1))
+        return d <= reach
+
+    def _look_candidates(self, frame_idx, cand, dets, sim) -> np.ndarray:
+        """[len(cand), n] bool: same label, plausible position, similar look."""
+        ok = np.zeros(sim.shape, bool)
+        for r, i in enumerate(cand):
+            same = np.array([self.objects[i].label == lab for lab in dets.labels], bool)
+            ok[r] = same & (sim[r] >= self.config.reid_threshold)
+            if ok[r].any():
+                ok[r] &= self.plausible(i, frame_idx, dets.boxes)
+        return ok
+
+    def _unambiguous(self, sim: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Drop look matches with a rival within ``ambiguity`` (for the detection or the id):
+        a new id is better than the wrong old one."""
+        s = np.where(ok, sim, -np.inf)
+        out = ok.copy()
+        eps = self.config.ambiguity
+        for axis in (0, 1):
+            if s.shape[axis] < 2:
+                continue
+            top2 = -np.sort(-s, axis=axis).take([0, 1], axis=axis)
+            best, second = top2.take(0, axis=axis), top2.take(1, axis=axis)
+            gap = np.where(np.isfinite(second), best - np.where(np.isfinite(second), second, 0), 1)
+            close = gap < eps
+            out &= ~(np.expand_dims(close, axis) & ok)
+        return out
 
     # -- the keyframe decision
     def keyframe(
@@ -276,6 +417,8 @@ class IdBook:
         cfg = self.config
         n = len(dets)
         boxes, masks, emb = dets.boxes, dets.masks, dets.embeddings
+        if masks is not None and n:
+            self.frame_hw = tuple(masks.shape[1:])
         live = self.live
         plan = Plan(ids=[0] * n)
         ids: list[int | None] = [None] * n
@@ -285,29 +428,54 @@ class IdBook:
             m = track_masks.get(i)
             cur[i] = m if m is not None and (shape is None or m.shape == shape) else None
         visible = [i for i in live if cur[i] is not None and cur[i].any()]
+        iou = np.zeros((len(live), n), dtype=np.float32)
+        on = np.zeros((len(live), n), dtype=bool)  # the track's mask lies on the detection
+        if visible and n:
+            rows = [live.index(i) for i in visible]
+            if masks is not None:
+                tm = np.stack([cur[i] for i in visible])
+                iou[rows] = masks_iou(tm, masks)
+                on[rows] = _contain(masks, tm).T >= 0.8
+            else:
+                iou[rows] = box_iou(np.stack([mask_box(cur[i]) for i in visible]), boxes)
+            on[rows] |= iou[rows] >= cfg.iou_threshold
+            on &= iou >= 0.3
+        gone = [i for i, o in self.objects.items() if not o.live and not o.forgotten]
+        cand = live + gone
+        sim = self.similarity(cand, emb, n)
+        look = self._unambiguous(sim, self._look_candidates(frame_idx, cand, dets, sim))
 
-        # 1. objects being tracked: IoU with the propagated mask (appearance may veto), or
-        #    appearance alone with the same label
+        # 1. objects being tracked: IoU with the propagated mask and the same label (refused
+        #    when another id explains the detection by look), or look + place alone
         if live and n:
-            iou = np.zeros((len(live), n), dtype=np.float32)
-            if visible:
-                rows = [live.index(i) for i in visible]
-                if masks is not None:
-                    iou[rows] = masks_iou(np.stack([cur[i] for i in visible]), masks)
-                else:
-                    iou[rows] = box_iou(np.stack([mask_box(cur[i]) for i in visible]), boxes)
-            sim = self.similarity(live, emb, n)
-            known = ~np.isnan(sim)
-            s0 = np.where(known, sim, 0.0)
+            s_live, known = sim[: len(live)], ~np.isnan(sim[: len(live)])
             same = np.array([[self.objects[i].label == lab for lab in dets.labels] for i in live])
-            by_iou = (iou >= cfg.iou_threshold) & (~known | (sim >= cfg.veto_threshold))
-            by_look = known & same & (sim >= cfg.reid_threshold)
-            score = np.where(by_iou | by_look, 1.0 + iou + s0, 0.0)
-            for j, r in _assign(score, 1.0).items():
+            rival = np.zeros((len(live), n), bool)
+            for r in range(len(live)):
+                others = np.delete(np.where(look, sim, -np.inf), r, axis=0)
+                best = others.max(0) if len(others) else np.full(n, -np.inf)
+                worse = (s_live[r] < cfg.veto_threshold) | (best - s_live[r] >= 2 * cfg.ambiguity)
+                rival[r] = np.isfinite(best) & known[r] & worse
+            by_iou = same & (iou >= cfg.iou_threshold) & ~rival
+            by_look = look[: len(live)]
+            score = np.where(by_iou | by_look, 1.0 + iou + np.where(known, s_live, 0.0), 0.0)
+            # the propagated mask drifted off but the detection is where the object's motion
+            # since its last detection puts it, and its look does not say otherwise
+            for r, i in enumerate(live):
+                for j in range(n):
+                    if score[r, j] or not same[r, j] or rival[r, j]:
+                        continue
+                    if known[r, j] and s_live[r, j] < cfg.veto_threshold:
+                        continue
+                    m = self._motion_score(self.objects[i], frame_idx, boxes[j])
+                    score[r, j] = 1.0 + 0.5 * m if m > 0 else 0.0
+            pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
+            for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
 
-        # 2. a second detection of an already-claimed thing (another label, a duplicate box)
+        # 2. a second detection of an already-claimed thing (another label, a duplicate box,
+        #    a box mostly inside a tracked object's mask)
         claimed = [j for j in range(n) if ids[j] is not None]
         for j in range(n):
             if ids[j] is None:
@@ -315,84 +483,171 @@ class IdBook:
                 if dup is not None:
                     ids[j] = ids[dup]
 
-        # 3. returning objects: appearance (any position), else last position; same label
+        # 3. returning objects: look + place (unambiguous), else last position; same label
         open_dets = [j for j in range(n) if ids[j] is None]
-        gone = [i for i, o in self.objects.items() if not o.live]
         if open_dets and gone:
             score = np.zeros((len(gone), len(open_dets)), dtype=np.float32)
-            sim = self.similarity(gone, None if emb is None else emb[open_dets], len(open_dets))
             for r, i in enumerate(gone):
                 o = self.objects[i]
+                rr = len(live) + r
                 for c, j in enumerate(open_dets):
                     if o.label != dets.labels[j]:
                         continue
-                    if not np.isnan(sim[r, c]):
-                        if sim[r, c] >= cfg.reid_threshold:
-                            score[r, c] = 1.0 + sim[r, c]
-                    elif o.last_mask is not None:
-                        score[r, c] = self._position_score(o.last_mask, j, boxes, masks)
+                    if not np.isnan(sim[rr, j]) and look[rr, j]:
+                        score[r, c] = 1.0 + sim[rr, j]
+                    elif np.isnan(sim[rr, j]) and o.box is not None:
+                        score[r, c] = self._position_score(o.box, boxes[j])
+                    elif sim[rr, j] >= cfg.veto_threshold and o.box is not None:
+                        score[r, c] = 0.5 * self._motion_score(o, frame_idx, boxes[j])
             for c, r in _assign(score, 1e-6).items():
                 j, i = open_dets[c], gone[r]
                 ids[j] = i
                 plan.start[i] = j
                 plan.revived.add(i)
 
-        # 4. the rest are new objects (highest score first; duplicates among them merged)
+        # 4. the rest are new objects (highest score first; duplicates of fresh starts and of
+        #    objects being tracked merged)
         for j in sorted((j for j in range(n) if ids[j] is None), key=lambda j: -dets.scores[j]):
             dup = self._duplicate_of(j, list(plan.start.values()), boxes, masks)
             if dup is not None:
                 ids[j] = ids[dup]
                 continue
+            inside = self._inside_track(j, cur, masks, dets.labels[j])
+            if inside is not None:
+                ids[j] = inside
+                continue
             ids[j] = self._new(dets.labels[j])
             plan.start[ids[j]] = j
 
-        # 5. missed objects: keep for a while, retire when gone, or when their mask now sits
-        #    on another object's fresh detection (one object, one live track)
+        # 5. missed objects: keep while their mask looks like them and not for too long;
+        #    retire when gone, or when their mask now sits on another object's fresh
+        #    detection (one object, one live track; ``moved`` remembers whose)
+        keep = cfg.frames(cfg.keep_seconds)
         for i in live:
             if i in plan.reseed:
                 continue
             o = self.objects[i]
-            o.misses += 1
             empty = cur[i] is None or not cur[i].any()
-            taken = False
+            taken = None
             if not empty and n:
-                ov = (
-                    masks_iou(cur[i][None], masks)[0]
-                    if masks is not None
-                    else box_iou(mask_box(cur[i])[None], boxes)[0]
-                )
-                taken = bool((ov >= cfg.iou_threshold).any())
+                r = live.index(i)
+                hit = np.flatnonzero(on[r])
+                if len(hit):
+                    taken = ids[int(hit[np.argmax(iou[r, hit])])]
+            if taken is not None:
+                plan.moved[taken] = i
             # an object seen on one keyframe only may be a false detection: no second chance
-            patience = cfg.keep_missed if o.hits > 1 else 0
-            if empty or taken or o.misses > patience:
+            patience = keep if o.hits > 1 else 0
+            bad = o.low_since is not None and frame_idx - o.low_since >= min(keep, cfg.fps / 2)
+            if empty or taken is not None or bad or frame_idx - o.last_detected > patience:
                 plan.retire.append(i)
-        self.retire(plan.retire)
+        for i, r in list(plan.moved.items()):
+            if i == r or i not in plan.prompted:
+                del plan.moved[i]
+        for r in live:  # swaps: an id re-seeded from a detection another live track sat on
+            if r in plan.reseed:
+                j = plan.reseed[r]
+                for i in live:
+                    if i != r and on[live.index(i), j]:
+                        plan.moved.setdefault(r, i)
+        for i in plan.retire:
+            self.objects[i].live = False
+            self.objects[i].low_since = None
 
         # 6. bookkeeping for the prompted ones
         for i, j in plan.prompted.items():
             o = self.objects[i]
+            self._update_motion(o, boxes[j], frame_idx)
             o.live = True
-            o.misses = 0
             o.hits += 1
-            self._remember(i, None if emb is None else emb[j])
+            o.low_since = None
+            clean = masks is None or not any(
+                k != j and masks_iou(masks[k][None], masks[j][None])[0, 0] > 0.1 for k in range(n)
+            )
+            self._remember(i, None if emb is None else emb[j], clean)
             if masks is not None and masks[j].any():
-                o.last_mask = masks[j]
-                o.last_seen = frame_idx
+                o.area = (
+                    float(masks[j].sum())
+                    if o.area == 0
+                    else 0.7 * o.area + 0.3 * float(masks[j].sum())
+                )
         for j in range(n):
             o = self.objects[ids[j]]
             o.score = max(o.score, float(dets.scores[j]))
         plan.ids = [int(i) for i in ids]
+        self._forget()
         return plan
 
-    def _position_score(self, last_mask, j, boxes, masks) -> float:
-        cfg = self.config
-        b = float(box_iou(mask_box(last_mask)[None], boxes[j : j + 1])[0, 0])
-        m = 0.0
-        if masks is not None and masks[j].shape == last_mask.shape:
-            m = float(masks_iou(last_mask[None], masks[j : j + 1])[0, 0])
-        if m >= cfg.iou_threshold or b >= cfg.box_iou_threshold:
-            return max(m, b)
-        return 0.0
+    def _unswap(self, frame_idx, live, pairs: dict[int, int], sim, dets) -> dict[int, int]:
+        """Exchange the detections of two same-label tracks when their looks say so together:
+        the crossed pairing is more similar by ``4 * ambiguity`` in sum (an absolute threshold
+        misses this when every view is noisy) and each is plausible where the other was."""
+        gain_min = 4 * self.config.ambiguity
+        while True:
+            best, pick = gain_min, None
+            items = list(pairs.items())
+            for x, (j1, r1) in enumerate(items):
+                for j2, r2 in items[x + 1 :]:
+                    if self.objects[live[r1]].label != self.objects[live[r2]].label:
+                        continue
+                    g = sim[r1, j2] + sim[r2, j1] - sim[r1, j1] - sim[r2, j2]
+                    if np.isfinite(g) and g > best:
+                        best, pick = float(g), (j1, r1, j2, r2)
+            if pick is None:
+                return pairs
+            j1, r1, j2, r2 = pick
+            ok1 = self.plausible(live[r1], frame_idx, dets.boxes[[j2]])[0]
+            ok2 = self.plausible(live[r2], frame_idx, dets.boxes[[j1]])[0]
+            if not (ok1 and ok2):
+                return pairs
+            pairs[j1], pairs[j2] = r2, r1
+
+    def _update_motion(self, o: Identity, box: np.ndarray, frame_idx: int) -> None:
+        box = np.asarray(box, np.float32)
+        if o.det_box is not None and frame_idx > o.last_detected and o.live:
+            v = (_centre(box) - _centre(o.det_box)) / (frame_idx - o.last_detected)
+            o.velocity = v if o.velocity is None else 0.5 * o.velocity + 0.5 * v
+        o.det_box, o.last_detected = box, frame_idx
+        o.box, o.last_seen = box, frame_idx
+        o.exited = self._at_edge(box)
+
+    def _motion_score(self, o: Identity, frame_idx: int, box) -> float:
+        """In (0, 1] when ``box`` is close to where ``o`` would be now (its last detected box,
+        or last seen box once retired, moved on by its velocity: within half its size) and of
+        a similar size, less than ``keep_seconds`` after that; else 0."""
+        last, seen = (o.det_box, o.last_detected) if o.live else (o.box, o.last_seen)
+        if last is None:
+            return 0.0
+        dt = frame_idx - seen
+        if dt > self.config.frames(self.config.keep_seconds) or o.velocity is None:
+            return 0.0
+        ref = o.det_box if o.det_box is not None else last
+        pred = _centre(last) + o.velocity * dt
+        d = float(np.linalg.norm(_centre(box) - pred))
+        size, ratio = _size(ref), _size(box) / _size(ref)
+        if d > 0.5 * size or not 0.5 <= ratio <= 2.0:
+            return 0.0
+        return 1.0 - d / (0.5 * size) + 1e-3
+
+    def _position_score(self, last_box, box) -> float:
+        b = float(box_iou(last_box[None], box[None])[0, 0])
+        return b if b >= self.config.box_iou_threshold else 0.0
+
+    def _inside_track(self, j, cur, masks, label: str) -> int | None:
+        """A tracked object of this label whose propagated mask covers most of detection
+        ``j``'s mask (a second box on it)."""
+        if masks is None:
+            return None
+        ids = [
+            i
+            for i, m in cur.items()
+            if m is not None and m.any() and self.objects[i].label == label
+        ]
+        if not ids:
+            return None
+        cover = _contain(np.stack([cur[i] for i in ids]), masks[j : j + 1])[:, 0]
+        k = int(cover.argmax())
+        return ids[k] if cover[k] >= 0.7 else None
 
     def _duplicate_of(self, j, others, boxes, masks) -> int | None:
         others = [k for k in others if k != j]

@@ -80,10 +80,11 @@ def choose_compile(compile: str | bool, device, supported: bool) -> bool:
         return device.type == "cuda" and supported
     if compile in (True, "on", "true", 1):
         if not supported:
+            from helpers.install import SAM2_INSTALL
+
             raise InputError(
-                "This sam2 has no compiled video predictor (vos_optimized); update it "
-                "(pip install -U 'git+https://github.com/facebookresearch/sam2') or use "
-                "compile=False."
+                "This sam2 has no compiled video predictor (vos_optimized); install the "
+                f"release this project uses (`{SAM2_INSTALL}`) or use compile=False."
             )
         return True
     if compile in (False, "off", "false", 0, None):
@@ -729,10 +730,16 @@ def keyframe_features(
     features under the mask. With the propagation's ``session`` (frames in memory) and the
     keyframe's global ``frame`` number, the features propagation computed on that frame are
     reused, so a keyframe costs no second encoder pass. The transformers backend has no image
-    path here: (masks, None).
+    path for masks here: its embeddings pool the vision encoder's output under the detector's
+    masks, else the boxes.
     """
-    if tracker.backend != "sam2" or len(boxes) == 0:
+    if len(boxes) == 0 or tracker.backend not in ("sam2", "transformers"):
         return masks, None
+    if tracker.backend == "transformers":
+        if tracker.processor is None:
+            return masks, None
+        where = masks if masks is not None else _box_masks(boxes, image.shape[:2])
+        return masks, pool_features(_tf_image_embedding(tracker, image), where)
     import torch
 
     reuse = session is not None and frame is not None and session.in_memory
@@ -764,6 +771,30 @@ def pool_features_torch(features, masks: np.ndarray) -> np.ndarray:
     out = (wgt @ feats.reshape(c, -1).T) / total.clamp_min(1e-12)
     out = torch.where(total > 1e-6, out, torch.zeros_like(out))
     return normalize_rows(out.cpu().numpy())
+
+
+def _box_masks(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Bool masks [N,H,W] filling each xyxy box."""
+    out = np.zeros((len(boxes), *hw), dtype=bool)
+    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 4)):
+        out[
+            k,
+            max(0, int(y0)) : max(0, int(np.ceil(y1))),
+            max(0, int(x0)) : max(0, int(np.ceil(x1))),
+        ] = True
+    return out
+
+
+def _tf_image_embedding(tracker: VideoTracker, image: np.ndarray) -> np.ndarray:
+    """The transformers Sam2 vision encoder's image embedding [C,h,w] of one RGB frame."""
+    import torch
+
+    pixels = tracker.processor(images=image, return_tensors="pt")["pixel_values"]
+    model = tracker.predictor
+    pixels = pixels.to(tracker.device, dtype=next(model.parameters()).dtype)
+    with torch.inference_mode():
+        embed = model.get_image_embeddings(pixels)[-1]
+    return embed[0].float().cpu().numpy()
 
 
 def _click_point(box: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -803,6 +834,25 @@ def _chunk_folder(frames, first: int, end: int, root: Path) -> Path:
     return sub
 
 
+def _object_scores(tracker: VideoTracker, state, t: int) -> dict[int, float]:
+    """id -> SAM 2's object score logit on local frame ``t`` (> 0: the object is there), as
+    the state keeps it; {} when it does not."""
+    try:
+        if tracker.backend == "sam2":
+            per_obj, name = state["output_dict_per_obj"], state["obj_idx_to_id"].get
+        else:
+            per_obj, name = state.output_dict_per_obj, state._obj_idx_to_id.get
+        out = {}
+        for idx, d in per_obj.items():
+            o = d["non_cond_frame_outputs"].get(t) or d["cond_frame_outputs"].get(t)
+            logit = None if o is None else o.get("object_score_logits")
+            if logit is not None and name(idx) is not None:
+                out[int(name(idx))] = float(logit.reshape(-1)[0])
+        return out
+    except (KeyError, AttributeError, TypeError):
+        return {}
+
+
 class Sam2Session:
     """One inference state over frames ``first..end-1``; frame numbers are global.
 
@@ -826,10 +876,13 @@ class Sam2Session:
                 raise NewIdRefused(str(e)) from None
             raise
 
+    object_scores: dict[int, float] = {}  # SAM 2's object score logits on the latest frame
+
     def propagate(self, a: int, b: int, reverse: bool = False):
         for t, masks in _propagate(
             self.tracker, self.state, a - self.first, b - self.first, reverse
         ):
+            self.object_scores = _object_scores(self.tracker, self.state, t)
             yield t + self.first, masks
 
     def remove(self, ids) -> bool:

@@ -15,14 +15,17 @@ How it works (``track_video``):
    gives each box a mask and an appearance embedding (image-encoder features under the mask).
    ``identity.IdBook`` decides who is who: tracked objects that were detected are re-seeded
    from the fresh detection (drift cannot build up), tracked objects the detector missed are
-   kept for ``keep_missed`` keyframes and then retired from the SAM 2 state (their ids stay),
-   detections of retired objects get their old id back by appearance wherever they reappear,
-   and only the rest get new ids. With ``backfill`` a new object is also tracked backwards to
-   the previous keyframe.
+   kept for a while (``keep_missed`` keyframes' worth of seconds, while their masks look
+   right) and then retired from the SAM 2 state (their ids stay), detections of retired
+   objects get their old id back by appearance where they could plausibly be, and only the
+   rest get new ids. When a keyframe shows that two tracks swapped objects, or that a lost
+   track re-acquired another object, the frames since the previous keyframe get their right
+   ids back (``repair``). With ``backfill`` a new object is also tracked backwards to the
+   previous keyframe.
 4. Masks leave the device once per frame; a writer thread (``drain_in_worker``) encodes them
    as compressed COCO RLE, builds the JSON records, draws the annotated MP4 and releases the
    frames, so propagation never waits for outputs. The MP4 and ``tracks.json`` are written
-   atomically.
+   atomically (long videos: masks in ``masks.json.xz``, see ``helpers.textseg.track_masks``).
 
 The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
 ``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->
@@ -207,7 +210,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                     for t, last in session.propagate(nxt, stop):
                         last = {i: m for i, m in last.items() if i in book.objects}
                         out[t] = last
-                        book.observe(t, last)
+                        _observe(book, t, last, session)
                         bar.update(1)
                 else:
                     last = {}
@@ -219,16 +222,115 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                 break
             dets = keyframe_fn(k)
             plan = book.keyframe(k, last, dets)
+            if plan.moved:
+                repair(out, plan.moved, prev_key + 1, k)
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
                 out[k] = last
-                book.observe(k, last)
+                _observe(book, k, last, session)
             if opts.backfill and plan.start and k > max(prev_key, first):
                 _backfill(session, k, max(prev_key + 1, first), set(plan.start), out)
             prev_key = k
     finally:
         session.close()
     return out, last
+
+
+def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> None:
+    """Tell the book where each object is on frame ``t`` (boxes and areas from the masks, and
+    SAM 2's object scores when the session keeps them)."""
+    boxes, areas = {}, {}
+    for i, m in masks.items():
+        if book.frame_hw is None:
+            book.frame_hw = tuple(int(v) for v in np.shape(m)[-2:])
+        b, a = _box_area(m)
+        if a:
+            boxes[i], areas[i] = b, a
+    book.observe(t, boxes, areas, getattr(session, "object_scores", None))
+
+
+def _box_area(m) -> tuple[np.ndarray, float]:
+    """(xyxy box, area) of a bool mask or a COCO RLE, read on every ``s``-th pixel of large
+    masks (identity needs a few pixels' precision, not the full-resolution cost)."""
+    if isinstance(m, dict):
+        from helpers.textseg.render import rle_area, rle_bbox
+
+        x, y, w, h = rle_bbox(m)
+        return np.array([x, y, x + w, y + h], np.float32), float(rle_area(m))
+    m = np.asarray(m)
+    s = max(1, max(m.shape[-2:]) // 240)
+    v = m[::s, ::s]
+    a = float(np.count_nonzero(v)) * s * s
+    if not a:
+        return np.zeros(4, np.float32), 0.0
+    return mask_box(v) * s, a
+
+
+def _empty(m) -> bool:
+    return m is None or _box_area(m)[1] == 0
+
+
+def _box_iou_rle(a, b) -> float:
+    return float(box_iou(_box_area(a)[0][None], _box_area(b)[0][None])[0, 0])
+
+
+def _rle_box(m) -> np.ndarray:
+    return _box_area(m)[0]
+
+
+def _continuity(out, frames, ids) -> dict[int, int]:
+    """Follow ``ids`` frame to frame by box overlap and relabel ``out`` in place where two
+    tracks exchanged objects (a mask that jumps onto the object another track was on); returns
+    raw id -> corrected id on the last frame."""
+    name = {i: i for i in ids}  # raw id on this frame -> corrected id
+    prev: dict[int, np.ndarray] = {}  # corrected id -> box on the previous frame
+    for t in frames:
+        raw = {i: out[t][i] for i in ids if not _empty(out[t].get(i))}
+        cur = {i: _rle_box(r) for i, r in raw.items()}
+        seen = [c for c in prev if c in name.values()]
+        if seen and cur:
+            rs = list(cur)
+            iou = box_iou(np.stack([prev[c] for c in seen]), np.stack([cur[i] for i in rs]))
+            from scipy.optimize import linear_sum_assignment
+
+            rows, cols = linear_sum_assignment(iou, maximize=True)
+            for r_, c_ in zip(rows, cols):
+                own = list(seen).index(name[rs[c_]]) if name[rs[c_]] in seen else None
+                stay = iou[own, c_] if own is not None else 0.0
+                if iou[r_, c_] >= 0.5 and iou[r_, c_] > stay + 0.3:
+                    old = name[rs[c_]]
+                    other = next(k for k, v in name.items() if v == seen[r_])
+                    name[rs[c_]], name[other] = seen[r_], old
+        for i in raw:
+            out[t].pop(i)
+        for i, r in raw.items():
+            out[t][name[i]] = r
+            prev[name[i]] = cur[i]
+    return name
+
+
+def repair(out: dict[int, dict[int, dict]], moved: dict[int, int], a: int, b: int) -> None:
+    """Give frames a..b-1 back their right ids after the keyframe ``b`` found that id ``r``'s
+    propagated mask sat on object ``i`` (``moved[i] = r``): tracks that exchanged objects
+    (crossings) are followed frame to frame by overlap; a wrong re-acquisition (``r``'s masks
+    after its last empty frame belong to ``i``) is relabelled from there."""
+    frames = [t for t in range(a, b) if t in out]
+    if not frames:
+        return
+    ids = sorted(set(moved) | set(moved.values()))
+    trial = {t: dict(out[t]) for t in frames}
+    name = _continuity(trial, frames, ids)
+    agree = sum(name.get(r) == i for i, r in moved.items())
+    if agree and 2 * agree >= len(moved):
+        out.update(trial)
+        return
+    for i, r in moved.items():  # wrong re-acquisitions
+        gaps = [t for t in frames if _empty(out[t].get(r))]
+        if not gaps or any(not _empty(out[t].get(i)) for t in frames if t > gaps[-1]):
+            continue
+        for t in frames:
+            if t > gaps[-1] and r in out[t]:
+                out[t][i] = out[t].pop(r)
 
 
 def _backfill(session, k, a, ids, out):
@@ -475,8 +577,10 @@ def track_video(
     frames; SAM 2 (``tracker``) propagates masks in between. ``prompt_type``: how new objects
     prompt SAM 2 ("box", "point" = one positive click inside the object, "mask"); tracked
     objects are re-seeded from their fresh detection's mask. An object the detector misses is
-    kept for ``keep_missed`` keyframes, then retired; a returning object gets its old id back
-    when its appearance matches (cosine >= ``reid_threshold``, same label). ``backfill``
+    kept for ``keep_missed`` keyframes' worth of time (``keep_missed * detect_every`` frames)
+    while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
+    gets its old id back when its appearance matches (cosine >= ``reid_threshold``, same
+    label, without a rival as close) where it could plausibly be. ``backfill``
     also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
     (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
     ``detect_fn(image) -> sv.Detections`` replaces the detector when given. ``offload``
@@ -496,8 +600,9 @@ def track_video(
         box_iou_threshold,
         tracker,
         reid_threshold=reid_threshold,
-        keep_missed=keep_missed,
     )
+    if int(keep_missed) < 0:
+        raise InputError(f"keep_missed must be >= 0 keyframes, got {keep_missed}.")
     if detect_fn is None:
         from helpers.textseg import detect as det
 
@@ -521,7 +626,7 @@ def track_video(
         source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
     ) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
-        book = IdBook(config)
+        book = IdBook(identity_config(config, keep_missed, detect_every, frames.fps))
         from helpers.textseg.sam2_video import choose_offload
 
         side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
@@ -556,6 +661,15 @@ def track_video(
             bar.close()
         out.timings.update(timings)
     return out
+
+
+def identity_config(config: IdentityConfig, keep_missed, detect_every, fps) -> IdentityConfig:
+    """``config`` at the video's frame rate; ``keep_missed`` keyframes at ``detect_every``
+    become a duration in seconds (what the identity rules use)."""
+    from dataclasses import replace
+
+    fps = float(fps) if fps and fps > 0 else 30.0
+    return replace(config, fps=fps, keep_seconds=int(keep_missed) * int(detect_every) / fps)
 
 
 @contextlib.contextmanager
@@ -622,7 +736,6 @@ def write_outputs(
     draw on (default: from the JPEG frame folder ``frames``)."""
     import time
 
-    from helpers.files import atomic_write_json
     from helpers.textseg import media
     from helpers.textseg import render as rnd
 
@@ -655,8 +768,7 @@ def write_outputs(
     track_s = time.perf_counter() - t1
     timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
     video = (frames.fps, frames.width, frames.height, frames.num_frames)
-    doc = tracks_document(records, book, prompt, video, settings)
-    json_path = atomic_write_json(out_dir / "tracks.json", doc, indent=None)
+    json_path = write_tracks(out_dir, records, book, prompt, video, settings)
     return TrackResult(
         masks=store,
         labels=dict(book.labels),
@@ -669,6 +781,24 @@ def write_outputs(
         height=frames.height,
         timings=timings,
     )
+
+
+def write_tracks(out_dir: Path, records, book: IdBook, prompt: str, video, settings) -> Path:
+    """``tracks.json`` (masks inside), or for videos over ``track_masks.COMPACT_AFTER``
+    frames ``tracks.json`` without masks + ``masks.json.xz`` (see ``helpers.textseg.track_masks``)."""
+    from helpers.files import atomic_write_json
+    from helpers.textseg import track_masks
+
+    out_dir = Path(out_dir)
+    masks_ref = None
+    if len(records) > track_masks.COMPACT_AFTER:
+        records = [{**r, "objects": [dict(o) for o in r["objects"]]} for r in records]
+        track_masks.write_masks(out_dir / track_masks.MASKS_FILE, records, video[2:0:-1])
+        masks_ref = {"file": track_masks.MASKS_FILE, "format": track_masks.FORMAT}
+    doc = tracks_document(records, book, prompt, video, settings)
+    if masks_ref:
+        doc["masks"] = masks_ref
+    return atomic_write_json(out_dir / "tracks.json", doc, indent=None)
 
 
 class _Abort(Exception):

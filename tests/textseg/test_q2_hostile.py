@@ -343,8 +343,8 @@ def test_sigterm_during_track_is_like_ctrl_c(tmp_path):
     from helpers.textseg import media
 
     videos = []
-    for k, n in enumerate((2, 120)):
-        frames = [np.full((64, 80, 3), 50 + i, np.uint8) for i in range(n)]
+    for k, n in enumerate((2, 300)):
+        frames = [np.full((64, 80, 3), 50 + i % 150, np.uint8) for i in range(n)]
         videos.append(media.write_video(frames, tmp_path / f"v{k}.mp4", fps=10))
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -356,8 +356,8 @@ def test_sigterm_during_track_is_like_ctrl_c(tmp_path):
     try:
         t_end = time.monotonic() + 240
         while time.monotonic() < t_end and proc.poll() is None:
-            if (out / "v0" / "job.json").is_file() and any(tmp.glob("track_*/frames/*.jpg")):
-                break  # the first video is done, the second is being tracked
+            if (out / "v0" / "job.json").is_file():
+                break  # the first video is done, the second (300 frames) is being tracked
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
         proc.send_signal(signal.SIGTERM)
@@ -367,7 +367,9 @@ def test_sigterm_during_track_is_like_ctrl_c(tmp_path):
             proc.kill()
     assert proc.returncode == 130, err.decode()[-2000:]
     assert "interrupted" in err.decode()
-    assert not list(tmp.glob("track_*")), list(tmp.rglob("*"))[:5]  # frames removed
+    # no decoded frames left behind (video files are decoded in memory; frame folders that
+    # must be made, e.g. for the transformers backend, are temporary)
+    assert not list(tmp.glob("track_*")) and not list(tmp.glob("frames_*")), list(tmp.rglob("*"))[:5]
     assert (out / "v0" / "tracks.json").is_file() and (out / "v0" / "job.json").is_file()
 
 

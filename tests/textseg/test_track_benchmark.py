@@ -1,5 +1,7 @@
-"""benchmarks/q2_tracking.py: the quick mode runs and ours beats the Grounded-SAM-2-style
-baseline; compressed-RLE memory for a long 1080p video stays within its targets."""
+"""benchmarks/q2_tracking.py: on the harder scenes (re-acquiring stand-in propagation, distinct,
+look-alike and noisy appearance, detection every 30 frames, two seeds) ours keeps the issue's
+targets against the Grounded-SAM-2-style baseline; the first, kinder scenes still pass; masks of a long
+1080p video stay within their memory and disk bounds."""
 
 import json
 import subprocess
@@ -10,31 +12,50 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def test_quick_mode_scores_both_policies(tmp_path):
+def _bench(tmp_path, *flags):
     out = tmp_path / "q2_tracking.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "q2_tracking.py"), "--quick", "--memory",
-         "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, str(ROOT / "benchmarks" / "q2_tracking.py"), *flags, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    res = json.loads(out.read_text())
-    scenes = ["reenter_elsewhere", "occlusion_motion", "crossing_swaps", "OVERALL"]
-    for policy in ("ours", "baseline"):
-        assert list(res[policy]) == scenes
-        assert all(0 <= res[policy][s]["idf1"] <= 1 for s in scenes)
-    ours, base = res["ours"], res["baseline"]
-    assert all(ours[s]["idf1"] >= base[s]["idf1"] for s in scenes)
-    assert ours["OVERALL"]["idf1"] >= 0.9 and ours["OVERALL"]["idsw"] < base["OVERALL"]["idsw"]
-    assert "IDF1 ours" in proc.stdout and res["memory"]["frames"] == 20
+    return json.loads(out.read_text()), proc.stdout
 
 
-def test_compressed_rle_memory_for_1800_frames_at_1080p():
-    """40 frames x 5 objects measured, scaled to 1,800 frames (memory grows linearly)."""
+def test_quick_variant_holds_the_identity_targets(tmp_path):
+    res, stdout = _bench(tmp_path, "--quick")
+    conds = res["conditions"]
+    assert list(conds) == ["distinct@30", "lookalike@30", "noisy@30"] and res["seeds"] == [0, 1]
+    scenes = ["swap_behind_wall", "away_60_opposite_edge", "three_lookalikes_crossing",
+              "false_boxes_beside", "crowd_of_eight", "long_occlusion_newcomer", "OVERALL"]  # fmt: skip
+    for r in conds.values():
+        assert list(r["ours"]) == scenes and list(r["baseline"]) == scenes
+        # MOTA never below the baseline's on any scene
+        assert all(r["ours"][s]["mota"] >= r["baseline"][s]["mota"] for s in scenes), r
+    ours = {c: r["ours"]["OVERALL"] for c, r in conds.items()}
+    base = {c: r["baseline"]["OVERALL"] for c, r in conds.items()}
+    assert ours["distinct@30"]["idf1"] >= 0.95 and ours["lookalike@30"]["idf1"] >= 0.90, ours
+    for c in conds:  # ID switches <= 1/3 of the baseline's at every appearance level
+        assert ours[c]["idsw"] <= base[c]["idsw"] / 3, (c, ours[c], base[c])
+    assert ours["noisy@30"]["idf1"] >= 0.85 and base["noisy@30"]["idf1"] < 0.7
+    assert all(res["targets_met"].values()), res["targets_met"]
+    assert "IDF1 ours" in stdout and "targets: 8/8 met" in stdout
+
+
+def test_first_easy_scenes_still_pass(tmp_path):
+    res, _ = _bench(tmp_path, "--easy")
+    assert all(res["targets_met"].values()), res["targets_met"]
+    assert res["conditions"]["distinct@10"]["ours"]["OVERALL"]["idf1"] >= 0.95
+
+
+def test_masks_of_1800_wavy_frames_at_1080p_fit_memory_and_disk():
+    """40 frames x 5 wavy objects with holes measured, scaled to 1,800 frames (both grow
+    linearly): <= 50 MiB held, <= 10 MB on disk (tracks.json + masks.json.xz)."""
     import q2_tracking
 
     res = q2_tracking.memory(40)
     scale = 1800 / 40
-    assert res["held_mib"] * scale <= 100  # target: <= 100 MB held
-    assert res["json_mib"] * scale <= 10  # target: <= 10 MB of tracks.json
-    assert res["plain_lists_mib_estimate"] > 5 * res["held_mib"]
+    assert res["held_mib"] * scale <= 50, res
+    assert res["compact_disk_mib"] * 2**20 * scale <= 10e6, res
+    # the compact file is what makes it fit: masks inside tracks.json would not
+    assert res["json_with_masks_mib"] * 2**20 * scale > 10e6, res
