@@ -146,4 +146,4 @@ def test_notebook_has_colab_forms():
     assert "widgets.colab_upload(" in code and "widgets.video_ui(" in code
     assert "runtime.cache_models_on_drive(" in code and "runtime.model_cache_sizes()" in code
     # the Drive cache is set before any model library is imported
-    assert code.index("runtime.cache_models_on_drive(") < code.index("from helpers import sam3")
+    assert code.index("runtime.cache_models_on_drive(") < code.index("from helpers.textseg import sam3")
