@@ -591,8 +591,22 @@ def cmd_track(args) -> dict | None:
     _refuse_unhonoured(args, "track")
     with sigterm_as_interrupt():
         if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            _check_tracks_owner(Path(args.out), videos[0])
             return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
         return _track_many(args, videos)
+
+
+def _check_tracks_owner(out: Path, video: str) -> None:
+    """One video's tracks go straight into ``--out``: never over another video's."""
+    from helpers.textseg.naming import source_key
+
+    doc = _read_json(out / "tracks.json")
+    owner = doc.get("settings", {}).get("source_path") if isinstance(doc, dict) else None
+    if owner and owner != source_key(video):
+        raise InputError(
+            f"--out {out} already holds the tracks of {owner}; choose another --out for "
+            f"{video} (or track both in one command: each video gets its own folder)."
+        )
 
 
 def _video_job(args, video: str) -> dict:

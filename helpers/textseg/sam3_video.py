@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.textseg import naming
 from helpers.textseg.sam3 import SAM3_HUB_ID
 from helpers.textseg.track import after_oom, is_oom
 
@@ -348,6 +349,7 @@ def track_video_sam3(
         "iou_threshold": float(iou_threshold),
         "tracker": f"sam3:{tracker.name}",
         "frames": "decoded (no JPEG round trip)",
+        "source_path": naming.source_key(source),  # which video these tracks are of
     }
     try:
         out = write_outputs(

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.textseg import naming
 from helpers.textseg.identity import (  # noqa: F401  (public names kept here for callers)
     Detections,
     IdBook,
@@ -652,6 +653,7 @@ def track_video(
             "tracker": f"{tracker.backend}:{tracker.size}",
             "offload": bool(offload),
             "frames_in_memory": hasattr(frames, "read"),
+            "source_path": naming.source_key(source),  # which video these tracks are of
         }
         try:
             out = write_outputs(

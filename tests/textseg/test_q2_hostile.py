@@ -241,6 +241,28 @@ def test_two_videos_one_stem_across_runs(tmp_path, capsys):
     assert [f["stem"] for f in res["files"]] == ["clip", "other0"]
 
 
+def test_one_video_never_tracked_over_another_videos_tracks(tmp_path, capsys):
+    """``track --video a/clip.mp4 --out O`` then ``b/clip.mp4`` into the same O: refused in one
+    line, a's tracks untouched; a's own re-run still goes into O."""
+    from helpers.textseg import media
+
+    out, videos = tmp_path / "o", []
+    for k, sub in enumerate(("a", "b")):
+        (tmp_path / sub).mkdir()
+        frames = [np.full((48, 64, 3), 60 + 40 * k, np.uint8)]
+        videos.append(media.write_video(frames, tmp_path / sub / "clip.mp4", fps=5))
+    argv = ["track", "--prompt", "ball", "--out", out, "--no-render", "--max-objects", "1", *FAST]
+    code, _, err = run_cli([*argv, "--video", videos[0]], capsys)
+    assert code == 0, err
+    before = (out / "tracks.json").read_bytes()
+    assert json.loads(before)["settings"]["source_path"] == str(videos[0])
+    code, _, err = run_cli([*argv, "--video", videos[1]], capsys)
+    assert code == 2 and "already holds the tracks of" in err and str(videos[0]) in err
+    assert (out / "tracks.json").read_bytes() == before
+    code, _, err = run_cli([*argv, "--video", videos[0]], capsys)
+    assert code == 0, err
+
+
 # --------------------------------------------------------------------------- folders
 
 
