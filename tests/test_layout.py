@@ -151,3 +151,60 @@ def test_no_import_circle_in_helpers():
     the SAM 2 commands' private checks); now the checks, the model cache and the track summary
     are modules of their own that both route commands import."""
     assert circles(import_graph()) == []
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+    return names
+
+
+def unresolved_imports(package: Path = PACKAGE) -> list[str]:
+    """``module: target`` for every ``helpers...`` import that names no module of the package
+    (nor a name its ``__init__`` defines): an import left behind by a move."""
+    files = module_files(package)
+    defined = {  # what each package's __init__ defines at its top level
+        name: _top_level_names(path) for name, path in files.items() if path.name == "__init__.py"
+    }
+    bad = []
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.split(".")[0] == "helpers"]
+                bad += [f"{name}: {t}" for t in targets if t not in files]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                base = node.module or ""
+                if base.split(".")[0] != "helpers":
+                    continue
+                if base not in files:
+                    bad.append(f"{name}: {base}")
+                    continue
+                for a in node.names:
+                    if f"{base}.{a.name}" not in files and base in defined:
+                        if a.name not in defined[base]:
+                            bad.append(f"{name}: {base}.{a.name}")
+    return bad
+
+
+def test_every_helpers_import_names_a_module_that_exists(tmp_path):
+    assert unresolved_imports() == []
+    pkg = tmp_path / "helpers"
+    (pkg / "textseg").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from helpers.errors import InputError\n")
+    (pkg / "errors.py").write_text("")
+    (pkg / "textseg" / "__init__.py").write_text("")
+    (pkg / "textseg" / "a.py").write_text(
+        "from helpers import InputError, naming\nfrom helpers.media import x\n"
+        "def f():\n    from helpers.textseg import a, gone\n"
+    )
+    assert sorted(unresolved_imports(pkg)) == [
+        "helpers.textseg.a: helpers.media",
+        "helpers.textseg.a: helpers.naming",
+        "helpers.textseg.a: helpers.textseg.gone",
+    ]
