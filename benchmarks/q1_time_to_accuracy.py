@@ -66,8 +66,9 @@ def plot_curve(history: list[dict], target: float, title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [r["elapsed_seconds"] / 60 for r in history]
-    acc = [r["val_acc"] * 100 for r in history]
+    scored = [r for r in history if r.get("val_acc") is not None]  # the validated epochs
+    t = [r["elapsed_seconds"] / 60 for r in scored]
+    acc = [r["val_acc"] * 100 for r in scored]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(t, acc, marker="o", markersize=3, label="val top-1")
     ax.axhline(target * 100, color="gray", linestyle="--", label=f"target {target * 100:.1f}%")
