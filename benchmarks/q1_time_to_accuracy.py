@@ -176,9 +176,11 @@ def main(argv=None) -> dict:
     print(f"\n{summary['device']} | preset {preset.name} | {summary['parameters']:,} params")
     print(f"{'epoch':>5} {'minutes':>8} {'val acc':>8} {'top-5':>7}")
     for r in history:
+        if r.get("val_acc") is None:  # a budgeted run leaves some epochs unvalidated
+            continue
         print(
             f"{r['epoch']:>5} {r['elapsed_seconds'] / 60:>8.2f} {r['val_acc'] * 100:>7.2f}% "
-            f"{r.get('val_top5', 0) * 100:>6.2f}%"
+            f"{(r.get('val_top5') or 0) * 100:>6.2f}%"
         )
     reached = (
         f"{summary['minutes_to_target']:.2f} min (epoch {summary['epoch_at_target']})"
