@@ -66,8 +66,9 @@ def plot_curve(history: list[dict], target: float, title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = [r["elapsed_seconds"] / 60 for r in history]
-    acc = [r["val_acc"] * 100 for r in history]
+    scored = [r for r in history if r.get("val_acc") is not None]  # the validated epochs
+    t = [r["elapsed_seconds"] / 60 for r in scored]
+    acc = [r["val_acc"] * 100 for r in scored]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(t, acc, marker="o", markersize=3, label="val top-1")
     ax.axhline(target * 100, color="gray", linestyle="--", label=f"target {target * 100:.1f}%")
@@ -175,9 +176,11 @@ def main(argv=None) -> dict:
     print(f"\n{summary['device']} | preset {preset.name} | {summary['parameters']:,} params")
     print(f"{'epoch':>5} {'minutes':>8} {'val acc':>8} {'top-5':>7}")
     for r in history:
+        if r.get("val_acc") is None:  # a budgeted run leaves some epochs unvalidated
+            continue
         print(
             f"{r['epoch']:>5} {r['elapsed_seconds'] / 60:>8.2f} {r['val_acc'] * 100:>7.2f}% "
-            f"{r.get('val_top5', 0) * 100:>6.2f}%"
+            f"{(r.get('val_top5') or 0) * 100:>6.2f}%"
         )
     reached = (
         f"{summary['minutes_to_target']:.2f} min (epoch {summary['epoch_at_target']})"
