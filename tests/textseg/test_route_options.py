@@ -176,13 +176,20 @@ def clip(tmp_path_factory):
     return media.write_video(frames, tmp_path_factory.mktemp("v") / "clip.mp4", fps=5)
 
 
-@pytest.mark.parametrize("option", list(TRACK_OPTIONS))
-@pytest.mark.parametrize("route", list(VIDEO_ROUTES))
+# the SAM 2 tracker's own options (detect-every, prompt type, re-id, ...) are tested with it in
+# tests/textseg/test_track.py; here the options after the route, and what SAM 3 refuses
+TRACK_CASES = [
+    (route, option)
+    for route in VIDEO_ROUTES
+    for option in TRACK_OPTIONS
+    if route != "detect-sam2" or option in ("side_by_side", "no_render")
+]
+
+
+@pytest.mark.parametrize(("route", "option"), TRACK_CASES)
 def test_every_track_option_works_or_is_refused_naming_the_route(
     route, option, clip, tmp_path, capsys
 ):
-    if route == "detect-sam2" and option not in ("side_by_side", "no_render"):
-        pytest.skip("the SAM 2 tracker's own options are covered by tests/textseg/test_track.py")
     argv = ["track", "--video", clip, "--prompt", "red square", "--out", tmp_path / "t"]
     code, res, err = run_cli([*argv, *VIDEO_ROUTES[route], *TRACK_OPTIONS[option]], capsys)
     if option in TRACK_REFUSED[route]:
