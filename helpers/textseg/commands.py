@@ -31,6 +31,8 @@ from helpers.textseg.command_checks import (
     image_stem,
     stop_if_failed,
 )
+from helpers.textseg.durations import KEEP_MISSED, KEEP_MISSED_HELP
+from helpers.textseg.durations import seconds as keep_seconds
 from helpers.textseg.model_cache import cached, seeded
 from helpers.textseg.track_summary import side_by_side, track_summary
 
@@ -146,9 +148,9 @@ def register(sub) -> None:
     )
     t.add_argument(
         "--keep-missed",
-        type=int,
-        default=2,
-        help="keyframes an undetected object keeps being tracked before it is retired (2)",
+        default=KEEP_MISSED,
+        metavar="DURATION",
+        help=KEEP_MISSED_HELP,
     )
     t.add_argument(
         "--backfill",
@@ -714,8 +716,7 @@ def _track_one(args) -> dict:
     prompt = check_prompt(args.prompt)
     check_threshold("iou-threshold", args.iou_threshold)
     check_threshold("reid-threshold", args.reid_threshold)
-    if args.keep_missed < 0:
-        raise InputError(f"--keep-missed must be >= 0 keyframes, got {args.keep_missed}.")
+    keep_seconds(args.keep_missed, 30.0)  # a bad duration fails before any model loads
     if args.prompt_type not in PROMPT_TYPES:
         raise InputError(
             f"unknown --prompt-type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}."

@@ -15,7 +15,7 @@ How it works (``track_video``):
    gives each box a mask and an appearance embedding (image-encoder features under the mask).
    ``identity.IdBook`` decides who is who: tracked objects that were detected are re-seeded
    from the fresh detection (drift cannot build up), tracked objects the detector missed are
-   kept for a while (``keep_missed`` keyframes' worth of seconds, while their masks look
+   kept for a while (``keep_missed``, in seconds or frames, while their masks look
    right) and then retired from the SAM 2 state (their ids stay), detections of retired
    objects get their old id back by appearance where they could plausibly be, and only the
    rest get new ids. When a keyframe shows that two tracks swapped objects, or that a lost
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError
-from helpers.textseg import naming
+from helpers.textseg import durations, naming
 from helpers.textseg.identity import (  # noqa: F401  (public names kept here for callers)
     Detections,
     IdBook,
@@ -565,7 +565,7 @@ def track_video(
     max_side: int | None = None,
     box_iou_threshold: float = 0.3,
     reid_threshold: float = 0.8,
-    keep_missed: int = 2,
+    keep_missed: float | str = durations.KEEP_MISSED,
     backfill: bool = False,
     frame_dir=None,
     detect_fn: Callable[[np.ndarray], Any] | None = None,
@@ -578,8 +578,8 @@ def track_video(
     frames; SAM 2 (``tracker``) propagates masks in between. ``prompt_type``: how new objects
     prompt SAM 2 ("box", "point" = one positive click inside the object, "mask"); tracked
     objects are re-seeded from their fresh detection's mask. An object the detector misses is
-    kept for ``keep_missed`` keyframes' worth of time (``keep_missed * detect_every`` frames)
-    while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
+    kept for ``keep_missed`` (seconds: ``2``, ``"1.5s"``; or frames: ``"45f"``, whatever the
+    detection cadence) while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
     gets its old id back when its appearance matches (cosine >= ``reid_threshold``, same
     label, without a rival as close) where it could plausibly be. ``backfill``
     also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
@@ -602,8 +602,7 @@ def track_video(
         tracker,
         reid_threshold=reid_threshold,
     )
-    if int(keep_missed) < 0:
-        raise InputError(f"keep_missed must be >= 0 keyframes, got {keep_missed}.")
+    durations.seconds(keep_missed, 30.0, "keep_missed")  # bad values fail before any work
     if detect_fn is None:
         from helpers.textseg import detect as det
 
@@ -627,7 +626,7 @@ def track_video(
         source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
     ) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
-        book = IdBook(identity_config(config, keep_missed, detect_every, frames.fps))
+        book = IdBook(identity_config(config, keep_missed, frames.fps))
         from helpers.textseg.sam2_video import choose_offload
 
         side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
@@ -647,7 +646,7 @@ def track_video(
             "prompt_type": prompt_type,
             "iou_threshold": iou_threshold,
             "reid_threshold": reid_threshold,
-            "keep_missed": int(keep_missed),
+            "keep_missed_s": round(book.config.keep_seconds, 3),
             "backfill": bool(backfill),
             "chunk_size": int(chunk_size),
             "tracker": f"{tracker.backend}:{tracker.size}",
@@ -665,13 +664,14 @@ def track_video(
     return out
 
 
-def identity_config(config: IdentityConfig, keep_missed, detect_every, fps) -> IdentityConfig:
-    """``config`` at the video's frame rate; ``keep_missed`` keyframes at ``detect_every``
-    become a duration in seconds (what the identity rules use)."""
+def identity_config(config: IdentityConfig, keep_missed, fps) -> IdentityConfig:
+    """``config`` at the video's frame rate, ``keep_missed`` (seconds, or ``"45f"`` frames)
+    as the seconds the identity rules use."""
     from dataclasses import replace
 
     fps = float(fps) if fps and fps > 0 else 30.0
-    return replace(config, fps=fps, keep_seconds=int(keep_missed) * int(detect_every) / fps)
+    keep = durations.seconds(keep_missed, fps, "keep_missed")
+    return replace(config, fps=fps, keep_seconds=keep)
 
 
 @contextlib.contextmanager

@@ -712,9 +712,11 @@ def video_ui(
     detect_every: int = DETECT_EVERY,
     default_detector: str | None = None,
     preloaded: dict[tuple[str, str], Any] | None = None,
+    keep_missed: str = "2s",
 ):
     """A form for video tracking: video path (or upload), prompt, detect-every, prompt type,
-    SAM 2 size; shows the annotated MP4 inline and a per-id summary.
+    SAM 2 size, how long a missed object is kept (seconds ``2s`` or frames ``45f``); shows the
+    annotated MP4 inline and a per-id summary.
 
     ``run_fn(source, prompt, detector, tracker, out_dir, **kw)`` returns a
     :class:`helpers.textseg.track.TrackResult` (default: ``track.track_video``). The video path is
@@ -770,6 +772,15 @@ def video_ui(
             description="Detector",
             style=_WIDE,
         ),
+        "keep_missed": w.Text(
+            value=str(keep_missed),
+            placeholder="2s or 45f",
+            description="Keep missed",
+            tooltip="how long an object the detector misses keeps being tracked: seconds (2s) "
+            "or frames (45f)",
+            style=_WIDE,
+            layout=w.Layout(width="200px"),
+        ),
         "run": w.Button(description="Track", button_style="primary", tooltip="Track the prompt"),
         **_progress_widgets(),
         "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
@@ -807,6 +818,10 @@ def video_ui(
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to track, e.g. 'car'.")
             source = _source()
+            from helpers.textseg import durations
+
+            keep = c["keep_missed"].value.strip()
+            durations.seconds(keep, 30.0, "Keep missed")  # before any model is loaded
             log = lambda msg: show_note(out, msg)  # noqa: E731
             detector = cache.get("detector", c["detector"].value, log)
             tracker = cache.get("tracker", c["size"].value, log)
@@ -820,6 +835,7 @@ def video_ui(
                 detect_every=int(c["detect_every"].value),
                 prompt_type=c["prompt_type"].value,
                 box_threshold=float(c["box_threshold"].value),
+                keep_missed=keep,
                 max_frames=max_frames,
             )
             elapsed = time.perf_counter() - t0
@@ -833,7 +849,7 @@ def video_ui(
         c["prompt"],
         _row(c["video"], c["upload"]),
         _row(c["detect_every"], c["prompt_type"], c["box_threshold"]),
-        _row(c["detector"], c["size"]),
+        _row(c["detector"], c["size"], c["keep_missed"]),
     ]
     title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
     return _panel(title, rows, c, state, cache, _run, "q2-video-form")

@@ -278,9 +278,14 @@ def test_video_ui_with_fake_tracker(tmp_path):
     ui.controls["video"].value = str(video)
     ui.controls["detect_every"].value = 5
     ui.controls["prompt_type"].value = "mask"
+    ui.controls["keep_missed"].value = "3 keyframes"  # not a duration: said before any model
+    ui.controls["run"].click()
+    assert "keyframes are no longer a unit" in ui.state["error"] and "tracker" not in seen
+    ui.controls["keep_missed"].value = "45f"
     ui.controls["run"].click()
     assert ui.state["error"] is None, ui.state["error"]
     assert seen["detect_every"] == 5 and seen["prompt_type"] == "mask"
+    assert seen["keep_missed"] == "45f"
     assert seen["tracker"] == "trk:tiny"
     outs = list(ui.controls["output"].outputs)
     assert any("video/mp4" in o["data"].get("text/html", "") for o in outs)
