@@ -173,6 +173,9 @@ class Identity:
     hits: int = 0  # keyframes with a matching detection
     low_since: int | None = None  # first frame of the current run of bad masks (quality)
     forgotten: bool = False  # dropped from re-identification (``max_retired``)
+    slide: float | None = None  # how fast its propagated mask slid off it: share of its size
+    # lost per frame, measured against its last detection (``_outlasts``)
+    span: int = 0  # frames that measure covered
 
 
 @dataclass
@@ -473,6 +476,7 @@ class IdBook:
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
+                self._measure_slide(self.objects[live[r]], frame_idx, float(iou[r, j]))
 
         # 2. a second detection of an already-claimed thing (another label, a duplicate box,
         #    a box mostly inside a tracked object's mask)
@@ -539,6 +543,7 @@ class IdBook:
             # an object seen on one keyframe only may be a false detection: no second chance
             patience = keep if o.hits > 1 else 0
             bad = o.low_since is not None and frame_idx - o.low_since >= min(keep, cfg.fps / 2)
+            bad = bad or (not empty and not self._outlasts(o, frame_idx))
             if empty or taken is not None or bad or frame_idx - o.last_detected > patience:
                 plan.retire.append(i)
         for i, r in list(plan.moved.items()):
@@ -628,6 +633,31 @@ class IdBook:
         if d > 0.5 * size or not 0.5 <= ratio <= 2.0:
             return 0.0
         return 1.0 - d / (0.5 * size) + 1e-3
+
+    def _measure_slide(self, o: Identity, frame_idx: int, iou: float) -> None:
+        """How well propagation held this object since its previous detection: the IoU of
+        its propagated mask with the fresh detection, as the share of its size lost per frame
+        (a box shifted by a share ``l`` of its sides on both axes keeps ``(1 - l)**2`` of
+        itself, IoU ``p / (2 - p)``), averaged over the latest keyframes (spans of half a
+        second or more)."""
+        span = frame_idx - o.last_detected
+        if o.last_detected < 0 or span < self.config.fps / 2:
+            return  # over a short span the detections' own noise would read as a fast slide
+        p = 2 * iou / (1 + iou)  # the share of the box kept, from the IoU
+        rate = (1 - np.sqrt(max(p, 0.0))) / span
+        o.slide = rate if o.slide is None else 0.5 * o.slide + 0.5 * rate
+        o.span = int(span)
+
+    def _outlasts(self, o: Identity, frame_idx: int) -> bool:
+        """Will a missed object's propagated mask still be on it (IoU >= ``iou_threshold``)
+        at the next keyframe? Propagation errors grow with the time since the last prompt: at
+        the rate ``_measure_slide`` saw, over the frames since its last detection plus one
+        more interval."""
+        if o.slide is None:
+            return True
+        lost = o.slide * (frame_idx - o.last_detected + o.span)
+        p = max(1.0 - lost, 0.0) ** 2
+        return p / (2 - p) >= self.config.iou_threshold
 
     def _position_score(self, last_box, box) -> float:
         b = float(box_iou(last_box[None], box[None])[0, 0])
