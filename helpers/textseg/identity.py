@@ -116,6 +116,10 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- identities
 
 
+CALIBRATE = 5  # confirmed looks of each kind before the video's own threshold is used
+LOOK_WINDOW = 50  # the look statistics follow about the latest this many samples
+
+
 @dataclass
 class IdentityConfig:
     """Settings of ``IdBook.keyframe`` (see the module docstring). Durations are in seconds
@@ -253,6 +257,11 @@ class IdBook:
     objects: dict[int, Identity] = field(default_factory=dict)
     next_id: int = 1
     frame_hw: tuple[int, int] | None = None  # frame size (edges: exits and entries)
+    # this video's looks: mean cosine of an object's stored look with its own confirmed
+    # detections and with other confirmed objects of its label, and how many of each
+    looks: dict[str, list[float]] = field(
+        default_factory=lambda: {"same": [0.0, 0], "other": [0.0, 0]}
+    )
 
     # -- views
     @property
@@ -269,7 +278,41 @@ class IdBook:
 
     def copy(self) -> IdBook:
         objs = {i: replace(o) for i, o in self.objects.items()}
-        return IdBook(self.config, objs, self.next_id, self.frame_hw)
+        looks = {k: list(v) for k, v in self.looks.items()}
+        return IdBook(self.config, objs, self.next_id, self.frame_hw, looks)
+
+    @property
+    def reid_threshold(self) -> float:
+        """The cosine that says "same object": ``config.reid_threshold`` until this video has
+        shown enough confirmed looks (``CALIBRATE`` of each), then halfway between its
+        same-object and other-object similarities (never below ``veto_threshold``): how far
+        apart looks are depends on the objects, the camera and the features, not on a
+        constant."""
+        (same, n_same), (other, n_other) = self.looks["same"], self.looks["other"]
+        if min(n_same, n_other) < CALIBRATE:
+            return float(self.config.reid_threshold)
+        return max((same + other) / 2, float(self.config.veto_threshold))
+
+    def _calibrate(self, pairs: dict[int, int], live, iou, sim, dets) -> None:
+        """Learn this video's looks from re-seeds confirmed by mask IoU: a track against its
+        own detection (same) and against the most similar other detection of its label on
+        the same keyframe (other: the look a wrong match would have)."""
+        for j, r in pairs.items():
+            if iou[r, j] < self.config.iou_threshold or not np.isfinite(sim[r, j]):
+                continue
+            self._look_sample("same", float(sim[r, j]))
+            label = self.objects[live[r]].label
+            others = [  # the other detections of its label: other things, the closest counts
+                sim[r, k] for k in range(len(dets))
+                if k != j and dets.labels[k] == label and np.isfinite(sim[r, k])
+            ]  # fmt: skip
+            if others:
+                self._look_sample("other", float(max(others)))
+
+    def _look_sample(self, kind: str, value: float) -> None:
+        mean, n = self.looks[kind]
+        n += 1
+        self.looks[kind] = [mean + (value - mean) / min(n, LOOK_WINDOW), n]
 
     # -- bookkeeping between keyframes
     def observe(
@@ -387,7 +430,7 @@ class IdBook:
         ok = np.zeros(sim.shape, bool)
         for r, i in enumerate(cand):
             same = np.array([self.objects[i].label == lab for lab in dets.labels], bool)
-            ok[r] = same & (sim[r] >= self.config.reid_threshold)
+            ok[r] = same & (sim[r] >= self.reid_threshold)
             if ok[r].any():
                 ok[r] &= self.plausible(i, frame_idx, dets.boxes)
         return ok
@@ -463,7 +506,8 @@ class IdBook:
             by_look = look[: len(live)]
             score = np.where(by_iou | by_look, 1.0 + iou + np.where(known, s_live, 0.0), 0.0)
             # the propagated mask drifted off but the detection is where the object's motion
-            # since its last detection puts it, and its look does not say otherwise
+            # since its last detection puts it (or under the mask still), and its look does
+            # not say otherwise
             for r, i in enumerate(live):
                 for j in range(n):
                     if score[r, j] or not same[r, j] or rival[r, j]:
@@ -471,8 +515,11 @@ class IdBook:
                     if known[r, j] and s_live[r, j] < cfg.veto_threshold:
                         continue
                     m = self._motion_score(self.objects[i], frame_idx, boxes[j])
+                    if m <= 0 and self._under(self.objects[i], frame_idx, boxes[j]):
+                        m = 0.2  # the mask slid a little: the detection's centre is still on it
                     score[r, j] = 1.0 + 0.5 * m if m > 0 else 0.0
             pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
+            self._calibrate(pairs, live, iou, s_live, dets)
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
@@ -658,6 +705,14 @@ class IdBook:
         lost = o.slide * (frame_idx - o.last_detected + o.span)
         p = max(1.0 - lost, 0.0) ** 2
         return p / (2 - p) >= self.config.iou_threshold
+
+    def _under(self, o: Identity, frame_idx: int, box) -> bool:
+        """The centre of ``box`` lies inside the box of ``o``'s propagated mask on this frame
+        (a mask that slid part-way off its object still covers where the object is)."""
+        if o.box is None or o.last_seen != frame_idx:
+            return False
+        c = _centre(box)
+        return bool(o.box[0] <= c[0] <= o.box[2] and o.box[1] <= c[1] <= o.box[3])
 
     def _position_score(self, last_box, box) -> float:
         b = float(box_iou(last_box[None], box[None])[0, 0])
