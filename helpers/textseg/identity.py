@@ -293,15 +293,16 @@ class IdBook:
             return float(self.config.reid_threshold)
         return max((same + other) / 2, float(self.config.veto_threshold))
 
-    def _calibrate(self, pairs: dict[int, int], live, iou, sim, dets) -> None:
-        """Learn this video's looks from re-seeds confirmed by mask IoU: a track against its
-        own detection (same) and against the most similar other detection of its label on
-        the same keyframe (other: the look a wrong match would have)."""
+    def _calibrate(self, pairs: dict[int, int], placed, sim, dets) -> None:
+        """Learn this video's looks from re-seeds that place alone confirms (mask IoU, or
+        where the object's motion puts it): a track against its own detection (same) and
+        against the most similar other detection of its label on the same keyframe (other:
+        the look a wrong match would have)."""
         for j, r in pairs.items():
-            if iou[r, j] < self.config.iou_threshold or not np.isfinite(sim[r, j]):
+            if not placed[r, j] or not np.isfinite(sim[r, j]):
                 continue
             self._look_sample("same", float(sim[r, j]))
-            label = self.objects[live[r]].label
+            label = dets.labels[j]
             others = [  # the other detections of its label: other things, the closest counts
                 sim[r, k] for k in range(len(dets))
                 if k != j and dets.labels[k] == label and np.isfinite(sim[r, k])
@@ -505,6 +506,7 @@ class IdBook:
             by_iou = same & (iou >= cfg.iou_threshold) & ~rival
             by_look = look[: len(live)]
             score = np.where(by_iou | by_look, 1.0 + iou + np.where(known, s_live, 0.0), 0.0)
+            placed = by_iou.copy()  # pairs that place alone (not the look) says are one object
             # the propagated mask drifted off but the detection is where the object's motion
             # since its last detection puts it (or under the mask still), and its look does
             # not say otherwise
@@ -518,8 +520,9 @@ class IdBook:
                     if m <= 0 and self._under(self.objects[i], frame_idx, boxes[j]):
                         m = 0.2  # the mask slid a little: the detection's centre is still on it
                     score[r, j] = 1.0 + 0.5 * m if m > 0 else 0.0
+                    placed[r, j] = m > 0
             pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
-            self._calibrate(pairs, live, iou, s_live, dets)
+            self._calibrate(pairs, placed, s_live, dets)
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
@@ -707,12 +710,16 @@ class IdBook:
         return p / (2 - p) >= self.config.iou_threshold
 
     def _under(self, o: Identity, frame_idx: int, box) -> bool:
-        """The centre of ``box`` lies inside the box of ``o``'s propagated mask on this frame
-        (a mask that slid part-way off its object still covers where the object is)."""
+        """The centre of ``box`` lies inside the box of ``o``'s propagated mask on this frame,
+        or the mask's centre inside ``box`` (a mask that slid or shrank part-way off its
+        object still overlaps where the object is; a box beside the object does not)."""
         if o.box is None or o.last_seen != frame_idx:
             return False
-        c = _centre(box)
-        return bool(o.box[0] <= c[0] <= o.box[2] and o.box[1] <= c[1] <= o.box[3])
+
+        def inside(c, b) -> bool:
+            return bool(b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3])
+
+        return inside(_centre(box), o.box) or inside(_centre(o.box), box)
 
     def _position_score(self, last_box, box) -> float:
         b = float(box_iou(last_box[None], box[None])[0, 0])
