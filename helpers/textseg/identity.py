@@ -118,6 +118,8 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 CALIBRATE = 5  # confirmed looks of each kind before the video's own threshold is used
 LOOK_WINDOW = 50  # the look statistics follow about the latest this many samples
+SLIDE_MEMORY = 0.5  # the slide's average keeps this share of what it was at each keyframe
+_EMA_SD = float(np.sqrt((1 - SLIDE_MEMORY) / (1 + SLIDE_MEMORY)))  # its noise / one sample's
 
 
 @dataclass
@@ -177,9 +179,10 @@ class Identity:
     hits: int = 0  # keyframes with a matching detection
     low_since: int | None = None  # first frame of the current run of bad masks (quality)
     forgotten: bool = False  # dropped from re-identification (``max_retired``)
-    slide: float | None = None  # how fast its propagated mask slid off it: share of its size
-    # lost per frame, measured against its last detection (``_outlasts``)
+    slide: np.ndarray | None = None  # how fast its propagated mask slides off it (px per
+    # frame, x and y), measured against its detections (``_outlasts``)
     span: int = 0  # frames that measure covered
+    noise: np.ndarray | None = None  # the detector's noise on its box edges (px, x and y)
 
 
 @dataclass
@@ -526,7 +529,7 @@ class IdBook:
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
-                self._measure_slide(self.objects[live[r]], frame_idx, float(iou[r, j]))
+                self._measure_slide(self.objects[live[r]], frame_idx, boxes[j])
 
         # 2. a second detection of an already-claimed thing (another label, a duplicate box,
         #    a box mostly inside a tracked object's mask)
@@ -684,29 +687,35 @@ class IdBook:
             return 0.0
         return 1.0 - d / (0.5 * size) + 1e-3
 
-    def _measure_slide(self, o: Identity, frame_idx: int, iou: float) -> None:
-        """How well propagation held this object since its previous detection: the IoU of
-        its propagated mask with the fresh detection, as the share of its size lost per frame
-        (a box shifted by a share ``l`` of its sides on both axes keeps ``(1 - l)**2`` of
-        itself, IoU ``p / (2 - p)``), averaged over the latest keyframes (spans of half a
-        second or more)."""
+    def _measure_slide(self, o: Identity, frame_idx: int, box) -> None:
+        """How propagation held this object since its previous detection: the offset of its
+        propagated mask's box from the fresh detection ``box``, per frame, averaged over the
+        latest keyframes with its sign. A mask sliding off its object moves one way; the
+        detections' own noise points anywhere and averages out (``SLIDE_MEMORY``)."""
         span = frame_idx - o.last_detected
-        if o.last_detected < 0 or span < self.config.fps / 2:
-            return  # over a short span the detections' own noise would read as a fast slide
-        p = 2 * iou / (1 + iou)  # the share of the box kept, from the IoU
-        rate = (1 - np.sqrt(max(p, 0.0))) / span
-        o.slide = rate if o.slide is None else 0.5 * o.slide + 0.5 * rate
+        if o.last_detected < 0 or span <= 0 or o.box is None or o.last_seen != frame_idx:
+            return
+        rate = (_centre(o.box) - _centre(box)) / span
+        o.slide = rate if o.slide is None else (1 - SLIDE_MEMORY) * rate + SLIDE_MEMORY * o.slide
         o.span = int(span)
+        if o.det_box is not None:  # sizes change slowly: a size change is the detector's noise
+            sides = np.abs((box[2:] - box[:2]) - (o.det_box[2:] - o.det_box[:2])) / 1.6
+            o.noise = sides if o.noise is None else 0.5 * o.noise + 0.5 * sides
 
     def _outlasts(self, o: Identity, frame_idx: int) -> bool:
         """Will a missed object's propagated mask still be on it (IoU >= ``iou_threshold``)
         at the next keyframe? Propagation errors grow with the time since the last prompt: at
         the rate ``_measure_slide`` saw, over the frames since its last detection plus one
-        more interval."""
-        if o.slide is None:
+        more interval (a box shifted by ``dx, dy`` keeps ``p = (1 - dx/w)(1 - dy/h)`` of
+        itself, IoU ``p / (2 - p)``)."""
+        if o.slide is None or o.det_box is None:
             return True
-        lost = o.slide * (frame_idx - o.last_detected + o.span)
-        p = max(1.0 - lost, 0.0) ** 2
+        # less what the detections' noise alone would give the average (one standard error)
+        noise = 0.0 if o.noise is None else o.noise * _EMA_SD / o.span
+        rate = np.maximum(np.abs(o.slide) - noise, 0.0)
+        dx, dy = rate * (frame_idx - o.last_detected + o.span)
+        w, h = np.maximum(o.det_box[2:] - o.det_box[:2], 1.0)
+        p = max(1.0 - dx / w, 0.0) * max(1.0 - dy / h, 0.0)
         return p / (2 - p) >= self.config.iou_threshold
 
     def _under(self, o: Identity, frame_idx: int, box) -> bool:

@@ -37,9 +37,15 @@ def test_quick_variant_holds_the_identity_targets(tmp_path):
     assert ours["distinct@30"]["idf1"] >= 0.95 and ours["lookalike@30"]["idf1"] >= 0.90, ours
     for c in conds:  # ID switches <= 1/3 of the baseline's at every appearance level
         assert ours[c]["idsw"] <= base[c]["idsw"] / 3, (c, ours[c], base[c])
-    assert ours["noisy@30"]["idf1"] >= 0.85 and base["noisy@30"]["idf1"] < 0.7
+    assert ours["noisy@30"]["idf1"] >= 0.92 and base["noisy@30"]["idf1"] < 0.7
+    # the oracle row (keyframe identity from the ground truth) bounds what any policy reaches
+    # with these stand-ins; ours stays close to it at every appearance level
+    for c, r in conds.items():
+        oracle = r["oracle"]["OVERALL"]
+        assert list(r["oracle"]) == scenes and oracle["idf1"] >= 0.95, oracle
+        assert ours[c]["idf1"] >= oracle["idf1"] - 0.04, (c, ours[c], oracle)
     assert all(res["targets_met"].values()), res["targets_met"]
-    assert "IDF1 ours" in stdout and "targets: 8/8 met" in stdout
+    assert "IDF1 ours" in stdout and "oracle" in stdout and "targets: 8/8 met" in stdout
 
 
 def test_first_easy_scenes_still_pass(tmp_path):
