@@ -144,7 +144,8 @@ def register(sub) -> None:
         "--reid-threshold",
         type=float,
         default=0.8,
-        help="appearance similarity that gives a returning object its old id (0.8)",
+        help="appearance similarity that gives a returning object its old id until the "
+        "video's own looks calibrate it (0.8)",
     )
     t.add_argument(
         "--keep-missed",

@@ -6,15 +6,20 @@ benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detecti
 
 - **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask and
   the same label, refused when another id explains the detection clearly better by look; or
-  look alone where the object could plausibly be) re-prompts that object; two tracks whose
-  detections look crossed are exchanged (swaps at crossings);
+  look alone where the object could plausibly be; or, when the mask slid part-way off, where
+  its motion puts it or overlapping the slid mask's centre) re-prompts that object; two tracks
+  whose detections look crossed are exchanged (swaps at crossings);
 - **keep**: an object being tracked that the detector missed stays in the propagation for
   ``keep_seconds`` (a duration, whatever the detection cadence) while its propagated mask keeps
-  its usual area and SAM 2's object score stays positive; none for an object detected on one
-  keyframe only (it may be a false detection). Then it is **retired** (removed from the
-  propagation state); its id, label, look and last box are kept;
+  its usual area, SAM 2's object score stays positive and its propagation is expected to hold
+  it until the next keyframe (the slide of its masks measured at its re-seeds, less the
+  detector's noise); none for an object detected on one keyframe only (it may be a false
+  detection). Then it is **retired** (removed from the propagation state); its id, label, look
+  and last box are kept;
 - **re-identify**: a detection that matches no tracked object gets a retired id back when the
-  label agrees, the look matches (cosine >= ``reid_threshold``) and the place is plausible:
+  label agrees, the look matches (cosine >= ``IdBook.reid_threshold``: ``reid_threshold``
+  until the video's own confirmed looks place it halfway between one object's looks and the
+  closest other object's) and the place is plausible:
   near where it was hidden or where it could have walked since (``max_speed`` sizes per
   second), anywhere for an object that left at an edge; a recently retired object whose look is
   merely unsure also comes back where its motion predicts; without embeddings, by where it was
@@ -129,7 +134,7 @@ class IdentityConfig:
 
     iou_threshold: float = 0.5  # mask IoU for "same object" (box IoU without masks)
     box_iou_threshold: float = 0.3  # last-box IoU for re-identification without embeddings
-    reid_threshold: float = 0.8  # cosine similarity for "same object" by appearance
+    reid_threshold: float = 0.8  # cosine for "same object" by look, until calibrated
     veto_threshold: float = 0.5  # an IoU match is refused below this similarity (or 2 x
     # ``ambiguity`` below another id's) when another id explains the detection by look
     keep_seconds: float = 2.0  # how long a missed object may stay in the propagation
