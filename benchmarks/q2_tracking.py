@@ -772,7 +772,10 @@ def run(args) -> dict:
     seeds = args.seeds or ([0] if args.easy else [0, 1] if args.quick else [0, 1, 2])
     conds = conditions(args)
     accs = {f"{lev}@{c}": {"ours": {}, "baseline": {}, "oracle": {}} for lev, c in conds}
-    for sc in scene_set(args.quick, args.easy):
+    scenes = scene_set(args.quick, args.easy)
+    if args.scenes:
+        scenes = [s for s in hard_scenes() + easy_scenes() if s.name in args.scenes]
+    for sc in scenes:
         for seed in seeds:
             base: dict[int, dict] = {}
             orc: dict[int, dict] = {}
@@ -943,11 +946,15 @@ def main(argv=None) -> dict:
     p.add_argument("--easy", action="store_true", help="the first, kinder version instead")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     p.add_argument("--detect-every", type=int, default=None, help="one cadence only")
+    p.add_argument("--scenes", nargs="+", default=None, help="only these scenes (by name)")
     p.add_argument("--memory", action="store_true", help="also measure mask memory at 1080p")
     p.add_argument("--memory-frames", type=int, default=1800)
     p.add_argument("--memory-only", action="store_true", help="only the memory figures")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args(argv)
+    known = {s.name for s in hard_scenes() + easy_scenes()}
+    if args.scenes and not set(args.scenes) <= known:
+        p.error(f"unknown scene(s) {sorted(set(args.scenes) - known)}; known: {sorted(known)}")
     res = {} if args.memory_only else run(args)
     if args.memory or args.memory_only:
         res["memory"] = memory(20 if args.quick else args.memory_frames)
