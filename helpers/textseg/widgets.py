@@ -513,7 +513,12 @@ def segmentation_ui(
             layout=w.Layout(width="420px"),
         ),
         "one_color": w.Checkbox(value=False, description="One colour", indent=False),
-        "color": w.ColorPicker(value="#e6194b", concise=True, description="Colour"),
+        "color": w.ColorPicker(  # centred: its label otherwise sits 5 px below the swatch
+            value="#e6194b",
+            concise=True,
+            description="Colour",
+            layout=w.Layout(align_items="center"),
+        ),
         "opacity": w.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
         ),

@@ -66,6 +66,21 @@ def test_forms_render_with_one_label_per_field(front):
     assert _field(front.form(IMAGE_FORM), "Prompt").input_value()  # the notebook's prompt
 
 
+def _centre_y(locator) -> float:
+    box = locator.bounding_box()
+    return box["y"] + box["height"] / 2
+
+
+def test_colour_label_sits_level_with_its_swatch(front):
+    form = front.form(IMAGE_FORM)
+    exact = re.compile(r"^\s*Colour\s*$")
+    label = form.locator(".widget-label", has_text=exact).first
+    swatch = _field(form, "Colour", "input[type=color]")
+    opacity = _field(form, "Opacity", ".widget-readout")
+    assert abs(_centre_y(label) - _centre_y(swatch)) <= 2, "the Colour label sits off its swatch"
+    assert abs(_centre_y(swatch) - _centre_y(opacity)) <= 4, "the colour row is not level"
+
+
 def test_segment_shows_overlay_and_table(front):
     form = front.form(IMAGE_FORM)
     form.scroll_into_view_if_needed()
