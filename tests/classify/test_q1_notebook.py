@@ -85,6 +85,10 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     assert "test accuracy" not in evaluated and not re.search(r"top-1 [0-9.]+ plain", evaluated)
     assert "top-5" in evaluated, evaluated
     assert "peak GPU memory" not in trained  # a CPU run has no GPU memory to report
+    # the patch-size runs are summed up by their table, not by each run's log
+    patch = printed("for patch in (2, 4, 8):")
+    assert "test accuracy" not in patch and "calibrated" not in patch, patch
+    assert "patch tokens" in " ".join(patch.split()), patch
     # the top-5 printout of the last cell
     last = nb.cells[[i for i, c in enumerate(nb.cells) if c.cell_type == "code"][-1]]
     text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
