@@ -513,7 +513,12 @@ def segmentation_ui(
             layout=w.Layout(width="420px"),
         ),
         "one_color": w.Checkbox(value=False, description="One colour", indent=False),
-        "color": w.ColorPicker(value="#e6194b", concise=True, description="Colour"),
+        "color": w.ColorPicker(  # centred: its label otherwise sits 5 px below the swatch
+            value="#e6194b",
+            concise=True,
+            description="Colour",
+            layout=w.Layout(align_items="center"),
+        ),
         "opacity": w.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
         ),
@@ -892,18 +897,27 @@ def _file_href(path) -> str:
 
 
 def track_summary_html(result, elapsed: float | None = None) -> str:
-    """Frames, ids and a per-id table (label, score, frames seen) of a TrackResult."""
+    """Frames, ids and a per-id table (label, score, frames seen) of a TrackResult; ids that
+    were detected but never got a visible mask are named under the table, not listed as rows
+    "seen in 0 frames"."""
     from helpers.textseg.track_summary import track_summary
 
     s = track_summary(result)
+    seen = {i: v for i, v in s["per_id"].items() if v["frames_seen"] > 0}
+    unseen = [i for i in s["per_id"] if i not in seen]
     rows = "".join(
         f"<tr><td>{i}</td><td>{html.escape(str(v['label']))}</td><td>{v['score']:.3f}</td>"
         f"<td>{v['frames_seen']}</td></tr>"
-        for i, v in s["per_id"].items()
+        for i, v in seen.items()
     )
     took = f" in {elapsed:.1f}s" if elapsed is not None else ""
+    note = (
+        f"<p>Detected but never given a visible mask (not tracked): id {', '.join(unseen)}.</p>"
+        if unseen
+        else ""
+    )
     return (
-        f"<p>{s['frames']} frames{took}; {len(s['ids'])} object id(s).</p>"
+        f"<p>{s['frames']} frames{took}; {len(seen)} object id(s) tracked.</p>"
         '<table class="tracks"><thead><tr><th>id</th><th>label</th><th>score</th>'
-        f"<th>frames seen</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<th>frames seen</th></tr></thead><tbody>{rows}</tbody></table>{note}"
     )
