@@ -34,9 +34,11 @@ class FrameLoader:
 
     def _run(self) -> None:
         from helpers.textseg import media
+        from helpers.textseg.buffer_pool import BufferPool
 
+        pool = BufferPool((self.height, self.width, 3))  # frames released are reused
         try:
-            for i, rgb in enumerate(media.decode_stream(self.stream)):
+            for i, rgb in enumerate(media.decode_stream(self.stream, pool)):
                 with self._cv:
                     while not self._stop and i - self._floor >= self.capacity:
                         self._cv.wait()

@@ -23,7 +23,7 @@ import numpy as np
 
 from helpers.textseg.identity import mask_box
 
-DEPTH = 8  # frames waiting for the encoder at most
+DEPTH = 4  # frames waiting for the encoder at most
 
 
 def stride_for(hw) -> int:
@@ -157,7 +157,7 @@ def _encode_logits(logits, n: int, ready, stream) -> list[dict]:
             done.record(stream)
         done.synchronize()
         arr = host.numpy()
-        return [_encode_fortran(arr[k].T.view(np.uint8)) for k in range(n)]
+        return [_encode_transposed(arr[k].view(np.uint8), h, w) for k in range(n)]
     arr = logits.detach().float().numpy().reshape(-1, h, w)
     try:
         import cv2
@@ -165,32 +165,84 @@ def _encode_logits(logits, n: int, ready, stream) -> list[dict]:
         return [_encode_bool(arr[k] > 0) for k in range(n)]
     out = []
     for k in range(n):
-        # 0/255 per pixel, transposed so the RLE encoder reads it column by column
-        m = cv2.transpose(cv2.compare(np.ascontiguousarray(arr[k]), 0.0, cv2.CMP_GT))
-        out.append(_encode_fortran(m.T))
+        # the columns holding any pixel > 0 (one read of the logits), then only those
+        # columns thresholded (0/255) and transposed so each column is a row
+        cols = np.flatnonzero(_column_max(arr[k]) > 0)
+        if len(cols) == 0:
+            out.append(_rle_dict(np.array([h * w], np.int64), h, w))
+            continue
+        x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        sub = arr[k][:, x0:x1]
+        if min(sub.shape) < 4:  # OpenCV takes an [N,1] array for a scalar
+            block = np.ascontiguousarray((sub > 0).T).view(np.uint8)
+        else:
+            block = cv2.transpose(cv2.compare(sub, 0.0, cv2.CMP_GT))
+        out.append(_rle_dict(_runs(block, h, w, x0, x1), h, w))
     return out
+
+
+def _column_max(a: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return a.max(axis=0) if min(a.shape) < 4 else cv2.reduce(a, 0, cv2.REDUCE_MAX)[0]
+
+
+def _encode_transposed(mt: np.ndarray, h: int, w: int) -> dict:
+    """Compressed RLE of a mask given transposed (uint8 [W,H], C-ordered: column x is row x)."""
+    import cv2
+
+    if min(mt.shape) < 4:
+        cols = np.flatnonzero(mt.any(axis=1))
+    else:
+        cols = np.flatnonzero(cv2.reduce(mt, 1, cv2.REDUCE_MAX)[:, 0])
+    if len(cols) == 0:
+        return _rle_dict(np.array([h * w], np.int64), h, w)
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    return _rle_dict(_runs(mt[x0:x1], h, w, x0, x1), h, w)
+
+
+def _runs(block: np.ndarray, h: int, w: int, x0: int, x1: int) -> np.ndarray:
+    """COCO RLE counts (zeros first, column by column) of an [H,W] mask that is empty outside
+    columns x0..x1-1, from those columns as rows (``block``: [x1-x0, H], 0 / non-zero)."""
+    flat = block.reshape(-1)
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], change, [flat.size]))).astype(np.int64)
+    if flat[0]:  # the block starts inside the object: a zero-long run of zeros first
+        runs = np.concatenate(([0], runs))
+    runs[0] += x0 * h
+    tail = (w - x1) * h
+    if tail:
+        if len(runs) % 2:  # ends with a run of zeros
+            runs[-1] += tail
+        else:
+            runs = np.append(runs, tail)
+    return runs
+
+
+def _rle_dict(runs: np.ndarray, h: int, w: int) -> dict:
+    """``{"size", "counts"}`` with COCO's compressed counts string for uncompressed runs."""
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError:
+        from helpers.textseg.render import compress_counts
+
+        return {"size": [h, w], "counts": compress_counts([int(c) for c in runs])}
+    enc = mask_utils.frPyObjects({"size": [h, w], "counts": runs.tolist()}, h, w)
+    counts = enc["counts"]
+    return {"size": [h, w], "counts": counts.decode() if isinstance(counts, bytes) else counts}
 
 
 def _encode_bool(m: np.ndarray) -> dict:
     """Compressed RLE of a bool [H,W] mask (C- or Fortran-ordered)."""
+    h, w = m.shape
     try:
         import cv2
     except ImportError:
-        cv2 = None
-    if cv2 is None or m.flags.f_contiguous:
-        f = np.asfortranarray(m).view(np.uint8)
-    else:  # a C-ordered mask: transpose it (fast) into Fortran order
-        f = cv2.transpose(np.ascontiguousarray(m).view(np.uint8)).T
-    return _encode_fortran(f)
-
-
-def _encode_fortran(f: np.ndarray) -> dict:
-    """Compressed RLE of a Fortran-ordered uint8 [H,W] mask (any non-zero value is set)."""
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError:
         from helpers.textseg.render import mask_to_rle
 
-        return mask_to_rle(f != 0, compressed=True)
-    enc = mask_utils.encode(f)
-    return {"size": [int(f.shape[0]), int(f.shape[1])], "counts": enc["counts"].decode()}
+        return mask_to_rle(m, compressed=True)
+    if m.flags.f_contiguous and not m.flags.c_contiguous:
+        mt = m.T.view(np.uint8)  # already column-major: its transpose is C-ordered
+    else:  # a C-ordered mask: transpose it (fast)
+        mt = cv2.transpose(np.ascontiguousarray(m).view(np.uint8))
+    return _encode_transposed(mt, h, w)

@@ -843,9 +843,9 @@ def open_video_stream(
     return VideoStream(src, n, fps, w, h, max_side)
 
 
-def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
+def _decoded_rgb(path: Path, pool=None) -> Iterator[np.ndarray]:
     """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
-    OpenCV."""
+    OpenCV. ``pool`` (``buffer_pool.BufferPool``): arrays to convert into, reused."""
     try:
         import av
     except ImportError:
@@ -855,7 +855,7 @@ def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
             for frame in c.decode(s):
-                yield _frame_rgb(frame)
+                yield _frame_rgb(frame, pool)
         return
     import cv2
 
@@ -875,10 +875,11 @@ def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
 _BT601, _LIMITED = (2, 5, 6), (0, 1)
 
 
-def _frame_rgb(frame) -> np.ndarray:
+def _frame_rgb(frame, pool=None) -> np.ndarray:
     """A PyAV frame as RGB uint8 [H,W,3]. Plain 4:2:0 BT.601 video (most files) is converted
     by OpenCV (``COLOR_YUV2RGB_I420``: the same BT.601 limited-range formula as FFmpeg's
-    default, within a few grey levels, at a third of its CPU time); anything else by FFmpeg."""
+    default, within a few grey levels, at a third of its CPU time) into an array of ``pool``
+    when it has the frame's shape; anything else by FFmpeg."""
     fmt = frame.format.name
     plain = (
         fmt == "yuv420p"
@@ -891,15 +892,19 @@ def _frame_rgb(frame) -> np.ndarray:
         return frame.to_ndarray(format="rgb24")
     import cv2
 
-    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    out = None
+    if pool is not None and pool.shape == (frame.height, frame.width, 3):
+        out = pool.get()
+    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420, dst=out)
 
 
-def decode_stream(stream: VideoStream) -> Iterator[np.ndarray]:
-    """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time.
+def decode_stream(stream: VideoStream, pool=None) -> Iterator[np.ndarray]:
+    """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time (into
+    arrays of ``pool``, a ``buffer_pool.BufferPool``, where it fits).
 
     A file that ends early repeats its last frame (the count came from the container)."""
     last = None
-    frames = _decoded_rgb(stream.path)
+    frames = _decoded_rgb(stream.path, pool)
     try:
         for i in range(stream.num_frames):
             try:

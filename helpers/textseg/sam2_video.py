@@ -376,7 +376,9 @@ _STD = (0.229, 0.224, 0.225)
 _PREFETCH = 4  # frames prepared ahead of the one propagation asks for
 
 
-def prepare_frame(rgb, image_size: int, device, out: np.ndarray | None = None):
+def prepare_frame(
+    rgb, image_size: int, device, out: np.ndarray | None = None, small: np.ndarray | None = None
+):
     """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``,
     normalised with sam2's mean and std.
 
@@ -384,7 +386,8 @@ def prepare_frame(rgb, image_size: int, device, out: np.ndarray | None = None):
     antialiased: PIL's filter, what sam2's JPEG loader uses). On the CPU, OpenCV resizes it
     in uint8 (bicubic, or area averaging when shrinking by more than 1.5x), which costs a
     third of torch's antialiased filter and stays within a grey level of PIL's on average;
-    ``out`` (float32 [S,S,3]) receives the result instead of a new array."""
+    ``out`` (float32 [S,S,3]) receives the result and ``small`` (uint8 [S,S,3]) the resized
+    frame instead of new arrays."""
     import torch
 
     if device.type == "cuda":
@@ -402,7 +405,7 @@ def prepare_frame(rgb, image_size: int, device, out: np.ndarray | None = None):
         img = np.asarray(rgb)
         shrink = max(img.shape[:2]) > 1.5 * image_size
         interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-        small = cv2.resize(img, (image_size, image_size), interpolation=interp)
+        small = cv2.resize(img, (image_size, image_size), dst=small, interpolation=interp)
         # uint8 -> normalised float32 through a per-channel lookup table (one pass); the
         # [3,S,S] result is a channels-last view, which the model's first conv takes as is
         return torch.from_numpy(cv2.LUT(small, _norm_lut(), dst=out)).permute(2, 0, 1)
@@ -414,31 +417,6 @@ def _norm_lut() -> np.ndarray:
     """[256,1,3] float32: grey level v of channel c -> (v / 255 - mean[c]) / std[c]."""
     v = np.arange(256, dtype=np.float64)[:, None] / 255.0
     return ((v - np.array(_MEAN)) / np.array(_STD)).astype(np.float32).reshape(256, 1, 3)
-
-
-class _Buffers:
-    """Float32 [S,S,3] arrays for frames prepared on the CPU, reused once no tensor made from
-    them is alive (``torch.from_numpy`` keeps its array referenced while any view of it
-    lives): a fresh 12 MB array per frame costs more in page faults than filling it."""
-
-    def __init__(self, side: int):
-        import threading
-
-        self.shape = (side, side, 3)
-        self._all: list[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> np.ndarray:
-        import sys
-
-        with self._lock:
-            for k in range(len(self._all)):
-                if sys.getrefcount(self._all[k]) <= 2:  # the list's and the call's: free
-                    self._all.append(self._all.pop(k))  # taken: to the back
-                    return self._all[-1]
-            a = np.empty(self.shape, np.float32)
-            self._all.append(a)
-            return a
 
 
 class PreparedFrames:
@@ -459,13 +437,17 @@ class PreparedFrames:
         self._ready: dict[int, Any] = {}
         self._last = None
         self._stream = None
-        self._buffers = None
+        self._buffers = self._scratch = None
         if device.type == "cuda":
             import torch
 
             self._stream = torch.cuda.Stream(device)
         else:
-            self._buffers = _Buffers(self.image_size)
+            from helpers.textseg.buffer_pool import BufferPool
+
+            side = self.image_size
+            self._buffers = BufferPool((side, side, 3), np.float32)
+            self._scratch = BufferPool((side, side, 3), np.uint8)
         self.prepared = 0
 
     def __len__(self) -> int:
@@ -477,8 +459,8 @@ class PreparedFrames:
         rgb = self.loader.read(self.first + t)
         self.prepared += 1
         if self._stream is None:
-            out = self._buffers.get()
-            return prepare_frame(rgb, self.image_size, self.device, out=out), None
+            out, small = self._buffers.get(), self._scratch.get()
+            return prepare_frame(rgb, self.image_size, self.device, out, small), None
         with torch.cuda.stream(self._stream):
             y = prepare_frame(rgb, self.image_size, self.device)
             done = torch.cuda.Event()
@@ -511,7 +493,7 @@ class PreparedFrames:
             f.cancel()
         self._ready.clear()
         self._pool.shutdown(wait=True)
-        self._buffers = None
+        self._buffers = self._scratch = None
 
 
 @contextlib.contextmanager
