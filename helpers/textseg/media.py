@@ -843,9 +843,10 @@ def open_video_stream(
     return VideoStream(src, n, fps, w, h, max_side)
 
 
-def _decoded_rgb(path: Path, pool=None) -> Iterator[np.ndarray]:
+def _decoded_rgb(path: Path, pool=None, raw: bool = False) -> Iterator[np.ndarray]:
     """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
-    OpenCV. ``pool`` (``buffer_pool.BufferPool``): arrays to convert into, reused."""
+    OpenCV. ``pool`` (``buffer_pool.BufferPool``): arrays to convert into, reused. ``raw``:
+    plain 4:2:0 frames come as ``I420`` (converted when read)."""
     try:
         import av
     except ImportError:
@@ -855,7 +856,7 @@ def _decoded_rgb(path: Path, pool=None) -> Iterator[np.ndarray]:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
             for frame in c.decode(s):
-                yield _frame_rgb(frame, pool)
+                yield _frame_rgb(frame, pool, raw)
         return
     import cv2
 
@@ -875,7 +876,24 @@ def _decoded_rgb(path: Path, pool=None) -> Iterator[np.ndarray]:
 _BT601, _LIMITED = (2, 5, 6), (0, 1)
 
 
-def _frame_rgb(frame, pool=None) -> np.ndarray:
+class I420:
+    """A decoded 4:2:0 frame as the decoder gave it (``yuv``: [H*3/2, W] uint8, half the bytes
+    of RGB); ``rgb()`` converts it (OpenCV's BT.601 limited-range formula)."""
+
+    __slots__ = ("yuv", "shape")
+
+    def __init__(self, yuv: np.ndarray, height: int, width: int):
+        self.yuv, self.shape = yuv, (int(height), int(width), 3)
+
+    def rgb(self, out: np.ndarray | None = None) -> np.ndarray:
+        import cv2
+
+        if out is not None and out.shape != self.shape:
+            out = None
+        return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420, dst=out)
+
+
+def _frame_rgb(frame, pool=None, raw: bool = False) -> np.ndarray | I420:
     """A PyAV frame as RGB uint8 [H,W,3]. Plain 4:2:0 BT.601 video (most files) is converted
     by OpenCV (``COLOR_YUV2RGB_I420``: the same BT.601 limited-range formula as FFmpeg's
     default, within a few grey levels, at a third of its CPU time) into an array of ``pool``
@@ -892,19 +910,22 @@ def _frame_rgb(frame, pool=None) -> np.ndarray:
         return frame.to_ndarray(format="rgb24")
     import cv2
 
+    if raw:
+        return I420(frame.to_ndarray(), frame.height, frame.width)
     out = None
     if pool is not None and pool.shape == (frame.height, frame.width, 3):
         out = pool.get()
     return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420, dst=out)
 
 
-def decode_stream(stream: VideoStream, pool=None) -> Iterator[np.ndarray]:
+def decode_stream(stream: VideoStream, pool=None, raw: bool = False) -> Iterator[np.ndarray]:
     """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time (into
-    arrays of ``pool``, a ``buffer_pool.BufferPool``, where it fits).
+    arrays of ``pool``, a ``buffer_pool.BufferPool``, where it fits). ``raw``: frames that
+    need no shrinking and are plain 4:2:0 video come as ``I420`` (``.rgb()`` converts).
 
     A file that ends early repeats its last frame (the count came from the container)."""
     last = None
-    frames = _decoded_rgb(stream.path, pool)
+    frames = _decoded_rgb(stream.path, pool, raw)
     try:
         for i in range(stream.num_frames):
             try:
@@ -914,8 +935,10 @@ def decode_stream(stream: VideoStream, pool=None) -> Iterator[np.ndarray]:
                     f"Could not decode frame {i} of {stream.path} ({type(e).__name__}: {e}); "
                     "the file may be damaged: re-encode it (e.g. as H.264 MP4) and try again."
                 ) from None
+            if isinstance(rgb, I420) and rgb.shape[:2] != (stream.height, stream.width):
+                rgb = rgb.rgb()  # to be shrunk
             if rgb is not None:
-                last = _shrink(rgb, stream.max_side)
+                last = rgb if isinstance(rgb, I420) else _shrink(rgb, stream.max_side)
             if last is None:
                 raise InputError(f"Video {stream.path} has no readable frames; check the file.")
             yield last

@@ -377,7 +377,7 @@ _PREFETCH = 4  # frames prepared ahead of the one propagation asks for
 
 
 def prepare_frame(
-    rgb, image_size: int, device, out: np.ndarray | None = None, small: np.ndarray | None = None
+    rgb, image_size: int, device, out: np.ndarray | None = None, scratch: np.ndarray | None = None
 ):
     """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``,
     normalised with sam2's mean and std.
@@ -385,9 +385,10 @@ def prepare_frame(
     On a GPU the uint8 frame is copied over (pinned, non-blocking) and resized there (bicubic,
     antialiased: PIL's filter, what sam2's JPEG loader uses). On the CPU, OpenCV resizes it
     in uint8 (bicubic, or area averaging when shrinking by more than 1.5x), which costs a
-    third of torch's antialiased filter and stays within a grey level of PIL's on average;
-    ``out`` (float32 [S,S,3]) receives the result and ``small`` (uint8 [S,S,3]) the resized
-    frame instead of new arrays."""
+    third of torch's antialiased filter and stays within a grey level of PIL's on average,
+    then each channel goes through a lookup table (uint8 -> normalised float32, one pass)
+    into its plane of the result. ``out`` (float32 [3,S,S]) receives the result and
+    ``scratch`` (uint8 [2,S*S*3]) the resized frame and its planes, instead of new arrays."""
     import torch
 
     if device.type == "cuda":
@@ -402,21 +403,28 @@ def prepare_frame(
     else:
         import cv2
 
-        img = np.asarray(rgb)
-        shrink = max(img.shape[:2]) > 1.5 * image_size
+        img, side = np.asarray(rgb), int(image_size)
+        shrink = max(img.shape[:2]) > 1.5 * side
         interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-        small = cv2.resize(img, (image_size, image_size), dst=small, interpolation=interp)
-        # uint8 -> normalised float32 through a per-channel lookup table (one pass); the
-        # [3,S,S] result is a channels-last view, which the model's first conv takes as is
-        return torch.from_numpy(cv2.LUT(small, _norm_lut(), dst=out)).permute(2, 0, 1)
+        if scratch is None:
+            scratch = np.empty((2, side * side * 3), np.uint8)
+        if out is None:
+            out = np.empty((3, side, side), np.float32)
+        small = cv2.resize(img, (side, side), dst=scratch[0].reshape(side, side, 3),
+                           interpolation=interp)  # fmt: skip
+        planes = list(scratch[1].reshape(3, side, side))
+        cv2.split(small, planes)
+        for c, lut in enumerate(_norm_luts()):  # a one-channel table: a third faster
+            cv2.LUT(planes[c], lut, dst=out[c])
+        return torch.from_numpy(out)
     return y.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 @functools.lru_cache(maxsize=1)
-def _norm_lut() -> np.ndarray:
-    """[256,1,3] float32: grey level v of channel c -> (v / 255 - mean[c]) / std[c]."""
+def _norm_luts() -> tuple[np.ndarray, ...]:
+    """Per channel c, [256,1] float32: grey level v -> (v / 255 - mean[c]) / std[c]."""
     v = np.arange(256, dtype=np.float64)[:, None] / 255.0
-    return ((v - np.array(_MEAN)) / np.array(_STD)).astype(np.float32).reshape(256, 1, 3)
+    return tuple(((v - m) / sd).astype(np.float32) for m, sd in zip(_MEAN, _STD))
 
 
 class PreparedFrames:
@@ -436,18 +444,20 @@ class PreparedFrames:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="frame-prep")
         self._ready: dict[int, Any] = {}
         self._last = None
+        from helpers.textseg.buffer_pool import BufferPool
+
         self._stream = None
         self._buffers = self._scratch = None
+        # frames held as YUV are converted into these (reused) on the way to the model
+        self._rgb = BufferPool((loader.height, loader.width, 3))
         if device.type == "cuda":
             import torch
 
             self._stream = torch.cuda.Stream(device)
         else:
-            from helpers.textseg.buffer_pool import BufferPool
-
             side = self.image_size
-            self._buffers = BufferPool((side, side, 3), np.float32)
-            self._scratch = BufferPool((side, side, 3), np.uint8)
+            self._buffers = BufferPool((3, side, side), np.float32)
+            self._scratch = BufferPool((2, side * side * 3), np.uint8)
         self.prepared = 0
 
     def __len__(self) -> int:
@@ -456,11 +466,11 @@ class PreparedFrames:
     def _prepare(self, t: int):
         import torch
 
-        rgb = self.loader.read(self.first + t)
+        rgb = self.loader.read(self.first + t, out=self._rgb.get())
         self.prepared += 1
         if self._stream is None:
-            out, small = self._buffers.get(), self._scratch.get()
-            return prepare_frame(rgb, self.image_size, self.device, out, small), None
+            out, scratch = self._buffers.get(), self._scratch.get()
+            return prepare_frame(rgb, self.image_size, self.device, out, scratch), None
         with torch.cuda.stream(self._stream):
             y = prepare_frame(rgb, self.image_size, self.device)
             done = torch.cuda.Event()

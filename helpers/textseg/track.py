@@ -22,10 +22,14 @@ How it works (``track_video``):
    track re-acquired another object, the frames since the previous keyframe get their right
    ids back (``repair``). With ``backfill`` a new object is also tracked backwards to the
    previous keyframe.
-4. Masks leave the device once per frame; a writer thread (``drain_in_worker``) encodes them
-   as compressed COCO RLE, builds the JSON records, draws the annotated MP4 and releases the
-   frames, so propagation never waits for outputs. The MP4 and ``tracks.json`` are written
-   atomically (long videos: masks in ``masks.json.xz``, see ``helpers.textseg.track_masks``).
+4. The propagating thread reads each object's box and area on every s-th pixel of the logits
+   (what identity needs) and hands the logits to an encoder thread
+   (``mask_encoder.MaskEncoder``) that thresholds them and encodes compressed COCO RLE; the
+   chunk holds its frames' masks as that RLE, a constant few frames' worth of host memory. A
+   writer thread (``drain_in_worker``) builds the JSON records, draws the annotated MP4 and
+   releases the frames, so propagation never waits for outputs. The MP4 and ``tracks.json``
+   are written atomically (long videos: masks in ``masks.json.xz``, see
+   ``helpers.textseg.track_masks``).
 
 The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
 ``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->

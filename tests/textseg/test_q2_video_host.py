@@ -285,3 +285,30 @@ def test_frame_loader_holds_a_bounded_window(tmp_path):
             loader.read(3)
     finally:
         loader.close()
+
+
+def test_frames_held_as_yuv_read_as_ffmpegs_rgb(tmp_path):
+    """Plain 4:2:0 video is held as YUV (half the bytes) and converted by OpenCV when read:
+    within a few grey levels of FFmpeg's own RGB conversion (the same BT.601 formula)."""
+    import av
+
+    from helpers.textseg.frame_loader import FrameLoader
+
+    yy, xx = np.mgrid[:90, :160]
+    frames = [
+        np.stack([(xx + 8 * i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+        for i in range(5)
+    ]
+    src = media.write_video(frames, tmp_path / "v.mp4", fps=25)
+    with av.open(str(src)) as c:
+        want = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    loader = FrameLoader(media.open_video_stream(src), capacity=8)
+    try:
+        assert isinstance(loader._held(0), media.I420)  # what is held: YUV
+        for i, w in enumerate(want):
+            got = loader.read(i)
+            assert got.shape == w.shape == (90, 160, 3) and got.dtype == np.uint8
+            diff = np.abs(got.astype(int) - w)
+            assert diff.mean() <= 1.5 and diff.max() <= 12, (i, diff.mean(), diff.max())
+    finally:
+        loader.close()
