@@ -34,12 +34,10 @@ class FrameLoader:
 
     def _run(self) -> None:
         from helpers.textseg import media
-        from helpers.textseg.buffer_pool import BufferPool
 
-        pool = BufferPool((self.height, self.width, 3))  # frames released are reused
         try:
             # plain 4:2:0 frames are held as the decoder gave them (half the bytes of RGB)
-            for i, rgb in enumerate(media.decode_stream(self.stream, pool, raw=True)):
+            for i, rgb in enumerate(media.decode_stream(self.stream, raw=True)):
                 with self._cv:
                     while not self._stop and i - self._floor >= self.capacity:
                         self._cv.wait()

@@ -843,10 +843,9 @@ def open_video_stream(
     return VideoStream(src, n, fps, w, h, max_side)
 
 
-def _decoded_rgb(path: Path, pool=None, raw: bool = False) -> Iterator[np.ndarray]:
+def _decoded_rgb(path: Path, raw: bool = False) -> Iterator[np.ndarray]:
     """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
-    OpenCV. ``pool`` (``buffer_pool.BufferPool``): arrays to convert into, reused. ``raw``:
-    plain 4:2:0 frames come as ``I420`` (converted when read)."""
+    OpenCV. ``raw``: plain 4:2:0 frames come as ``I420`` (converted when read)."""
     try:
         import av
     except ImportError:
@@ -860,7 +859,7 @@ def _decoded_rgb(path: Path, pool=None, raw: bool = False) -> Iterator[np.ndarra
             else:  # one thread: less CPU in all, and hundreds of 1080p frames a second
                 cc.thread_count = 1
             for frame in c.decode(s):
-                yield _frame_rgb(frame, pool, raw)
+                yield _frame_rgb(frame, raw)
         return
     import cv2
 
@@ -897,11 +896,11 @@ class I420:
         return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420, dst=out)
 
 
-def _frame_rgb(frame, pool=None, raw: bool = False) -> np.ndarray | I420:
+def _frame_rgb(frame, raw: bool = False) -> np.ndarray | I420:
     """A PyAV frame as RGB uint8 [H,W,3]. Plain 4:2:0 BT.601 video (most files) is converted
     by OpenCV (``COLOR_YUV2RGB_I420``: the same BT.601 limited-range formula as FFmpeg's
-    default, within a few grey levels, at a third of its CPU time) into an array of ``pool``
-    when it has the frame's shape; anything else by FFmpeg."""
+    default, within a few grey levels, at a third of its CPU time), or with ``raw`` kept as
+    ``I420``; anything else by FFmpeg."""
     fmt = frame.format.name
     plain = (
         fmt == "yuv420p"
@@ -916,20 +915,17 @@ def _frame_rgb(frame, pool=None, raw: bool = False) -> np.ndarray | I420:
 
     if raw:
         return I420(frame.to_ndarray(), frame.height, frame.width)
-    out = None
-    if pool is not None and pool.shape == (frame.height, frame.width, 3):
-        out = pool.get()
-    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420, dst=out)
+    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
 
 
-def decode_stream(stream: VideoStream, pool=None, raw: bool = False) -> Iterator[np.ndarray]:
-    """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time (into
-    arrays of ``pool``, a ``buffer_pool.BufferPool``, where it fits). ``raw``: frames that
-    need no shrinking and are plain 4:2:0 video come as ``I420`` (``.rgb()`` converts).
+def decode_stream(stream: VideoStream, raw: bool = False) -> Iterator[np.ndarray]:
+    """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time.
+    ``raw``: frames that need no shrinking and are plain 4:2:0 video come as ``I420``
+    (half the bytes; ``.rgb()`` converts).
 
     A file that ends early repeats its last frame (the count came from the container)."""
     last = None
-    frames = _decoded_rgb(stream.path, pool, raw)
+    frames = _decoded_rgb(stream.path, raw)
     try:
         for i in range(stream.num_frames):
             try:
