@@ -67,81 +67,38 @@ def _image_kw(args) -> dict:
     }
 
 
-def cmd_segment(args) -> dict | None:
-    from helpers.textseg import media, render, sam3
-    from helpers.textseg.naming import source_key
+def image_job(args):
+    """The SAM 3 route's part of ``segment`` (the rest: :mod:`helpers.textseg.image_command`)."""
+    from helpers.textseg import routes, sam3
+    from helpers.textseg.image_command import ImageJob
+    from helpers.textseg.image_settings import Cleanup, ImageSettings, Overlay
 
     prompt = _check(args)
     overlay = checks.check_overlay(args)
-    out = checks.check_out(args.out)
     kw = _image_kw(args)
-    if args.folder is not None:
-        folder = Path(args.folder)
-        if not folder.is_dir():
-            raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
-        if out.exists() and out.resolve() == folder.resolve():
-            raise InputError("--out is the input folder; give another --out.")
-        from helpers import distributed
-
-        dist = distributed.from_env(args.device)  # under torchrun: this process's share
-        seg = _segmenter(args)
-        summary = sam3.segment_folder_sam3(
-            folder,
-            out,
-            prompt,
-            seg,
-            overwrite=getattr(args, "overwrite", False),
-            dist=dist,
-            overlay=overlay,
-            **kw,
-        )
-        if summary is None:  # another process of the job reports the merged summary
-            return None
-        result = {
-            "command": "segment",
-            "backend": "sam3",
-            "folder": str(folder),
-            "out": str(out),
-            **summary,
-        }
-        return checks.stop_if_failed(
-            result, len(summary["files"]), "images", out, "Run again to retry them."
-        )
-    source = args.image
-    if "://" not in source and not Path(source).is_file():
-        raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
-    image = media.load_image(source)  # a bad image fails before the model loads
-    seg = _segmenter(args)
-    result = sam3.segment_image_sam3(image, prompt, seg, **kw)
-    dets = result.detections
-    timings = {k: round(float(v), 2) for k, v in result.timings.items()}
-    paths = render.save_image_outputs(
-        result.image,
-        dets,
-        out,
-        checks.image_stem(source, out),
-        prompt=result.prompt,
-        extra={
-            "source": source,
-            "source_path": source_key(source),
-            "backend": "sam3",
-            "timings_ms": timings,
-            "settings": kw,
-        },
-        **overlay,
+    settings = ImageSettings(
+        route=routes.RouteSettings(
+            score_threshold=kw["threshold"], mask_threshold=kw["mask_threshold"]
+        ),
+        cleanup=Cleanup(
+            kw["clean"], kw["clean_fraction"], kw["min_hole_area"], kw["min_sprinkle_area"]
+        ),
     )
-    return {
-        "command": "segment",
-        "backend": "sam3",
-        "image": source,
-        "prompt": prompt,
-        "instances": len(dets),
-        "labels": [str(n) for n in dets.data.get("class_name", [])],
-        "scores": [round(float(s), 4) for s in dets.confidence],
-        "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
-        "outputs": {k: str(v) for k, v in paths.items()},
-        "timings_ms": timings,
-    }
+
+    def run_folder(folder, out, dist, overlay):
+        return sam3.segment_folder_sam3(
+            folder, out, prompt, _segmenter(args), overwrite=getattr(args, "overwrite", False),
+            dist=dist, overlay=overlay, **kw,
+        )  # fmt: skip
+
+    return ImageJob(
+        prompt,
+        lambda: (routes.Sam3(_segmenter(args)), settings),
+        run_folder,
+        Overlay(**overlay),
+        tags={"backend": "sam3"},
+        json_extra={"settings": kw},
+    )
 
 
 def cmd_track(args) -> dict:
