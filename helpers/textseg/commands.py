@@ -17,7 +17,6 @@ import contextlib
 import functools
 import json
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from helpers.textseg.command_checks import (
     stop_if_failed,
 )
 from helpers.textseg.model_cache import cached, seeded
-from helpers.textseg.track_summary import side_by_side, track_summary
+from helpers.textseg.track_summary import run_track
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
 DETECTOR_NAMES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
@@ -654,9 +653,7 @@ def _track_many(args, videos: list[str]) -> dict | None:
 
 
 def _track_one(args) -> dict:
-    import numpy as np
 
-    from helpers.textseg import track
 
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers.textseg import sam3_commands
@@ -685,56 +682,18 @@ def _track_one(args) -> dict:
         raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
     check_device(args)
     check_out(args.out)
+    from helpers.textseg import routes
+
     detector, tracker = load_models(args, video=True)
-    detect_fn = None
-    if args.max_objects is not None:
-        from helpers.textseg import detect
-
-        def detect_fn(image):
-            found = detect.detect(
-                detector,
-                image,
-                prompt,
-                box_threshold=args.box_threshold,
-                text_threshold=args.text_threshold,
-            )
-            order = np.argsort(-np.asarray(found.confidence))[: args.max_objects]
-            return found[order]
-
-    t0 = time.perf_counter()
-    result = track.track_video(
-        args.video,
-        prompt,
-        detector,
-        tracker,
-        Path(args.out),
-        detect_every=args.detect_every,
-        prompt_type=args.prompt_type,
-        box_threshold=args.box_threshold,
-        text_threshold=args.text_threshold,
-        iou_threshold=args.iou_threshold,
-        reid_threshold=args.reid_threshold,
-        keep_missed=args.keep_missed,
-        backfill=args.backfill,
-        chunk_size=args.chunk_size,
+    settings = routes.TrackSettings(
+        box_threshold=args.box_threshold, text_threshold=args.text_threshold,
+        iou_threshold=args.iou_threshold, chunk_size=args.chunk_size,
         offload=False if args.no_offload else (True if args.offload else None),
-        max_frames=args.max_frames,
-        render=not args.no_render,
-        detect_fn=detect_fn,
-    )
-    elapsed = time.perf_counter() - t0
-    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
-    summary = {
-        "command": "track",
-        "video": args.video,
-        "prompt": prompt,
-        **track_summary(result),
-        "elapsed_s": round(elapsed, 3),
-        "processing_fps": processing_fps,
-    }
-    if getattr(args, "side_by_side", False):
-        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
-    return summary
+        max_frames=args.max_frames, render=not args.no_render, detect_every=args.detect_every,
+        prompt_type=args.prompt_type, reid_threshold=args.reid_threshold,
+        keep_missed=args.keep_missed, backfill=args.backfill, max_objects=args.max_objects,
+    )  # fmt: skip
+    return run_track(args, prompt, routes.DetectSam2(detector, tracker=tracker), settings)
 
 
 def cmd_eval_masks(args) -> dict:

@@ -9,6 +9,10 @@ video) is the same code for all three. An option that only makes sense for one r
 detector fallback, choosing among SAM 2's three masks) is refused for the others with one
 ``error:`` line that names the route, never silently ignored.
 
+A video goes through a route's second verb, ``track(video, phrases, settings, out_dir) ->
+track.TrackResult`` (per-frame masks and ids; ``tracks.json`` and the MP4 written): detect-sam2
+and sam3 track; clipseg has no tracker.
+
 The one verb, ``segment(image, phrases, settings) -> sv.Detections`` (masks, boxes, scores,
 ``class_name``), is implemented by :class:`DetectSam2`, :class:`ClipSeg` and :class:`Sam3`; it
 returns the route's raw masks at the full size (no cleanup, no fallback, no mask choice: those
@@ -145,6 +149,26 @@ class RouteSettings:
     max_side: int = 1024  # detect-sam2 / clipseg: model input long side
 
 
+@dataclass(frozen=True)
+class TrackSettings:
+    """What a route's ``track`` verb needs besides the video and the phrases."""
+
+    box_threshold: float = 0.35  # detect-sam2: the keyframe detector's box score
+    text_threshold: float = 0.25  # detect-sam2: the keyframe detector's phrase score
+    score_threshold: float = 0.5  # sam3: instance score to keep
+    iou_threshold: float = 0.5  # ids matched across keyframes / chunks by mask IoU
+    chunk_size: int = 200  # frames per tracking session (memory)
+    offload: bool | None = None  # the tracker's state on the CPU (None: when needed)
+    max_frames: int | None = None  # only the first N frames
+    render: bool = True  # the annotated MP4 besides tracks.json
+    detect_every: int = 30  # detect-sam2: keyframe period
+    prompt_type: str = "box"  # detect-sam2: how new objects prompt SAM 2
+    reid_threshold: float = 0.8  # detect-sam2: appearance match that restores an old id
+    keep_missed: int = 2  # detect-sam2: keyframes an undetected object is kept
+    backfill: bool = False  # detect-sam2: new objects tracked back to the previous keyframe
+    max_objects: int | None = None  # detect-sam2: the N most confident detections per keyframe
+
+
 class DetectSam2:
     """Grounding DINO / OWLv2 boxes, then SAM 2.1 masks (``detect.load_detector`` and
     ``segment.load_segmenter`` models). Boxes come from the detector; with ``multimask``
@@ -154,8 +178,9 @@ class DetectSam2:
     step = "detector"  # what the result's ``produced_by`` / ``attempts`` call this route
     floors_at_model_size = True  # the cleanup's pixel floors count model-input pixels
 
-    def __init__(self, detector, segmenter, nms_iou: float = 0.5):
+    def __init__(self, detector, segmenter=None, nms_iou: float = 0.5, tracker=None):
         self.detector, self.segmenter, self.nms_iou = detector, segmenter, nms_iou
+        self.tracker = tracker  # track.load_video_tracker: the SAM 2 video predictor
 
     def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
         from helpers.textseg import media
@@ -186,6 +211,38 @@ class DetectSam2:
             info["boxes_unclipped"], masks, dets.confidence, dets.class_id,
             dets.data.get("class_name", []), scores,
         )  # fmt: skip
+
+
+    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
+        """Per-frame tracks (``track.TrackResult``): keyframe detection, SAM 2 propagation."""
+        from helpers.textseg import track
+
+        prompt = _prompt(phrases)
+        return track.track_video(
+            video, prompt, self.detector, self.tracker, out_dir,
+            detect_every=settings.detect_every, prompt_type=settings.prompt_type,
+            box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
+            iou_threshold=settings.iou_threshold, reid_threshold=settings.reid_threshold,
+            keep_missed=settings.keep_missed, backfill=settings.backfill,
+            chunk_size=settings.chunk_size, offload=settings.offload,
+            max_frames=settings.max_frames, render=settings.render,
+            detect_fn=self._most_confident(prompt, settings),
+        )  # fmt: skip
+
+    def _most_confident(self, prompt: str, settings: TrackSettings):
+        """The keyframe detector keeping the ``max_objects`` most confident boxes (or None)."""
+        if settings.max_objects is None:
+            return None
+        from helpers.textseg import detect
+
+        def detect_fn(image):
+            found = detect.detect(
+                self.detector, image, prompt, box_threshold=settings.box_threshold,
+                text_threshold=settings.text_threshold,
+            )  # fmt: skip
+            return found[np.argsort(-np.asarray(found.confidence))[: settings.max_objects]]
+
+        return detect_fn
 
 
 class ClipSeg:
@@ -226,12 +283,13 @@ class Sam3:
     step = None  # one model, no steps: ``produced_by`` is "model"
     floors_at_model_size = False
 
-    def __init__(self, seg):
-        if not hasattr(seg, "instances"):
+    def __init__(self, seg=None, tracker=None):
+        if tracker is None and not hasattr(seg, "instances"):
             raise InputError(
                 "seg must come from helpers.textseg.sam3.load_sam3() or random_sam3()."
             )
         self.seg = seg
+        self.tracker = tracker  # sam3_video.load_sam3_video: its ``track`` verb
 
     def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
         info = _info(info, image.shape[:2])
@@ -242,6 +300,16 @@ class Sam3:
                 image, list(phrases), threshold=settings.score_threshold,
                 mask_threshold=threshold,
             )  # fmt: skip
+
+
+    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
+        """Per-frame tracks (``track.TrackResult``): SAM 3 detects and tracks on every frame."""
+        return self.tracker.track(
+            video, _prompt(phrases), out_dir, score_threshold=settings.score_threshold,
+            chunk_size=settings.chunk_size, offload=settings.offload is not False,
+            iou_threshold=settings.iou_threshold, max_frames=settings.max_frames,
+            render=settings.render,
+        )  # fmt: skip
 
 
 def boxes_from_masks(masks, probs, phrases: list[str], class_ids=None):

@@ -16,13 +16,12 @@ Options SAM 3 cannot honour (``--fallback``, ``--multimask``, ``--mask-weights``
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from helpers.errors import InputError
 from helpers.textseg import command_checks as checks
 from helpers.textseg import model_cache
-from helpers.textseg.track_summary import side_by_side, track_summary
+from helpers.textseg.track_summary import run_track
 
 
 def _segmenter(args):
@@ -102,7 +101,7 @@ def image_job(args):
 
 
 def cmd_track(args) -> dict:
-    from helpers.textseg import sam3_video
+    from helpers.textseg import routes
 
     prompt = _check(args)
     checks.check_threshold("iou-threshold", args.iou_threshold)
@@ -113,39 +112,13 @@ def cmd_track(args) -> dict:
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
     checks.check_out(args.out)
-    tracker = _tracker(args)
-    model = tracker.model
-    saved = model.score_threshold_detection
-    model.score_threshold_detection = float(args.score_threshold)
-    t0 = time.perf_counter()
-    try:
-        result = sam3_video.track_video_sam3(
-            args.video,
-            prompt,
-            tracker,
-            Path(args.out),
-            chunk_size=args.chunk_size,
-            offload=not args.no_offload,
-            iou_threshold=args.iou_threshold,
-            max_frames=args.max_frames,
-            render=not args.no_render,
-        )
-    finally:
-        model.score_threshold_detection = saved
-    elapsed = time.perf_counter() - t0
-    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
-    summary = {
-        "command": "track",
-        "backend": "sam3",
-        "video": args.video,
-        "prompt": prompt,
-        **track_summary(result),
-        "elapsed_s": round(elapsed, 3),
-        "processing_fps": processing_fps,
-    }
-    if getattr(args, "side_by_side", False):
-        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
-    return summary
+    settings = routes.TrackSettings(
+        score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+        chunk_size=args.chunk_size, offload=not args.no_offload, max_frames=args.max_frames,
+        render=not args.no_render,
+    )  # fmt: skip
+    route = routes.Sam3(tracker=_tracker(args))
+    return run_track(args, prompt, route, settings, tags={"backend": "sam3"})
 
 
 def cmd_eval_masks(args) -> dict:

@@ -45,3 +45,36 @@ def test_every_route_gives_detections_with_masks_boxes_scores_and_labels(every_r
 def test_phrases_are_a_list_of_words(every_route, phrases):
     with pytest.raises(InputError, match="phrases"):
         every_route[0].segment(_scene(), phrases, routes.RouteSettings())
+
+
+def test_the_tracking_routes_give_per_frame_tracks_through_one_verb(tmp_path):
+    """``track(video, phrases, settings, out_dir)``: detect-sam2 and sam3 alike return per-frame
+    masks with ids and write tracks.json; clipseg has no tracker."""
+    import numpy as np
+
+    from helpers.textseg import media, sam3_video, track
+    from helpers.textseg.track_summary import track_summary
+
+    frames = []
+    for i in range(3):
+        img = np.full((64, 80, 3), (90, 160, 80), np.uint8)
+        img[20:40, 5 + 6 * i : 25 + 6 * i] = (220, 40, 40)
+        frames.append(img)
+    video = media.write_video(frames, tmp_path / "clip.mp4", fps=5)
+    torch.manual_seed(0)
+    detector = detect.random_grounding_dino(words=PHRASES, size="toy", device="cpu")
+    tracker = track.load_video_tracker("tiny", random_weights=True, device="cpu", image_size=128)
+    tracking = [
+        routes.DetectSam2(detector, tracker=tracker),
+        routes.Sam3(tracker=sam3_video.random_sam3_video("toy", device="cpu")),
+    ]
+    settings = routes.TrackSettings(
+        box_threshold=0.0, text_threshold=0.0, score_threshold=0.0, render=False
+    )
+    for route in tracking:
+        out = tmp_path / route.route.name
+        result = route.track(video, PHRASES, settings, out)
+        assert result.num_frames == 3 and sorted(result.masks) == [0, 1, 2], route.route.name
+        assert (out / "tracks.json").is_file() and result.video_path is None
+        assert track_summary(result)["ids"], route.route.name  # something tracked
+    assert not hasattr(routes.ClipSeg, "track")
