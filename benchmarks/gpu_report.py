@@ -266,11 +266,10 @@ def q1_data(sec: dict, args, state: dict) -> None:
 
 
 def q1_fast(sec: dict, args, device, state: dict, out: Path) -> None:
-    from q1_time_to_accuracy import plot_curve, time_to_target
+    from q1_time_to_accuracy import measure, plot_curve, time_to_target
 
     from helpers.classify.plots import save_figure
     from helpers.classify.presets import get_preset
-    from helpers.classify.train import train
 
     data = state["data"]
     overrides = {"minutes": args.minutes, "compile": device.type == "cuda"}
@@ -288,75 +287,22 @@ def q1_fast(sec: dict, args, device, state: dict, out: Path) -> None:
             "lower --minutes"
         )
     run_dir = out / "fast_run"
-    t_call = time.perf_counter()
-    result = train(
-        preset,
-        data,
-        run_dir,
-        resume=False,
-        device=device,
-        progress=False,
-        max_steps_per_epoch=2 if args.quick else None,
-        log=lambda m: print(m, flush=True),
-    )
-    call_seconds = time.perf_counter() - t_call
-    history = list(result.history)
-    curve = [r for r in history if r.get("val_acc") is not None]
-    test_acc = getattr(result, "test_acc", None)
+    result, res = measure(
+        preset, data, run_dir, device, args.target, progress=False,
+        max_steps_per_epoch=2 if args.quick else None, log=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    curve, hit = res["curve"], time_to_target(res["curve"], args.target)
     test_x = getattr(data, "test_x", None)
-    if test_acc is None and test_x is not None and len(test_x):
-        test_acc = _test_accuracy(result, data, device, preset.train.precision)
+    if res["test_acc"] is None and test_x is not None and len(test_x):
+        res["test_acc"] = _test_accuracy(result, data, device, preset.train.precision)
         sec["notes"].append(
             "test accuracy of the final weights (EMA when on), measured here: the trainer did "
             "not report one"
         )
-    hit = time_to_target(curve, args.target)
-    last = history[-1] if history else {}
-    res = {
-        "preset": preset.name,
-        "parameters": sum(p.numel() for p in result.model.parameters()),
-        "budget_minutes": args.minutes,
-        "epochs": len(history),
-        "steps": last.get("step"),
-        "train_minutes": (last.get("elapsed_seconds") or 0.0) / 60,
-        "mean_images_per_second": (
-            sum(r.get("images_per_second") or 0.0 for r in history) / len(history)
-            if history
-            else None
-        ),
-        "final_val_acc": curve[-1]["val_acc"] if curve else None,
-        "final_val_acc_raw_weights": last.get("val_acc_model"),
-        "best_val_acc": result.best_val_acc,
-        "test_acc": test_acc,
-        "target": args.target,
-        "minutes_to_target": hit["elapsed_seconds"] / 60 if hit else None,
-        "stopped_by_budget": bool(getattr(result, "stopped_early", False)),
-        "planned_steps": result.plan.first_total,
-        "replans": len(result.plan.replans),
-        "final_lr": last.get("lr"),
-        "validation_seconds": result.validation_seconds,
-        "validation_share": result.validation_share,
-        # the whole command: data loading + train() (setup with compile and calibration,
-        # training on the clock, final scoring)
-        "data_seconds": state.get("data_seconds"),
-        "setup_seconds": result.timing.get("setup_seconds"),
-        "training_seconds": result.timing.get("training_seconds"),
-        "scoring_seconds": result.timing.get("scoring_seconds"),
-        "command_seconds": (state.get("data_seconds") or 0.0) + call_seconds,
-        "checkpoint_seconds": getattr(result, "checkpoint_seconds", None),
-        "run_dir": str(run_dir),
-        "curve": [
-            {
-                "epoch": r.get("epoch"),
-                "step": r.get("step"),
-                "elapsed_seconds": r.get("elapsed_seconds"),
-                "val_acc": r.get("val_acc"),
-                "train_loss": r.get("train_loss"),
-                "images_per_second": r.get("images_per_second"),
-            }
-            for r in curve
-        ],
-    }
+    # the whole command: data loading + train() (setup, training on the clock, final scoring)
+    res["data_seconds"] = state.get("data_seconds")
+    res["command_seconds"] = (state.get("data_seconds") or 0.0) + res.pop("call_seconds")
+    res["run_dir"] = str(run_dir)
     sec["result"] = res
     if curve:
         fig = plot_curve(curve, args.target, f"{preset.name}: val accuracy vs wall time")
@@ -850,49 +796,18 @@ def _sam3_size(args) -> str:
     return "toy" if args.quick else "full"
 
 
+def _config_words(row: dict, real: str) -> str:
+    """How the run built SAM 3, read from the model it ran (``random-toy`` / ``random-full``)."""
+    return "toy config" if str(row.get("config", "")).endswith("toy") else f"{real} (the real sizes)"
+
+
 def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
-    """Warm SAM 3 latency per image: processor + vision encoder + one DETR/mask pass per phrase
-    (text features cached), and what the cached text encoding saves per image."""
-    import numpy as np
+    """Warm SAM 3 latency per image (``q2_sam3_speed.bench_image``)."""
+    import q2_sam3_speed
     import q2_speed
 
-    from helpers.textseg import sam3
-
-    size = _sam3_size(args)
-    seg = sam3.random_sam3(size, device=device)
-    h, w = (qargs.image_px * 3) // 4, qargs.image_px
-    image = q2_speed.synthetic_image(h, w)  # the image of the SAM 2.1 rows
-    phrases = [p.strip() for p in q2_speed.PROMPT.split(".") if p.strip()]
-    kw = {"threshold": 0.5, "mask_threshold": 0.5}
-    for _ in range(1 if args.quick else 3):
-        sam3.segment_image_sam3(image, q2_speed.PROMPT, seg, **kw)
-    q2_speed._reset_peak(device)
-    times, found = [], 0
-    for _ in range(args.n):
-        q2_speed._sync(device)
-        t = time.perf_counter()
-        res = sam3.segment_image_sam3(image, q2_speed.PROMPT, seg, **kw)
-        q2_speed._sync(device)
-        times.append((time.perf_counter() - t) * 1000)
-        found = len(res.detections)
-    peak = q2_speed._peak_mib(device)
-    text_ms = []
-    for _ in range(max(2, args.n // 4)):
-        seg.text_cache.clear()
-        q2_speed._sync(device)
-        t = time.perf_counter()
-        sam3.encode_phrases(seg, phrases)
-        q2_speed._sync(device)
-        text_ms.append((time.perf_counter() - t) * 1000)
-    row = {
-        "model": f"sam3 random-{size}",
-        "image": f"{w}x{h}",
-        "phrases": len(phrases),
-        "instances": found,
-        "ms": float(np.median(times)),
-        "text_encode_ms_saved": float(np.median(text_ms)),
-        "peak_mib": peak,
-    }
+    warmup = 1 if args.quick else 3
+    row = q2_sam3_speed.bench_image(_sam3_size(args), device, qargs.image_px, args.n, warmup)
     sec["result"] = [row]
     sec["table"] = md_table(
         ["model", "image", "phrases", "warm ms", "text encoding saved / image ms", "peak MiB"],
@@ -903,60 +818,29 @@ def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
                 row["phrases"],
                 f"{row['ms']:.1f}",
                 f"{row['text_encode_ms_saved']:.1f}",
-                _fmt(peak),
+                _fmt(row["peak_mib"]),
             ]
         ],
         right={2, 3, 4, 5},
     )
     sec["notes"] += [
-        "SAM 3 "
-        + ("toy config" if args.quick else "Sam3Config() (the real sizes)")
-        + f", random weights; median of {args.n} warm runs; prompt '{q2_speed.PROMPT}'; "
-        "compare with the Grounding DINO + SAM 2.1 rows of the image section (same image size "
-        "and prompt in a full run)",
+        f"SAM 3 {_config_words(row, 'Sam3Config()')}, random weights; median of {row['runs']} "
+        f"warm runs after {row['warmup']} warm-up; prompt '{q2_speed.PROMPT}'; compare with the "
+        "Grounding DINO + SAM 2.1 rows of the image section (same image size and prompt)",
         "per image: 1 vision pass + 1 DETR/mask pass per phrase; each phrase's text features "
         "are computed once per process and reused (the last column is what that saves)",
         "inference_mode, bf16 autocast + TF32 on Ampere+ (fp32 elsewhere)",
     ]
-    del seg
     _free_gpu()
 
 
 def q2_sam3_video(sec: dict, args, qargs, device, report: Report, work: Path) -> None:
-    """SAM 3 video FPS through our chunked path (track_video_sam3, no rendering)."""
-    import q2_speed
+    """SAM 3 video FPS through our chunked path (``q2_sam3_speed.bench_video``)."""
+    import q2_sam3_speed
 
-    from helpers.textseg import sam3_video
-
-    size = _sam3_size(args)
-    tracker = sam3_video.random_sam3_video(size, device=device)
-    model = tracker.model
-    # random weights score every query alike: admit detections but track at most 2 objects,
-    # like the SAM 2.1 rows (2 objects)
-    model.score_threshold_detection = 0.0
-    model.new_det_thresh = 0.0
-    model.max_num_objects = 2
-    h, w = q2_speed._res(qargs.video_res)
-    frames_dir = q2_speed.write_frames(work / "frames", qargs.video_frames, h, w)
-    chunk = max(2, min(qargs.chunk_size, qargs.video_frames))
-    q2_speed._reset_peak(device)
-    t = time.perf_counter()
-    res = sam3_video.track_video_sam3(
-        frames_dir, q2_speed.PROMPT, tracker, work / "sam3_out", chunk_size=chunk, render=False
+    row = q2_sam3_speed.bench_video(
+        _sam3_size(args), device, work, qargs.video_frames, qargs.video_res, qargs.chunk_size
     )
-    e2e = time.perf_counter() - t
-    peak = q2_speed._peak_mib(device)
-    n = res.num_frames
-    row = {
-        "model": f"sam3-video random-{size}",
-        "video": f"{w}x{h}",
-        "frames": n,
-        "fps": n / res.timings["track_s"],
-        "e2e_fps": n / e2e,
-        "chunk_size": chunk,
-        "ids": len(res.labels),
-        "peak_mib": peak,
-    }
     sec["result"] = [row]
     sec["table"] = md_table(
         ["model", "video", "frames", "fps", "fps end to end", "chunk", "ids", "peak MiB"],
@@ -964,25 +848,24 @@ def q2_sam3_video(sec: dict, args, qargs, device, report: Report, work: Path) ->
             [
                 row["model"],
                 row["video"],
-                n,
+                row["frames"],
                 f"{row['fps']:.2f}",
                 f"{row['e2e_fps']:.2f}",
-                chunk,
+                row["chunk_size"],
                 row["ids"],
-                _fmt(peak),
+                _fmt(row["peak_mib"]),
             ]
         ],
         right={2, 3, 4, 5, 6, 7},
     )
     sec["notes"] += [
         "SAM 3 video (detector on every frame + memory tracker), "
-        + ("toy config" if args.quick else "Sam3VideoConfig() (the real sizes)")
-        + ", random weights, at most 2 tracked objects; frames preprocessed and stored on the "
-        "CPU (offload), sessions of at most --chunk-size frames",
+        f"{_config_words(row, 'Sam3VideoConfig()')}, random weights, at most "
+        f"{row['max_objects']} tracked objects; frames preprocessed and stored on the CPU "
+        f"(offload), sessions of at most {row['chunk_size']} frames",
         "fps = frames / tracking time (SAM 3 detection + tracking + RLE of the masks); end to "
         "end also counts reading the frames; compare with the SAM 2.1 rows of the video section",
     ]
-    del tracker, model
     _free_gpu()
 
 
