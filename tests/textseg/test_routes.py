@@ -78,3 +78,29 @@ def test_the_tracking_routes_give_per_frame_tracks_through_one_verb(tmp_path):
         assert (out / "tracks.json").is_file() and result.video_path is None
         assert track_summary(result)["ids"], route.route.name  # something tracked
     assert not hasattr(routes.ClipSeg, "track")
+
+
+def test_the_steps_after_the_route_fit_on_a_screen_and_settings_are_one_frozen_class_each():
+    """``pipeline.run_route`` (what follows every route) and ``segment_image`` read as one screen
+    each (<= 40 lines of code), and the settings come in small frozen dataclasses, one per
+    concern, instead of a long list of keywords."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from helpers.textseg import image_settings, pipeline
+
+    tree = ast.parse(inspect.getsource(pipeline))
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        if fn.name in ("run_route", "segment_image"):
+            body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) else fn.body
+            assert fn.end_lineno - body[0].lineno + 1 <= 40, fn.name
+    concerns = [routes.RouteSettings, routes.TrackSettings, image_settings.MaskChoice,
+                image_settings.Cleanup, image_settings.Fallback, image_settings.Overlay]  # fmt: skip
+    for cls in concerns:
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
+        assert len(dataclasses.fields(cls)) <= 14, cls
+    held = {f.name for f in dataclasses.fields(image_settings.ImageSettings)}
+    assert held == {"route", "choice", "cleanup", "fallback"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        image_settings.Cleanup().fraction = 0.5
