@@ -13,6 +13,7 @@ from report_doc import Report, _error, _fmt, _free_gpu, _log, _pct, _short, md_t
 
 Q1_SECTIONS = ("data", "throughput", "fast")
 
+
 def q1_data(sec: dict, args, state: dict) -> None:
     from helpers.classify.data import load_dataset
 
@@ -332,5 +333,3 @@ def _reset_compile() -> None:
     except Exception:
         pass
     _free_gpu()
-
-

@@ -14,6 +14,7 @@ from report_doc import Report, _error, _fmt, _free_gpu, _log, _short, md_table
 
 Q2_SECTIONS = ("image", "video", "long", "sam3_image", "sam3_video")
 
+
 def _q2_args(args):
     import q2_speed
 
@@ -263,7 +264,9 @@ def _sam3_size(args) -> str:
 
 def _config_words(row: dict, real: str) -> str:
     """How the run built SAM 3, read from the model it ran (``random-toy`` / ``random-full``)."""
-    return "toy config" if str(row.get("config", "")).endswith("toy") else f"{real} (the real sizes)"
+    return (
+        "toy config" if str(row.get("config", "")).endswith("toy") else f"{real} (the real sizes)"
+    )
 
 
 def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
@@ -388,5 +391,3 @@ def run_q2(args, device, report: Report) -> None:
         if "sam3_video" in sections:
             title = "Q2 SAM 3 video: tracking FPS with its own detector + tracker"
             report.run("sam3_video", title, q2_sam3_video, args, qargs, device, report, work / "s3")
-
-

@@ -174,5 +174,3 @@ class Report:
                 out.append("")
                 out += [f"- {n}" for n in notes]
         return "\n".join(out) + "\n"
-
-

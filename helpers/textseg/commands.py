@@ -654,7 +654,6 @@ def _track_many(args, videos: list[str]) -> dict | None:
 
 def _track_one(args) -> dict:
 
-
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers.textseg import sam3_commands
 

@@ -189,8 +189,9 @@ def segment_image(
         settings = image_settings(**kw)
         settings = replace(settings, route=replace(settings.route, mask_threshold=mask_threshold))
         return run_route(routes.ClipSeg(segmenter), image_or_source, prompt, settings)
-    route = routes.DetectSam2(detector, segmenter, nms_iou=nms_iou)
-    return run_route(route, image_or_source, prompt, image_settings(**kw))
+    return run_route(
+        routes.DetectSam2(detector, segmenter), image_or_source, prompt, image_settings(**kw)
+    )
 
 
 def image_settings(
@@ -212,7 +213,7 @@ def image_settings(
         )
     route = RouteSettings(
         box_threshold=box_threshold, text_threshold=text_threshold, max_side=max_side,
-        multimask=bool(multimask or weights is not None),
+        nms_iou=nms_iou, multimask=bool(multimask or weights is not None),
     )  # fmt: skip
     return ImageSettings(
         route=route,

@@ -147,6 +147,7 @@ class RouteSettings:
     mask_threshold: float | None = None  # clipseg (0.4) / sam3 (0.5) when None
     score_threshold: float = 0.5  # sam3: instance score to keep
     max_side: int = 1024  # detect-sam2 / clipseg: model input long side
+    nms_iou: float = 0.5  # detect-sam2: overlapping boxes of one phrase merged above this IoU
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,8 @@ class DetectSam2:
     step = "detector"  # what the result's ``produced_by`` / ``attempts`` call this route
     floors_at_model_size = True  # the cleanup's pixel floors count model-input pixels
 
-    def __init__(self, detector, segmenter=None, nms_iou: float = 0.5, tracker=None):
-        self.detector, self.segmenter, self.nms_iou = detector, segmenter, nms_iou
+    def __init__(self, detector, segmenter=None, tracker=None):
+        self.detector, self.segmenter = detector, segmenter
         self.tracker = tracker  # track.load_video_tracker: the SAM 2 video predictor
 
     def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
@@ -195,7 +196,7 @@ class DetectSam2:
         with _timed(info, "detect"):
             dets = detect(
                 self.detector, small, _prompt(phrases), box_threshold=settings.box_threshold,
-                text_threshold=settings.text_threshold, nms_iou=self.nms_iou, max_side=None,
+                text_threshold=settings.text_threshold, nms_iou=settings.nms_iou, max_side=None,
             )  # fmt: skip
         if not len(dets):
             masks, scores = np.zeros((0, H, W), bool), np.zeros((0,), np.float32)
@@ -211,7 +212,6 @@ class DetectSam2:
             info["boxes_unclipped"], masks, dets.confidence, dets.class_id,
             dets.data.get("class_name", []), scores,
         )  # fmt: skip
-
 
     def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
         """Per-frame tracks (``track.TrackResult``): keyframe detection, SAM 2 propagation."""
@@ -300,7 +300,6 @@ class Sam3:
                 image, list(phrases), threshold=settings.score_threshold,
                 mask_threshold=threshold,
             )  # fmt: skip
-
 
     def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
         """Per-frame tracks (``track.TrackResult``): SAM 3 detects and tracks on every frame."""
