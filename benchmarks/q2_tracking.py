@@ -27,7 +27,10 @@ Both policies drive the same stand-ins:
   settings (the CLI's);
 - **baseline**: Grounded-SAM-2's continuous-id recipe: at each keyframe reset, re-seed every
   object from the fresh detections, give a detection the id of the tracked mask it overlaps
-  (mask IoU >= 0.5), new ids for the rest; objects the detector missed are dropped.
+  (mask IoU >= 0.5), new ids for the rest; objects the detector missed are dropped;
+- **oracle** (a reference, not a policy): the same loop with every keyframe identity decision
+  taken from the ground truth (``OracleBook``), so the table shows what any identity policy
+  could reach with these stand-ins; what it misses is lost between keyframes.
 
 Scored with ``motmetrics`` (IDF1, ID switches, MOTA; a hypothesis matches a ground-truth object
 when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled) and overall.
@@ -174,7 +177,7 @@ class ScriptedDetector:
     def __call__(self, t: int) -> identity.Detections:
         truth, sc = self.truth, self.truth.scene
         rng = np.random.default_rng([sc.seed, truth.seed, t, 7])
-        boxes, labels, looks = [], [], []
+        boxes, labels, looks, source = [], [], [], []
         blank = rng.random() < sc.blank
         for k, o in enumerate(sc.objects):
             miss = rng.random() < sc.miss
@@ -185,6 +188,7 @@ class ScriptedDetector:
             boxes.append(b)
             labels.append(o.label)
             looks.append(truth.look(k, t) + noise)
+            source.append(k)
         real = list(zip(boxes, labels))
         for _ in range(rng.poisson(sc.fp_near) if real and not blank else 0):
             b, lab = real[rng.integers(len(real))]
@@ -193,20 +197,24 @@ class ScriptedDetector:
             boxes.append(b + np.array([shift, 0, shift, 0], np.float32))
             labels.append(lab)
             looks.append(rng.normal(size=DIM))
+            source.append(-1)
         for _ in range(rng.poisson(sc.fp) if not blank else 0):
             w, h = rng.integers(12, 30, 2)
             x, y = rng.integers(0, W - w), rng.integers(0, H - h)
             boxes.append(np.array([x, y, x + w, y + h], np.float32))
             labels.append(str(rng.choice([o.label for o in sc.objects])))
             looks.append(rng.normal(size=DIM))
+            source.append(-1)
         n = len(boxes)
-        return identity.Detections(
+        dets = identity.Detections(
             np.array(boxes, np.float32).reshape(-1, 4),
             labels,
             rng.uniform(0.4, 0.95, n),
             np.stack([_raster(b) for b in boxes]) if n else np.zeros((0, H, W), bool),
             np.stack(looks) if n else None,
         )
+        dets.source = source  # the object behind each box (-1: a false one), for the oracle
+        return dets
 
 
 class StandInSession:
@@ -364,6 +372,57 @@ def run_ours(truth, detector, detect_every: int) -> list[dict[int, np.ndarray]]:
     book = identity.IdBook(identity.IdentityConfig(fps=FPS))
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, book, opts):
+        out.append({i: render.rle_to_mask(r) for i, r in rles.items()})
+    return out
+
+
+class OracleBook(identity.IdBook):
+    """Identity decisions taken from the ground truth (what no real policy knows), on the
+    same stand-in detections and propagation: each keyframe re-seeds every detected object
+    under its own id, drops false boxes, keeps a missed track only while its propagated mask
+    is still on its own object (IoU >= 0.5) and retires it otherwise, and says whose mask sat
+    on which object (``Plan.moved``, which ``track.repair`` uses as it does for ours). The
+    propagation's other mistakes between keyframes stand: this is what any identity policy
+    could reach at keyframes."""
+
+    def __init__(self, truth: Truth, config=None, *rest):
+        super().__init__(config or identity.IdentityConfig(fps=FPS), *rest)
+        self.truth = truth
+
+    def copy(self) -> OracleBook:
+        objs = {i: replace(o) for i, o in self.objects.items()}
+        return OracleBook(self.truth, self.config, objs, self.next_id, self.frame_hw)
+
+    def keyframe(self, frame_idx, track_masks, dets) -> identity.Plan:
+        plan = identity.Plan(ids=[0] * len(dets))
+        live = set(self.live)
+        for j, k in enumerate(dets.source):
+            if k < 0:
+                continue
+            i = k + 1
+            o = self.objects.setdefault(i, identity.Identity(dets.labels[j]))
+            plan.ids[j] = i
+            (plan.reseed if i in live else plan.start)[i] = j
+            o.live, o.score = True, max(o.score, float(dets.scores[j]))
+        truth = self.truth.masks[frame_idx]
+        for r in live:
+            m = track_masks.get(r)
+            on = identity.masks_iou(m[None], np.stack(truth))[0] if m is not None else [0.0]
+            k = int(np.argmax(on))
+            if on[k] >= 0.5 and k + 1 != r and k + 1 in plan.prompted:
+                plan.moved[k + 1] = r  # r's mask sat on object k: ``track.repair`` relabels
+            if r not in plan.prompted and not (on[k] >= 0.5 and k + 1 == r):
+                plan.retire.append(r)
+                self.objects[r].live = False
+        return plan
+
+
+def run_oracle(truth, detector, detect_every: int) -> list[dict[int, np.ndarray]]:
+    """``track_frames`` with ``OracleBook``: the same loop, stand-ins and settings as ours."""
+    opts = track.LoopOptions(detect_every, "mask")
+    prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
+    out = []
+    for _, rles in track.track_frames(truth.scene.frames, prop, detector, OracleBook(truth), opts):
         out.append({i: render.rle_to_mask(r) for i, r in rles.items()})
     return out
 
@@ -712,10 +771,14 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     seeds = args.seeds or ([0] if args.easy else [0, 1] if args.quick else [0, 1, 2])
     conds = conditions(args)
-    accs = {f"{lev}@{c}": {"ours": {}, "baseline": {}} for lev, c in conds}
-    for sc in scene_set(args.quick, args.easy):
+    accs = {f"{lev}@{c}": {"ours": {}, "baseline": {}, "oracle": {}} for lev, c in conds}
+    scenes = scene_set(args.quick, args.easy)
+    if args.scenes:
+        scenes = [s for s in hard_scenes() + easy_scenes() if s.name in args.scenes]
+    for sc in scenes:
         for seed in seeds:
-            base: dict[int, dict] = {}  # the baseline never looks at appearance
+            base: dict[int, dict] = {}
+            orc: dict[int, dict] = {}
             truth = Truth(sc, seed)
             for lev, c in conds:
                 truth.at(lev)
@@ -724,9 +787,11 @@ def run(args) -> dict:
                 a["ours"].setdefault(sc.name, []).append(
                     counts(matches(truth, run_ours(truth, detector, c)))
                 )
-                if c not in base:
+                if c not in base:  # neither the baseline nor the oracle looks at appearance
                     base[c] = counts(matches(truth, run_baseline(truth, detector, c)))
+                    orc[c] = counts(matches(truth, run_oracle(truth, detector, c)))
                 a["baseline"].setdefault(sc.name, []).append(base[c])
+                a["oracle"].setdefault(sc.name, []).append(orc[c])
     res = {
         "seeds": seeds,
         "conditions": {k: {p: score(v[p]) for p in v} for k, v in accs.items()},
@@ -755,26 +820,24 @@ def targets(conds: dict, easy: bool) -> dict[str, bool]:
 
 
 def report(res: dict) -> None:
-    head = (f"{'scene':26s} | {'IDF1 ours':>9s} {'base':>6s} | {'IDSW ours':>9s} {'base':>5s} | "
-            f"{'MOTA ours':>9s} {'base':>6s}")  # fmt: skip
+    head = (f"{'scene':26s} | {'IDF1 ours':>9s} {'base':>6s} {'oracle':>6s} | {'IDSW ours':>9s} "
+            f"{'base':>5s} {'orcl':>5s} | {'MOTA ours':>9s} {'base':>6s} {'oracle':>6s}")  # fmt: skip
+
+    def line(name, o, b, g):
+        return (f"{name:26s} | {o['idf1']:9.3f} {b['idf1']:6.3f} {g['idf1']:6.3f} | "
+                f"{o['idsw']:9d} {b['idsw']:5d} {g['idsw']:5d} | "
+                f"{o['mota']:9.3f} {b['mota']:6.3f} {g['mota']:6.3f}")  # fmt: skip
+
     rows = []
     for cond, r in res["conditions"].items():
         print(f"\n{cond}  (detection every {cond.split('@')[1]} frames, seeds {res['seeds']})")
         print(head)
         for name in r["ours"]:
-            o, b = r["ours"][name], r["baseline"][name]
-            print(
-                f"{name:26s} | {o['idf1']:9.3f} {b['idf1']:6.3f} | {o['idsw']:9d} {b['idsw']:5d}"
-                f" | {o['mota']:9.3f} {b['mota']:6.3f}"
-            )
-        rows.append((cond, r["ours"]["OVERALL"], r["baseline"]["OVERALL"]))
-    print(f"\n{'condition':26s} | {'IDF1 ours':>9s} {'base':>6s} | {'IDSW ours':>9s} {'base':>5s}"
-          f" | {'MOTA ours':>9s} {'base':>6s}")  # fmt: skip
-    for cond, o, b in rows:
-        print(
-            f"{cond:26s} | {o['idf1']:9.3f} {b['idf1']:6.3f} | {o['idsw']:9d} {b['idsw']:5d} | "
-            f"{o['mota']:9.3f} {b['mota']:6.3f}"
-        )
+            print(line(name, r["ours"][name], r["baseline"][name], r["oracle"][name]))
+        rows.append((cond, *(r[p]["OVERALL"] for p in ("ours", "baseline", "oracle"))))
+    print("\n" + head.replace("scene    ", "condition"))
+    for row in rows:
+        print(line(*row))
     missed = [k for k, v in res["targets_met"].items() if not v]
     print(f"targets: {len(res['targets_met']) - len(missed)}/{len(res['targets_met'])} met"
           + (f"; MISSED: {'; '.join(missed)}" if missed else ""))  # fmt: skip
@@ -883,11 +946,15 @@ def main(argv=None) -> dict:
     p.add_argument("--easy", action="store_true", help="the first, kinder version instead")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     p.add_argument("--detect-every", type=int, default=None, help="one cadence only")
+    p.add_argument("--scenes", nargs="+", default=None, help="only these scenes (by name)")
     p.add_argument("--memory", action="store_true", help="also measure mask memory at 1080p")
     p.add_argument("--memory-frames", type=int, default=1800)
     p.add_argument("--memory-only", action="store_true", help="only the memory figures")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args(argv)
+    known = {s.name for s in hard_scenes() + easy_scenes()}
+    if args.scenes and not set(args.scenes) <= known:
+        p.error(f"unknown scene(s) {sorted(set(args.scenes) - known)}; known: {sorted(known)}")
     res = {} if args.memory_only else run(args)
     if args.memory or args.memory_only:
         res["memory"] = memory(20 if args.quick else args.memory_frames)

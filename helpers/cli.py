@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     from helpers.classify import commands as classify_commands
     from helpers.textseg import commands as textseg_commands
 
-    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers", description=__doc__.split("\n")[0].replace("``", "`")
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     classify_commands.register(sub)
     textseg_commands.register(sub)

@@ -62,7 +62,9 @@ def _from_folder(src: Path):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("out", help="the folder to create")
     ap.add_argument("--from-folder", help="a folder of class subfolders instead of CIFAR-10")
     ap.add_argument("--root", default="data", help="where torchvision keeps CIFAR-10 (downloads)")

@@ -79,3 +79,49 @@ def test_readme_has_no_unexplained_references():
     quoted = set(re.findall(r"write-ups? (\d{3})", readme))
     table = set(re.findall(r"^\| (\d{3}) \|", readme, re.M))
     assert quoted and quoted <= table, quoted - table
+
+
+def test_readme_opens_with_the_two_commands_for_a_fresh_machine():
+    """Before the first section: the main job, and the tests exactly as CI runs them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    top = readme.split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", top, re.S)
+    assert block, "no commands before the first section"
+    lines = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert any(
+        line.startswith('pip install -e ".[q1,q2]"') and "python -m helpers train" in line
+        for line in lines
+    ), lines
+    assert "bash .ci/run" in lines and (ROOT / ".ci" / "run").is_file()
+
+
+# options of other programs the README shows (pip, torchrun)
+FOREIGN_OPTIONS = {"--no-build-isolation", "--nproc-per-node", "--nnodes", "--rdzv-backend",
+                   "--rdzv-endpoint", "--help"}  # fmt: skip
+
+
+def _known_options() -> set[str]:
+    """Every option of ``python -m helpers`` (all subcommands) and of the benchmark scripts
+    and scripts/ (read from their ``add_argument`` calls, without running them)."""
+    import argparse
+
+    from helpers.cli import build_parser
+
+    known: set[str] = set()
+    parsers = [build_parser()]
+    while parsers:
+        p = parsers.pop()
+        for action in p._actions:
+            known.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    for script in [*ROOT.glob("benchmarks/*.py"), *ROOT.glob("scripts/*.py")]:
+        known.update(re.findall(r'add_argument\(\s*"(--[a-z0-9-]+)"', script.read_text()))
+    return known
+
+
+def test_every_option_the_readme_names_exists():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
+    missing = named - _known_options() - FOREIGN_OPTIONS
+    assert not missing, f"the README names options no command has: {sorted(missing)}"

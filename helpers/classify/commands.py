@@ -108,7 +108,7 @@ def register(sub) -> None:
     # ------------------------------------------------------------------ evaluate
     p = sub.add_parser(
         "evaluate",
-        help="metrics, report and plots of a checkpoint on a validation split",
+        help="metrics, report and plots of a checkpoint on the test (or val) split",
         description="Evaluate a checkpoint: top-1/top-5, per-class report, confusion matrix, plots.",
     )
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run folder (uses best.pt)")

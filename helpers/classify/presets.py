@@ -1,4 +1,4 @@
-"""Named recipes: the seed write-ups reproduced exactly, and our own faster/more accurate ones.
+"""Named recipes: three earlier write-ups' recipes reproduced exactly, and our own faster/more accurate ones.
 
 A :class:`Preset` bundles a model (:class:`ViTConfig` for from-scratch training, or a timm model
 name for fine-tuning), the optimisation recipe (:class:`TrainConfig`) and the GPU augmentation
@@ -208,11 +208,11 @@ class Preset:
 
 
 def _seed000() -> Preset:
-    # Seed 000: 89.39 % test after 200 epochs; exactly 10,402,954 parameters.
+    # Write-up 000: 89.39 % test after 200 epochs; exactly 10,402,954 parameters.
     return Preset(
         name="seed000",
         source="seed000",
-        description="Seed 000: ViT 384-wide, 7 deep, 6 heads, MLP x3, patch 4, CLS; 200 epochs.",
+        description="Write-up 000's recipe: ViT 384-wide, 7 deep, 6 heads, MLP x3, patch 4, CLS; 200 epochs.",
         model=ViTConfig(
             dim=384, depth=7, heads=6, mlp_ratio=3, patch_size=4, pool="cls", dropout=0.1
         ),
@@ -230,11 +230,11 @@ def _seed000() -> Preset:
 
 
 def _seed001() -> Preset:
-    # Seed 001: 88 % test; SPT, 768 wide, 12 deep, 4 heads, MLP 1536, dropout 0.3.
+    # Write-up 001: 88 % test; SPT, 768 wide, 12 deep, 4 heads, MLP 1536, dropout 0.3.
     return Preset(
         name="seed001",
         source="seed001",
-        description="Seed 001: ViT 768-wide, 12 deep, 4 heads, MLP 1536, SPT, dropout 0.3; 200 epochs.",
+        description="Write-up 001's recipe: ViT 768-wide, 12 deep, 4 heads, MLP 1536, SPT, dropout 0.3; 200 epochs.",
         model=ViTConfig(
             dim=768,
             depth=12,
@@ -262,11 +262,11 @@ def _seed001() -> Preset:
 
 
 def _seed003() -> Preset:
-    # Seed 003: 79.55 % test; mean pooling, MultiStep at 50/75 of 100 epochs.
+    # Write-up 003: 79.55 % test; mean pooling, MultiStep at 50/75 of 100 epochs.
     return Preset(
         name="seed003",
         source="seed003",
-        description="Seed 003: ViT 384-wide, 8 deep, 8 heads, MLP x4, mean pool; MultiStep 50/75 of 100.",
+        description="Write-up 003's recipe: ViT 384-wide, 8 deep, 8 heads, MLP x4, mean pool; MultiStep 50/75 of 100.",
         model=ViTConfig(
             dim=384, depth=8, heads=8, mlp_ratio=4, patch_size=4, pool="mean", dropout=0.1
         ),
@@ -407,7 +407,7 @@ PRESET_BUILDERS = {
         7,
         1e-4,
         3,
-        "Seed 004 style: ViT-B/16 at 224 px, only the last 3 blocks + head trained.",
+        "Write-up 004's setup: ViT-B/16 at 224 px, only the last 3 blocks + head trained.",
     ),
 }
 

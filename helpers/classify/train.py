@@ -552,7 +552,7 @@ def train(
         log(f"the {cfg.minutes} min budget is already spent; raise minutes to train further.")
     elif run.step < plan.total_steps:
         log(
-            f"plan: {plan.total_steps} steps ({plan.epochs} epochs of {steps_per_epoch}), "
+            f"plan: {plan.total_steps} steps ({plan.epochs} epoch{'s' if plan.epochs != 1 else ''} of {steps_per_epoch}), "
             f"warm-up {plan.warmup_steps} steps, {cfg.schedule} schedule."
         )
     outer = tqdm(

@@ -30,6 +30,8 @@ from helpers.textseg.command_checks import (
     check_threshold,
     stop_if_failed,
 )
+from helpers.textseg.durations import KEEP_MISSED, KEEP_MISSED_HELP
+from helpers.textseg.durations import seconds as keep_seconds
 from helpers.textseg.model_cache import cached, seeded
 from helpers.textseg.track_summary import run_track
 
@@ -141,13 +143,14 @@ def register(sub) -> None:
         "--reid-threshold",
         type=float,
         default=0.8,
-        help="appearance similarity that gives a returning object its old id (0.8)",
+        help="appearance similarity that gives a returning object its old id until the "
+        "video's own looks calibrate it (0.8)",
     )
     t.add_argument(
         "--keep-missed",
-        type=int,
-        default=2,
-        help="keyframes an undetected object keeps being tracked before it is retired (2)",
+        default=KEEP_MISSED,
+        metavar="DURATION",
+        help=KEEP_MISSED_HELP,
     )
     t.add_argument(
         "--backfill",
@@ -662,8 +665,7 @@ def _track_one(args) -> dict:
     prompt = check_prompt(args.prompt)
     check_threshold("iou-threshold", args.iou_threshold)
     check_threshold("reid-threshold", args.reid_threshold)
-    if args.keep_missed < 0:
-        raise InputError(f"--keep-missed must be >= 0 keyframes, got {args.keep_missed}.")
+    keep_seconds(args.keep_missed, 30.0)  # a bad duration fails before any model loads
     if args.prompt_type not in PROMPT_TYPES:
         raise InputError(
             f"unknown --prompt-type {args.prompt_type!r}; choose one of {', '.join(PROMPT_TYPES)}."

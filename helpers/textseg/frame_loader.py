@@ -36,7 +36,8 @@ class FrameLoader:
         from helpers.textseg import media
 
         try:
-            for i, rgb in enumerate(media.decode_stream(self.stream)):
+            # plain 4:2:0 frames are held as the decoder gave them (half the bytes of RGB)
+            for i, rgb in enumerate(media.decode_stream(self.stream, raw=True)):
                 with self._cv:
                     while not self._stop and i - self._floor >= self.capacity:
                         self._cv.wait()
@@ -51,8 +52,13 @@ class FrameLoader:
                 self._error = e
                 self._cv.notify_all()
 
-    def read(self, i: int) -> np.ndarray:
-        """Frame ``i`` (RGB uint8 [H,W,3]), waiting for the decoder when it is not there yet."""
+    def read(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Frame ``i`` (RGB uint8 [H,W,3]), waiting for the decoder when it is not there yet;
+        a frame held as YUV is converted (into ``out`` when given)."""
+        f = self._held(i)
+        return f.rgb(out) if hasattr(f, "rgb") else f
+
+    def _held(self, i: int):
         if not 0 <= i < self.num_frames:
             raise InputError(f"Frame index {i} is out of range (0..{self.num_frames - 1}).")
         with self._cv:

@@ -6,15 +6,20 @@ benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detecti
 
 - **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask and
   the same label, refused when another id explains the detection clearly better by look; or
-  look alone where the object could plausibly be) re-prompts that object; two tracks whose
-  detections look crossed are exchanged (swaps at crossings);
+  look alone where the object could plausibly be; or, when the mask slid part-way off, where
+  its motion puts it or overlapping the slid mask's centre) re-prompts that object; two tracks
+  whose detections look crossed are exchanged (swaps at crossings);
 - **keep**: an object being tracked that the detector missed stays in the propagation for
   ``keep_seconds`` (a duration, whatever the detection cadence) while its propagated mask keeps
-  its usual area and SAM 2's object score stays positive; none for an object detected on one
-  keyframe only (it may be a false detection). Then it is **retired** (removed from the
-  propagation state); its id, label, look and last box are kept;
+  its usual area, SAM 2's object score stays positive and its propagation is expected to hold
+  it until the next keyframe (the slide of its masks measured at its re-seeds, less the
+  detector's noise); none for an object detected on one keyframe only (it may be a false
+  detection). Then it is **retired** (removed from the propagation state); its id, label, look
+  and last box are kept;
 - **re-identify**: a detection that matches no tracked object gets a retired id back when the
-  label agrees, the look matches (cosine >= ``reid_threshold``) and the place is plausible:
+  label agrees, the look matches (cosine >= ``IdBook.reid_threshold``: ``reid_threshold``
+  until the video's own confirmed looks place it halfway between one object's looks and the
+  closest other object's) and the place is plausible:
   near where it was hidden or where it could have walked since (``max_speed`` sizes per
   second), anywhere for an object that left at an edge; a recently retired object whose look is
   merely unsure also comes back where its motion predicts; without embeddings, by where it was
@@ -116,6 +121,12 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- identities
 
 
+CALIBRATE = 5  # confirmed looks of each kind before the video's own threshold is used
+LOOK_WINDOW = 50  # the look statistics follow about the latest this many samples
+SLIDE_MEMORY = 0.5  # the slide's average keeps this share of what it was at each keyframe
+_EMA_SD = float(np.sqrt((1 - SLIDE_MEMORY) / (1 + SLIDE_MEMORY)))  # its noise / one sample's
+
+
 @dataclass
 class IdentityConfig:
     """Settings of ``IdBook.keyframe`` (see the module docstring). Durations are in seconds
@@ -123,7 +134,7 @@ class IdentityConfig:
 
     iou_threshold: float = 0.5  # mask IoU for "same object" (box IoU without masks)
     box_iou_threshold: float = 0.3  # last-box IoU for re-identification without embeddings
-    reid_threshold: float = 0.8  # cosine similarity for "same object" by appearance
+    reid_threshold: float = 0.8  # cosine for "same object" by look, until calibrated
     veto_threshold: float = 0.5  # an IoU match is refused below this similarity (or 2 x
     # ``ambiguity`` below another id's) when another id explains the detection by look
     keep_seconds: float = 2.0  # how long a missed object may stay in the propagation
@@ -173,6 +184,10 @@ class Identity:
     hits: int = 0  # keyframes with a matching detection
     low_since: int | None = None  # first frame of the current run of bad masks (quality)
     forgotten: bool = False  # dropped from re-identification (``max_retired``)
+    slide: np.ndarray | None = None  # how fast its propagated mask slides off it (px per
+    # frame, x and y), measured against its detections (``_outlasts``)
+    span: int = 0  # frames that measure covered
+    noise: np.ndarray | None = None  # the detector's noise on its box edges (px, x and y)
 
 
 @dataclass
@@ -250,6 +265,11 @@ class IdBook:
     objects: dict[int, Identity] = field(default_factory=dict)
     next_id: int = 1
     frame_hw: tuple[int, int] | None = None  # frame size (edges: exits and entries)
+    # this video's looks: mean cosine of an object's stored look with its own confirmed
+    # detections and with other confirmed objects of its label, and how many of each
+    looks: dict[str, list[float]] = field(
+        default_factory=lambda: {"same": [0.0, 0], "other": [0.0, 0]}
+    )
 
     # -- views
     @property
@@ -266,7 +286,42 @@ class IdBook:
 
     def copy(self) -> IdBook:
         objs = {i: replace(o) for i, o in self.objects.items()}
-        return IdBook(self.config, objs, self.next_id, self.frame_hw)
+        looks = {k: list(v) for k, v in self.looks.items()}
+        return IdBook(self.config, objs, self.next_id, self.frame_hw, looks)
+
+    @property
+    def reid_threshold(self) -> float:
+        """The cosine that says "same object": ``config.reid_threshold`` until this video has
+        shown enough confirmed looks (``CALIBRATE`` of each), then halfway between its
+        same-object and other-object similarities (never below ``veto_threshold``): how far
+        apart looks are depends on the objects, the camera and the features, not on a
+        constant."""
+        (same, n_same), (other, n_other) = self.looks["same"], self.looks["other"]
+        if min(n_same, n_other) < CALIBRATE:
+            return float(self.config.reid_threshold)
+        return max((same + other) / 2, float(self.config.veto_threshold))
+
+    def _calibrate(self, pairs: dict[int, int], placed, sim, dets) -> None:
+        """Learn this video's looks from re-seeds that place alone confirms (mask IoU, or
+        where the object's motion puts it): a track against its own detection (same) and
+        against the most similar other detection of its label on the same keyframe (other:
+        the look a wrong match would have)."""
+        for j, r in pairs.items():
+            if not placed[r, j] or not np.isfinite(sim[r, j]):
+                continue
+            self._look_sample("same", float(sim[r, j]))
+            label = dets.labels[j]
+            others = [  # the other detections of its label: other things, the closest counts
+                sim[r, k] for k in range(len(dets))
+                if k != j and dets.labels[k] == label and np.isfinite(sim[r, k])
+            ]  # fmt: skip
+            if others:
+                self._look_sample("other", float(max(others)))
+
+    def _look_sample(self, kind: str, value: float) -> None:
+        mean, n = self.looks[kind]
+        n += 1
+        self.looks[kind] = [mean + (value - mean) / min(n, LOOK_WINDOW), n]
 
     # -- bookkeeping between keyframes
     def observe(
@@ -384,7 +439,7 @@ class IdBook:
         ok = np.zeros(sim.shape, bool)
         for r, i in enumerate(cand):
             same = np.array([self.objects[i].label == lab for lab in dets.labels], bool)
-            ok[r] = same & (sim[r] >= self.config.reid_threshold)
+            ok[r] = same & (sim[r] >= self.reid_threshold)
             if ok[r].any():
                 ok[r] &= self.plausible(i, frame_idx, dets.boxes)
         return ok
@@ -459,8 +514,10 @@ class IdBook:
             by_iou = same & (iou >= cfg.iou_threshold) & ~rival
             by_look = look[: len(live)]
             score = np.where(by_iou | by_look, 1.0 + iou + np.where(known, s_live, 0.0), 0.0)
+            placed = by_iou.copy()  # pairs that place alone (not the look) says are one object
             # the propagated mask drifted off but the detection is where the object's motion
-            # since its last detection puts it, and its look does not say otherwise
+            # since its last detection puts it (or under the mask still), and its look does
+            # not say otherwise
             for r, i in enumerate(live):
                 for j in range(n):
                     if score[r, j] or not same[r, j] or rival[r, j]:
@@ -468,11 +525,16 @@ class IdBook:
                     if known[r, j] and s_live[r, j] < cfg.veto_threshold:
                         continue
                     m = self._motion_score(self.objects[i], frame_idx, boxes[j])
+                    if m <= 0 and self._under(self.objects[i], frame_idx, boxes[j]):
+                        m = 0.2  # the mask slid a little: the detection's centre is still on it
                     score[r, j] = 1.0 + 0.5 * m if m > 0 else 0.0
+                    placed[r, j] = m > 0
             pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
+            self._calibrate(pairs, placed, s_live, dets)
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
+                self._measure_slide(self.objects[live[r]], frame_idx, boxes[j])
 
         # 2. a second detection of an already-claimed thing (another label, a duplicate box,
         #    a box mostly inside a tracked object's mask)
@@ -539,6 +601,7 @@ class IdBook:
             # an object seen on one keyframe only may be a false detection: no second chance
             patience = keep if o.hits > 1 else 0
             bad = o.low_since is not None and frame_idx - o.low_since >= min(keep, cfg.fps / 2)
+            bad = bad or (not empty and not self._outlasts(o, frame_idx))
             if empty or taken is not None or bad or frame_idx - o.last_detected > patience:
                 plan.retire.append(i)
         for i, r in list(plan.moved.items()):
@@ -628,6 +691,49 @@ class IdBook:
         if d > 0.5 * size or not 0.5 <= ratio <= 2.0:
             return 0.0
         return 1.0 - d / (0.5 * size) + 1e-3
+
+    def _measure_slide(self, o: Identity, frame_idx: int, box) -> None:
+        """How propagation held this object since its previous detection: the offset of its
+        propagated mask's box from the fresh detection ``box``, per frame, averaged over the
+        latest keyframes with its sign. A mask sliding off its object moves one way; the
+        detections' own noise points anywhere and averages out (``SLIDE_MEMORY``)."""
+        span = frame_idx - o.last_detected
+        if o.last_detected < 0 or span <= 0 or o.box is None or o.last_seen != frame_idx:
+            return
+        rate = (_centre(o.box) - _centre(box)) / span
+        o.slide = rate if o.slide is None else (1 - SLIDE_MEMORY) * rate + SLIDE_MEMORY * o.slide
+        o.span = int(span)
+        if o.det_box is not None:  # sizes change slowly: a size change is the detector's noise
+            sides = np.abs((box[2:] - box[:2]) - (o.det_box[2:] - o.det_box[:2])) / 1.6
+            o.noise = sides if o.noise is None else 0.5 * o.noise + 0.5 * sides
+
+    def _outlasts(self, o: Identity, frame_idx: int) -> bool:
+        """Will a missed object's propagated mask still be on it (IoU >= ``iou_threshold``)
+        at the next keyframe? Propagation errors grow with the time since the last prompt: at
+        the rate ``_measure_slide`` saw, over the frames since its last detection plus one
+        more interval (a box shifted by ``dx, dy`` keeps ``p = (1 - dx/w)(1 - dy/h)`` of
+        itself, IoU ``p / (2 - p)``)."""
+        if o.slide is None or o.det_box is None:
+            return True
+        # less what the detections' noise alone would give the average (one standard error)
+        noise = 0.0 if o.noise is None else o.noise * _EMA_SD / o.span
+        rate = np.maximum(np.abs(o.slide) - noise, 0.0)
+        dx, dy = rate * (frame_idx - o.last_detected + o.span)
+        w, h = np.maximum(o.det_box[2:] - o.det_box[:2], 1.0)
+        p = max(1.0 - dx / w, 0.0) * max(1.0 - dy / h, 0.0)
+        return p / (2 - p) >= self.config.iou_threshold
+
+    def _under(self, o: Identity, frame_idx: int, box) -> bool:
+        """The centre of ``box`` lies inside the box of ``o``'s propagated mask on this frame,
+        or the mask's centre inside ``box`` (a mask that slid or shrank part-way off its
+        object still overlaps where the object is; a box beside the object does not)."""
+        if o.box is None or o.last_seen != frame_idx:
+            return False
+
+        def inside(c, b) -> bool:
+            return bool(b[0] <= c[0] <= b[2] and b[1] <= c[1] <= b[3])
+
+        return inside(_centre(box), o.box) or inside(_centre(o.box), box)
 
     def _position_score(self, last_box, box) -> float:
         b = float(box_iou(last_box[None], box[None])[0, 0])

@@ -843,9 +843,9 @@ def open_video_stream(
     return VideoStream(src, n, fps, w, h, max_side)
 
 
-def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
+def _decoded_rgb(path: Path, raw: bool = False) -> Iterator[np.ndarray]:
     """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
-    OpenCV."""
+    OpenCV. ``raw``: plain 4:2:0 frames come as ``I420`` (converted when read)."""
     try:
         import av
     except ImportError:
@@ -853,9 +853,13 @@ def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
     if av is not None:
         with av.open(str(path)) as c:
             s = c.streams.video[0]
-            s.thread_type = "AUTO"
+            cc = s.codec_context
+            if (cc.width or 0) * (cc.height or 0) > 1920 * 1088:
+                s.thread_type = "AUTO"  # beyond 1080p FFmpeg's frame threads keep up
+            else:  # one thread: less CPU in all, and hundreds of 1080p frames a second
+                cc.thread_count = 1
             for frame in c.decode(s):
-                yield frame.to_ndarray(format="rgb24")
+                yield _frame_rgb(frame, raw)
         return
     import cv2
 
@@ -870,12 +874,58 @@ def _decoded_rgb(path: Path) -> Iterator[np.ndarray]:
         cap.release()
 
 
-def decode_stream(stream: VideoStream) -> Iterator[np.ndarray]:
+# AVColorSpace values FFmpeg converts with BT.601 (unspecified, BT470BG, SMPTE170M) and
+# AVColorRange values of limited ("MPEG") range (unspecified, MPEG)
+_BT601, _LIMITED = (2, 5, 6), (0, 1)
+
+
+class I420:
+    """A decoded 4:2:0 frame as the decoder gave it (``yuv``: [H*3/2, W] uint8, half the bytes
+    of RGB); ``rgb()`` converts it (OpenCV's BT.601 limited-range formula)."""
+
+    __slots__ = ("yuv", "shape")
+
+    def __init__(self, yuv: np.ndarray, height: int, width: int):
+        self.yuv, self.shape = yuv, (int(height), int(width), 3)
+
+    def rgb(self, out: np.ndarray | None = None) -> np.ndarray:
+        import cv2
+
+        if out is not None and out.shape != self.shape:
+            out = None
+        return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420, dst=out)
+
+
+def _frame_rgb(frame, raw: bool = False) -> np.ndarray | I420:
+    """A PyAV frame as RGB uint8 [H,W,3]. Plain 4:2:0 BT.601 video (most files) is converted
+    by OpenCV (``COLOR_YUV2RGB_I420``: the same BT.601 limited-range formula as FFmpeg's
+    default, within a few grey levels, at a third of its CPU time), or with ``raw`` kept as
+    ``I420``; anything else by FFmpeg."""
+    fmt = frame.format.name
+    plain = (
+        fmt == "yuv420p"
+        and frame.width % 2 == 0
+        and frame.height % 2 == 0
+        and int(getattr(frame, "colorspace", 2)) in _BT601
+        and int(getattr(frame, "color_range", 0)) in _LIMITED
+    )
+    if not plain:
+        return frame.to_ndarray(format="rgb24")
+    import cv2
+
+    if raw:
+        return I420(frame.to_ndarray(), frame.height, frame.width)
+    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+
+
+def decode_stream(stream: VideoStream, raw: bool = False) -> Iterator[np.ndarray]:
     """The stream's ``num_frames`` frames as RGB uint8 [H,W,3], decoded one at a time.
+    ``raw``: frames that need no shrinking and are plain 4:2:0 video come as ``I420``
+    (half the bytes; ``.rgb()`` converts).
 
     A file that ends early repeats its last frame (the count came from the container)."""
     last = None
-    frames = _decoded_rgb(stream.path)
+    frames = _decoded_rgb(stream.path, raw)
     try:
         for i in range(stream.num_frames):
             try:
@@ -885,8 +935,10 @@ def decode_stream(stream: VideoStream) -> Iterator[np.ndarray]:
                     f"Could not decode frame {i} of {stream.path} ({type(e).__name__}: {e}); "
                     "the file may be damaged: re-encode it (e.g. as H.264 MP4) and try again."
                 ) from None
+            if isinstance(rgb, I420) and rgb.shape[:2] != (stream.height, stream.width):
+                rgb = rgb.rgb()  # to be shrunk
             if rgb is not None:
-                last = _shrink(rgb, stream.max_side)
+                last = rgb if isinstance(rgb, I420) else _shrink(rgb, stream.max_side)
             if last is None:
                 raise InputError(f"Video {stream.path} has no readable frames; check the file.")
             yield last

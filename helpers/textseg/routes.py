@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.textseg.durations import KEEP_MISSED
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class TrackSettings:
     detect_every: int = 30  # detect-sam2: keyframe period
     prompt_type: str = "box"  # detect-sam2: how new objects prompt SAM 2
     reid_threshold: float = 0.8  # detect-sam2: appearance match that restores an old id
-    keep_missed: int = 2  # detect-sam2: keyframes an undetected object is kept
+    keep_missed: float | str = KEEP_MISSED  # detect-sam2: how long an undetected object is kept
     backfill: bool = False  # detect-sam2: new objects tracked back to the previous keyframe
     max_objects: int | None = None  # detect-sam2: the N most confident detections per keyframe
 

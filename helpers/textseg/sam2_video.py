@@ -376,14 +376,19 @@ _STD = (0.229, 0.224, 0.225)
 _PREFETCH = 4  # frames prepared ahead of the one propagation asks for
 
 
-def prepare_frame(rgb, image_size: int, device):
+def prepare_frame(
+    rgb, image_size: int, device, out: np.ndarray | None = None, scratch: np.ndarray | None = None
+):
     """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``,
     normalised with sam2's mean and std.
 
     On a GPU the uint8 frame is copied over (pinned, non-blocking) and resized there (bicubic,
     antialiased: PIL's filter, what sam2's JPEG loader uses). On the CPU, OpenCV resizes it
-    (bicubic, or area averaging when shrinking by more than 1.5x), which costs a third of
-    torch's antialiased filter and stays within a grey level of PIL's on average."""
+    in uint8 (bicubic, or area averaging when shrinking by more than 1.5x), which costs a
+    third of torch's antialiased filter and stays within a grey level of PIL's on average,
+    then each channel goes through a lookup table (uint8 -> normalised float32, one pass)
+    into its plane of the result. ``out`` (float32 [3,S,S]) receives the result and
+    ``scratch`` (uint8 [2,S*S*3]) the resized frame and its planes, instead of new arrays."""
     import torch
 
     if device.type == "cuda":
@@ -398,21 +403,28 @@ def prepare_frame(rgb, image_size: int, device):
     else:
         import cv2
 
-        img = np.asarray(rgb)
-        shrink = max(img.shape[:2]) > 1.5 * image_size
+        img, side = np.asarray(rgb), int(image_size)
+        shrink = max(img.shape[:2]) > 1.5 * side
         interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-        small = cv2.resize(img, (image_size, image_size), interpolation=interp)
-        # uint8 -> normalised float32 through a per-channel lookup table (one pass); the
-        # [3,S,S] result is a channels-last view, which the model's first conv takes as is
-        return torch.from_numpy(cv2.LUT(small, _norm_lut())).permute(2, 0, 1)
+        if scratch is None:
+            scratch = np.empty((2, side * side * 3), np.uint8)
+        if out is None:
+            out = np.empty((3, side, side), np.float32)
+        small = cv2.resize(img, (side, side), dst=scratch[0].reshape(side, side, 3),
+                           interpolation=interp)  # fmt: skip
+        planes = list(scratch[1].reshape(3, side, side))
+        cv2.split(small, planes)
+        for c, lut in enumerate(_norm_luts()):  # a one-channel table: a third faster
+            cv2.LUT(planes[c], lut, dst=out[c])
+        return torch.from_numpy(out)
     return y.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 @functools.lru_cache(maxsize=1)
-def _norm_lut() -> np.ndarray:
-    """[256,1,3] float32: grey level v of channel c -> (v / 255 - mean[c]) / std[c]."""
+def _norm_luts() -> tuple[np.ndarray, ...]:
+    """Per channel c, [256,1] float32: grey level v -> (v / 255 - mean[c]) / std[c]."""
     v = np.arange(256, dtype=np.float64)[:, None] / 255.0
-    return ((v - np.array(_MEAN)) / np.array(_STD)).astype(np.float32).reshape(256, 1, 3)
+    return tuple(((v - m) / sd).astype(np.float32) for m, sd in zip(_MEAN, _STD))
 
 
 class PreparedFrames:
@@ -432,11 +444,20 @@ class PreparedFrames:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="frame-prep")
         self._ready: dict[int, Any] = {}
         self._last = None
+        from helpers.textseg.buffer_pool import BufferPool
+
         self._stream = None
+        self._buffers = self._scratch = None
+        # frames held as YUV are converted into these (reused) on the way to the model
+        self._rgb = BufferPool((loader.height, loader.width, 3))
         if device.type == "cuda":
             import torch
 
             self._stream = torch.cuda.Stream(device)
+        else:
+            side = self.image_size
+            self._buffers = BufferPool((3, side, side), np.float32)
+            self._scratch = BufferPool((2, side * side * 3), np.uint8)
         self.prepared = 0
 
     def __len__(self) -> int:
@@ -445,10 +466,11 @@ class PreparedFrames:
     def _prepare(self, t: int):
         import torch
 
-        rgb = self.loader.read(self.first + t)
+        rgb = self.loader.read(self.first + t, out=self._rgb.get())
         self.prepared += 1
         if self._stream is None:
-            return prepare_frame(rgb, self.image_size, self.device), None
+            out, scratch = self._buffers.get(), self._scratch.get()
+            return prepare_frame(rgb, self.image_size, self.device, out, scratch), None
         with torch.cuda.stream(self._stream):
             y = prepare_frame(rgb, self.image_size, self.device)
             done = torch.cuda.Event()
@@ -481,6 +503,7 @@ class PreparedFrames:
             f.cancel()
         self._ready.clear()
         self._pool.shutdown(wait=True)
+        self._buffers = self._scratch = None
 
 
 @contextlib.contextmanager
@@ -601,26 +624,31 @@ def _prompt(tracker: VideoTracker, state, t: int, prompts: list[tuple[int, str, 
     return _tf_masks(tracker, state, out)
 
 
-def _tf_masks(tracker, state, out) -> dict[int, np.ndarray]:
+def _tf_masks(tracker, state, out, encoder=None) -> dict:
     logits = tracker.processor.post_process_masks(
         [out.pred_masks.float()],
         original_sizes=[[state.video_height, state.video_width]],
         binarize=False,
     )[0]
+    if encoder is not None:
+        return encoder.logits(out.object_ids, logits)
     return _to_masks(out.object_ids, logits)
 
 
 def _propagate(
-    tracker: VideoTracker, state, a: int, b: int, reverse: bool = False
+    tracker: VideoTracker, state, a: int, b: int, reverse: bool = False, encoder=None
 ) -> Iterator[tuple[int, dict]]:
-    """Track every object in the state from local frame a to b (b < a when ``reverse``)."""
+    """Track every object in the state from local frame a to b (b < a when ``reverse``).
+
+    Masks are bool arrays, or with a ``mask_encoder.MaskEncoder`` ``PendingMask``s: the
+    logits are thresholded and encoded on the encoder's thread, not this one."""
     n = abs(b - a)
     if tracker.backend == "sam2":
         gen = tracker.predictor.propagate_in_video(
             state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
         )
         for t, ids, logits in gen:
-            yield t, _to_masks(ids, logits)
+            yield t, encoder.logits(ids, logits) if encoder else _to_masks(ids, logits)
             if not reverse:
                 _prune(state["output_dict_per_obj"], t)
     else:
@@ -628,7 +656,7 @@ def _propagate(
             state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
         )
         for out in gen:
-            yield out.frame_idx, _tf_masks(tracker, state, out)
+            yield out.frame_idx, _tf_masks(tracker, state, out, encoder)
             if not reverse:
                 _prune(state.output_dict_per_obj, out.frame_idx)
 
@@ -856,9 +884,13 @@ def _object_scores(tracker: VideoTracker, state, t: int) -> dict[int, float]:
 class Sam2Session:
     """One inference state over frames ``first..end-1``; frame numbers are global.
 
-    ``source`` is a JPEG folder (sam2 reads it) or ``PreparedFrames`` (frames in memory)."""
+    ``source`` is a JPEG folder (sam2 reads it) or ``PreparedFrames`` (frames in memory).
+    With an ``encoder`` (``mask_encoder.MaskEncoder``) ``propagate`` yields ``PendingMask``s."""
 
-    def __init__(self, tracker: VideoTracker, source, first: int, offload: bool, own: bool):
+    def __init__(
+        self, tracker: VideoTracker, source, first: int, offload: bool, own: bool, encoder=None
+    ):
+        self.encoder = encoder
         self.in_memory = isinstance(source, PreparedFrames)
         self.folder = None if self.in_memory else source
         self.frames = source if self.in_memory else None
@@ -880,7 +912,7 @@ class Sam2Session:
 
     def propagate(self, a: int, b: int, reverse: bool = False):
         for t, masks in _propagate(
-            self.tracker, self.state, a - self.first, b - self.first, reverse
+            self.tracker, self.state, a - self.first, b - self.first, reverse, self.encoder
         ):
             self.object_scores = _object_scores(self.tracker, self.state, t)
             yield t + self.first, masks
@@ -913,13 +945,15 @@ class Sam2Session:
 @dataclass
 class Sam2Propagator:
     """Opens a ``Sam2Session`` per chunk of a ``media.VideoFrames`` folder or of a
-    ``frame_loader.FrameLoader`` (a video decoded in memory: no frame folder; sam2 backend)."""
+    ``frame_loader.FrameLoader`` (a video decoded in memory: no frame folder; sam2 backend).
+    With an ``encoder`` (set by the video loop) sessions yield masks still being encoded."""
 
     tracker: VideoTracker
     frames: Any  # media.VideoFrames | frame_loader.FrameLoader
     root: Path | None = None
     offload: bool = True
     session: Sam2Session | None = None  # the open session (keyframes reuse its features)
+    encoder: Any = None  # mask_encoder.MaskEncoder
 
     def open(self, first: int, end: int) -> Sam2Session:
         self.session = self._open(first, end)
@@ -930,14 +964,16 @@ class Sam2Propagator:
             size = int(self.tracker.predictor.image_size)
             images = PreparedFrames(self.frames, first, end - first, size, self.tracker.device)
             try:
-                return Sam2Session(self.tracker, images, first, self.offload, False)
+                return Sam2Session(
+                    self.tracker, images, first, self.offload, False, self.encoder
+                )
             except BaseException:
                 images.close()
                 raise
         folder = _chunk_folder(self.frames, first, end, self.root)
         own = folder != Path(self.frames.frame_dir)
         try:
-            return Sam2Session(self.tracker, folder, first, self.offload, own)
+            return Sam2Session(self.tracker, folder, first, self.offload, own, self.encoder)
         except BaseException:
             if own:
                 shutil.rmtree(folder, ignore_errors=True)

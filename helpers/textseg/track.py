@@ -15,17 +15,21 @@ How it works (``track_video``):
    gives each box a mask and an appearance embedding (image-encoder features under the mask).
    ``identity.IdBook`` decides who is who: tracked objects that were detected are re-seeded
    from the fresh detection (drift cannot build up), tracked objects the detector missed are
-   kept for a while (``keep_missed`` keyframes' worth of seconds, while their masks look
+   kept for a while (``keep_missed``, in seconds or frames, while their masks look
    right) and then retired from the SAM 2 state (their ids stay), detections of retired
    objects get their old id back by appearance where they could plausibly be, and only the
    rest get new ids. When a keyframe shows that two tracks swapped objects, or that a lost
    track re-acquired another object, the frames since the previous keyframe get their right
    ids back (``repair``). With ``backfill`` a new object is also tracked backwards to the
    previous keyframe.
-4. Masks leave the device once per frame; a writer thread (``drain_in_worker``) encodes them
-   as compressed COCO RLE, builds the JSON records, draws the annotated MP4 and releases the
-   frames, so propagation never waits for outputs. The MP4 and ``tracks.json`` are written
-   atomically (long videos: masks in ``masks.json.xz``, see ``helpers.textseg.track_masks``).
+4. The propagating thread reads each object's box and area on every s-th pixel of the logits
+   (what identity needs) and hands the logits to an encoder thread
+   (``mask_encoder.MaskEncoder``) that thresholds them and encodes compressed COCO RLE; the
+   chunk holds its frames' masks as that RLE, a constant few frames' worth of host memory. A
+   writer thread (``drain_in_worker``) builds the JSON records, draws the annotated MP4 and
+   releases the frames, so propagation never waits for outputs. The MP4 and ``tracks.json``
+   are written atomically (long videos: masks in ``masks.json.xz``, see
+   ``helpers.textseg.track_masks``).
 
 The loop only talks to a *propagator* (``open(first, end)`` -> a session with ``prompt``,
 ``propagate``, ``remove``, ``reset``, ``close``) and a *keyframe function* (frame ->
@@ -46,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError
-from helpers.textseg import naming
+from helpers.textseg import durations, naming
 from helpers.textseg.identity import (  # noqa: F401  (public names kept here for callers)
     Detections,
     IdBook,
@@ -129,32 +133,18 @@ class LoopOptions:
 # --------------------------------------------------------------------------- the loop
 
 
-def _encode(masks: dict[int, np.ndarray]) -> dict[int, dict]:
-    """{id: compressed COCO RLE}; masks that arrive column-major (``sam2_video._to_masks``)
-    are encoded without a copy."""
-    from helpers.textseg.render import mask_to_rle
-
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError:
-        return {i: mask_to_rle(m, compressed=True) for i, m in masks.items()}
-    import cv2
-
-    out = {}
-    for i, m in masks.items():
-        m = np.asarray(m, dtype=bool)
-        if not m.flags.f_contiguous:  # a C-ordered mask: transpose it (fast) to Fortran order
-            m = cv2.transpose(np.ascontiguousarray(m).view(np.uint8)).T.view(bool)
-        enc = mask_utils.encode(m.view(np.uint8))
-        out[i] = {"size": [int(m.shape[0]), int(m.shape[1])], "counts": enc["counts"].decode()}
-    return out
-
-
 def _as_rles(frame: dict) -> dict[int, dict]:
-    """A frame's {id: RLE} from what the loop produced: RLEs already, or bool masks."""
-    if any(isinstance(v, np.ndarray) for v in frame.values()):
-        return _encode(frame)
-    return frame
+    """A frame's {id: compressed COCO RLE} from what the loop produced: RLEs already, masks
+    the encoder thread encoded (``mask_encoder.PendingMask``), or bool masks (encoded here)."""
+    from helpers.textseg.mask_encoder import rle_of
+
+    return {i: rle_of(m) for i, m in frame.items()}
+
+
+def _hold(encoder, masks: dict) -> dict:
+    """A frame's masks as the chunk keeps them until its frames are written: compact
+    (``PendingMask``: RLE, encoded on the encoder's thread) when there is an ``encoder``."""
+    return encoder.masks(masks) if encoder is not None else masks
 
 
 def _prompt_for(i, j, dets: Detections, kind: str, reseed: bool):
@@ -192,9 +182,13 @@ def _apply_plan(session, k, plan, dets, last, book, opts):
     return {i: m for i, m in masks.items() if i in book.objects and book.objects[i].live}
 
 
-def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
-    """Track frames start..end-1. Returns ({frame: {id: bool mask}}, {id: mask} on the last
-    frame); ``book`` is updated in place. Masks are encoded by the consumer (off this thread)."""
+def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None):
+    """Track frames start..end-1. Returns ({frame: {id: mask}}, {id: bool mask} on the last
+    frame); ``book`` is updated in place. With an ``encoder`` (``mask_encoder.MaskEncoder``)
+    the frames' masks are held as ``PendingMask`` (RLE, encoded off this thread), so what the
+    chunk holds does not grow with its length x resolution x objects."""
+    from helpers.textseg.mask_encoder import resolve
+
     first = start - 1 if carried else start
     out: dict[int, dict[int, dict]] = {}
     last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
@@ -210,8 +204,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                 if book.live:
                     for t, last in session.propagate(nxt, stop):
                         last = {i: m for i, m in last.items() if i in book.objects}
-                        out[t] = last
-                        _observe(book, t, last, session)
+                        out[t] = _hold(encoder, last)
+                        _observe(book, t, out[t], session)
                         bar.update(1)
                 else:
                     last = {}
@@ -221,20 +215,21 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar):
                 nxt = stop + 1
             if k is None:
                 break
+            last = resolve(last)
             dets = keyframe_fn(k)
             plan = book.keyframe(k, last, dets)
             if plan.moved:
                 repair(out, plan.moved, prev_key + 1, k)
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
-                out[k] = last
-                _observe(book, k, last, session)
+                out[k] = _hold(encoder, last)
+                _observe(book, k, out[k], session)
             if opts.backfill and plan.start and k > max(prev_key, first):
-                _backfill(session, k, max(prev_key + 1, first), set(plan.start), out)
+                _backfill(session, k, max(prev_key + 1, first), set(plan.start), out, encoder)
             prev_key = k
     finally:
         session.close()
-    return out, last
+    return out, resolve(last)
 
 
 def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> None:
@@ -243,7 +238,7 @@ def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> Non
     boxes, areas = {}, {}
     for i, m in masks.items():
         if book.frame_hw is None:
-            book.frame_hw = tuple(int(v) for v in np.shape(m)[-2:])
+            book.frame_hw = tuple(int(v) for v in getattr(m, "shape", np.shape(m))[-2:])
         b, a = _box_area(m)
         if a:
             boxes[i], areas[i] = b, a
@@ -252,19 +247,20 @@ def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> Non
 
 def _box_area(m) -> tuple[np.ndarray, float]:
     """(xyxy box, area) of a bool mask or a COCO RLE, read on every ``s``-th pixel of large
-    masks (identity needs a few pixels' precision, not the full-resolution cost)."""
+    masks (identity needs a few pixels' precision, not the full-resolution cost); a
+    ``PendingMask`` has them already."""
+    from helpers.textseg import mask_encoder
+
+    if isinstance(m, mask_encoder.PendingMask):
+        return m.box, m.area
     if isinstance(m, dict):
         from helpers.textseg.render import rle_area, rle_bbox
 
         x, y, w, h = rle_bbox(m)
         return np.array([x, y, x + w, y + h], np.float32), float(rle_area(m))
     m = np.asarray(m)
-    s = max(1, max(m.shape[-2:]) // 240)
-    v = m[::s, ::s]
-    a = float(np.count_nonzero(v)) * s * s
-    if not a:
-        return np.zeros(4, np.float32), 0.0
-    return mask_box(v) * s, a
+    s = mask_encoder.stride_for(m.shape[-2:])
+    return mask_encoder.box_area_sampled(m[::s, ::s], s)
 
 
 def _empty(m) -> bool:
@@ -334,7 +330,7 @@ def repair(out: dict[int, dict[int, dict]], moved: dict[int, int], a: int, b: in
                 out[t][i] = out[t].pop(r)
 
 
-def _backfill(session, k, a, ids, out):
+def _backfill(session, k, a, ids, out, encoder=None):
     """Track objects started on keyframe ``k`` backwards over frames k-1..a (where absent)."""
     for t, masks in session.propagate(k, a, reverse=True):
         if t == k or t not in out:
@@ -342,7 +338,7 @@ def _backfill(session, k, a, ids, out):
         for i in ids:
             m = masks.get(i)
             if m is not None and m.any() and i not in out[t]:
-                out[t] = {**out[t], i: m}
+                out[t] = _hold(encoder, {**out[t], i: m})
 
 
 def is_oom(e: BaseException) -> bool:
@@ -375,13 +371,35 @@ def track_frames(
     encode: bool = True,
 ) -> Iterator[tuple[int, dict[int, dict]]]:
     """Yields (frame, {id: compressed RLE}) for every frame, chunk by chunk (``encode=False``:
-    {id: bool mask}, for a consumer that encodes them on another thread).
+    {id: mask}, bool arrays or ``mask_encoder.PendingMask``, for a consumer on another thread:
+    ``_as_rles`` gives their RLE).
 
     ``propagator.open(first, end)`` gives a session over frames first..end-1 (see
     ``sam2_video.Sam2Session``); ``keyframe_fn(frame)`` gives that frame's detections. A chunk
     that hits CUDA out-of-memory is retried with offloading on (when the propagator has that
-    switch), then with half the chunk size, then InputError with advice.
+    switch), then with half the chunk size, then InputError with advice. Masks are thresholded
+    and RLE-encoded on an encoder thread (``mask_encoder.MaskEncoder``; the propagator's
+    sessions hand it the logits when it has an ``encoder`` field).
     """
+    from helpers.textseg.mask_encoder import MaskEncoder
+
+    encoder = MaskEncoder()
+    shared = hasattr(propagator, "encoder")
+    if shared:
+        propagator.encoder = encoder
+    finished = False
+    try:
+        for g, frame in _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
+            yield g, _as_rles(frame) if encode else frame
+        finished = True
+    finally:
+        if shared:
+            propagator.encoder = None
+        encoder.close(wait=finished)
+
+
+def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
+    """``track_frames``' loop: (frame, {id: mask}) chunk by chunk, out-of-memory retries."""
     import contextlib
 
     n = int(num_frames)
@@ -394,8 +412,9 @@ def track_frames(
         try:
             with ctx:
                 out, last = _run_chunk(
-                    propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar()
-                )
+                    propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar(),
+                    encoder,
+                )  # fmt: skip
         except Exception as e:
             if not is_oom(e):
                 raise
@@ -422,8 +441,7 @@ def track_frames(
         carried = {i: m for i, m in last.items() if m.any() and i in book.live}
         book.retire([i for i in book.live if i not in carried])
         for g in range(start, end):
-            frame = out.pop(g)
-            yield g, _encode(frame) if encode else frame
+            yield g, out.pop(g)
         start = end
 
 
@@ -565,7 +583,7 @@ def track_video(
     max_side: int | None = None,
     box_iou_threshold: float = 0.3,
     reid_threshold: float = 0.8,
-    keep_missed: int = 2,
+    keep_missed: float | str = durations.KEEP_MISSED,
     backfill: bool = False,
     frame_dir=None,
     detect_fn: Callable[[np.ndarray], Any] | None = None,
@@ -578,8 +596,8 @@ def track_video(
     frames; SAM 2 (``tracker``) propagates masks in between. ``prompt_type``: how new objects
     prompt SAM 2 ("box", "point" = one positive click inside the object, "mask"); tracked
     objects are re-seeded from their fresh detection's mask. An object the detector misses is
-    kept for ``keep_missed`` keyframes' worth of time (``keep_missed * detect_every`` frames)
-    while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
+    kept for ``keep_missed`` (seconds: ``2``, ``"1.5s"``; or frames: ``"45f"``, whatever the
+    detection cadence) while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
     gets its old id back when its appearance matches (cosine >= ``reid_threshold``, same
     label, without a rival as close) where it could plausibly be. ``backfill``
     also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
@@ -602,8 +620,7 @@ def track_video(
         tracker,
         reid_threshold=reid_threshold,
     )
-    if int(keep_missed) < 0:
-        raise InputError(f"keep_missed must be >= 0 keyframes, got {keep_missed}.")
+    durations.seconds(keep_missed, 30.0, "keep_missed")  # bad values fail before any work
     if detect_fn is None:
         from helpers.textseg import detect as det
 
@@ -627,7 +644,7 @@ def track_video(
         source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
     ) as (frames, root, timings):
         opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
-        book = IdBook(identity_config(config, keep_missed, detect_every, frames.fps))
+        book = IdBook(identity_config(config, keep_missed, frames.fps))
         from helpers.textseg.sam2_video import choose_offload
 
         side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
@@ -647,7 +664,7 @@ def track_video(
             "prompt_type": prompt_type,
             "iou_threshold": iou_threshold,
             "reid_threshold": reid_threshold,
-            "keep_missed": int(keep_missed),
+            "keep_missed_s": round(book.config.keep_seconds, 3),
             "backfill": bool(backfill),
             "chunk_size": int(chunk_size),
             "tracker": f"{tracker.backend}:{tracker.size}",
@@ -665,13 +682,14 @@ def track_video(
     return out
 
 
-def identity_config(config: IdentityConfig, keep_missed, detect_every, fps) -> IdentityConfig:
-    """``config`` at the video's frame rate; ``keep_missed`` keyframes at ``detect_every``
-    become a duration in seconds (what the identity rules use)."""
+def identity_config(config: IdentityConfig, keep_missed, fps) -> IdentityConfig:
+    """``config`` at the video's frame rate, ``keep_missed`` (seconds, or ``"45f"`` frames)
+    as the seconds the identity rules use."""
     from dataclasses import replace
 
     fps = float(fps) if fps and fps > 0 else 30.0
-    return replace(config, fps=fps, keep_seconds=int(keep_missed) * int(detect_every) / fps)
+    keep = durations.seconds(keep_missed, fps, "keep_missed")
+    return replace(config, fps=fps, keep_seconds=keep)
 
 
 @contextlib.contextmanager

@@ -526,7 +526,12 @@ def segmentation_ui(
             layout=w.Layout(width="420px"),
         ),
         "one_color": w.Checkbox(value=False, description="One colour", indent=False),
-        "color": w.ColorPicker(value="#e6194b", concise=True, description="Colour"),
+        "color": w.ColorPicker(  # centred: its label otherwise sits 5 px below the swatch
+            value="#e6194b",
+            concise=True,
+            description="Colour",
+            layout=w.Layout(align_items="center"),
+        ),
         "opacity": w.FloatSlider(
             value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
         ),
@@ -725,9 +730,11 @@ def video_ui(
     detect_every: int = DETECT_EVERY,
     default_detector: str | None = None,
     preloaded: dict[tuple[str, str], Any] | None = None,
+    keep_missed: str = "2s",
 ):
     """A form for video tracking: video path (or upload), prompt, detect-every, prompt type,
-    SAM 2 size; shows the annotated MP4 inline and a per-id summary.
+    SAM 2 size, how long a missed object is kept (seconds ``2s`` or frames ``45f``); shows the
+    annotated MP4 inline and a per-id summary.
 
     ``run_fn(source, prompt, detector, tracker, out_dir, **kw)`` returns a
     :class:`helpers.textseg.track.TrackResult` (default: the detect-sam2 route's ``track`` verb,
@@ -782,6 +789,15 @@ def video_ui(
             description="Detector",
             style=_WIDE,
         ),
+        "keep_missed": w.Text(
+            value=str(keep_missed),
+            placeholder="2s or 45f",
+            description="Keep missed",
+            tooltip="how long an object the detector misses keeps being tracked: seconds (2s) "
+            "or frames (45f)",
+            style=_WIDE,
+            layout=w.Layout(width="200px"),
+        ),
         "run": w.Button(description="Track", button_style="primary", tooltip="Track the prompt"),
         **_progress_widgets(),
         "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
@@ -819,6 +835,10 @@ def video_ui(
             if not prompt.strip():
                 raise InputError("the prompt is empty: type what to track, e.g. 'car'.")
             source = _source()
+            from helpers.textseg import durations
+
+            keep = c["keep_missed"].value.strip()
+            durations.seconds(keep, 30.0, "Keep missed")  # before any model is loaded
             log = lambda msg: show_note(out, msg)  # noqa: E731
             detector = cache.get("detector", c["detector"].value, log)
             tracker = cache.get("tracker", c["size"].value, log)
@@ -832,6 +852,7 @@ def video_ui(
                 detect_every=int(c["detect_every"].value),
                 prompt_type=c["prompt_type"].value,
                 box_threshold=float(c["box_threshold"].value),
+                keep_missed=keep,
                 max_frames=max_frames,
             )
             elapsed = time.perf_counter() - t0
@@ -845,7 +866,7 @@ def video_ui(
         c["prompt"],
         _row(c["video"], c["upload"]),
         _row(c["detect_every"], c["prompt_type"], c["box_threshold"]),
-        _row(c["detector"], c["size"]),
+        _row(c["detector"], c["size"], c["keep_missed"]),
     ]
     title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
     return _panel(title, rows, c, state, cache, _run, "q2-video-form")
@@ -888,18 +909,27 @@ def _file_href(path) -> str:
 
 
 def track_summary_html(result, elapsed: float | None = None) -> str:
-    """Frames, ids and a per-id table (label, score, frames seen) of a TrackResult."""
+    """Frames, ids and a per-id table (label, score, frames seen) of a TrackResult; ids that
+    were detected but never got a visible mask are named under the table, not listed as rows
+    "seen in 0 frames"."""
     from helpers.textseg.track_summary import track_summary
 
     s = track_summary(result)
+    seen = {i: v for i, v in s["per_id"].items() if v["frames_seen"] > 0}
+    unseen = [i for i in s["per_id"] if i not in seen]
     rows = "".join(
         f"<tr><td>{i}</td><td>{html.escape(str(v['label']))}</td><td>{v['score']:.3f}</td>"
         f"<td>{v['frames_seen']}</td></tr>"
-        for i, v in s["per_id"].items()
+        for i, v in seen.items()
     )
     took = f" in {elapsed:.1f}s" if elapsed is not None else ""
+    note = (
+        f"<p>Detected but never given a visible mask (not tracked): id {', '.join(unseen)}.</p>"
+        if unseen
+        else ""
+    )
     return (
-        f"<p>{s['frames']} frames{took}; {len(s['ids'])} object id(s).</p>"
+        f"<p>{s['frames']} frames{took}; {len(seen)} object id(s) tracked.</p>"
         '<table class="tracks"><thead><tr><th>id</th><th>label</th><th>score</th>'
-        f"<th>frames seen</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<th>frames seen</th></tr></thead><tbody>{rows}</tbody></table>{note}"
     )

@@ -66,6 +66,21 @@ def test_forms_render_with_one_label_per_field(front):
     assert _field(front.form(IMAGE_FORM), "Prompt").input_value()  # the notebook's prompt
 
 
+def _centre_y(locator) -> float:
+    box = locator.bounding_box()
+    return box["y"] + box["height"] / 2
+
+
+def test_colour_label_sits_level_with_its_swatch(front):
+    form = front.form(IMAGE_FORM)
+    exact = re.compile(r"^\s*Colour\s*$")
+    label = form.locator(".widget-label", has_text=exact).first
+    swatch = _field(form, "Colour", "input[type=color]")
+    opacity = _field(form, "Opacity", ".widget-readout")
+    assert abs(_centre_y(label) - _centre_y(swatch)) <= 2, "the Colour label sits off its swatch"
+    assert abs(_centre_y(swatch) - _centre_y(opacity)) <= 4, "the colour row is not level"
+
+
 def test_segment_shows_overlay_and_table(front):
     form = front.form(IMAGE_FORM)
     form.scroll_into_view_if_needed()
@@ -140,8 +155,9 @@ def test_track_plays_the_video_and_lists_ids(front):
                     controls: v.controls};
         }"""
     )
-    # a duration the player can show (not "0:00 / 0:00"), paused until the user plays it
-    assert loaded["ready"] >= 2 and loaded["duration"] > 0 and loaded["controls"], loaded
+    # a clip long enough for the player's clock to read more than "0:00 / 0:00" (the notebook
+    # tracks 20 frames of the 10 fps sample in smoke mode), paused until the user plays it
+    assert loaded["ready"] >= 2 and loaded["duration"] >= 1.5 and loaded["controls"], loaded
     assert loaded["paused"], loaded
     # the user's way, not a script's play(): a click on the player (Chromium's own controls
     # toggle playback on it)
@@ -157,15 +173,40 @@ def test_track_plays_the_video_and_lists_ids(front):
         }"""
     )
     # playing: decodable (readyState >= 2, a source that loaded), frames shown, time moving
-    # (6 frames at 10 fps loop every 0.6 s, so 0.3 s later the time is further on)
+    # (a 2 s clip at 10 fps: 0.3 s later the time is further on)
     assert not state["paused"], "clicking the player did not start the video"
     assert state["ready"] >= 2 and state["network"] != 3 and state["width"] > 0, state
     assert state["frames"] >= 2 and state["t1"] != state["t0"], state
+    _pause_past_one_second(video)
     form.screenshot(path=str(front.artifacts / "video_form.png"))
     assert _errors(form) == [] and form.locator("details.run-log").count() == 0
     cell = front.cell_of(VIDEO_FORM)
     assert front.stderr_in(cell) == [], "noise under the video form"
     assert front.outputs_in(cell) == 1, "something printed under the video form"
+
+
+def _pause_past_one_second(video) -> None:
+    """Let the clip play past 1 s, pause it with a click on the player (as a user does), and
+    show frame 12, one the random-weight models annotate, for the README's screenshot: the
+    clock then reads "0:01 / 0:02" over a frame with its overlay."""
+    video.evaluate(
+        """async v => {
+            v.loop = false;
+            for (let i = 0; i < 50 && v.currentTime < 1.05 && !v.ended; i++)
+                await new Promise(r => setTimeout(r, 50));
+        }"""
+    )
+    if not video.evaluate("v => v.paused"):
+        video.click()
+    paused = video.evaluate(
+        """async v => {
+            for (let i = 0; i < 30 && !v.paused; i++) await new Promise(r => setTimeout(r, 100));
+            v.currentTime = 1.25;
+            await new Promise(r => v.addEventListener('seeked', r, {once: true}));
+            return {paused: v.paused, time: v.currentTime};
+        }"""
+    )
+    assert paused["paused"] and paused["time"] >= 1, paused
 
 
 def _overlay_pixels(form, rgb: tuple[int, int, int]) -> int:

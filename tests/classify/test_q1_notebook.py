@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -73,6 +74,21 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     assert [r["tokens"] for r in rows] == [256, 64, 16]
     for p in (2, 4, 8):
         assert (tmp_path / f"q1_fast_smoke_patch{p}" / "best.pt").is_file()
+
+    def printed(marker: str) -> str:  # what the code cell holding ``marker`` printed
+        cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
+        return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+    trained, evaluated = printed("result = train(preset"), printed("metrics = evaluate(")
+    # the test accuracy is printed once (by training, when it finished), not again by Evaluate
+    assert trained.count("test accuracy") == 1, trained
+    assert "test accuracy" not in evaluated and not re.search(r"top-1 [0-9.]+ plain", evaluated)
+    assert "top-5" in evaluated, evaluated
+    assert "peak GPU memory" not in trained  # a CPU run has no GPU memory to report
+    # the patch-size runs are summed up by their table, not by each run's log
+    patch = printed("for patch in (2, 4, 8):")
+    assert "test accuracy" not in patch and "calibrated" not in patch, patch
+    assert "patch tokens" in " ".join(patch.split()), patch
     # the top-5 printout of the last cell
     last = nb.cells[[i for i, c in enumerate(nb.cells) if c.cell_type == "code"][-1]]
     text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")

@@ -55,6 +55,9 @@ def test_checkboxes_sit_in_line_with_their_row():
     for name in ("multimask", "fallback", "one_color"):
         box = ui.controls[name]
         assert box.indent is False and box.layout.width == "auto", name
+    # the colour picker's own label and swatch centred on each other (measured in a browser by
+    # tests/browser: the label sat 5 px low without it)
+    assert ui.controls["color"].layout.align_items == "center"
     rows = [c for c in ui.children if isinstance(c, w.HBox)]
     assert rows and all(r.layout.align_items == "center" for r in rows)
     assert all(r.layout.justify_content == "flex-start" for r in rows)

@@ -373,3 +373,68 @@ def test_real_sam2_features_separate_two_objects_more_than_two_frames(monkeypatc
     other_object = float(one[0] @ one[1])
     print(f"cosine: same object in two frames {same_object}, two objects {other_object:.3f}")
     assert min(same_object) > other_object + 0.1
+
+
+def test_a_missed_object_is_kept_only_while_its_propagation_holds():
+    """The IoU of a propagated mask with the object's next detection says how fast its masks
+    slide off it; a missed object whose mask would be off by the next keyframe is retired (a
+    blank keyframe does not keep masks on nothing), one whose propagation holds is kept."""
+
+    def run(slide):
+        book = IdBook(IdentityConfig(fps=30.0))
+        step(book, 0, {}, dets([square(10, 40)]))
+        # propagation over 30 frames left the mask ``slide`` px off the fresh detection
+        book.observe_masks(30, {1: square(10 + slide, 40 + slide)})
+        plan, _ = step(book, 30, {1: square(10 + slide, 40 + slide)}, dets([square(10, 40)]))
+        assert plan.reseed == {1: 0}
+        kept = square(10 + slide, 40 + slide)
+        book.observe_masks(60, {1: kept})
+        return book.keyframe(60, {1: kept}, dets([]))  # blank keyframe
+
+    assert run(1).retire == []  # IoU 0.82 after 30 frames: still on it 30 frames later
+    assert run(4).retire == [1]  # IoU 0.47: by the next keyframe it would be off
+
+
+def test_the_look_threshold_follows_the_videos_own_looks():
+    """Noisy features: one object's observations ~0.75 alike, others ~0.3. Confirmed re-seeds
+    teach the book that, so a returning object is recognised below the fixed 0.8."""
+    rng = np.random.default_rng(0)
+    book = IdBook(IdentityConfig(fps=30.0, keep_seconds=0))
+    assert book.reid_threshold == 0.8  # nothing seen yet: the configured value
+    a, b = (10, 10), (80, 60)
+    for t in range(0, 240, 30):
+        d = dets([square(*a), square(*b)], looks=[look(1, 0.7, rng), look(2, 0.7, rng)])
+        tracked = {i: square(*p) for i, p in zip((1, 2), (a, b))} if t else {}
+        plan, _ = step(book, t, tracked, d)
+        assert plan.ids == [1, 2]
+    same, other = book.looks["same"][0], book.looks["other"][0]
+    assert 0.6 < same < 0.9 and other < 0.5, book.looks
+    # halfway, never below the veto threshold (a look that low says "not the same")
+    assert book.reid_threshold == pytest.approx(max((same + other) / 2, 0.5))
+    assert book.reid_threshold < 0.7
+    # dog 1 leaves (retired); it returns elsewhere with a noisy look: its old id back
+    step(book, 240, {1: np.zeros((H, W), bool), 2: square(*b)}, dets([square(*b)], looks=[look(2)]))
+    e = book.objects[1].embedding
+    u = rng.normal(size=len(e))
+    u -= (u @ e) * e
+    back = 0.65 * e + np.sqrt(1 - 0.65**2) * u / np.linalg.norm(u)  # cosine 0.65 with it
+    assert book.reid_threshold < float(back @ e) < 0.8  # the fixed 0.8 would miss it
+    plan, _ = step(book, 270, {2: square(*b)}, dets([square(40, 10), square(*b)],
+                                                     looks=[back, look(2)]))  # fmt: skip
+    assert plan.ids == [1, 2] and plan.revived == {1}
+
+
+def test_a_slid_mask_is_still_its_objects_track():
+    """Propagation slid the mask half off (IoU < 0.5); the detection that holds the mask's
+    centre re-seeds the same id instead of making a new one; a box beside it does not."""
+    book = IdBook(IdentityConfig(fps=30.0))
+    step(book, 0, {}, dets([square(40, 40)]))
+    slid = square(49, 49)  # 9 px on both axes: IoU 0.22
+    book.observe_masks(30, {1: slid})  # the tracker observes every propagated frame
+    plan, _ = step(book, 30, {1: slid}, dets([square(40, 40)]))
+    assert plan.ids == [1] and plan.reseed == {1: 0}
+    book2 = IdBook(IdentityConfig(fps=30.0))
+    step(book2, 0, {}, dets([square(40, 40)]))
+    book2.observe_masks(30, {1: square(40, 40)})
+    plan, _ = step(book2, 30, {1: square(40, 40)}, dets([square(62, 40)]))  # a box beside it
+    assert plan.ids == [2]

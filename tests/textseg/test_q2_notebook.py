@@ -94,7 +94,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
         assert noise not in stderr, (noise, stderr[-2000:])
     assert "second run:" in joined and "'skipped': 3" in joined
     assert "frames, ids" in joined and "mean IoU" in joined
-    assert "video form: 6 frames tracked" in joined  # widgets.video_ui shown and driven
+    assert "video form: 20 frames tracked" in joined  # widgets.video_ui shown and driven
     assert "routes: clipseg" in joined  # CLIPSeg and CLIP re-scoring reached
     # fallback: the box threshold nothing passes is rescued, and the printout says by what
     assert "masks from: " in joined and "form masks from: " in joined

@@ -38,18 +38,27 @@ def _host_cost(out: Path) -> dict:
 
 
 def test_host_work_per_frame_at_720p_with_3_objects(tmp_path):
-    """Median over 3 runs of 90 frames, in CPU time (waiting is not counted). The JPEG-folder
-    path this replaced measures ~50 ms per frame on both counts. The speed targets (3 ms on
-    the propagating thread, 12 ms in all threads) live in q2_speed.py, which prints whether
-    they are met; CPU time inflates on a machine busy with other work, so the test holds a
-    margin: 2x the targets, a quarter of the old path. A second measurement is allowed."""
-    res = _host_cost(tmp_path / "host.json")
-    if res["main_ms"] > 6.0 or res["all_ms"] > 24.0:
-        again = _host_cost(tmp_path / "host2.json")
-        res = min(res, again, key=lambda r: r["all_ms"])
+    """The speed targets: <= 3 ms per frame on the thread that drives propagation and <= 12 ms
+    in all threads together, each the median of 3 runs of 90 frames, in CPU time (waiting is
+    not counted; every thread's CPU clock is). The JPEG-folder path this replaced measured
+    ~50 ms on both counts; before the mask encoder thread 5.0 / 18.5 ms. CPU time still
+    inflates on a machine busy with other work (shared cores and caches): up to three
+    measurements, the best counts."""
+    runs = []
+    for k in range(3):
+        runs.append(_host_cost(tmp_path / f"host{k}.json"))
+        if runs[-1]["main_ms"] <= 3.0 and runs[-1]["all_ms"] <= 12.0:
+            break
+    res = runs[-1]
     assert res["video"] == "1280x720" and res["objects"] == 3 and res["frames"] == 90
-    assert res["main_ms"] <= 6.0, res  # the thread that drives propagation
-    assert res["all_ms"] <= 24.0, res  # every thread of the process
+    main = min(r["main_ms"] for r in runs)
+    every = min(r["all_ms"] for r in runs)
+    assert main <= 3.0, runs  # the thread that drives propagation
+    assert every <= 12.0, runs  # every thread of the process
+    # the work is where it is meant to be: masks encoded, frames decoded and prepared, each
+    # on its own thread
+    assert {"main", "mask-encode", "frame-loader", "frame-prep"} <= set(res["threads_ms"])
+    assert res["threads_ms"]["mask-encode"] > 0.2 and res["threads_ms"]["frame-prep"] > 0.5
     assert isinstance(res["target_met"], bool)
 
 
@@ -274,5 +283,32 @@ def test_frame_loader_holds_a_bounded_window(tmp_path):
         assert loader.peak_held <= 8
         with pytest.raises(RuntimeError, match="released"):
             loader.read(3)
+    finally:
+        loader.close()
+
+
+def test_frames_held_as_yuv_read_as_ffmpegs_rgb(tmp_path):
+    """Plain 4:2:0 video is held as YUV (half the bytes) and converted by OpenCV when read:
+    within a few grey levels of FFmpeg's own RGB conversion (the same BT.601 formula)."""
+    import av
+
+    from helpers.textseg.frame_loader import FrameLoader
+
+    yy, xx = np.mgrid[:90, :160]
+    frames = [
+        np.stack([(xx + 8 * i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
+        for i in range(5)
+    ]
+    src = media.write_video(frames, tmp_path / "v.mp4", fps=25)
+    with av.open(str(src)) as c:
+        want = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    loader = FrameLoader(media.open_video_stream(src), capacity=8)
+    try:
+        assert isinstance(loader._held(0), media.I420)  # what is held: YUV
+        for i, w in enumerate(want):
+            got = loader.read(i)
+            assert got.shape == w.shape == (90, 160, 3) and got.dtype == np.uint8
+            diff = np.abs(got.astype(int) - w)
+            assert diff.mean() <= 1.5 and diff.max() <= 12, (i, diff.mean(), diff.max())
     finally:
         loader.close()

@@ -549,7 +549,7 @@ def test_reentry_elsewhere_and_retirement_in_the_loop(oracle, tmp_path, monkeypa
 
     monkeypatch.setattr(track, "make_keyframe_fn", with_looks)
     r = track.track_video(
-        src, "square", None, tracker, tmp_path / "o", detect_every=2, keep_missed=1, render=False,
+        src, "square", None, tracker, tmp_path / "o", detect_every=2, keep_missed="2f", render=False,
         detect_fn=detect_missing_green,
     )  # fmt: skip
     seen = ids_by_colour(r, frames, [RED, GREEN])

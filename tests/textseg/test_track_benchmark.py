@@ -37,9 +37,27 @@ def test_quick_variant_holds_the_identity_targets(tmp_path):
     assert ours["distinct@30"]["idf1"] >= 0.95 and ours["lookalike@30"]["idf1"] >= 0.90, ours
     for c in conds:  # ID switches <= 1/3 of the baseline's at every appearance level
         assert ours[c]["idsw"] <= base[c]["idsw"] / 3, (c, ours[c], base[c])
-    assert ours["noisy@30"]["idf1"] >= 0.85 and base["noisy@30"]["idf1"] < 0.7
+    assert ours["noisy@30"]["idf1"] >= 0.92 and base["noisy@30"]["idf1"] < 0.7
+    # the oracle row (keyframe identity from the ground truth) bounds what any policy reaches
+    # with these stand-ins; ours stays close to it at every appearance level
+    for c, r in conds.items():
+        oracle = r["oracle"]["OVERALL"]
+        assert list(r["oracle"]) == scenes and oracle["idf1"] >= 0.95, oracle
+        assert ours[c]["idf1"] >= oracle["idf1"] - 0.04, (c, ours[c], oracle)
     assert all(res["targets_met"].values()), res["targets_met"]
-    assert "IDF1 ours" in stdout and "targets: 8/8 met" in stdout
+    assert "IDF1 ours" in stdout and "oracle" in stdout and "targets: 8/8 met" in stdout
+
+
+def test_blank_keyframes_and_sliding_masks_cost_no_more_than_the_baseline(tmp_path):
+    """30 % empty keyframes, masks that slide off between prompts: keeping a missed object
+    is decided on how well its propagation holds, so ours is never below the baseline's MOTA
+    there, at any appearance level, and makes far fewer ID switches."""
+    res, _ = _bench(tmp_path, "--scenes", "blank_keyframes", "drift", "--seeds", "0", "1",
+                    "--detect-every", "30")  # fmt: skip
+    for cond, r in res["conditions"].items():
+        for scene in ("blank_keyframes", "drift"):
+            o, b = r["ours"][scene], r["baseline"][scene]
+            assert o["mota"] >= b["mota"] and o["idsw"] <= b["idsw"] / 3, (cond, scene, o, b)
 
 
 def test_first_easy_scenes_still_pass(tmp_path):

@@ -278,9 +278,14 @@ def test_video_ui_with_fake_tracker(tmp_path):
     ui.controls["video"].value = str(video)
     ui.controls["detect_every"].value = 5
     ui.controls["prompt_type"].value = "mask"
+    ui.controls["keep_missed"].value = "3 keyframes"  # not a duration: said before any model
+    ui.controls["run"].click()
+    assert "keyframes are no longer a unit" in ui.state["error"] and "tracker" not in seen
+    ui.controls["keep_missed"].value = "45f"
     ui.controls["run"].click()
     assert ui.state["error"] is None, ui.state["error"]
     assert seen["detect_every"] == 5 and seen["prompt_type"] == "mask"
+    assert seen["keep_missed"] == "45f"
     assert seen["tracker"] == "trk:tiny"
     outs = list(ui.controls["output"].outputs)
     assert any("video/mp4" in o["data"].get("text/html", "") for o in outs)
@@ -502,3 +507,30 @@ def test_quiet_good_run_has_no_log(image_file):
     ui.controls["prompt"].value, ui.controls["url"].value = "ball", str(image_file)
     ui.controls["run"].click()
     assert "run-log" not in _html(ui) and "Error" not in _html(ui)
+
+
+def test_track_table_lists_only_ids_with_a_visible_mask():
+    """An id detected but never given a visible mask is named under the table, not listed as
+    a row "seen in 0 frames"."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from helpers.textseg.widgets import track_summary_html
+
+    on = np.zeros((4, 4), bool)
+    on[1, 1] = True
+    off = np.zeros((4, 4), bool)
+    result = SimpleNamespace(
+        masks={0: {1: on, 2: off}, 1: {1: on, 2: off}},
+        labels={1: "dog", 2: "cat"},
+        scores={1: 0.9, 2: 0.4},
+        num_frames=2,
+        fps=10.0,
+        video_path=None,
+        json_path=None,
+    )
+    page = track_summary_html(result)
+    assert "<td>1</td><td>dog</td>" in page and "cat" not in page
+    assert "1 object id(s) tracked" in page
+    assert "never given a visible mask (not tracked): id 2." in page
