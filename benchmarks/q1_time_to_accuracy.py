@@ -60,6 +60,57 @@ def time_to_target(history: list[dict], target: float) -> dict | None:
     return None
 
 
+def measure(preset, data, run_dir: Path, device, target: float, **train_kw) -> tuple:
+    """Train ``preset`` on ``data`` for its budget; ``(result, figures)``: the trainer's result
+    and what the run measured (accuracies, time to ``target``, where the time went, the curve
+    of the validated epochs), every figure read from the run. ``train_kw`` go to ``train``."""
+    from helpers.classify.train import train
+    from helpers.classify.vit import count_parameters
+
+    t_call = time.perf_counter()
+    result = train(preset, data, run_dir, resume=False, device=device, **train_kw)
+    call_seconds = time.perf_counter() - t_call
+    history = list(result.history)
+    curve = [r for r in history if r.get("val_acc") is not None]
+    hit = time_to_target(curve, target)
+    last = history[-1] if history else {}
+    keys = ("epoch", "step", "elapsed_seconds", "val_acc", "val_top5", "train_loss", "lr",
+            "images_per_second")  # fmt: skip
+    return result, {
+        "preset": preset.name,
+        "parameters": count_parameters(result.model),
+        "budget_minutes": preset.train.minutes,
+        "epochs": len(history),
+        "steps": last.get("step"),
+        "train_minutes": (last.get("elapsed_seconds") or 0.0) / 60,
+        "mean_images_per_second": (
+            sum(r.get("images_per_second") or 0.0 for r in history) / len(history)
+            if history
+            else None
+        ),
+        "final_val_acc": curve[-1]["val_acc"] if curve else None,
+        "final_val_acc_raw_weights": last.get("val_acc_model"),
+        "best_val_acc": result.best_val_acc,
+        "test_acc": getattr(result, "test_acc", None),  # best (val-selected) weights on test
+        "target": target,
+        "minutes_to_target": hit["elapsed_seconds"] / 60 if hit else None,
+        "epoch_at_target": hit["epoch"] if hit else None,
+        "stopped_by_budget": bool(getattr(result, "stopped_early", False)),
+        "planned_steps": result.plan.first_total,
+        "replans": len(result.plan.replans),
+        "final_lr": last.get("lr"),
+        "validation_seconds": result.validation_seconds,
+        "validation_share": result.validation_share,
+        # train(): setup with compile and calibration, training on the clock, final scoring
+        "setup_seconds": result.timing.get("setup_seconds"),
+        "training_seconds": result.timing.get("training_seconds"),
+        "scoring_seconds": result.timing.get("scoring_seconds"),
+        "call_seconds": call_seconds,
+        "checkpoint_seconds": getattr(result, "checkpoint_seconds", None),
+        "curve": [{k: r.get(k) for k in keys} for r in curve],
+    }
+
+
 def plot_curve(history: list[dict], target: float, title: str):
     import matplotlib
 
@@ -93,8 +144,6 @@ def main(argv=None) -> dict:
     from helpers.classify.data import load_image_folder
     from helpers.classify.plots import save_figure
     from helpers.classify.presets import get_preset
-    from helpers.classify.train import train
-    from helpers.classify.vit import count_parameters
     from helpers.errors import InputError
     from helpers.files import atomic_write_json
     from helpers.runtime import gpu_summary, pick_device
@@ -125,16 +174,11 @@ def main(argv=None) -> dict:
             preset.model.validate()
         print(f"{gpu_summary()}; data {data!r} loaded in {load_s:.1f} s", file=sys.stderr)
         out = Path(args.out)
-        result = train(
-            preset,
-            data,
-            out / "run",
-            resume=False,
-            device=device,
-            pretrained=True,
+        result, res = measure(
+            preset, data, out / "run", device, args.target, pretrained=True,
             max_steps_per_epoch=args.max_steps_per_epoch,
             log=lambda m: print(m, file=sys.stderr),
-        )
+        )  # fmt: skip
     except InputError as e:
         sys.exit(f"error: {e}")
 
@@ -142,24 +186,14 @@ def main(argv=None) -> dict:
     hit = time_to_target(history, args.target)
     summary = {
         "device": gpu_summary(),
-        "preset": preset.name,
         "data": str(args.data),
         "train_images": len(data.train_y),
         "val_images": len(data.val_y),
-        "parameters": count_parameters(result.model),
-        "budget_minutes": args.minutes,
         "data_load_seconds": load_s,
-        "epochs": len(history),
-        "minutes": history[-1]["elapsed_seconds"] / 60 if history else 0.0,
-        "best_val_acc": result.best_val_acc,
-        "final_val_acc": history[-1]["val_acc"] if history else None,
-        "test_acc": result.test_acc,  # the best (val-selected) weights on the test split, if any
-        "target": args.target,
-        "minutes_to_target": hit["elapsed_seconds"] / 60 if hit else None,
-        "epoch_at_target": hit["epoch"] if hit else None,
-        "mean_images_per_second": (
-            sum(r["images_per_second"] for r in history) / len(history) if history else None
-        ),
+        **{k: res[k] for k in ("preset", "parameters", "budget_minutes", "epochs")},
+        "minutes": res["train_minutes"],
+        **{k: res[k] for k in ("best_val_acc", "final_val_acc", "test_acc", "target",
+                               "minutes_to_target", "epoch_at_target", "mean_images_per_second")},
         "history": [
             {
                 k: r.get(k)
@@ -167,7 +201,7 @@ def main(argv=None) -> dict:
             }
             for r in history
         ],
-    }
+    }  # fmt: skip
     atomic_write_json(out / "time_to_accuracy.json", summary)
     if history:
         fig = plot_curve(history, args.target, f"{preset.name}: val accuracy vs wall time")

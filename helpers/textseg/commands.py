@@ -17,7 +17,7 @@ import contextlib
 import functools
 import json
 import os
-import time
+from dataclasses import replace
 from pathlib import Path
 
 from helpers.errors import InputError
@@ -28,13 +28,12 @@ from helpers.textseg.command_checks import (
     check_overlay,
     check_prompt,
     check_threshold,
-    image_stem,
     stop_if_failed,
 )
 from helpers.textseg.durations import KEEP_MISSED, KEEP_MISSED_HELP
 from helpers.textseg.durations import seconds as keep_seconds
 from helpers.textseg.model_cache import cached, seeded
-from helpers.textseg.track_summary import side_by_side, track_summary
+from helpers.textseg.track_summary import run_track
 
 SAM2_SIZES = ("tiny", "small", "base_plus", "large")
 DETECTOR_NAMES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
@@ -449,14 +448,25 @@ def cmd_segment(args) -> dict | None:
 
 
 def _segment(args) -> dict | None:
-    from helpers.textseg import pipeline
+    from helpers.textseg import image_command
 
     _check_inputs(args)
     _refuse_unhonoured(args, "segment")
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers.textseg import sam3_commands
 
-        return sam3_commands.cmd_segment(args)
+        job = sam3_commands.image_job(args)
+    else:
+        job = _image_job(args)
+    return image_command.run(args, job, check_out(args.out))
+
+
+def _image_job(args):
+    """The detect-sam2 / clipseg routes' part of ``segment`` (checked before any model loads)."""
+    from helpers.textseg import pipeline, routes
+    from helpers.textseg.image_command import ImageJob
+    from helpers.textseg.image_settings import Overlay
+
     _check_common(args)
     _check_route(args)
     prompt = check_prompt(args.prompt)
@@ -465,7 +475,6 @@ def _segment(args) -> dict | None:
     check_device(args)
     overlay = check_overlay(args)
     choice = _check_choice(args)
-    out = check_out(args.out)
     kw = {
         "box_threshold": args.box_threshold,
         "text_threshold": args.text_threshold,
@@ -478,91 +487,33 @@ def _segment(args) -> dict | None:
         kw["mask_threshold"] = args.mask_threshold
     if args.route != "clipseg" and "clipseg" in choice["fallback"]:
         kw["clipseg"] = _clipseg_loader(args)  # loaded only when an image needs it
-    if args.folder is not None:
-        folder = Path(args.folder)
-        if folder.is_file():
-            raise InputError(
-                f"--folder {folder} is a file, not a folder; use --image {folder} for one image."
-            )
-        if not folder.is_dir():
-            raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
-        if out.exists() and out.resolve() == folder.resolve():
-            raise InputError(
-                "--out is the input folder; outputs would be read as new inputs next time. "
-                "Give another --out."
-            )
-        from helpers import distributed
 
-        dist = distributed.from_env(args.device)  # under torchrun: this process's share
-        detector, segmenter = load_models(args)
+    def with_clip() -> dict:
         clip = _load_clip(args)
-        if clip is not None:
-            kw["clip"] = clip
-        summary = pipeline.segment_folder(
-            folder,
-            out,
-            prompt,
-            detector,
-            segmenter,
-            overwrite=args.overwrite,
-            dist=dist,
-            overlay=overlay,
-            **kw,
-        )
-        if summary is None:  # another process of the job reports the merged summary
-            return None
-        result = {"command": "segment", "folder": str(folder), "out": str(out), **summary}
-        advice = "Fix or remove the failed files and run again (finished images are skipped)."
-        return stop_if_failed(
-            result, len(summary["files"]), "images", out, advice, summary["status"]
-        )
+        return kw if clip is None else {**kw, "clip": clip}
 
-    source = args.image
-    if "://" not in source:
-        if Path(source).is_dir():
-            raise InputError(
-                f"--image {source} is a folder, not an image; use --folder {source} to segment "
-                "every image in it."
-            )
-        if not Path(source).is_file():
-            raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
-    from helpers.textseg import media, render
-    from helpers.textseg.naming import source_key
+    def load():
+        detector, segmenter = load_models(args)
+        if args.route == "clipseg":
+            return routes.ClipSeg(segmenter), _clipseg_settings(args, kw)
+        return routes.DetectSam2(detector, segmenter), pipeline.image_settings(**with_clip())
 
-    image = media.load_image(source)  # fail on a bad image before loading models
-    media.fit_for_model(image, args.max_side)  # ... or one too elongated for the models
-    detector, segmenter = load_models(args)
-    clip = _load_clip(args)
-    if clip is not None:
-        kw["clip"] = clip
-    result = pipeline.segment_image(image, prompt, detector, segmenter, **kw)
-    dets = result.detections
-    timings = {k: round(float(v), 2) for k, v in (result.timings or {}).items()}
-    info = pipeline.result_info(result)
-    paths = render.save_image_outputs(
-        result.image,
-        dets,
-        out,
-        image_stem(source, out),
-        prompt=prompt,
-        extra={"source": source, "source_path": source_key(source), "timings_ms": timings, **info},
-        **overlay,
-    )
-    names = dets.data.get("class_name", []) if dets.data else []
-    return {
-        "command": "segment",
-        "image": source,
-        "prompt": prompt,
-        "instances": len(dets),
-        "labels": [str(n) for n in names],
-        "scores": [round(float(s), 4) for s in (dets.confidence if len(dets) else [])],
-        "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
-        "produced_by": info["produced_by"],
-        "note": info["note"],
-        "attempts": info["attempts"],
-        "outputs": {k: str(v) for k, v in paths.items()},
-        "timings_ms": timings,
-    }
+    def run_folder(folder, out, dist, overlay):
+        detector, segmenter = load_models(args)
+        return pipeline.segment_folder(
+            folder, out, prompt, detector, segmenter, overwrite=args.overwrite, dist=dist,
+            overlay=overlay, **with_clip(),
+        )  # fmt: skip
+
+    return ImageJob(prompt, load, run_folder, Overlay(**overlay), max_side=args.max_side)
+
+
+def _clipseg_settings(args, kw: dict):
+    """The clipseg route's settings: its mask threshold and the shared cleanup."""
+    from helpers.textseg import pipeline
+
+    made = pipeline.image_settings(**{**kw, "fallback": (), "mask_weights": None})
+    return replace(made, route=replace(made.route, mask_threshold=args.mask_threshold))
 
 
 @contextlib.contextmanager
@@ -705,9 +656,6 @@ def _track_many(args, videos: list[str]) -> dict | None:
 
 
 def _track_one(args) -> dict:
-    import numpy as np
-
-    from helpers.textseg import track
 
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers.textseg import sam3_commands
@@ -735,56 +683,18 @@ def _track_one(args) -> dict:
         raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
     check_device(args)
     check_out(args.out)
+    from helpers.textseg import routes
+
     detector, tracker = load_models(args, video=True)
-    detect_fn = None
-    if args.max_objects is not None:
-        from helpers.textseg import detect
-
-        def detect_fn(image):
-            found = detect.detect(
-                detector,
-                image,
-                prompt,
-                box_threshold=args.box_threshold,
-                text_threshold=args.text_threshold,
-            )
-            order = np.argsort(-np.asarray(found.confidence))[: args.max_objects]
-            return found[order]
-
-    t0 = time.perf_counter()
-    result = track.track_video(
-        args.video,
-        prompt,
-        detector,
-        tracker,
-        Path(args.out),
-        detect_every=args.detect_every,
-        prompt_type=args.prompt_type,
-        box_threshold=args.box_threshold,
-        text_threshold=args.text_threshold,
-        iou_threshold=args.iou_threshold,
-        reid_threshold=args.reid_threshold,
-        keep_missed=args.keep_missed,
-        backfill=args.backfill,
-        chunk_size=args.chunk_size,
+    settings = routes.TrackSettings(
+        box_threshold=args.box_threshold, text_threshold=args.text_threshold,
+        iou_threshold=args.iou_threshold, chunk_size=args.chunk_size,
         offload=False if args.no_offload else (True if args.offload else None),
-        max_frames=args.max_frames,
-        render=not args.no_render,
-        detect_fn=detect_fn,
-    )
-    elapsed = time.perf_counter() - t0
-    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
-    summary = {
-        "command": "track",
-        "video": args.video,
-        "prompt": prompt,
-        **track_summary(result),
-        "elapsed_s": round(elapsed, 3),
-        "processing_fps": processing_fps,
-    }
-    if getattr(args, "side_by_side", False):
-        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
-    return summary
+        max_frames=args.max_frames, render=not args.no_render, detect_every=args.detect_every,
+        prompt_type=args.prompt_type, reid_threshold=args.reid_threshold,
+        keep_missed=args.keep_missed, backfill=args.backfill, max_objects=args.max_objects,
+    )  # fmt: skip
+    return run_track(args, prompt, routes.DetectSam2(detector, tracker=tracker), settings)
 
 
 def cmd_eval_masks(args) -> dict:

@@ -225,19 +225,24 @@ def _write_vocab(words: list[str] | None, folder: Path) -> Path:
     return path
 
 
-def _toy_gdino_config():
-    from transformers import GroundingDinoConfig
-
-    backbone = {
+def _swin_backbone(image_size, embed_dim, depths, num_heads, *, window_size) -> dict:
+    """A Swin backbone config for Grounding DINO: its last three stages feed the encoder."""
+    return {
         "model_type": "swin",
-        "image_size": 64,
-        "embed_dim": 16,
-        "depths": [1, 1, 1, 1],
-        "num_heads": [1, 1, 2, 2],
-        "window_size": 4,
+        "image_size": image_size,
+        "embed_dim": embed_dim,
+        "depths": depths,
+        "num_heads": num_heads,
+        "window_size": window_size,
         "out_indices": [2, 3, 4],
         "out_features": ["stage2", "stage3", "stage4"],
     }
+
+
+def _toy_gdino_config():
+    from transformers import GroundingDinoConfig
+
+    backbone = _swin_backbone(64, 16, [1, 1, 1, 1], [1, 1, 2, 2], window_size=4)
     text = {
         "model_type": "bert",
         "vocab_size": 128,
@@ -270,16 +275,7 @@ def _tiny_gdino_config():
     """The grounding-dino-tiny architecture (Swin-T + BERT-base), built without any download."""
     from transformers import GroundingDinoConfig
 
-    backbone = {
-        "model_type": "swin",
-        "image_size": 224,
-        "embed_dim": 96,
-        "depths": [2, 2, 6, 2],
-        "num_heads": [3, 6, 12, 24],
-        "window_size": 7,
-        "out_indices": [2, 3, 4],
-        "out_features": ["stage2", "stage3", "stage4"],
-    }
+    backbone = _swin_backbone(224, 96, [2, 2, 6, 2], [3, 6, 12, 24], window_size=7)
     text = {"model_type": "bert"}  # bert-base-uncased shape
     return GroundingDinoConfig(backbone_config=backbone, text_config=text)
 

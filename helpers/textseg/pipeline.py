@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from helpers.errors import InputError
+from helpers.textseg.image_settings import (
+    DEFAULT_FALLBACK,
+    Cleanup,
+    Fallback,
+    ImageSettings,
+    MaskChoice,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 FALLBACK_STEPS = ("lower-threshold", "clipseg")
-DEFAULT_FALLBACK = ("lower-threshold", "clipseg")
 LOWER_THRESHOLD_FACTOR = 0.5  # the retry's thresholds: half the given ones ...
 LOWER_THRESHOLD_FLOOR = 0.05  # ... but never below this
 
@@ -145,7 +151,9 @@ def segment_image(
     clipseg=None,
     mask_weights=None,
 ) -> ImageResult:
-    """Segment everything ``prompt`` names in one image.
+    """Segment everything ``prompt`` names in one image: the detect-sam2 route (or the clipseg
+    route when ``segmenter`` is a CLIPSeg model) run by :func:`run_route`; the keywords are
+    :func:`image_settings`'.
 
     ``image_or_source``: anything ``media.load_image`` takes (array, path, URL, bytes, upload).
     Detection and segmentation run on a copy whose long side is at most ``max_side``; boxes
@@ -171,28 +179,30 @@ def segment_image(
     other route: no detector (``detector`` may be None), one coarse mask per phrase from
     CLIPSeg's probabilities >= ``mask_threshold`` (see :func:`segment_image_clipseg`).
     """
-    clean_kw = dict(
-        clean=clean,
-        max_side=max_side,
-        min_hole_area=min_hole_area,
-        min_sprinkle_area=min_sprinkle_area,
-        clean_fraction=clean_fraction,
-    )
-    if getattr(segmenter, "kind", None) == "clipseg":
-        res = segment_image_clipseg(
-            image_or_source, prompt, segmenter, threshold=mask_threshold, **clean_kw
-        )
-        res.produced_by = "clipseg"
-        res.attempts = [
-            {"step": "clipseg", "mask_threshold": float(mask_threshold),
-             "instances": len(res.detections)}
-        ]  # fmt: skip
-        return res
-    import supervision as sv
+    from helpers.textseg import routes
 
-    from helpers.textseg import media
-    from helpers.textseg.detect import detect, normalize_prompt
-    from helpers.textseg.segment import choose_mask, clip_rescore, parse_weights, segment_boxes
+    kw = dict(locals())
+    for name in ("image_or_source", "prompt", "detector", "segmenter", "routes"):
+        kw.pop(name)
+    if getattr(segmenter, "kind", None) == "clipseg":
+        kw.update(fallback=(), mask_weights=None, clip=None, multimask=False)
+        settings = image_settings(**kw)
+        settings = replace(settings, route=replace(settings.route, mask_threshold=mask_threshold))
+        return run_route(routes.ClipSeg(segmenter), image_or_source, prompt, settings)
+    return run_route(
+        routes.DetectSam2(detector, segmenter), image_or_source, prompt, image_settings(**kw)
+    )
+
+
+def image_settings(
+    *, box_threshold=0.35, text_threshold=0.25, multimask=False, clean=True, max_side=1024,
+    nms_iou=0.5, min_hole_area=16, min_sprinkle_area=16, clean_fraction=0.01, clip=None,
+    mask_threshold=0.4, fallback=DEFAULT_FALLBACK, clipseg=None, mask_weights=None,
+) -> ImageSettings:  # fmt: skip
+    """:class:`ImageSettings` from :func:`segment_image`'s keywords (checked: fallback steps,
+    mask weights, a CLIP weight without a CLIP model)."""
+    from helpers.textseg.routes import RouteSettings
+    from helpers.textseg.segment import parse_weights
 
     steps = check_fallback(fallback)
     weights = parse_weights(mask_weights) if mask_weights is not None else None
@@ -201,139 +211,161 @@ def segment_image(
             "the mask weights give CLIP a weight but no CLIP model was given: load one "
             "(segment.load_clip, --rescore clip) or set clip=0."
         )
-    multimask = bool(multimask or weights is not None)
-    timings: dict[str, float] = {}
+    route = RouteSettings(
+        box_threshold=box_threshold, text_threshold=text_threshold, max_side=max_side,
+        nms_iou=nms_iou, multimask=bool(multimask or weights is not None),
+    )  # fmt: skip
+    return ImageSettings(
+        route=route,
+        choice=MaskChoice(weights=weights, clip=clip),
+        cleanup=Cleanup(clean, clean_fraction, min_hole_area, min_sprinkle_area),
+        fallback=Fallback(steps, clipseg, mask_threshold),
+    )
+
+
+def run_route(route, image_or_source, prompt: str, settings: ImageSettings) -> ImageResult:
+    """One image through ``route`` (a :mod:`helpers.textseg.routes` route) and the steps after
+    it, the same for every route: the fallback when it finds nothing, the choice among SAM 2's
+    candidates, the cleanup scaled to each object. ``result.produced_by`` / ``attempts`` say
+    which step produced the masks (see :func:`describe`)."""
+    from helpers.textseg import media
+    from helpers.textseg.detect import normalize_prompt, prompt_phrases
+
     t_all = time.perf_counter()
     norm = normalize_prompt(prompt)  # InputError on an empty prompt, before any work
+    phrases = prompt_phrases(norm)
     t0 = time.perf_counter()
     image = media.load_image(image_or_source)
-    timings["load"] = _ms(t0)
-    H, W = image.shape[:2]
-
-    t0 = time.perf_counter()
-    small, _ = media.fit_for_model(image, max_side)
-    h, w = small.shape[:2]
-    sx, sy = w / W, h / H
-    timings["resize"] = _ms(t0)
-
-    def run_detector(box_t, text_t):
-        return detect(
-            detector,
-            small,
-            norm,
-            box_threshold=box_t,
-            text_threshold=text_t,
-            nms_iou=nms_iou,
-            max_side=None,
-        )
-
-    t0 = time.perf_counter()
-    dets = run_detector(box_threshold, text_threshold)
-    timings["detect"] = _ms(t0)
-    attempts = [
-        {"step": "detector", "box_threshold": float(box_threshold),
-         "text_threshold": float(text_threshold), "instances": len(dets)}
-    ]  # fmt: skip
-    produced_by = "detector" if len(dets) else "none"
-    if not len(dets) and steps:
+    timings, info = {"load": _ms(t0)}, {}
+    dets = route.segment(image, phrases, settings.route, info)
+    timings.update(info["timings"])
+    step = getattr(route, "step", None)
+    attempts = [_attempt(step, settings, len(dets))] if step else []
+    produced_by = (step if len(dets) or step == "clipseg" else "none") if step else "model"
+    if not len(dets) and settings.fallback.steps:
         t0 = time.perf_counter()
-        for step in steps:
-            if step == "lower-threshold":
-                low_box, low_text = lower_thresholds(box_threshold, text_threshold)
-                record = {"step": step, "box_threshold": low_box, "text_threshold": low_text}
-                if (low_box, low_text) == (float(box_threshold), float(text_threshold)):
-                    attempts.append({**record, "skipped": "the thresholds are at the floor"})
-                    continue
-                dets = run_detector(low_box, low_text)
-                attempts.append({**record, "instances": len(dets)})
-                if len(dets):
-                    produced_by = step
-                    break
-            elif step == "clipseg":
-                record = {"step": step, "mask_threshold": float(mask_threshold)}
-                model = clipseg() if callable(clipseg) else clipseg
-                if model is None:
-                    attempts.append({**record, "skipped": "no CLIPSeg model given"})
-                    continue
-                res = segment_image_clipseg(
-                    image, norm, model, threshold=mask_threshold, **clean_kw
-                )
-                attempts.append({**record, "instances": len(res.detections)})
-                if len(res.detections):
-                    timings["fallback"] = _ms(t0)
-                    timings.update({f"clipseg_{k}": v for k, v in res.timings.items()})
-                    timings["total"] = _ms(t_all)
-                    res.timings, res.produced_by, res.attempts = timings, step, attempts
-                    return res
+        found = _fallback(route, image, norm, phrases, settings, attempts)
         timings["fallback"] = _ms(t0)
+        if isinstance(found, ImageResult):  # the CLIPSeg step: a whole result of its own
+            found.timings = {**timings, **{f"clipseg_{k}": v for k, v in found.timings.items()}}
+            found.timings["total"], found.attempts = _ms(t_all), attempts
+            return found
+        if found is not None:
+            dets, info, produced_by = found
+            timings.update({k: v for k, v in info["timings"].items() if k == "segment"})
+    choice = _choose_masks(image, dets, info, settings.choice, timings)
+    dets = _clean(route, dets, info, settings.cleanup, timings)
+    h, w = info["model_size"]
+    timings["total"] = _ms(t_all)
+    scale = float(min(w / image.shape[1], h / image.shape[0]))
+    return ImageResult(
+        image, dets, norm, timings, info.get("candidates"), scale, produced_by, attempts, choice
+    )
 
-    candidates = choice = None
-    if len(dets) == 0:
-        masks_small = np.zeros((0, h, w), bool)
-        mask_scores = np.zeros((0,), np.float32)
-    else:
+
+def _attempt(step: str, settings: ImageSettings, instances: int) -> dict:
+    if step == "clipseg":
+        return {"step": step, "mask_threshold": float(settings.fallback.mask_threshold),
+                "instances": instances}  # fmt: skip
+    return {"step": step, "box_threshold": float(settings.route.box_threshold),
+            "text_threshold": float(settings.route.text_threshold), "instances": instances}  # fmt: skip
+
+
+def _fallback(route, image, norm, phrases, settings: ImageSettings, attempts: list):
+    """The fallback steps in order, each recorded in ``attempts``: ``(detections, info, step)``
+    from the lower-threshold retry, a CLIPSeg :class:`ImageResult`, or None (nothing found)."""
+    from helpers.textseg import routes
+
+    for step in settings.fallback.steps:
+        if step == "lower-threshold":
+            first = settings.route
+            low_box, low_text = lower_thresholds(first.box_threshold, first.text_threshold)
+            record = {"step": step, "box_threshold": low_box, "text_threshold": low_text}
+            if (low_box, low_text) == (float(first.box_threshold), float(first.text_threshold)):
+                attempts.append({**record, "skipped": "the thresholds are at the floor"})
+                continue
+            info: dict = {}
+            low = replace(first, box_threshold=low_box, text_threshold=low_text)
+            dets = route.segment(image, phrases, low, info)
+            attempts.append({**record, "instances": len(dets)})
+            if len(dets):
+                return dets, info, step
+        elif step == "clipseg":
+            record = {"step": step, "mask_threshold": float(settings.fallback.mask_threshold)}
+            model = settings.fallback.clipseg
+            model = model() if callable(model) else model
+            if model is None:
+                attempts.append({**record, "skipped": "no CLIPSeg model given"})
+                continue
+            only = replace(
+                settings, fallback=Fallback(), choice=MaskChoice(),
+                route=replace(settings.route, mask_threshold=settings.fallback.mask_threshold),
+            )  # fmt: skip
+            res = run_route(routes.ClipSeg(model), image, norm, only)
+            attempts.append({**record, "instances": len(res.detections)})
+            if len(res.detections):
+                res.produced_by = step
+                return res
+    return None
+
+
+def _choose_masks(image, dets, info: dict, choice: MaskChoice, timings: dict):
+    """Keep one of SAM 2's three candidates per box (in place): CLIP's pick when only ``clip``
+    is given, the weighted pick with ``weights`` (its breakdown returned), else SAM's own."""
+    from helpers.textseg.segment import choose_mask, clip_rescore
+
+    candidates = info.get("candidates")
+    if candidates is None or not len(dets):
+        return None
+    weights, names, choice_info = choice.weights, dets.data["class_name"], None
+    sims = [None] * len(dets)
+    if choice.clip is not None and (weights is None or weights.clip > 0):
         t0 = time.perf_counter()
-        # masks at the full size: SAM's logits are upsampled, then thresholded
-        masks_small, mask_scores, candidates = segment_boxes(
-            segmenter, small, dets.xyxy, multimask=multimask, out_size=(H, W)
-        )
-        timings["segment"] = _ms(t0)
-        names = dets.data["class_name"]
-        if multimask and clip is not None and (weights is None or weights.clip > 0):
-            t0 = time.perf_counter()
-            sims = [
-                clip_rescore(clip, image, candidates[0][i], str(names[i])) for i in range(len(dets))
-            ]
-            if weights is None:  # CLIP alone decides
-                for i in range(len(dets)):
-                    best = int(np.argmax(sims[i]))
-                    masks_small[i] = candidates[0][i, best]
-                    mask_scores[i] = candidates[1][i, best]
-            timings["rescore"] = _ms(t0)
-        else:
-            sims = [None] * len(dets)
-        if weights is not None:
-            t0 = time.perf_counter()
-            full_boxes = dets.xyxy.reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
-            choice = []
+        sims = [clip_rescore(choice.clip, image, candidates[0][i], str(names[i]))
+                for i in range(len(dets))]  # fmt: skip
+        if weights is None:  # CLIP alone decides
             for i in range(len(dets)):
-                best, info = choose_mask(
-                    candidates[0][i], candidates[1][i], weights, box=full_boxes[i],
-                    clip_sims=sims[i],
-                )  # fmt: skip
-                masks_small[i] = candidates[0][i, best]
-                mask_scores[i] = candidates[1][i, best]
-                choice.append(info)
-            timings["choose"] = _ms(t0)
-        if clean:
-            t0 = time.perf_counter()
-            area = (H * W) / (h * w)  # the floors are in model-input pixels
-            masks_small = clean_scaled(
-                masks_small, clean_fraction, min_hole_area * area, min_sprinkle_area * area
-            )
-            timings["clean"] = _ms(t0)
+                _keep_candidate(dets, candidates, i, int(np.argmax(sims[i])))
+        timings["rescore"] = _ms(t0)
+    if weights is not None:
+        t0 = time.perf_counter()
+        choice_info = []
+        for i in range(len(dets)):
+            best, why = choose_mask(
+                candidates[0][i], candidates[1][i], weights, box=info["boxes_unclipped"][i],
+                clip_sims=sims[i],
+            )  # fmt: skip
+            _keep_candidate(dets, candidates, i, best)
+            choice_info.append(why)
+        timings["choose"] = _ms(t0)
+    return choice_info
+
+
+def _keep_candidate(dets, candidates, i: int, best: int) -> None:
+    dets.mask[i] = candidates[0][i, best]
+    dets.data["mask_score"][i] = candidates[1][i, best]
+
+
+def _clean(route, dets, info: dict, cleanup: Cleanup, timings: dict):
+    """The cleanup scaled to each object, for every route; boxes that come from the masks
+    (CLIPSeg) are redone from the cleaned masks (a mask emptied by it is dropped)."""
+    if not cleanup.clean or not len(dets):
+        return dets
+    from helpers.textseg.routes import boxes_from_masks
 
     t0 = time.perf_counter()
-    masks = media.masks_to_size(masks_small, (H, W))  # a no-op: already full size
-    xyxy = dets.xyxy.astype(np.float32).reshape(-1, 4) / np.array([sx, sy, sx, sy], np.float32)
-    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, W)
-    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, H)
-    timings["upscale"] = _ms(t0)
-
-    data = {"class_name": np.asarray(dets.data.get("class_name", []), dtype=str)}
-    data["mask_score"] = np.asarray(mask_scores, np.float32)
-    detections = sv.Detections(
-        xyxy=xyxy,
-        mask=masks.astype(bool),
-        confidence=np.asarray(dets.confidence, np.float32).reshape(-1),
-        class_id=np.asarray(dets.class_id, int).reshape(-1),
-        data=data,
+    H, W = dets.mask.shape[1:]
+    h, w = info["model_size"]
+    area = (H * W) / (h * w) if getattr(route, "floors_at_model_size", False) else 1
+    masks = clean_scaled(
+        dets.mask, cleanup.fraction, cleanup.hole_floor * area, cleanup.speck_floor * area
     )
-    timings["total"] = _ms(t_all)
-    return ImageResult(
-        image, detections, norm, timings, candidates, float(min(sx, sy)), produced_by,
-        attempts, choice,
-    )  # fmt: skip
+    timings["clean"] = _ms(t0)
+    if "probabilities" in info:  # boxes and scores from the masks: redone
+        probs = info["probabilities"][dets.class_id]
+        return boxes_from_masks(masks, probs, info["phrases"], dets.class_id)
+    dets.mask = masks.astype(bool)
+    return dets
 
 
 def segment_image_clipseg(
@@ -355,49 +387,15 @@ def segment_image_clipseg(
     confidence is its mean probability inside the mask, its box the mask's bounding box.
     Cleanup as in :func:`segment_image` (the floors in full-size pixels here).
     """
-    import supervision as sv
+    from helpers.textseg import routes
 
-    from helpers.textseg import media
-    from helpers.textseg.detect import normalize_prompt, prompt_phrases
-    from helpers.textseg.segment import clipseg_probs
-
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise InputError(f"the CLIPSeg mask threshold must be in [0, 1], got {threshold}.")
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    norm = normalize_prompt(prompt)
-    phrases = prompt_phrases(norm)
-    t0 = time.perf_counter()
-    image = media.load_image(image_or_source)
-    timings["load"] = _ms(t0)
-    H, W = image.shape[:2]
-    small, _ = media.fit_for_model(image, max_side)
-
-    t0 = time.perf_counter()
-    probs = clipseg_probs(clipseg, small, phrases, size=(H, W))
-    masks = probs >= float(threshold)
-    timings["segment"] = _ms(t0)
-    if clean:
-        masks = clean_scaled(masks, clean_fraction, min_hole_area, min_sprinkle_area)
-    keep = [i for i in range(len(phrases)) if masks[i].any()]
-    xyxy = np.zeros((len(keep), 4), np.float32)
-    conf = np.zeros((len(keep),), np.float32)
-    for k, i in enumerate(keep):
-        ys, xs = np.nonzero(masks[i])
-        xyxy[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-        conf[k] = float(probs[i][masks[i]].mean())
-    detections = sv.Detections(
-        xyxy=xyxy,
-        mask=masks[keep].astype(bool).reshape(len(keep), H, W),
-        confidence=conf,
-        class_id=np.asarray(keep, int),
-        data={
-            "class_name": np.asarray([phrases[i] for i in keep], dtype=str),
-            "mask_score": conf.copy(),
-        },
+    settings = ImageSettings(
+        route=routes.RouteSettings(mask_threshold=threshold, max_side=max_side),
+        cleanup=Cleanup(clean, clean_fraction, min_hole_area, min_sprinkle_area),
     )
-    timings["total"] = _ms(t_all)
-    return ImageResult(image, detections, norm, timings, None, 1.0, "clipseg")
+    res = run_route(routes.ClipSeg(clipseg), image_or_source, prompt, settings)
+    res.attempts = []
+    return res
 
 
 def settings_fingerprint(settings: dict) -> str:

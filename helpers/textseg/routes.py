@@ -9,16 +9,27 @@ video) is the same code for all three. An option that only makes sense for one r
 detector fallback, choosing among SAM 2's three masks) is refused for the others with one
 ``error:`` line that names the route, never silently ignored.
 
+A video goes through a route's second verb, ``track(video, phrases, settings, out_dir) ->
+track.TrackResult`` (per-frame masks and ids; ``tracks.json`` and the MP4 written): detect-sam2
+and sam3 track; clipseg has no tracker.
+
 The one verb, ``segment(image, phrases, settings) -> sv.Detections`` (masks, boxes, scores,
 ``class_name``), is implemented by :class:`DetectSam2`, :class:`ClipSeg` and :class:`Sam3`; it
-returns the route's raw masks (no cleanup, no fallback: those are the steps after it).
+returns the route's raw masks at the full size (no cleanup, no fallback, no mask choice: those
+are the steps after it, in :mod:`helpers.textseg.pipeline`), and fills ``info`` (when given)
+with what those steps need: timings, the model-input size, SAM 2's candidate masks.
 """
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
+
 from helpers.errors import InputError
+from helpers.textseg.durations import KEEP_MISSED
 
 
 @dataclass(frozen=True)
@@ -137,76 +148,222 @@ class RouteSettings:
     mask_threshold: float | None = None  # clipseg (0.4) / sam3 (0.5) when None
     score_threshold: float = 0.5  # sam3: instance score to keep
     max_side: int = 1024  # detect-sam2 / clipseg: model input long side
+    nms_iou: float = 0.5  # detect-sam2: overlapping boxes of one phrase merged above this IoU
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """What a route's ``track`` verb needs besides the video and the phrases."""
+
+    box_threshold: float = 0.35  # detect-sam2: the keyframe detector's box score
+    text_threshold: float = 0.25  # detect-sam2: the keyframe detector's phrase score
+    score_threshold: float = 0.5  # sam3: instance score to keep
+    iou_threshold: float = 0.5  # ids matched across keyframes / chunks by mask IoU
+    chunk_size: int = 200  # frames per tracking session (memory)
+    offload: bool | None = None  # the tracker's state on the CPU (None: when needed)
+    max_frames: int | None = None  # only the first N frames
+    render: bool = True  # the annotated MP4 besides tracks.json
+    detect_every: int = 30  # detect-sam2: keyframe period
+    prompt_type: str = "box"  # detect-sam2: how new objects prompt SAM 2
+    reid_threshold: float = 0.8  # detect-sam2: appearance match that restores an old id
+    keep_missed: float | str = KEEP_MISSED  # detect-sam2: how long an undetected object is kept
+    backfill: bool = False  # detect-sam2: new objects tracked back to the previous keyframe
+    max_objects: int | None = None  # detect-sam2: the N most confident detections per keyframe
 
 
 class DetectSam2:
     """Grounding DINO / OWLv2 boxes, then SAM 2.1 masks (``detect.load_detector`` and
-    ``segment.load_segmenter`` models)."""
+    ``segment.load_segmenter`` models). Boxes come from the detector; with ``multimask``
+    SAM 2's three candidates per box are reported (``info["candidates"]``)."""
 
     route = ROUTES["detect-sam2"]
+    step = "detector"  # what the result's ``produced_by`` / ``attempts`` call this route
+    floors_at_model_size = True  # the cleanup's pixel floors count model-input pixels
 
-    def __init__(self, detector, segmenter):
+    def __init__(self, detector, segmenter=None, tracker=None):
         self.detector, self.segmenter = detector, segmenter
+        self.tracker = tracker  # track.load_video_tracker: the SAM 2 video predictor
 
-    def segment(self, image, phrases: list[str], settings: RouteSettings):
-        from helpers.textseg import pipeline
+    def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
+        from helpers.textseg import media
+        from helpers.textseg.detect import detect
+        from helpers.textseg.segment import segment_boxes
 
-        return pipeline.segment_image(
-            image,
-            _prompt(phrases),
-            self.detector,
-            self.segmenter,
-            box_threshold=settings.box_threshold,
-            text_threshold=settings.text_threshold,
-            multimask=settings.multimask,
-            max_side=settings.max_side,
-            clean=False,
-            fallback=(),
-        ).detections
+        info = _info(info, image.shape[:2])
+        H, W = image.shape[:2]
+        with _timed(info, "resize"):
+            small, _ = media.fit_for_model(image, settings.max_side)
+        h, w = info["model_size"] = small.shape[:2]
+        with _timed(info, "detect"):
+            dets = detect(
+                self.detector, small, _prompt(phrases), box_threshold=settings.box_threshold,
+                text_threshold=settings.text_threshold, nms_iou=settings.nms_iou, max_side=None,
+            )  # fmt: skip
+        if not len(dets):
+            masks, scores = np.zeros((0, H, W), bool), np.zeros((0,), np.float32)
+        else:
+            with _timed(info, "segment"):  # SAM's logits upsampled to the full size
+                masks, scores, info["candidates"] = segment_boxes(
+                    self.segmenter, small, dets.xyxy, multimask=settings.multimask,
+                    out_size=(H, W),
+                )  # fmt: skip
+        scale = np.array([w / W, h / H, w / W, h / H], np.float32)
+        info["boxes_unclipped"] = dets.xyxy.astype(np.float32).reshape(-1, 4) / scale
+        return _detections(
+            info["boxes_unclipped"], masks, dets.confidence, dets.class_id,
+            dets.data.get("class_name", []), scores,
+        )  # fmt: skip
+
+    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
+        """Per-frame tracks (``track.TrackResult``): keyframe detection, SAM 2 propagation."""
+        from helpers.textseg import track
+
+        prompt = _prompt(phrases)
+        return track.track_video(
+            video, prompt, self.detector, self.tracker, out_dir,
+            detect_every=settings.detect_every, prompt_type=settings.prompt_type,
+            box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
+            iou_threshold=settings.iou_threshold, reid_threshold=settings.reid_threshold,
+            keep_missed=settings.keep_missed, backfill=settings.backfill,
+            chunk_size=settings.chunk_size, offload=settings.offload,
+            max_frames=settings.max_frames, render=settings.render,
+            detect_fn=self._most_confident(prompt, settings),
+        )  # fmt: skip
+
+    def _most_confident(self, prompt: str, settings: TrackSettings):
+        """The keyframe detector keeping the ``max_objects`` most confident boxes (or None)."""
+        if settings.max_objects is None:
+            return None
+        from helpers.textseg import detect
+
+        def detect_fn(image):
+            found = detect.detect(
+                self.detector, image, prompt, box_threshold=settings.box_threshold,
+                text_threshold=settings.text_threshold,
+            )  # fmt: skip
+            return found[np.argsort(-np.asarray(found.confidence))[: settings.max_objects]]
+
+        return detect_fn
 
 
 class ClipSeg:
-    """One coarse mask per phrase from CLIPSeg (``segment.load_clipseg``); no detector, no SAM."""
+    """One coarse mask per phrase from CLIPSeg (``segment.load_clipseg``); no detector, no SAM.
+    A phrase's mask is CLIPSeg's probability >= the mask threshold (0.4 when None); its box is
+    the mask's bounding box and its score the mean probability inside (``boxes_from_masks``,
+    redone after the cleanup)."""
 
     route = ROUTES["clipseg"]
+    step = "clipseg"
+    floors_at_model_size = False
 
     def __init__(self, model):
         self.model = model
 
-    def segment(self, image, phrases: list[str], settings: RouteSettings):
-        from helpers.textseg import pipeline
+    def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
+        from helpers.textseg import media
+        from helpers.textseg.segment import clipseg_probs
 
+        info = _info(info, image.shape[:2])
+        _prompt(phrases)
         threshold = 0.4 if settings.mask_threshold is None else settings.mask_threshold
-        return pipeline.segment_image_clipseg(
-            image,
-            _prompt(phrases),
-            self.model,
-            threshold=threshold,
-            max_side=settings.max_side,
-            clean=False,
-        ).detections
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise InputError(f"the CLIPSeg mask threshold must be in [0, 1], got {threshold}.")
+        small, _ = media.fit_for_model(image, settings.max_side)
+        with _timed(info, "segment"):
+            probs = clipseg_probs(self.model, small, list(phrases), size=image.shape[:2])
+            masks = probs >= float(threshold)
+        info["probabilities"], info["phrases"] = probs, list(phrases)
+        return boxes_from_masks(masks, probs, list(phrases))
 
 
 class Sam3:
-    """Every instance of every phrase from one SAM 3 model (``sam3.load_sam3``)."""
+    """Every instance of every phrase from one SAM 3 model (``sam3.load_sam3``: its
+    ``instances`` verb)."""
 
     route = ROUTES["sam3"]
+    step = None  # one model, no steps: ``produced_by`` is "model"
+    floors_at_model_size = False
 
-    def __init__(self, seg):
+    def __init__(self, seg=None, tracker=None):
+        if tracker is None and not hasattr(seg, "instances"):
+            raise InputError(
+                "seg must come from helpers.textseg.sam3.load_sam3() or random_sam3()."
+            )
         self.seg = seg
+        self.tracker = tracker  # sam3_video.load_sam3_video: its ``track`` verb
 
-    def segment(self, image, phrases: list[str], settings: RouteSettings):
-        from helpers.textseg import sam3
-
+    def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
+        info = _info(info, image.shape[:2])
+        _prompt(phrases)
         threshold = 0.5 if settings.mask_threshold is None else settings.mask_threshold
-        return sam3.segment_image_sam3(
-            image,
-            _prompt(phrases),
-            self.seg,
-            threshold=settings.score_threshold,
-            mask_threshold=threshold,
-            clean=False,
-        ).detections
+        with _timed(info, "segment"):
+            return self.seg.instances(
+                image, list(phrases), threshold=settings.score_threshold,
+                mask_threshold=threshold,
+            )  # fmt: skip
+
+    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
+        """Per-frame tracks (``track.TrackResult``): SAM 3 detects and tracks on every frame."""
+        return self.tracker.track(
+            video, _prompt(phrases), out_dir, score_threshold=settings.score_threshold,
+            chunk_size=settings.chunk_size, offload=settings.offload is not False,
+            iou_threshold=settings.iou_threshold, max_frames=settings.max_frames,
+            render=settings.render,
+        )  # fmt: skip
+
+
+def boxes_from_masks(masks, probs, phrases: list[str], class_ids=None):
+    """``sv.Detections`` of the non-empty ``masks`` (mask k is phrase ``class_ids[k]``, by
+    default k): the box is the mask's bounding box, the score its mean probability inside."""
+    class_ids = list(range(len(masks))) if class_ids is None else [int(i) for i in class_ids]
+    keep = [k for k in range(len(masks)) if masks[k].any()]
+    xyxy = np.zeros((len(keep), 4), np.float32)
+    conf = np.zeros((len(keep),), np.float32)
+    for j, k in enumerate(keep):
+        ys, xs = np.nonzero(masks[k])
+        xyxy[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        conf[j] = float(probs[k][masks[k]].mean())
+    H, W = masks.shape[1:]
+    ids = [class_ids[k] for k in keep]
+    kept = masks[keep].reshape(len(keep), H, W)
+    return _detections(xyxy, kept, conf, ids, [phrases[i] for i in ids], conf)
+
+
+def _detections(xyxy, masks, confidence, class_id, names, mask_scores):
+    """One ``sv.Detections`` at the full size; boxes clipped to the image."""
+    import supervision as sv
+
+    H, W = masks.shape[1:]
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4).copy()
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, W)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, H)
+    return sv.Detections(
+        xyxy=xyxy,
+        mask=np.asarray(masks).astype(bool),
+        confidence=np.asarray(confidence, np.float32).reshape(-1),
+        class_id=np.asarray(class_id, int).reshape(-1),
+        data={
+            "class_name": np.asarray(names, dtype=str),
+            "mask_score": np.asarray(mask_scores, np.float32).reshape(-1).copy(),
+        },
+    )
+
+
+def _info(info, size) -> dict:
+    """What a route reports besides the detections: ``timings`` (ms per stage),
+    ``model_size`` (the model-input size), ``candidates`` (SAM 2's three masks per box)."""
+    info = {} if info is None else info
+    info.setdefault("timings", {})
+    info.setdefault("model_size", tuple(size))
+    info.setdefault("candidates", None)
+    return info
+
+
+@contextmanager
+def _timed(info: dict, stage: str):
+    t0 = time.perf_counter()
+    yield
+    info["timings"][stage] = round((time.perf_counter() - t0) * 1000.0, 2)
 
 
 def _prompt(phrases: list[str]) -> str:

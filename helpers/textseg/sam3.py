@@ -56,6 +56,10 @@ class Sam3Segmenter:
     text_cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     text_encodings: int = 0  # how many times a phrase was run through the text encoder
 
+    def instances(self, image, phrases: list[str], *, threshold=0.5, mask_threshold=0.5):
+        """The SAM 3 route's verb (see :func:`instances`)."""
+        return instances(self, image, phrases, threshold=threshold, mask_threshold=mask_threshold)
+
 
 # ---------------------------------------------------------------- availability / install
 
@@ -498,6 +502,26 @@ def predict(
     return results
 
 
+def instances(seg: Sam3Segmenter, image, phrases: list[str], *, threshold=0.5, mask_threshold=0.5):
+    """The SAM 3 route's raw output: every instance of every phrase in ``image`` (RGB uint8) as
+    one ``sv.Detections`` (``class_id`` = phrase index, ``class_name`` = phrase, boxes clipped
+    to the image); ``threshold``: instance score to keep, ``mask_threshold``: foreground."""
+    from helpers.textseg.routes import _detections
+
+    H, W = image.shape[:2]
+    per_phrase = predict(seg, image, phrases, threshold=threshold, mask_threshold=mask_threshold)
+    boxes, scores, masks, ids = [], [], [], []
+    for i, res in enumerate(per_phrase):
+        n = int(res["scores"].shape[0])
+        boxes.append(res["boxes"].detach().float().cpu().numpy().reshape(-1, 4))
+        scores.append(res["scores"].detach().float().cpu().numpy().reshape(-1))
+        masks.append(res["masks"].detach().cpu().numpy().astype(bool).reshape(n, H, W))
+        ids += [i] * n
+    conf = np.concatenate(scores).astype(np.float32)
+    mask = np.concatenate(masks) if masks else np.zeros((0, H, W), bool)
+    return _detections(np.concatenate(boxes), mask, conf, ids, [phrases[i] for i in ids], conf)
+
+
 def segment_image_sam3(
     image_or_source,
     prompt: str,
@@ -515,60 +539,20 @@ def segment_image_sam3(
     ``threshold``: instance score (SAM 3's detection score x presence score) to keep;
     ``mask_threshold``: mask probability that counts as foreground. Each phrase is its own
     label (``class_id`` = phrase index, ``class_name`` = phrase). Boxes are clipped to the
-    image. ``clean`` fills holes / removes specks as the SAM 2 route does: below
+    image. ``clean`` fills holes / removes specks as every route does: below
     ``clean_fraction`` of each mask's area, at least ``min_hole_area`` / ``min_sprinkle_area``
-    px (``clean_fraction=0``: the fixed floors). The
-    interactive UI can call this with the same image and prompt it gives ``segment_image``.
+    px (``clean_fraction=0``: the fixed floors). The SAM 3 route
+    (:class:`helpers.textseg.routes.Sam3`) run by :func:`helpers.textseg.pipeline.run_route`.
     """
-    import supervision as sv
-
-    from helpers.textseg import media
-    from helpers.textseg.detect import normalize_prompt, prompt_phrases
-    from helpers.textseg.pipeline import ImageResult
+    from helpers.textseg import pipeline, routes
 
     if not isinstance(seg, Sam3Segmenter):
         raise InputError("seg must come from helpers.textseg.sam3.load_sam3() or random_sam3().")
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    norm = normalize_prompt(prompt)  # InputError on an empty prompt, before any work
-    phrases = prompt_phrases(prompt)
-    t0 = time.perf_counter()
-    image = media.load_image(image_or_source)
-    timings["load"] = _ms(t0)
-    H, W = image.shape[:2]
-    t0 = time.perf_counter()
-    per_phrase = predict(seg, image, phrases, threshold=threshold, mask_threshold=mask_threshold)
-    timings["segment"] = _ms(t0)
-    boxes, scores, masks, ids = [], [], [], []
-    for i, res in enumerate(per_phrase):
-        n = int(res["scores"].shape[0])
-        boxes.append(res["boxes"].detach().float().cpu().numpy().reshape(-1, 4))
-        scores.append(res["scores"].detach().float().cpu().numpy().reshape(-1))
-        masks.append(res["masks"].detach().cpu().numpy().astype(bool).reshape(n, H, W))
-        ids += [i] * n
-    xyxy = np.concatenate(boxes).astype(np.float32)
-    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, W)
-    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, H)
-    conf = np.concatenate(scores).astype(np.float32)
-    mask = np.concatenate(masks) if masks else np.zeros((0, H, W), bool)
-    if clean and len(mask):
-        from helpers.textseg.pipeline import clean_scaled
-
-        t0 = time.perf_counter()
-        mask = clean_scaled(mask, clean_fraction, min_hole_area, min_sprinkle_area)
-        timings["clean"] = _ms(t0)
-    detections = sv.Detections(
-        xyxy=xyxy.reshape(-1, 4),
-        mask=mask,
-        confidence=conf,
-        class_id=np.asarray(ids, int).reshape(-1),
-        data={
-            "class_name": np.asarray([phrases[i] for i in ids], dtype=str),
-            "mask_score": conf.copy(),
-        },
+    settings = pipeline.ImageSettings(
+        route=routes.RouteSettings(score_threshold=threshold, mask_threshold=mask_threshold),
+        cleanup=pipeline.Cleanup(clean, clean_fraction, min_hole_area, min_sprinkle_area),
     )
-    timings["total"] = _ms(t_all)
-    return ImageResult(image, detections, norm, timings)
+    return pipeline.run_route(routes.Sam3(seg), image_or_source, prompt, settings)
 
 
 def _ms(t0: float) -> float:

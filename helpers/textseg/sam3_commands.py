@@ -16,13 +16,12 @@ Options SAM 3 cannot honour (``--fallback``, ``--multimask``, ``--mask-weights``
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from helpers.errors import InputError
 from helpers.textseg import command_checks as checks
 from helpers.textseg import model_cache
-from helpers.textseg.track_summary import side_by_side, track_summary
+from helpers.textseg.track_summary import run_track
 
 
 def _segmenter(args):
@@ -67,85 +66,42 @@ def _image_kw(args) -> dict:
     }
 
 
-def cmd_segment(args) -> dict | None:
-    from helpers.textseg import media, render, sam3
-    from helpers.textseg.naming import source_key
+def image_job(args):
+    """The SAM 3 route's part of ``segment`` (the rest: :mod:`helpers.textseg.image_command`)."""
+    from helpers.textseg import routes, sam3
+    from helpers.textseg.image_command import ImageJob
+    from helpers.textseg.image_settings import Cleanup, ImageSettings, Overlay
 
     prompt = _check(args)
     overlay = checks.check_overlay(args)
-    out = checks.check_out(args.out)
     kw = _image_kw(args)
-    if args.folder is not None:
-        folder = Path(args.folder)
-        if not folder.is_dir():
-            raise InputError(f"--folder {folder} is not a folder; give a folder of images.")
-        if out.exists() and out.resolve() == folder.resolve():
-            raise InputError("--out is the input folder; give another --out.")
-        from helpers import distributed
-
-        dist = distributed.from_env(args.device)  # under torchrun: this process's share
-        seg = _segmenter(args)
-        summary = sam3.segment_folder_sam3(
-            folder,
-            out,
-            prompt,
-            seg,
-            overwrite=getattr(args, "overwrite", False),
-            dist=dist,
-            overlay=overlay,
-            **kw,
-        )
-        if summary is None:  # another process of the job reports the merged summary
-            return None
-        result = {
-            "command": "segment",
-            "backend": "sam3",
-            "folder": str(folder),
-            "out": str(out),
-            **summary,
-        }
-        return checks.stop_if_failed(
-            result, len(summary["files"]), "images", out, "Run again to retry them."
-        )
-    source = args.image
-    if "://" not in source and not Path(source).is_file():
-        raise InputError(f"--image {source} does not exist; give an image file path or a URL.")
-    image = media.load_image(source)  # a bad image fails before the model loads
-    seg = _segmenter(args)
-    result = sam3.segment_image_sam3(image, prompt, seg, **kw)
-    dets = result.detections
-    timings = {k: round(float(v), 2) for k, v in result.timings.items()}
-    paths = render.save_image_outputs(
-        result.image,
-        dets,
-        out,
-        checks.image_stem(source, out),
-        prompt=result.prompt,
-        extra={
-            "source": source,
-            "source_path": source_key(source),
-            "backend": "sam3",
-            "timings_ms": timings,
-            "settings": kw,
-        },
-        **overlay,
+    settings = ImageSettings(
+        route=routes.RouteSettings(
+            score_threshold=kw["threshold"], mask_threshold=kw["mask_threshold"]
+        ),
+        cleanup=Cleanup(
+            kw["clean"], kw["clean_fraction"], kw["min_hole_area"], kw["min_sprinkle_area"]
+        ),
     )
-    return {
-        "command": "segment",
-        "backend": "sam3",
-        "image": source,
-        "prompt": prompt,
-        "instances": len(dets),
-        "labels": [str(n) for n in dets.data.get("class_name", [])],
-        "scores": [round(float(s), 4) for s in dets.confidence],
-        "boxes": [[round(float(v), 1) for v in b] for b in dets.xyxy],
-        "outputs": {k: str(v) for k, v in paths.items()},
-        "timings_ms": timings,
-    }
+
+    def run_folder(folder, out, dist, overlay):
+        return sam3.segment_folder_sam3(
+            folder, out, prompt, _segmenter(args), overwrite=getattr(args, "overwrite", False),
+            dist=dist, overlay=overlay, **kw,
+        )  # fmt: skip
+
+    return ImageJob(
+        prompt,
+        lambda: (routes.Sam3(_segmenter(args)), settings),
+        run_folder,
+        Overlay(**overlay),
+        tags={"backend": "sam3"},
+        json_extra={"settings": kw},
+    )
 
 
 def cmd_track(args) -> dict:
-    from helpers.textseg import sam3_video
+    from helpers.textseg import routes
 
     prompt = _check(args)
     checks.check_threshold("iou-threshold", args.iou_threshold)
@@ -156,39 +112,13 @@ def cmd_track(args) -> dict:
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video} does not exist; give a video file or frame folder.")
     checks.check_out(args.out)
-    tracker = _tracker(args)
-    model = tracker.model
-    saved = model.score_threshold_detection
-    model.score_threshold_detection = float(args.score_threshold)
-    t0 = time.perf_counter()
-    try:
-        result = sam3_video.track_video_sam3(
-            args.video,
-            prompt,
-            tracker,
-            Path(args.out),
-            chunk_size=args.chunk_size,
-            offload=not args.no_offload,
-            iou_threshold=args.iou_threshold,
-            max_frames=args.max_frames,
-            render=not args.no_render,
-        )
-    finally:
-        model.score_threshold_detection = saved
-    elapsed = time.perf_counter() - t0
-    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
-    summary = {
-        "command": "track",
-        "backend": "sam3",
-        "video": args.video,
-        "prompt": prompt,
-        **track_summary(result),
-        "elapsed_s": round(elapsed, 3),
-        "processing_fps": processing_fps,
-    }
-    if getattr(args, "side_by_side", False):
-        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
-    return summary
+    settings = routes.TrackSettings(
+        score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+        chunk_size=args.chunk_size, offload=not args.no_offload, max_frames=args.max_frames,
+        render=not args.no_render,
+    )  # fmt: skip
+    route = routes.Sam3(tracker=_tracker(args))
+    return run_track(args, prompt, route, settings, tags={"backend": "sam3"})
 
 
 def cmd_eval_masks(args) -> dict:

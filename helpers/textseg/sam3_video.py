@@ -42,6 +42,16 @@ class Sam3VideoTracker:
     size: str = "sam3"
     backend: str = "sam3"
 
+    def track(self, source, prompt: str, out_dir, *, score_threshold: float = 0.5, **kw):
+        """The SAM 3 route's video verb: :func:`track_video_sam3` keeping instances scored
+        ``score_threshold`` or more (the model's detection threshold, restored afterwards)."""
+        saved = self.model.score_threshold_detection
+        self.model.score_threshold_detection = float(score_threshold)
+        try:
+            return track_video_sam3(source, prompt, self, out_dir, **kw)
+        finally:
+            self.model.score_threshold_detection = saved
+
 
 @dataclass
 class _Book:

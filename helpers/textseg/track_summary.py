@@ -1,11 +1,38 @@
-"""The JSON summary of a tracked video (frames, fps, ids, per-id label / score / frames seen)
-and its side-by-side video: the same for every route that tracks."""
+"""The ``track`` command after its route is chosen, the same for every route that tracks: the
+route's ``track`` verb timed, the JSON summary of the tracked video (frames, fps, ids, per-id
+label / score / frames seen) and its side-by-side video."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from helpers.errors import InputError
+
+
+def run_track(args, prompt: str, route, settings, tags: dict | None = None) -> dict:
+    """Track ``args.video`` into ``args.out`` with ``route`` (``routes.DetectSam2`` /
+    ``routes.Sam3``, its tracker loaded) and ``settings`` (``routes.TrackSettings``); the
+    command's result: the summary, the processing FPS, ``--side-by-side``'s video."""
+    import time
+
+    from helpers.textseg.detect import prompt_phrases
+
+    t0 = time.perf_counter()
+    result = route.track(args.video, prompt_phrases(prompt), settings, Path(args.out))
+    elapsed = time.perf_counter() - t0
+    processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
+    summary = {
+        "command": "track",
+        **(tags or {}),
+        "video": args.video,
+        "prompt": prompt,
+        **track_summary(result),
+        "elapsed_s": round(elapsed, 3),
+        "processing_fps": processing_fps,
+    }
+    if getattr(args, "side_by_side", False):
+        summary["side_by_side_path"] = side_by_side(args, result, processing_fps)
+    return summary
 
 
 def track_summary(result) -> dict:

@@ -345,9 +345,22 @@ def _default_tracker_loader(size: str):
 
 
 def _default_run_fn(image, prompt, detector, segmenter, **kw):
-    from helpers.textseg import pipeline
+    """The image form's run: the detect-sam2 route and the steps after it (``kw``: the
+    keywords of ``pipeline.image_settings``)."""
+    from helpers.textseg import pipeline, routes
 
-    return pipeline.segment_image(image, prompt, detector, segmenter, **kw)
+    route = routes.DetectSam2(detector, segmenter)
+    return pipeline.run_route(route, image, prompt, pipeline.image_settings(**kw))
+
+
+def _default_track_fn(source, prompt, detector, tracker, out_dir, **kw):
+    """The video form's run: the detect-sam2 route's ``track`` verb (``kw``: the fields of
+    ``routes.TrackSettings``)."""
+    from helpers.textseg import routes
+    from helpers.textseg.detect import prompt_phrases
+
+    route = routes.DetectSam2(detector, tracker=tracker)
+    return route.track(source, prompt_phrases(prompt), routes.TrackSettings(**kw), out_dir)
 
 
 # --------------------------------------------------------------------------- output helpers
@@ -454,7 +467,7 @@ def segmentation_ui(
 
     ``run_fn(image, prompt, detector, segmenter, box_threshold=, text_threshold=, multimask=,
     fallback=, clipseg=[, mask_weights=])`` returns a :class:`helpers.textseg.pipeline.ImageResult`
-    (default: ``pipeline.segment_image``). ``detector_loader(name)`` / ``segmenter_loader(size)``
+    (default: the detect-sam2 route through ``pipeline.run_route``, as ``pipeline.segment_image``). ``detector_loader(name)`` / ``segmenter_loader(size)``
     / ``clipseg_loader(name)`` build the models (defaults: the real pretrained ones); each is
     called once per name/size and cached (CLIPSeg only when the fallback needs it);
     ``preloaded`` ``{("detector" | "segmenter", name): model}`` are reused without loading.
@@ -724,7 +737,8 @@ def video_ui(
     annotated MP4 inline and a per-id summary.
 
     ``run_fn(source, prompt, detector, tracker, out_dir, **kw)`` returns a
-    :class:`helpers.textseg.track.TrackResult` (default: ``track.track_video``). The video path is
+    :class:`helpers.textseg.track.TrackResult` (default: the detect-sam2 route's ``track`` verb,
+    i.e. ``track.track_video``). The video path is
     checked before any model is loaded. ``preloaded`` ``{("detector" | "tracker", name):
     model}`` are reused without loading.
     """
@@ -732,9 +746,7 @@ def video_ui(
 
     w = _widgets()
     if run_fn is None:
-        from helpers.textseg import track
-
-        run_fn = track.track_video
+        run_fn = _default_track_fn
     cache = ModelCache(
         {
             "detector": detector_loader or _default_detector_loader,

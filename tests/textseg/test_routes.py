@@ -45,3 +45,62 @@ def test_every_route_gives_detections_with_masks_boxes_scores_and_labels(every_r
 def test_phrases_are_a_list_of_words(every_route, phrases):
     with pytest.raises(InputError, match="phrases"):
         every_route[0].segment(_scene(), phrases, routes.RouteSettings())
+
+
+def test_the_tracking_routes_give_per_frame_tracks_through_one_verb(tmp_path):
+    """``track(video, phrases, settings, out_dir)``: detect-sam2 and sam3 alike return per-frame
+    masks with ids and write tracks.json; clipseg has no tracker."""
+    import numpy as np
+
+    from helpers.textseg import media, sam3_video, track
+    from helpers.textseg.track_summary import track_summary
+
+    frames = []
+    for i in range(3):
+        img = np.full((64, 80, 3), (90, 160, 80), np.uint8)
+        img[20:40, 5 + 6 * i : 25 + 6 * i] = (220, 40, 40)
+        frames.append(img)
+    video = media.write_video(frames, tmp_path / "clip.mp4", fps=5)
+    torch.manual_seed(0)
+    detector = detect.random_grounding_dino(words=PHRASES, size="toy", device="cpu")
+    tracker = track.load_video_tracker("tiny", random_weights=True, device="cpu", image_size=128)
+    tracking = [
+        routes.DetectSam2(detector, tracker=tracker),
+        routes.Sam3(tracker=sam3_video.random_sam3_video("toy", device="cpu")),
+    ]
+    settings = routes.TrackSettings(
+        box_threshold=0.0, text_threshold=0.0, score_threshold=0.0, render=False
+    )
+    for route in tracking:
+        out = tmp_path / route.route.name
+        result = route.track(video, PHRASES, settings, out)
+        assert result.num_frames == 3 and sorted(result.masks) == [0, 1, 2], route.route.name
+        assert (out / "tracks.json").is_file() and result.video_path is None
+        assert track_summary(result)["ids"], route.route.name  # something tracked
+    assert not hasattr(routes.ClipSeg, "track")
+
+
+def test_the_steps_after_the_route_fit_on_a_screen_and_settings_are_one_frozen_class_each():
+    """``pipeline.run_route`` (what follows every route) and ``segment_image`` read as one screen
+    each (<= 40 lines of code), and the settings come in small frozen dataclasses, one per
+    concern, instead of a long list of keywords."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from helpers.textseg import image_settings, pipeline
+
+    tree = ast.parse(inspect.getsource(pipeline))
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        if fn.name in ("run_route", "segment_image"):
+            body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) else fn.body
+            assert fn.end_lineno - body[0].lineno + 1 <= 40, fn.name
+    concerns = [routes.RouteSettings, routes.TrackSettings, image_settings.MaskChoice,
+                image_settings.Cleanup, image_settings.Fallback, image_settings.Overlay]  # fmt: skip
+    for cls in concerns:
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
+        assert len(dataclasses.fields(cls)) <= 14, cls
+    held = {f.name for f in dataclasses.fields(image_settings.ImageSettings)}
+    assert held == {"route", "choice", "cleanup", "fallback"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        image_settings.Cleanup().fraction = 0.5
