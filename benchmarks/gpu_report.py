@@ -16,10 +16,12 @@
            host RSS (and FPS) on a long 720p video (1,800 frames);
            (4) SAM 3 image latency (one model, text -> masks, same image and prompt) and
            (5) SAM 3 video tracking FPS (its own detector + tracker, 720p, at most 2 objects).
-           q2_speed.py's functions do the measuring of (1)-(3), q2_sam3_speed.py's of (4)-(5).
+           q2_image_speed.py, q2_video_speed.py and q2_long_video.py do the measuring of (1)-(3),
+           q2_sam3_speed.py of (4)-(5).
 
 This file is the runner (options, budget, which sections run); each figure is measured by the
-benchmark that owns it (q1_time_to_accuracy.measure, q1_throughput.decomposed, q2_speed.bench_*,
+benchmark that owns it (q1_time_to_accuracy.measure, q1_throughput.decomposed,
+q2_image_speed.bench_image, q2_video_speed.bench_video, q2_long_video.bench_long,
 q2_sam3_speed.bench_*), gpu_report_q1.py / gpu_report_q2.py turn the results into the report's
 tables and notes, and report_doc.py keeps the document (report.md, report.json).
 

@@ -1,6 +1,6 @@
-"""The GPU report's Q2 sections: Grounding DINO + SAM 2.1 image latency, video FPS and the
-long video's memory (``q2_speed``), SAM 3 image latency and video FPS (``q2_sam3_speed``);
-each measured by its benchmark, tabled here."""
+"""The GPU report's Q2 sections: Grounding DINO + SAM 2.1 image latency (``q2_image_speed``),
+video FPS (``q2_video_speed``) and the long video's memory (``q2_long_video``), SAM 3 image
+latency and video FPS (``q2_sam3_speed``); each measured by its benchmark, tabled here."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ Q2_SECTIONS = ("image", "video", "long", "sam3_image", "sam3_video")
 
 
 def _q2_args(args):
-    import q2_speed
+    import q2_common
 
     argv = ["--n", str(args.n), "--video-frames", str(args.video_frames)]
     argv += ["--long-frames", str(args.long_frames)]
@@ -24,7 +24,7 @@ def _q2_args(args):
         argv += ["--quick", "--sizes", "tiny"]
     if args.compile:
         argv.append("--compile")
-    qargs = q2_speed.parse_args(argv)
+    qargs = q2_common.parse_args(argv)
     if args.quick:  # parse_args --quick caps these; keep ours when given smaller
         qargs.video_frames = min(qargs.video_frames, args.video_frames)
     return qargs
@@ -72,14 +72,15 @@ def _weights(qargs) -> str:
 
 
 def q2_image(sec: dict, args, qargs, device, detector, report: Report) -> None:
-    import q2_speed
+    import q2_common
+    import q2_image_speed
 
     sizes = _sizes(args, "image_sizes")
 
     def one(size):
         a = copy.copy(qargs)
         a.sizes = [size]
-        return q2_speed.bench_image(a, device, detector)
+        return q2_image_speed.bench_image(a, device, detector)
 
     rows = _per_size(sec, report, sizes, one)
     table = []
@@ -114,7 +115,7 @@ def q2_image(sec: dict, args, qargs, device, detector, report: Report) -> None:
     sec["notes"] += [
         f"Grounding DINO {qargs.detector_size} + SAM 2.1, {_weights(qargs)}; "
         f"median of {qargs.n} warm runs after {qargs.warmup} warm-up; prompt "
-        f"'{q2_speed.PROMPT}'",
+        f"'{q2_common.PROMPT}'",
         "ours: inference_mode, bf16 autocast + TF32 (Ampere+), all boxes in one SAM 2 call"
         + ("; SAM 2 image encoder compiled" if qargs.compile else "")
         + "; seed-style: fp32 (TF32 off) under no_grad",
@@ -131,15 +132,16 @@ def _settings_note(settings: dict) -> str:
 
 
 def q2_video(sec: dict, args, qargs, device, detector, report: Report, work: Path) -> None:
-    import q2_speed
+    import q2_common
+    import q2_video_speed
 
     sizes = _sizes(args, "video_sizes")
-    h, w = q2_speed._res(qargs.video_res)
+    h, w = q2_common.frame_size(qargs.video_res)
 
     def one(size):
         a = copy.copy(qargs)
         a.sizes = [size]
-        return q2_speed.bench_video(a, device, detector, None, work)
+        return q2_video_speed.bench_video(a, device, detector, work)
 
     rows = _per_size(sec, report, sizes, one)
     table = []
@@ -195,7 +197,7 @@ def q2_video(sec: dict, args, qargs, device, detector, report: Report, work: Pat
 
 
 def q2_long(sec: dict, args, qargs, device, detector, report: Report, work: Path) -> None:
-    import q2_speed
+    import q2_long_video
 
     size = _sizes(args, "long_size")[-1]
     a = copy.copy(qargs)
@@ -217,7 +219,7 @@ def q2_long(sec: dict, args, qargs, device, detector, report: Report, work: Path
             _log(f"  {sec['notes'][-1]}")
             n = n_new
     a.long_frames = n
-    res = q2_speed.bench_long(a, device, detector, work)
+    res = q2_long_video.bench_long(a, device, detector, work)
     sec["result"] = res
     short = next((r for r in video if r.get("size") == size and "error" not in r), None)
     rows = [
@@ -271,8 +273,8 @@ def _config_words(row: dict, real: str) -> str:
 
 def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
     """Warm SAM 3 latency per image (``q2_sam3_speed.bench_image``)."""
+    import q2_common
     import q2_sam3_speed
-    import q2_speed
 
     warmup = 1 if args.quick else 3
     row = q2_sam3_speed.bench_image(_sam3_size(args), device, qargs.image_px, args.n, warmup)
@@ -293,7 +295,7 @@ def q2_sam3_image(sec: dict, args, qargs, device, report: Report) -> None:
     )
     sec["notes"] += [
         f"SAM 3 {_config_words(row, 'Sam3Config()')}, random weights; median of {row['runs']} "
-        f"warm runs after {row['warmup']} warm-up; prompt '{q2_speed.PROMPT}'; compare with the "
+        f"warm runs after {row['warmup']} warm-up; prompt '{q2_common.PROMPT}'; compare with the "
         "Grounding DINO + SAM 2.1 rows of the image section (same image size and prompt)",
         "per image: 1 vision pass + 1 DETR/mask pass per phrase; each phrase's text features "
         "are computed once per process and reused (the last column is what that saves)",
@@ -338,7 +340,7 @@ def q2_sam3_video(sec: dict, args, qargs, device, report: Report, work: Path) ->
 
 
 def run_q2(args, device, report: Report) -> None:
-    import q2_speed
+    import q2_common
 
     from helpers import runtime
 
@@ -350,7 +352,7 @@ def run_q2(args, device, report: Report) -> None:
 
     def setup(sec):
         t = time.perf_counter()
-        state["detector"] = q2_speed.make_detector(qargs, device)
+        state["detector"] = q2_common.make_detector(qargs, device)
         build_s = time.perf_counter() - t
         sec["result"] = {
             "detector": f"grounding-dino {qargs.detector_size}",

@@ -1,5 +1,6 @@
 """SAM 3 speed: warm text -> masks latency per image and video tracking FPS (one model, no
-separate detector), on the same synthetic image / video and prompt as ``q2_speed.py``.
+separate detector), on the same synthetic image / video and prompt as ``q2_image_speed.py`` and
+``q2_video_speed.py`` (``q2_common``).
 
 SAM 3 has random weights built from ``Sam3Config()`` / ``Sam3VideoConfig()`` (``--size full``,
 the real sizes) or a toy config (``--size toy``, a CPU sanity run); nothing is downloaded.
@@ -28,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import q2_speed  # noqa: E402  (the shared image, video frames and GPU timing helpers)
+import q2_common  # noqa: E402  (the shared image, video frames and GPU timing helpers)
 
 
 def bench_image(size: str, device, image_px: int = 1024, n: int = 20, warmup: int = 3) -> dict:
@@ -38,28 +39,28 @@ def bench_image(size: str, device, image_px: int = 1024, n: int = 20, warmup: in
 
     seg = sam3.random_sam3(size, device=device)
     h, w = (image_px * 3) // 4, image_px
-    image = q2_speed.synthetic_image(h, w)  # the image of q2_speed's SAM 2.1 rows
-    phrases = [p.strip() for p in q2_speed.PROMPT.split(".") if p.strip()]
+    image = q2_common.synthetic_image(h, w)  # the image of q2_image_speed's SAM 2.1 rows
+    phrases = [p.strip() for p in q2_common.PROMPT.split(".") if p.strip()]
     kw = {"threshold": 0.5, "mask_threshold": 0.5}
     for _ in range(warmup):
-        sam3.segment_image_sam3(image, q2_speed.PROMPT, seg, **kw)
-    q2_speed._reset_peak(device)
+        sam3.segment_image_sam3(image, q2_common.PROMPT, seg, **kw)
+    q2_common.reset_peak(device)
     times, found = [], 0
     for _ in range(n):
-        q2_speed._sync(device)
+        q2_common.sync(device)
         t = time.perf_counter()
-        res = sam3.segment_image_sam3(image, q2_speed.PROMPT, seg, **kw)
-        q2_speed._sync(device)
+        res = sam3.segment_image_sam3(image, q2_common.PROMPT, seg, **kw)
+        q2_common.sync(device)
         times.append((time.perf_counter() - t) * 1000)
         found = len(res.detections)
-    peak = q2_speed._peak_mib(device)
+    peak = q2_common.peak_mib(device)
     text_ms = []
     for _ in range(max(2, n // 4)):
         seg.text_cache.clear()
-        q2_speed._sync(device)
+        q2_common.sync(device)
         t = time.perf_counter()
         sam3.encode_phrases(seg, phrases)
-        q2_speed._sync(device)
+        q2_common.sync(device)
         text_ms.append((time.perf_counter() - t) * 1000)
     return {
         "model": f"sam3 random-{size}",
@@ -84,17 +85,17 @@ def bench_video(
     tracker = sam3_video.random_sam3_video(size, device=device)
     model = tracker.model
     # random weights score every query alike: admit detections but track at most 2 objects,
-    # like q2_speed's SAM 2.1 rows (2 objects)
+    # like q2_video_speed's SAM 2.1 rows (2 objects)
     model.score_threshold_detection = 0.0
     model.new_det_thresh = 0.0
     model.max_num_objects = 2
-    h, w = q2_speed._res(video_res)
-    frames_dir = q2_speed.write_frames(work / "frames", frames, h, w)
+    h, w = q2_common.frame_size(video_res)
+    frames_dir = q2_common.write_frames(work / "frames", frames, h, w)
     chunk = max(2, min(chunk_size, frames))
-    q2_speed._reset_peak(device)
+    q2_common.reset_peak(device)
     t = time.perf_counter()
     res = sam3_video.track_video_sam3(
-        frames_dir, q2_speed.PROMPT, tracker, work / "sam3_out", chunk_size=chunk, render=False
+        frames_dir, q2_common.PROMPT, tracker, work / "sam3_out", chunk_size=chunk, render=False
     )
     e2e = time.perf_counter() - t
     n = res.num_frames
@@ -108,7 +109,7 @@ def bench_video(
         "chunk_size": chunk,
         "max_objects": model.max_num_objects,
         "ids": len(res.labels),
-        "peak_mib": q2_speed._peak_mib(device),
+        "peak_mib": q2_common.peak_mib(device),
     }
 
 

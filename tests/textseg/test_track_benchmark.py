@@ -69,9 +69,9 @@ def test_first_easy_scenes_still_pass(tmp_path):
 def test_masks_of_1800_wavy_frames_at_1080p_fit_memory_and_disk():
     """40 frames x 5 wavy objects with holes measured, scaled to 1,800 frames (both grow
     linearly): <= 50 MiB held, <= 10 MB on disk (tracks.json + masks.json.xz)."""
-    import q2_tracking
+    import q2_track_memory
 
-    res = q2_tracking.memory(40)
+    res = q2_track_memory.memory(40)
     scale = 1800 / 40
     assert res["held_mib"] * scale <= 50, res
     assert res["compact_disk_mib"] * 2**20 * scale <= 10e6, res
