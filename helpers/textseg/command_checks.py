@@ -88,7 +88,7 @@ def stem_for(source: str) -> str:
     that leave nothing usable get ``image_<hash>``, so different sources never share a stem."""
     import hashlib
 
-    from helpers.textseg.pipeline import safe_stem
+    from helpers.textseg.naming import safe_stem
 
     name = Path(unquote(urlparse(source).path)).stem if "://" in source else Path(source).stem
     fallback = "image_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]

@@ -463,7 +463,7 @@ def _segment(args) -> dict | None:
 
 def _image_job(args):
     """The detect-sam2 / clipseg routes' part of ``segment`` (checked before any model loads)."""
-    from helpers.textseg import pipeline, routes
+    from helpers.textseg import folder_run, pipeline, routes
     from helpers.textseg.image_command import ImageJob
     from helpers.textseg.image_settings import Overlay
 
@@ -500,7 +500,7 @@ def _image_job(args):
 
     def run_folder(folder, out, dist, overlay):
         detector, segmenter = load_models(args)
-        return pipeline.segment_folder(
+        return folder_run.segment_folder(
             folder, out, prompt, detector, segmenter, overwrite=args.overwrite, dist=dist,
             overlay=overlay, **with_clip(),
         )  # fmt: skip
@@ -566,7 +566,7 @@ def _check_tracks_owner(out: Path, video: str) -> None:
 def _video_job(args, video: str) -> dict:
     """What defines one video's result: its file, the prompt and every setting."""
     from helpers.textseg.naming import source_key
-    from helpers.textseg.pipeline import settings_fingerprint
+    from helpers.textseg.resume_keys import settings_fingerprint
 
     src = Path(video)
     st = src.stat()
@@ -593,8 +593,8 @@ def _track_many(args, videos: list[str]) -> dict | None:
     that made it: a re-run skips videos done with the same settings. Under torchrun process k
     of N takes videos k, k+N, ...; the first process prints the merged summary."""
     from helpers import distributed, files
+    from helpers.textseg.folder_run import merge_summaries, output_stems
     from helpers.textseg.naming import UNKNOWN_OWNER, json_owner
-    from helpers.textseg.pipeline import _stems, merge_summaries
 
     missing = [v for v in videos if not Path(v).exists()]
     if missing:
@@ -612,7 +612,7 @@ def _track_many(args, videos: list[str]) -> dict | None:
             return made_by.get(doc.get("fingerprint"), found)
         return found
 
-    names = _stems([Path(v) for v in videos], owner)
+    names = output_stems([Path(v) for v in videos], owner)
     work = list(zip(videos, names))[dist.rank :: dist.world]
     summary: dict = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
     summary.update({"failed": [], "files": [], "out_dir": str(out)})
@@ -721,10 +721,10 @@ def _eval_masks(args) -> dict:
         data = Path(args.data)
         if not (data / "images").is_dir() or not (data / "masks").is_dir():
             raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")
-        from helpers.textseg import pipeline
+        from helpers.textseg import folder_eval
 
         detector, segmenter = load_models(args)
-        summary = pipeline.evaluate_folder(data, prompt, detector, segmenter)
+        summary = folder_eval.evaluate_folder(data, prompt, detector, segmenter)
         result = {"command": "eval-masks", "data": str(data), "prompt": prompt, **summary}
     else:
         if not args.pred or not args.gt:

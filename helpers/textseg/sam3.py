@@ -564,13 +564,13 @@ def _folder_step(source, prompt, seg, _unused=None, **kw):
 
 
 def segment_folder_sam3(in_dir, out_dir, prompt: str, seg: Sam3Segmenter, **kw) -> dict:
-    """``pipeline.segment_folder`` with SAM 3: same outputs, resumable, failures recorded.
+    """``folder_run.segment_folder`` with SAM 3: same outputs, resumable, failures recorded.
 
     The prompt's phrases are encoded once for the whole folder (``seg.text_cache``);
     ``kw``: ``overwrite``, ``dist`` (under torchrun: process k of N takes images k, k+N, ...
     and the first returns the merged summary, the others None) and ``segment_image_sam3``'s
     settings."""
-    from helpers.textseg.pipeline import segment_folder
+    from helpers.textseg.folder_run import segment_folder
 
     before = seg.text_encodings
     summary = segment_folder(in_dir, out_dir, prompt, seg, None, segment_fn=_folder_step, **kw)

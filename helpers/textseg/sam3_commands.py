@@ -124,7 +124,7 @@ def cmd_track(args) -> dict:
 def cmd_eval_masks(args) -> dict:
     """``eval-masks --data DIR --prompt P --backend sam3``: predict with SAM 3, then score."""
     from helpers import files
-    from helpers.textseg import pipeline, sam3
+    from helpers.textseg import folder_eval, sam3
 
     if args.data is None or args.pred or args.gt:
         raise InputError("--backend sam3 applies to eval-masks --data DIR --prompt P only.")
@@ -134,7 +134,7 @@ def cmd_eval_masks(args) -> dict:
         raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")
     seg = _segmenter(args)
     kw = {"threshold": args.score_threshold, "mask_threshold": 0.5}
-    summary = pipeline.evaluate_folder(data, prompt, seg, None, segment_fn=sam3._folder_step, **kw)
+    summary = folder_eval.evaluate_folder(data, prompt, seg, None, segment_fn=sam3._folder_step, **kw)
     result = {"command": "eval-masks", "backend": "sam3", "data": str(data), "prompt": prompt}
     result.update(summary)
     if args.out:

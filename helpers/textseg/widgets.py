@@ -92,7 +92,7 @@ def colab_upload(dest_dir) -> list:
     uploaded = colab_files.upload() or {}
     if not uploaded:
         raise InputError("no file was uploaded: choose a file in the picker.")
-    from helpers.textseg.pipeline import safe_stem
+    from helpers.textseg.naming import safe_stem
 
     saved = []
     for name, data in uploaded.items():

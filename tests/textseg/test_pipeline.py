@@ -8,8 +8,10 @@ from PIL import Image
 
 from helpers.errors import InputError
 from helpers.textseg.detect import random_grounding_dino
+from helpers.textseg.folder_eval import evaluate_folder
+from helpers.textseg.folder_run import segment_folder
 from helpers.textseg.mask_metrics import mask_iou
-from helpers.textseg.pipeline import evaluate_folder, segment_folder, segment_image
+from helpers.textseg.pipeline import segment_image
 from helpers.textseg.segment import load_segmenter, random_clip
 
 LOOSE = {"box_threshold": 0.0, "text_threshold": 0.0}

@@ -175,10 +175,10 @@ def test_unicode_names_stay_unique(tmp_path, capsys):
 
 
 def test_folder_stems_unique_and_unicode():
-    from helpers.textseg.pipeline import _stems
+    from helpers.textseg.folder_run import output_stems
 
     paths = [Path(n) for n in ("猫.jpg", "狗.jpg", "a.jpg", "A.png", "a?b.png", "a_b.png", "...")]
-    stems = _stems(paths)
+    stems = output_stems(paths)
     assert stems[:2] == ["猫", "狗"]
     assert len({s.casefold() for s in stems}) == len(stems)  # unique, even case-insensitively
     assert all(s and "?" not in s for s in stems)

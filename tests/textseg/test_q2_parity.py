@@ -14,7 +14,7 @@ import supervision as sv
 
 from helpers import runtime
 from helpers.errors import InputError
-from helpers.textseg import media, pipeline, render, segment
+from helpers.textseg import folder_run, media, pipeline, render, segment
 from helpers.textseg.detect import random_grounding_dino
 
 
@@ -285,7 +285,7 @@ def test_folder_json_says_what_produced_the_masks(models, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(_img()).save(folder / "a.png")
-    summary = pipeline.segment_folder(
+    summary = folder_run.segment_folder(
         folder, tmp_path / "out", "dog", det, seg, box_threshold=1.0, fallback=("lower-threshold",),
         overlay={"color": "red", "opacity": 0.3},
     )  # fmt: skip
