@@ -222,3 +222,17 @@ def test_q1_scaling_quick_runs_one_and_two_processes(tmp_path):
     assert res["rows"][1]["efficiency"] == res["rows"][1]["images_per_second"] / (2 * base)
     assert res["rows"][0]["efficiency"] == 1.0 and res["rows"][1]["efficiency"] > 0
     assert "efficiency" in stdout
+
+
+def test_each_q2_measurement_runs_alone_and_the_fronts_delegate(tmp_path):
+    """One measurement a file: the mask-memory figure runs on its own, and the commands
+    that ran it before (``q2_tracking.py --memory-only``) still give the same figure."""
+    alone, front = tmp_path / "alone.json", tmp_path / "front.json"
+    stdout = _run("q2_track_memory.py", "--frames", "20", "--out", str(alone))
+    _run("q2_tracking.py", "--memory-only", "--quick", "--out", str(front))
+    mem = json.loads(alone.read_text())["memory"]
+    assert mem["frames"] == 20 and mem["objects"] == 5 and mem["resolution"] == "1920x1080"
+    assert mem["held_mib"] > 0 and mem["compact_disk_mib"] > 0 and "memory 20 frames" in stdout
+    via_front = json.loads(front.read_text())["memory"]  # same masks, same sizes
+    keys = ("frames", "objects", "resolution", "rle_bytes_mib", "json_with_masks_mib")
+    assert {k: via_front[k] for k in keys} == {k: mem[k] for k in keys}
