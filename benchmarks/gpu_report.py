@@ -15,15 +15,18 @@
            compile, TF32 and offload settings read from the run; (3) peak GPU memory, peak
            host RSS (and FPS) on a long 720p video (1,800 frames);
            (4) SAM 3 image latency (one model, text -> masks, same image and prompt) and
-           (5) SAM 3 video tracking FPS (its own detector + tracker, 720p, at most 2 objects).
+           (5) SAM 3 video tracking FPS (its own detector + tracker, 720p, at most 2 objects);
+           (6) tracking identity (IDF1, ID switches, MOTA vs a Grounded-SAM-2-style policy; CPU,
+           last: the full table when the budget has a few minutes left, else its quick variant).
            q2_image_speed.py, q2_video_speed.py and q2_long_video.py do the measuring of (1)-(3),
-           q2_sam3_speed.py of (4)-(5).
+           q2_sam3_speed.py of (4)-(5), q2_tracking.py of (6).
 
 This file is the runner (options, budget, which sections run); each figure is measured by the
 benchmark that owns it (q1_time_to_accuracy.measure, q1_throughput.decomposed,
 q2_image_speed.bench_image, q2_video_speed.bench_video, q2_long_video.bench_long,
-q2_sam3_speed.bench_*), gpu_report_q1.py / gpu_report_q2.py turn the results into the report's
-tables and notes, and report_doc.py keeps the document (report.md, report.json).
+q2_sam3_speed.bench_*, q2_tracking.main), gpu_report_q1.py / gpu_report_q2.py turn the results
+into the report's tables and notes, and report_doc.py keeps the document (report.md,
+report.json).
 
 Q2's models have random weights built from the real configs (nothing is downloaded; speed and
 memory do not depend on the weights). Each part is sized to finish within ``--budget-minutes``
@@ -72,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--only",
         help="comma-separated sections: q1 throughput,fast; q2 image,video,long,sam3_image,"
-        "sam3_video",
+        "sam3_video,tracking",
     )
     g = p.add_argument_group("q1")
     g.add_argument("--steps", type=int, help="timed throughput steps (default 100; quick 1)")

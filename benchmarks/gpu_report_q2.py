@@ -1,6 +1,7 @@
 """The GPU report's Q2 sections: Grounding DINO + SAM 2.1 image latency (``q2_image_speed``),
 video FPS (``q2_video_speed``) and the long video's memory (``q2_long_video``), SAM 3 image
-latency and video FPS (``q2_sam3_speed``); each measured by its benchmark, tabled here."""
+latency and video FPS (``q2_sam3_speed``), tracking identity (``q2_tracking``, CPU); each
+measured by its benchmark, tabled here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 
 from report_doc import Report, _error, _fmt, _free_gpu, _log, _short, md_table
 
-Q2_SECTIONS = ("image", "video", "long", "sam3_image", "sam3_video")
+Q2_SECTIONS = ("image", "video", "long", "sam3_image", "sam3_video", "tracking")
+# the full identity table (q2_tracking: 12 hard scenes x 3 seeds x 6 conditions) on the CPU, a
+# few minutes; with less of the budget left, its quick variant (6 scenes, 2 seeds, 3 conditions)
+TRACKING_FULL_S = 240
 
 
 def _q2_args(args):
@@ -373,9 +377,14 @@ def run_q2(args, device, report: Report) -> None:
         )
 
     report.run("setup", "Q2 setup (random-weight Grounding DINO)", setup)
-    if "detector" not in state:
-        return
-    det = state["detector"]
+    if "detector" in state:
+        _gpu_sections(args, qargs, device, report, sections, state["detector"])
+    if "tracking" in sections:  # CPU only, after the GPU sections: it never squeezes them
+        title = "Q2 tracking identity: IDF1 / ID switches / MOTA vs a Grounded-SAM-2-style policy"
+        report.run("tracking", title, q2_tracking, args, report)
+
+
+def _gpu_sections(args, qargs, device, report: Report, sections, det) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_report_") as tmp:
         work = Path(tmp)
         if "image" in sections:
@@ -393,3 +402,44 @@ def run_q2(args, device, report: Report) -> None:
         if "sam3_video" in sections:
             title = "Q2 SAM 3 video: tracking FPS with its own detector + tracker"
             report.run("sam3_video", title, q2_sam3_video, args, qargs, device, report, work / "s3")
+
+
+def q2_tracking(sec: dict, args, report: Report) -> None:
+    """Identity across keyframes (``q2_tracking``: scripted scenes, stand-in models, CPU only):
+    per condition, ours vs the Grounded-SAM-2-style baseline and the oracle."""
+    import q2_tracking as bench
+
+    full = not args.quick and report.left() >= TRACKING_FULL_S
+    if not args.quick and not full:
+        sec["notes"].append(
+            f"the quick variant (6 scenes, 2 seeds, detection every 30 frames): "
+            f"{report.left():.0f} s of the budget left, the full table needs about "
+            f"{TRACKING_FULL_S} s"
+        )
+    # --quick (a sanity run): the quick variant on one seed, to stay fast
+    res = bench.main([] if full else ["--quick", "--seeds", "0"] if args.quick else ["--quick"])
+    sec["result"] = res
+    policies = ("ours", "baseline", "oracle")
+    rows = []
+    for cond, r in res["conditions"].items():
+        overall = [r[p]["OVERALL"] for p in policies]
+        rows.append(
+            [cond]
+            + [f"{o['idf1']:.3f}" for o in overall]
+            + [o["idsw"] for o in overall]
+            + [f"{o['mota']:.3f}" for o in overall]
+        )
+    head = [f"{m} {p}" for m in ("IDF1", "ID switches", "MOTA") for p in policies]
+    sec["table"] = md_table(
+        ["condition (appearance@cadence)", *head], rows, right=set(range(1, 10))
+    )
+    met = res["targets_met"]
+    missed = [k for k, v in met.items() if not v]
+    sec["notes"] += [
+        f"targets: {len(met) - len(missed)}/{len(met)} met"
+        + (f" (missed: {'; '.join(missed)})" if missed else ""),
+        f"scripted scenes with stand-in detector and propagation (no model, no GPU), seeds "
+        f"{res['seeds']}; baseline: re-seed every keyframe by mask IoU >= 0.5; oracle: every "
+        "keyframe identity decision from the ground truth; the per-scene tables: "
+        "`python benchmarks/q2_tracking.py`",
+    ]

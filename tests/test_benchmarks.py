@@ -164,7 +164,8 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     out = tmp_path / "q2"
     report, md = _gpu_report(out, "--part", "q2")
     sections = report["sections"]
-    assert list(sections) == ["setup", "image", "video", "long", "sam3_image", "sam3_video"]
+    q2 = ["setup", "image", "video", "long", "sam3_image", "sam3_video", "tracking"]
+    assert list(sections) == q2
     (image,) = sections["image"]["result"]
     assert image["size"] == "tiny" and image["ours_ms"] > 0 and image["seed_ms"] > 0
     (video,) = sections["video"]["result"]
@@ -183,6 +184,12 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     (s3v,) = sections["sam3_video"]["result"]
     assert s3v["frames"] == 4 and s3v["fps"] > 0 and s3v["e2e_fps"] > 0
     for words in ("SAM 3 image", "SAM 3 video", "text encoding saved"):
+        assert words in md, words
+    # tracking identity (CPU, last): q2_tracking's quick variant on one seed, per condition
+    tracking = sections["tracking"]["result"]
+    assert list(tracking["conditions"]) == ["distinct@30", "lookalike@30", "noisy@30"]
+    assert tracking["seeds"] == [0] and tracking["targets_met"]  # one seed: a sanity run
+    for words in ("Q2 tracking identity", "IDF1 ours", "ID switches baseline", "targets: "):
         assert words in md, words
 
 
