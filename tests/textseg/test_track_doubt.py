@@ -145,3 +145,33 @@ def test_a_lost_object_is_detected_again_on_the_frame_it_was_lost():
     assert calls == [0, 30, 60]  # the fixed cadence alone: lost from 40 to 59
     assert all(_area(f) == 0 for g, f in frames if 40 <= g < 60)
     assert all(_area(f) == SIZE * SIZE for g, f in frames if g < 40 or g >= 60)
+
+
+def test_real_sam2_takes_a_keyframe_mid_chunk(sam2_tiny, tmp_path, monkeypatch):
+    """The SAM 2 session stops propagating where a doubt is raised (the generator is closed
+    early), takes the keyframe there and propagates on from the next frame: every frame comes
+    out once, in one chunk, with the detector called on the fixed and the extra keyframe.
+    (Random weights give no meaningful signals, so the doubt is raised on frame 4 here.)"""
+    from test_track import color_boxes, two_squares_video
+
+    from helpers.textseg import doubt
+
+    monkeypatch.setattr(doubt.Doubt, "wants", lambda self, t, *a, **k: t == 4)
+    calls = []
+
+    def detect(image):
+        calls.append(1)
+        return color_boxes(image)
+
+    src = two_squares_video(tmp_path, n=8)
+    r = track.track_video(
+        src, "square", None, sam2_tiny, tmp_path / "o", detect_every=100, chunk_size=100,
+        detect_fn=detect, render=False,
+    )  # fmt: skip
+    assert len(calls) == 2  # frame 0 and the extra keyframe on frame 4
+    assert sorted(r.masks) == list(range(8)) and r.labels
+    off = track.track_video(
+        src, "square", None, sam2_tiny, tmp_path / "p", detect_every=100, chunk_size=100,
+        detect_fn=detect, render=False, detect_on_doubt=False,
+    )  # fmt: skip
+    assert len(calls) == 3 and sorted(off.masks) == list(range(8))
