@@ -17,7 +17,10 @@ the latest keyframe, and asks for a detection now when one of them breaks:
 
 Cost stays bounded: an extra keyframe comes at least ``gap`` frames after the previous
 keyframe and at least ``gap`` frames before the next fixed one, so at most one extra detection
-per ``gap`` frames. The check is O(objects) on numbers already computed.
+per ``gap`` frames. Only confirmed objects (detected on two keyframes while tracked: their
+velocity is known) raise doubts: a track started by one detection that fades is most likely a
+false box, and detecting again for it only brings more of them. The check is O(objects) on
+numbers already computed.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class Doubt:
         return False
 
     def _doubtful(self, i, t, book, box, area, score) -> bool:
+        v = book.objects[i].velocity
+        if v is None:  # not yet confirmed (one detection): likely a false box, nothing to save
+            return False
         ref = self.ref.get(i)
         there = box is not None and (score is None or score > 0)
         if ref is None or not there:
@@ -72,8 +78,5 @@ class Doubt:
         ref_box, ref_area = ref
         if not ref_area / AREA_RATIO <= area <= ref_area * AREA_RATIO:
             return True
-        v = book.objects[i].velocity
-        if v is None:
-            return False
         pred = np.asarray(ref_box, np.float32) + np.tile(v * (t - self.key), 2)
         return float(box_iou(pred[None], np.asarray(box, np.float32)[None])[0, 0]) < MIN_BOX_IOU

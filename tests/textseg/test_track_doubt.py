@@ -25,7 +25,8 @@ def _mask(box) -> np.ndarray:
 
 def _book(velocity=(1.0, 0.0)) -> IdBook:
     book = IdBook()
-    book.objects[1] = Identity("dog", live=True, velocity=np.array(velocity, np.float32))
+    v = None if velocity is None else np.array(velocity, np.float32)
+    book.objects[1] = Identity("dog", live=True, velocity=v)
     return book
 
 
@@ -64,6 +65,13 @@ def test_each_signal_of_failing_propagation_asks_for_a_detection():
     assert _asks(empty, book, 40, _box(40), 144.0)
     # a small slide (1 px) is not a doubt
     assert not _asks(_doubt_at_key(book), book, 40, _box(40) + 1, 144.0)
+
+
+def test_an_unconfirmed_track_raises_no_doubt():
+    """A track started by one detection (no velocity yet) that fades is most likely a false
+    box: detecting again for it would only bring more of them."""
+    book = _book(velocity=None)
+    assert not _asks(_doubt_at_key(book), book, 40, None, 0)
 
 
 def test_extra_keyframes_are_spaced_by_the_gap():
