@@ -24,7 +24,9 @@ seeds (``--seeds``); the scenes' randomness is seeded per scene and seed.
 Both policies drive the same stand-ins:
 
 - **ours**: ``helpers.textseg.track.track_frames`` with ``helpers.textseg.identity.IdBook`` at its default
-  settings (the CLI's);
+  settings (the CLI's), keyframes on demand included (``helpers.textseg.doubt``: an extra
+  detection where a confirmed object's mask is lost, reappears, halves or doubles, or leaves
+  its velocity-predicted place; at most one per 10 frames; ``--no-doubt``: fixed cadence only);
 - **baseline**: Grounded-SAM-2's continuous-id recipe: at each keyframe reset, re-seed every
   object from the fresh detections, give a detection the id of the tracked mask it overlaps
   (mask IoU >= 0.5), new ids for the rest; objects the detector missed are dropped;
@@ -33,7 +35,8 @@ Both policies drive the same stand-ins:
   could reach with these stand-ins; what it misses is lost between keyframes.
 
 Scored with ``motmetrics`` (IDF1, ID switches, MOTA; a hypothesis matches a ground-truth object
-when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled) and overall.
+when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled) and overall,
+with the detector calls each policy paid for.
 ``--easy`` runs the first version of this benchmark instead (six scenes, kind stand-ins,
 detection every 10 frames). ``--memory`` measures the masks held and written for 1,800 frames
 x 5 objects with wavy outlines and holes at 1080p (``--memory-only`` skips the scenes).
