@@ -24,7 +24,9 @@ seeds (``--seeds``); the scenes' randomness is seeded per scene and seed.
 Both policies drive the same stand-ins:
 
 - **ours**: ``helpers.textseg.track.track_frames`` with ``helpers.textseg.identity.IdBook`` at its default
-  settings (the CLI's);
+  settings (the CLI's), keyframes on demand included (``helpers.textseg.doubt``: an extra
+  detection where a confirmed object's mask is lost, reappears, halves or doubles, or leaves
+  its velocity-predicted place; at most one per 10 frames; ``--no-doubt``: fixed cadence only);
 - **baseline**: Grounded-SAM-2's continuous-id recipe: at each keyframe reset, re-seed every
   object from the fresh detections, give a detection the id of the tracked mask it overlaps
   (mask IoU >= 0.5), new ids for the rest; objects the detector missed are dropped;
@@ -33,7 +35,8 @@ Both policies drive the same stand-ins:
   could reach with these stand-ins; what it misses is lost between keyframes.
 
 Scored with ``motmetrics`` (IDF1, ID switches, MOTA; a hypothesis matches a ground-truth object
-when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled) and overall.
+when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled) and overall,
+with the detector calls each policy paid for.
 ``--easy`` runs the first version of this benchmark instead (six scenes, kind stand-ins,
 detection every 10 frames). ``--memory`` measures the masks held and written for 1,800 frames
 x 5 objects with wavy outlines and holes at 1080p (``q2_track_memory.py``; ``--memory-only``
@@ -217,6 +220,17 @@ class ScriptedDetector:
         return dets
 
 
+class Counted:
+    """A keyframe function that counts its calls (the detector calls a policy paid for)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, t: int) -> identity.Detections:
+        self.calls += 1
+        return self.fn(t)
+
+
 class StandInSession:
     """Propagation stand-in: prompt -> the object it lands on; scripted drift, shrink, swaps,
     loss and re-acquisition (possibly of the wrong object) after a loss. ``object_scores``
@@ -365,9 +379,10 @@ class StandInPropagator:
 # --------------------------------------------------------------------------- policies
 
 
-def run_ours(truth, detector, detect_every: int) -> list[dict[int, np.ndarray]]:
-    """helpers.textseg.track.track_frames + IdBook at their default settings."""
-    opts = track.LoopOptions(detect_every, "mask")
+def run_ours(truth, detector, detect_every: int, doubt: bool = True) -> list[dict[int, np.ndarray]]:
+    """helpers.textseg.track.track_frames + IdBook at their default settings (keyframes on
+    demand included unless ``doubt`` is False)."""
+    opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
     prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
     book = identity.IdBook(identity.IdentityConfig(fps=FPS))
     out = []
@@ -403,6 +418,7 @@ class OracleBook(identity.IdBook):
             o = self.objects.setdefault(i, identity.Identity(dets.labels[j]))
             plan.ids[j] = i
             (plan.reseed if i in live else plan.start)[i] = j
+            self._update_motion(o, dets.boxes[j], frame_idx)  # the velocity ours measures too
             o.live, o.score = True, max(o.score, float(dets.scores[j]))
         truth = self.truth.masks[frame_idx]
         for r in live:
@@ -417,9 +433,11 @@ class OracleBook(identity.IdBook):
         return plan
 
 
-def run_oracle(truth, detector, detect_every: int) -> list[dict[int, np.ndarray]]:
+def run_oracle(
+    truth, detector, detect_every: int, doubt: bool = True
+) -> list[dict[int, np.ndarray]]:
     """``track_frames`` with ``OracleBook``: the same loop, stand-ins and settings as ours."""
-    opts = track.LoopOptions(detect_every, "mask")
+    opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
     prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, OracleBook(truth), opts):
@@ -511,6 +529,7 @@ def score(runs: dict[str, list[dict]]) -> dict[str, dict]:
             "mota": round(1 - errs / max(c["num_objects"], 1), 4),
             "fp": int(c["num_false_positives"]),
             "fn": int(c["num_misses"]),
+            "calls": int(sum(r.get("calls", 0) for r in lst)),  # detector calls
         }
 
     out = {name: metrics(lst) for name, lst in runs.items()}
@@ -782,14 +801,13 @@ def run(args) -> dict:
             truth = Truth(sc, seed)
             for lev, c in conds:
                 truth.at(lev)
-                detector = ScriptedDetector(truth)
                 a = accs[f"{lev}@{c}"]
                 a["ours"].setdefault(sc.name, []).append(
-                    counts(matches(truth, run_ours(truth, detector, c)))
+                    measured(truth, run_ours, c, not args.no_doubt)
                 )
                 if c not in base:  # neither the baseline nor the oracle looks at appearance
-                    base[c] = counts(matches(truth, run_baseline(truth, detector, c)))
-                    orc[c] = counts(matches(truth, run_oracle(truth, detector, c)))
+                    base[c] = measured(truth, run_baseline, c)
+                    orc[c] = measured(truth, run_oracle, c, not args.no_doubt)
                 a["baseline"].setdefault(sc.name, []).append(base[c])
                 a["oracle"].setdefault(sc.name, []).append(orc[c])
     res = {
@@ -800,6 +818,13 @@ def run(args) -> dict:
     res["seconds"] = round(time.perf_counter() - t0, 1)
     report(res)
     return res
+
+
+def measured(truth, policy, cadence: int, *flags) -> dict:
+    """One run's motmetrics counts and its detector calls."""
+    detector = Counted(ScriptedDetector(truth))
+    c = counts(matches(truth, policy(truth, detector, cadence, *flags)))
+    return {**c, "calls": detector.calls}
 
 
 def targets(conds: dict, easy: bool) -> dict[str, bool]:
@@ -821,12 +846,14 @@ def targets(conds: dict, easy: bool) -> dict[str, bool]:
 
 def report(res: dict) -> None:
     head = (f"{'scene':26s} | {'IDF1 ours':>9s} {'base':>6s} {'oracle':>6s} | {'IDSW ours':>9s} "
-            f"{'base':>5s} {'orcl':>5s} | {'MOTA ours':>9s} {'base':>6s} {'oracle':>6s}")  # fmt: skip
+            f"{'base':>5s} {'orcl':>5s} | {'MOTA ours':>9s} {'base':>6s} {'oracle':>6s} | "
+            f"{'calls ours':>10s} {'base':>5s} {'orcl':>5s}")  # fmt: skip
 
     def line(name, o, b, g):
         return (f"{name:26s} | {o['idf1']:9.3f} {b['idf1']:6.3f} {g['idf1']:6.3f} | "
                 f"{o['idsw']:9d} {b['idsw']:5d} {g['idsw']:5d} | "
-                f"{o['mota']:9.3f} {b['mota']:6.3f} {g['mota']:6.3f}")  # fmt: skip
+                f"{o['mota']:9.3f} {b['mota']:6.3f} {g['mota']:6.3f} | "
+                f"{o['calls']:10d} {b['calls']:5d} {g['calls']:5d}")  # fmt: skip
 
     rows = []
     for cond, r in res["conditions"].items():
@@ -853,6 +880,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     p.add_argument("--detect-every", type=int, default=None, help="one cadence only")
     p.add_argument("--scenes", nargs="+", default=None, help="only these scenes (by name)")
+    p.add_argument(
+        "--no-doubt", action="store_true", help="fixed cadence only (no keyframes on demand)"
+    )
     p.add_argument("--memory", action="store_true", help="also measure mask memory at 1080p")
     p.add_argument("--memory-frames", type=int, default=1800)
     p.add_argument("--memory-only", action="store_true", help="only the memory figures")

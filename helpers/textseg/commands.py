@@ -157,6 +157,13 @@ def register(sub) -> None:
         action="store_true",
         help="also track new objects backwards to the previous keyframe",
     )
+    t.add_argument(
+        "--no-detect-on-doubt",
+        action="store_true",
+        help="detect only every --detect-every frames (default: also on a frame where an "
+        "object's mask is lost, reappears, halves or doubles, or leaves its expected place; "
+        "at most once every 10 frames)",
+    )
     t.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     t.add_argument(
         "--max-objects",
@@ -693,6 +700,7 @@ def _track_one(args) -> dict:
         max_frames=args.max_frames, render=not args.no_render, detect_every=args.detect_every,
         prompt_type=args.prompt_type, reid_threshold=args.reid_threshold,
         keep_missed=args.keep_missed, backfill=args.backfill, max_objects=args.max_objects,
+        detect_on_doubt=not args.no_detect_on_doubt,
     )  # fmt: skip
     return run_track(args, prompt, routes.DetectSam2(detector, tracker=tracker), settings)
 

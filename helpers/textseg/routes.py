@@ -70,6 +70,7 @@ ROUTES = {
             "reid_threshold": "SAM 3 keeps its objects' ids itself",
             "keep_missed": "SAM 3 keeps its objects' ids itself",
             "backfill": "SAM 3 detects on every frame itself",
+            "no_detect_on_doubt": "SAM 3 detects on every frame itself",
             "max_objects": "SAM 3 keeps every instance above --score-threshold",
         },
     ),
@@ -100,6 +101,7 @@ OUTPUT_OPTIONS = {
         "reid_threshold",
         "keep_missed",
         "backfill",
+        "no_detect_on_doubt",
         "max_objects",
     ),
 }
@@ -168,6 +170,7 @@ class TrackSettings:
     reid_threshold: float = 0.8  # detect-sam2: appearance match that restores an old id
     keep_missed: float | str = KEEP_MISSED  # detect-sam2: how long an undetected object is kept
     backfill: bool = False  # detect-sam2: new objects tracked back to the previous keyframe
+    detect_on_doubt: bool = True  # detect-sam2: extra keyframes where propagation fails
     max_objects: int | None = None  # detect-sam2: the N most confident detections per keyframe
 
 
@@ -225,6 +228,7 @@ class DetectSam2:
             box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
             iou_threshold=settings.iou_threshold, reid_threshold=settings.reid_threshold,
             keep_missed=settings.keep_missed, backfill=settings.backfill,
+            detect_on_doubt=settings.detect_on_doubt,
             chunk_size=settings.chunk_size, offload=settings.offload,
             max_frames=settings.max_frames, render=settings.render,
             detect_fn=self._most_confident(prompt, settings),

@@ -51,6 +51,7 @@ import numpy as np
 
 from helpers.errors import InputError
 from helpers.textseg import durations, naming
+from helpers.textseg.doubt import DEFAULT_GAP, Doubt
 from helpers.textseg.identity import (  # noqa: F401  (public names kept here for callers)
     Detections,
     IdBook,
@@ -128,6 +129,8 @@ class LoopOptions:
     prompt_type: str = "box"  # how new objects are prompted: box, point or mask
     chunk_size: int = 200
     backfill: bool = False  # track new objects backwards to the previous keyframe
+    detect_on_doubt: bool = True  # also detect when an object's mask signals trouble
+    doubt_gap: int = DEFAULT_GAP  # frames between such an extra keyframe and any other
 
 
 # --------------------------------------------------------------------------- the loop
@@ -197,16 +200,19 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
         if carried:
             last = session.prompt(first, [(i, "mask", m) for i, m in carried.items()])
         keys = sorted({start} | {g for g in range(start, end) if g % opts.detect_every == 0})
+        doubt = Doubt(opts.doubt_gap) if opts.detect_on_doubt else None
         nxt, prev_key = start, start
-        for k in [*keys, None]:
+        while True:
+            k = keys.pop(0) if keys else None
             stop = end - 1 if k is None else k
             if nxt <= stop:
                 if book.live:
-                    for t, last in session.propagate(nxt, stop):
-                        last = {i: m for i, m in last.items() if i in book.objects}
-                        out[t] = _hold(encoder, last)
-                        _observe(book, t, out[t], session)
-                        bar.update(1)
+                    t, last, early = _propagate_until(
+                        session, nxt, stop, k, book, out, doubt, encoder, bar
+                    )
+                    if early:  # an object's signals asked for a detection on frame t
+                        keys.insert(0, k)
+                        k = stop = t
                 else:
                     last = {}
                     for g in range(nxt, stop + 1):
@@ -223,7 +229,11 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
                 out[k] = _hold(encoder, last)
-                _observe(book, k, out[k], session)
+                seen = _observe(book, k, out[k], session)
+                if doubt is not None:
+                    doubt.observed(*seen)
+            if doubt is not None:
+                doubt.keyframe(k, book.live)
             if opts.backfill and plan.start and k > max(prev_key, first):
                 _backfill(session, k, max(prev_key + 1, first), set(plan.start), out, encoder)
             prev_key = k
@@ -232,9 +242,28 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
     return out, resolve(last)
 
 
-def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> None:
+def _propagate_until(session, a, b, key, book, out, doubt, encoder, bar):
+    """Propagate frames a..b into ``out``; with ``doubt``, stop early on a frame whose objects
+    ask for a detection (``doubt.Doubt``). Returns (the last frame produced, its masks,
+    whether it stopped early)."""
+    last, t = {}, a - 1
+    with contextlib.closing(session.propagate(a, b)) as frames:
+        for t, last in frames:
+            last = {i: m for i, m in last.items() if i in book.objects}
+            out[t] = _hold(encoder, last)
+            seen = _observe(book, t, out[t], session)
+            bar.update(1)
+            if doubt is None:
+                continue
+            doubt.observed(*seen)
+            if t < b and doubt.wants(t, book, key, getattr(session, "object_scores", None)):
+                return t, last, True
+    return t, last, False
+
+
+def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session):
     """Tell the book where each object is on frame ``t`` (boxes and areas from the masks, and
-    SAM 2's object scores when the session keeps them)."""
+    SAM 2's object scores when the session keeps them); returns those (boxes, areas)."""
     boxes, areas = {}, {}
     for i, m in masks.items():
         if book.frame_hw is None:
@@ -243,6 +272,7 @@ def _observe(book: IdBook, t: int, masks: dict[int, np.ndarray], session) -> Non
         if a:
             boxes[i], areas[i] = b, a
     book.observe(t, boxes, areas, getattr(session, "object_scores", None))
+    return boxes, areas
 
 
 def _box_area(m) -> tuple[np.ndarray, float]:
@@ -585,6 +615,7 @@ def track_video(
     reid_threshold: float = 0.8,
     keep_missed: float | str = durations.KEEP_MISSED,
     backfill: bool = False,
+    detect_on_doubt: bool = True,
     frame_dir=None,
     detect_fn: Callable[[np.ndarray], Any] | None = None,
     video_name: str = "tracked.mp4",
@@ -600,7 +631,10 @@ def track_video(
     detection cadence) while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
     gets its old id back when its appearance matches (cosine >= ``reid_threshold``, same
     label, without a rival as close) where it could plausibly be. ``backfill``
-    also tracks new objects backwards to the previous keyframe. Writes ``tracked.mp4``
+    also tracks new objects backwards to the previous keyframe. ``detect_on_doubt``: the
+    detector also runs early on a frame where an object's mask signals that propagation is
+    failing (lost, reappeared, area halved or doubled, box off its expected place; see
+    ``helpers.textseg.doubt``), at most once every ``doubt.DEFAULT_GAP`` frames. Writes ``tracked.mp4``
     (annotated, if ``render``) and ``tracks.json`` (compressed COCO RLE) into ``out_dir``.
     ``detect_fn(image) -> sv.Detections`` replaces the detector when given. ``offload``
     (None = auto): SAM 2's state on the CPU only when the GPU's free memory would not hold it
@@ -643,7 +677,9 @@ def track_video(
     with decoded_frames(
         source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
     ) as (frames, root, timings):
-        opts = LoopOptions(int(detect_every), prompt_type, int(chunk_size), bool(backfill))
+        opts = LoopOptions(
+            int(detect_every), prompt_type, int(chunk_size), bool(backfill), bool(detect_on_doubt)
+        )
         book = IdBook(identity_config(config, keep_missed, frames.fps))
         from helpers.textseg.sam2_video import choose_offload
 
@@ -666,6 +702,7 @@ def track_video(
             "reid_threshold": reid_threshold,
             "keep_missed_s": round(book.config.keep_seconds, 3),
             "backfill": bool(backfill),
+            "detect_on_doubt": bool(detect_on_doubt),
             "chunk_size": int(chunk_size),
             "tracker": f"{tracker.backend}:{tracker.size}",
             "offload": bool(offload),

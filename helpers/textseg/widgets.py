@@ -798,6 +798,13 @@ def video_ui(
             style=_WIDE,
             layout=w.Layout(width="200px"),
         ),
+        "detect_on_doubt": w.Checkbox(
+            value=True,
+            description="Detect on doubt",
+            tooltip="also detect on a frame where an object's mask is lost, reappears, halves "
+            "or doubles, or leaves its expected place (at most once every 10 frames)",
+            style=_WIDE,
+        ),
         "run": w.Button(description="Track", button_style="primary", tooltip="Track the prompt"),
         **_progress_widgets(),
         "output": w.Output(layout=w.Layout(border="1px solid #ddd", min_height="40px")),
@@ -853,6 +860,7 @@ def video_ui(
                 prompt_type=c["prompt_type"].value,
                 box_threshold=float(c["box_threshold"].value),
                 keep_missed=keep,
+                detect_on_doubt=bool(c["detect_on_doubt"].value),
                 max_frames=max_frames,
             )
             elapsed = time.perf_counter() - t0
@@ -866,7 +874,7 @@ def video_ui(
         c["prompt"],
         _row(c["video"], c["upload"]),
         _row(c["detect_every"], c["prompt_type"], c["box_threshold"]),
-        _row(c["detector"], c["size"], c["keep_missed"]),
+        _row(c["detector"], c["size"], c["keep_missed"], c["detect_on_doubt"]),
     ]
     title = "<b>Text-prompted video tracking</b> (Grounding DINO &rarr; SAM 2 video)"
     return _panel(title, rows, c, state, cache, _run, "q2-video-form")

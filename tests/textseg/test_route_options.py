@@ -146,6 +146,7 @@ TRACK_OPTIONS = {
     "reid_threshold": ["--reid-threshold", "0.5"],
     "keep_missed": ["--keep-missed", "0"],
     "backfill": ["--backfill"],
+    "no_detect_on_doubt": ["--no-detect-on-doubt"],
     "max_objects": ["--max-objects", "1"],
 }
 VIDEO_ROUTES = {
@@ -155,7 +156,7 @@ VIDEO_ROUTES = {
 TRACK_REFUSED = {
     "detect-sam2": set(),
     "sam3": {"detect_every", "prompt_type", "reid_threshold", "keep_missed", "backfill",
-             "max_objects"},
+             "no_detect_on_doubt", "max_objects"},
 }  # fmt: skip
 
 
