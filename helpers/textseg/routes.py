@@ -217,11 +217,15 @@ class DetectSam2:
             dets.data.get("class_name", []), scores,
         )  # fmt: skip
 
-    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
-        """Per-frame tracks (``track.TrackResult``): keyframe detection, SAM 2 propagation."""
+    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir,
+              prompt: str | None = None):  # fmt: skip
+        """Per-frame tracks (``track.TrackResult``): keyframe detection, SAM 2 propagation.
+        ``prompt``: the text as the user typed it, recorded in tracks.json (else the phrases
+        joined)."""
         from helpers.textseg import track
 
-        prompt = _prompt(phrases)
+        joined = _prompt(phrases)
+        prompt = joined if prompt is None else prompt
         return track.track_video(
             video, prompt, self.detector, self.tracker, out_dir,
             detect_every=settings.detect_every, prompt_type=settings.prompt_type,
@@ -306,10 +310,13 @@ class Sam3:
                 mask_threshold=threshold,
             )  # fmt: skip
 
-    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir):
-        """Per-frame tracks (``track.TrackResult``): SAM 3 detects and tracks on every frame."""
+    def track(self, video, phrases: list[str], settings: TrackSettings, out_dir,
+              prompt: str | None = None):  # fmt: skip
+        """Per-frame tracks (``track.TrackResult``): SAM 3 detects and tracks on every frame.
+        ``prompt``: the text as the user typed it (else the phrases joined)."""
+        joined = _prompt(phrases)
         return self.tracker.track(
-            video, _prompt(phrases), out_dir, score_threshold=settings.score_threshold,
+            video, joined if prompt is None else prompt, out_dir, score_threshold=settings.score_threshold,
             chunk_size=settings.chunk_size, offload=settings.offload is not False,
             iou_threshold=settings.iou_threshold, max_frames=settings.max_frames,
             render=settings.render,

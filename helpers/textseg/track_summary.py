@@ -18,7 +18,9 @@ def run_track(args, prompt: str, route, settings, tags: dict | None = None) -> d
     from helpers.textseg.detect import prompt_phrases
 
     t0 = time.perf_counter()
-    result = route.track(args.video, prompt_phrases(prompt), settings, Path(args.out))
+    result = route.track(
+        args.video, prompt_phrases(prompt), settings, Path(args.out), prompt=prompt
+    )
     elapsed = time.perf_counter() - t0
     processing_fps = round(result.num_frames / elapsed, 3) if elapsed > 0 else None
     summary = {

@@ -360,7 +360,9 @@ def _default_track_fn(source, prompt, detector, tracker, out_dir, **kw):
     from helpers.textseg.detect import prompt_phrases
 
     route = routes.DetectSam2(detector, tracker=tracker)
-    return route.track(source, prompt_phrases(prompt), routes.TrackSettings(**kw), out_dir)
+    return route.track(
+        source, prompt_phrases(prompt), routes.TrackSettings(**kw), out_dir, prompt=prompt
+    )
 
 
 # --------------------------------------------------------------------------- output helpers

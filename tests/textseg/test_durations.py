@@ -9,8 +9,8 @@ from helpers.textseg import durations
 
 @pytest.mark.parametrize(
     ("value", "fps", "want"),
-    [("2s", 30, 2.0), ("1.5", 30, 1.5), (2, 25, 2.0), (0.5, 30, 0.5), ("45f", 30, 1.5),
-     ("45 frames", 15, 3.0), ("0", 30, 0.0), (" 3 S ", 30, 3.0), ("60f", 0, 2.0)],
+    [("2s", 30, 2.0), ("1.5s", 30, 1.5), (2, 25, 2.0), (0.5, 30, 0.5), ("45f", 30, 1.5),
+     ("45 frames", 15, 3.0), ("0s", 30, 0.0), (" 3 S ", 30, 3.0), ("60f", 0, 2.0)],
 )  # fmt: skip
 def test_seconds_and_frames_become_seconds(value, fps, want):
     assert durations.seconds(value, fps) == pytest.approx(want)
@@ -18,7 +18,7 @@ def test_seconds_and_frames_become_seconds(value, fps, want):
 
 @pytest.mark.parametrize(
     ("value", "says"),
-    [("-1", ">= 0"), ("2k", "keyframes are no longer a unit"), ("2 keyframes", "keyframes"),
+    [("-1s", ">= 0"), ("4", "needs its unit"), ("1.5", "used to count keyframes"), ("2k", "keyframes are no longer a unit"), ("2 keyframes", "keyframes"),
      ("two", "seconds (e.g. --keep-missed 2s"), ("", "45f"), (True, "duration"), ("nan", "45f"),
      (float("inf"), ">= 0")],
 )  # fmt: skip

@@ -144,7 +144,7 @@ TRACK_OPTIONS = {
     "detect_every": ["--detect-every", "2"],
     "prompt_type": ["--prompt-type", "point"],
     "reid_threshold": ["--reid-threshold", "0.5"],
-    "keep_missed": ["--keep-missed", "0"],
+    "keep_missed": ["--keep-missed", "0s"],
     "backfill": ["--backfill"],
     "no_detect_on_doubt": ["--no-detect-on-doubt"],
     "max_objects": ["--max-objects", "1"],

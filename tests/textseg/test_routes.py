@@ -105,3 +105,17 @@ def test_the_steps_after_the_route_fit_on_a_screen_and_settings_are_one_frozen_c
     assert held == {"route", "choice", "cleanup", "fallback"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         image_settings.Cleanup().fraction = 0.5
+
+
+def test_track_records_the_prompt_as_typed(monkeypatch):
+    """tracks.json's prompt is the user's text (as the command's summary line shows it), not
+    the phrases joined again; detection reads the same phrases either way."""
+    from helpers.textseg import routes, track
+
+    seen = {}
+    monkeypatch.setattr(track, "track_video", lambda video, prompt, *a, **k: seen.update(p=prompt))
+    route = routes.DetectSam2(object(), tracker=object())
+    route.track("v.mp4", ["dog", "red car"], routes.TrackSettings(), "out", prompt="Dog, red car")
+    assert seen["p"] == "Dog, red car"
+    route.track("v.mp4", ["dog", "red car"], routes.TrackSettings(), "out")
+    assert seen["p"] == "dog. red car"
