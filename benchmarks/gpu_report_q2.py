@@ -14,7 +14,7 @@ from pathlib import Path
 from report_doc import Report, _error, _fmt, _free_gpu, _log, _short, md_table
 
 Q2_SECTIONS = ("image", "video", "long", "sam3_image", "sam3_video", "tracking")
-# the full identity table (q2_tracking: 16 scenes x 3 seeds x 6 conditions) on the CPU: 226 s
+# the full identity table (q2_tracking: 16 scenes x 3 seeds x 6 conditions) on the CPU: 224 s
 # on one idle core of a 2-core cloud VM; run only with 1.5x that left of the budget, else its
 # quick variant (6 scenes, 2 seeds, 3 conditions)
 TRACKING_FULL_S = 360

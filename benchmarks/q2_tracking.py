@@ -13,7 +13,8 @@ replace the models, and neither is kind:
   shrink (the mask erodes until re-prompted), swaps (two tracks exchange objects where
   same-label objects cross), loss (an object that goes out of view, or at random, is lost) and
   **re-acquisition**: a lost track latches onto whatever object of its class later shows up
-  near where it was lost, the right one or not.
+  near where it was lost, the right one or not. Backwards (``--backfill``, the CLI's default)
+  it drifts, shrinks and loses objects the same way.
 
 Appearance comes at three levels of difficulty (``LEVELS``): *distinct* (objects of one class
 at cosine ~0.36, one object's observations ~0.89), *look-alike* (one class at ~0.80) and
@@ -23,10 +24,11 @@ seeds (``--seeds``); the scenes' randomness is seeded per scene and seed.
 
 Both policies drive the same stand-ins:
 
-- **ours**: ``helpers.textseg.track.track_frames`` with ``helpers.textseg.identity.IdBook`` at its default
-  settings (the CLI's), keyframes on demand included (``helpers.textseg.doubt``: an extra
-  detection where a confirmed object's mask is lost, reappears, halves or doubles, or leaves
-  its velocity-predicted place; at most one per 10 frames; ``--no-doubt``: fixed cadence only);
+- **ours**: ``helpers.textseg.track.track_frames`` with ``helpers.textseg.identity.IdBook`` at
+  their default settings (the CLI's: backfill on, unconfirmed tracks taken back), keyframes on
+  demand included (``helpers.textseg.doubt``: an extra detection where a confirmed object's
+  mask is lost, reappears, halves or doubles, or leaves its velocity-predicted place; at most
+  one per 10 frames; ``--no-doubt``: fixed cadence only);
 - **baseline**: Grounded-SAM-2's continuous-id recipe: at each keyframe reset, re-seed every
   object from the fresh detections, give a detection the id of the tracked mask it overlaps
   (mask IoU >= 0.5), new ids for the rest; objects the detector missed are dropped;
@@ -36,7 +38,8 @@ Both policies drive the same stand-ins:
 
 Scored with ``motmetrics`` (IDF1, ID switches, MOTA; a hypothesis matches a ground-truth object
 when mask IoU >= 0.5), per condition (level x cadence), per scene (seeds pooled) and overall,
-with the detector calls each policy paid for.
+with the detector calls each policy paid for and, for ours, the frames it propagated
+backwards (backfill) per 100 propagated forwards ("back %": SAM 2's extra work).
 ``--easy`` runs the first version of this benchmark instead (six scenes, kind stand-ins,
 detection every 10 frames). ``--memory`` measures the masks held and written for 1,800 frames
 x 5 objects with wavy outlines and holes at 1080p (``q2_track_memory.py``; ``--memory-only``
@@ -237,8 +240,9 @@ class StandInSession:
     holds SAM 2-like object score logits of the latest frame (high while it follows any
     object, the wrong one included)."""
 
-    def __init__(self, truth: Truth, rng: np.random.Generator, first: int, end: int):
+    def __init__(self, truth: Truth, rng, first: int, end: int, frames: dict | None = None):
         self.truth, self.rng, self.first, self.end = truth, rng, first, end
+        self.frames = {"forward": 0, "backward": 0} if frames is None else frames
         self.objs: dict[int, dict] = {}  # id -> {"target": k | None | -1, "off": [dx, dy], ...}
         self.crossing: set[tuple[int, int]] = set()
         self.object_scores: dict[int, float] = {}
@@ -290,10 +294,12 @@ class StandInSession:
 
     def propagate(self, a, b, reverse=False):
         sc = self.truth.scene
-        if reverse:  # backwards: follows each object where it is visible, changes nothing
+        if reverse:  # backwards, as unkind as forwards: drift, shrink, loss (changes nothing)
+            back = {i: {**o, "off": np.zeros(2), "shrink": 0.0} for i, o in self.objs.items()}
             for t in range(a, b - 1, -1):
                 self._check(t)
-                yield t, {i: self._back(t, o) for i, o in self.objs.items()}
+                self.frames["backward"] += t < a
+                yield t, {i: self._back(t, o, t < a) for i, o in back.items()}
             return
         for t in range(a, b + 1):
             self._check(t)
@@ -311,6 +317,7 @@ class StandInSession:
                     self._reacquire(t, o)
             if sc.swap:
                 self._swaps(t)
+            self.frames["forward"] += 1
             yield t, self._frame(t)
 
     def _where(self, t, k):
@@ -333,11 +340,19 @@ class StandInSession:
         if best is not None:
             o.update(target=best[1], off=np.zeros(2), shrink=0.0, lost=None)
 
-    def _back(self, t, o) -> np.ndarray:
-        k = o["target"]
-        if k is None or k < 0 or not self.truth.visible(t, k):
-            return np.zeros((H, W), bool)
-        return self.truth.masks[t][k]
+    def _back(self, t, o, step: bool) -> np.ndarray:
+        """One frame of backward propagation: the object is followed until it is out of view
+        or lost (then stays lost), sliding and eroding as forwards; a false box's blob stays."""
+        sc, k = self.truth.scene, o["target"]
+        if k is None:
+            return o["static"]
+        if k >= 0 and step:
+            if not self.truth.visible(t, k) or self.rng.random() < sc.loss:
+                o["target"] = k = -1
+            else:
+                o["off"] += self.rng.normal(sc.drift, sc.drift / 2 + 1e-9, 2)
+                o["shrink"] += sc.shrink
+        return self._mask(t, o)
 
     def _swaps(self, t):
         live = [o for o in self.objs.values() if o["target"] is not None and o["target"] >= 0]
@@ -369,21 +384,24 @@ class StandInSession:
 
 
 class StandInPropagator:
+    """Opens stand-in sessions and counts the frames they propagate each way (a backward
+    frame costs SAM 2 what a forward one does)."""
+
     def __init__(self, truth: Truth, seed: int):
         self.truth, self.rng = truth, np.random.default_rng(seed)
+        self.frames = {"forward": 0, "backward": 0}
 
     def open(self, first, end):
-        return StandInSession(self.truth, self.rng, first, end)
+        return StandInSession(self.truth, self.rng, first, end, self.frames)
 
 
 # --------------------------------------------------------------------------- policies
 
 
-def run_ours(truth, detector, detect_every: int, doubt: bool = True) -> list[dict[int, np.ndarray]]:
+def run_ours(truth, detector, prop, detect_every: int, doubt: bool = True) -> list[dict]:
     """helpers.textseg.track.track_frames + IdBook at their default settings (keyframes on
     demand included unless ``doubt`` is False)."""
     opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
-    prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
     book = identity.IdBook(identity.IdentityConfig(fps=FPS))
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, book, opts):
@@ -419,7 +437,7 @@ class OracleBook(identity.IdBook):
             plan.ids[j] = i
             (plan.reseed if i in live else plan.start)[i] = j
             self._update_motion(o, dets.boxes[j], frame_idx)  # the velocity ours measures too
-            o.live, o.score = True, max(o.score, float(dets.scores[j]))
+            o.live, o.score, o.hits = True, max(o.score, float(dets.scores[j])), o.hits + 1
         truth = self.truth.masks[frame_idx]
         for r in live:
             m = track_masks.get(r)
@@ -434,22 +452,20 @@ class OracleBook(identity.IdBook):
 
 
 def run_oracle(
-    truth, detector, detect_every: int, doubt: bool = True
+    truth, detector, prop, detect_every: int, doubt: bool = True
 ) -> list[dict[int, np.ndarray]]:
     """``track_frames`` with ``OracleBook``: the same loop, stand-ins and settings as ours."""
     opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
-    prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, OracleBook(truth), opts):
         out.append({i: render.rle_to_mask(r) for i, r in rles.items()})
     return out
 
 
-def run_baseline(truth, detector, detect_every: int) -> list[dict[int, np.ndarray]]:
+def run_baseline(truth, detector, prop, detect_every: int) -> list[dict[int, np.ndarray]]:
     """Grounded-SAM-2 continuous ids: re-seed all from detections, match by mask IoU, drop
     the undetected."""
     n = truth.scene.frames
-    prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
     session = prop.open(0, n)
     out: list[dict[int, np.ndarray]] = [{} for _ in range(n)]
     next_id, last = 1, {}
@@ -530,6 +546,11 @@ def score(runs: dict[str, list[dict]]) -> dict[str, dict]:
             "fp": int(c["num_false_positives"]),
             "fn": int(c["num_misses"]),
             "calls": int(sum(r.get("calls", 0) for r in lst)),  # detector calls
+            # frames propagated backwards (backfill) per 100 forwards: SAM 2's extra work
+            "back": round(
+                100 * sum(r.get("backward", 0) for r in lst)
+                / max(sum(r.get("forward", 0) for r in lst), 1), 1
+            ),
         }
 
     out = {name: metrics(lst) for name, lst in runs.items()}
@@ -821,10 +842,11 @@ def run(args) -> dict:
 
 
 def measured(truth, policy, cadence: int, *flags) -> dict:
-    """One run's motmetrics counts and its detector calls."""
+    """One run's motmetrics counts, its detector calls and the frames it propagated each way."""
     detector = Counted(ScriptedDetector(truth))
-    c = counts(matches(truth, policy(truth, detector, cadence, *flags)))
-    return {**c, "calls": detector.calls}
+    prop = StandInPropagator(truth, [truth.scene.seed, truth.seed, 1])
+    c = counts(matches(truth, policy(truth, detector, prop, cadence, *flags)))
+    return {**c, "calls": detector.calls, **prop.frames}
 
 
 def targets(conds: dict, easy: bool) -> dict[str, bool]:
@@ -847,13 +869,13 @@ def targets(conds: dict, easy: bool) -> dict[str, bool]:
 def report(res: dict) -> None:
     head = (f"{'scene':26s} | {'IDF1 ours':>9s} {'base':>6s} {'oracle':>6s} | {'IDSW ours':>9s} "
             f"{'base':>5s} {'orcl':>5s} | {'MOTA ours':>9s} {'base':>6s} {'oracle':>6s} | "
-            f"{'calls ours':>10s} {'base':>5s} {'orcl':>5s}")  # fmt: skip
+            f"{'calls ours':>10s} {'base':>5s} {'orcl':>5s} | {'back %':>6s}")  # fmt: skip
 
     def line(name, o, b, g):
         return (f"{name:26s} | {o['idf1']:9.3f} {b['idf1']:6.3f} {g['idf1']:6.3f} | "
                 f"{o['idsw']:9d} {b['idsw']:5d} {g['idsw']:5d} | "
                 f"{o['mota']:9.3f} {b['mota']:6.3f} {g['mota']:6.3f} | "
-                f"{o['calls']:10d} {b['calls']:5d} {g['calls']:5d}")  # fmt: skip
+                f"{o['calls']:10d} {b['calls']:5d} {g['calls']:5d} | {o['back']:6.1f}")  # fmt: skip
 
     rows = []
     for cond, r in res["conditions"].items():

@@ -154,8 +154,11 @@ def register(sub) -> None:
     )
     t.add_argument(
         "--backfill",
-        action="store_true",
-        help="also track new objects backwards to the previous keyframe",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="track an object that a keyframe starts backwards to the previous keyframe, so "
+        "its masks begin where it came into view (default; --no-backfill saves that backward "
+        "pass, at most one per keyframe that starts an object)",
     )
     t.add_argument(
         "--no-detect-on-doubt",

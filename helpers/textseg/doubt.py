@@ -4,7 +4,8 @@ Between two fixed keyframes (``detect_every``) SAM 2 propagates masks with nothi
 them; a mask that slides off its object, shrinks away, is lost or latches onto something else
 stays wrong until the next detection. ``Doubt`` watches what the loop already reads on every
 frame (each live object's box and area, SAM 2's object score) against the object's state on
-the latest keyframe, and asks for a detection now when one of them breaks:
+the latest keyframe that detected it (a keyframe that missed it did not check its mask: a
+blank keyframe does not hide a slide), and asks for a detection now when one of them breaks:
 
 - *lost*: the object had a mask on the keyframe and now has none (or SAM 2's object score
   says it is not there);
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from helpers.textseg.identity import IdBook, box_iou
+from helpers.textseg.identity import RECHECK_FRAMES, IdBook, box_iou
 
 MIN_BOX_IOU = 0.6  # box vs where the object should be: below this the mask is near its
 # identity match threshold (IoU 0.5) and a detection is asked for
 AREA_RATIO = 2.0  # the mask's area changed by this factor since the keyframe
-DEFAULT_GAP = 10  # frames between an extra keyframe and any other (a third of a second at 30 fps)
+DEFAULT_GAP = RECHECK_FRAMES  # frames between an extra keyframe and any other (10: a third
+# of a second at 30 fps; identity keeps a missed object by the same horizon)
 
 
 class Doubt:
@@ -41,7 +43,8 @@ class Doubt:
     def __init__(self, gap: int = DEFAULT_GAP):
         self.gap = max(1, int(gap))
         self.key = -(10**9)  # the latest keyframe
-        self.ref: dict[int, tuple[np.ndarray, float]] = {}  # id -> (box, area) on it
+        # id -> (box, area, frame) on the latest keyframe that detected it
+        self.ref: dict[int, tuple[np.ndarray, float, int]] = {}
         self.seen: tuple[dict, dict] = ({}, {})  # boxes, areas on the latest frame
         self.extra = 0  # extra keyframes asked for
 
@@ -49,11 +52,17 @@ class Doubt:
         """The live objects' boxes and areas on the frame just produced."""
         self.seen = (boxes, areas)
 
-    def keyframe(self, k: int, live) -> None:
-        """Frame ``k`` was a keyframe: the objects' state there is the reference."""
+    def keyframe(self, k: int, live, detected) -> None:
+        """Frame ``k`` was a keyframe: the state there of the objects it ``detected`` is their
+        reference. A live object the detector missed keeps its older reference: its
+        propagated mask was not checked, so a slide since then still counts."""
         boxes, areas = self.seen
         self.key = k
-        self.ref = {i: (boxes[i], areas[i]) for i in live if i in boxes}
+        self.ref = {
+            i: (boxes[i], areas[i], k) if i in detected or i not in self.ref else self.ref[i]
+            for i in live
+            if i in boxes or (i in self.ref and i not in detected)
+        }
 
     def wants(self, t: int, book: IdBook, next_key: int | None, scores=None) -> bool:
         """Should frame ``t`` (just observed) become a keyframe?"""
@@ -75,8 +84,8 @@ class Doubt:
         there = box is not None and (score is None or score > 0)
         if ref is None or not there:
             return (ref is None) == there  # reappeared, or lost
-        ref_box, ref_area = ref
+        ref_box, ref_area, ref_t = ref
         if not ref_area / AREA_RATIO <= area <= ref_area * AREA_RATIO:
             return True
-        pred = np.asarray(ref_box, np.float32) + np.tile(v * (t - self.key), 2)
+        pred = np.asarray(ref_box, np.float32) + np.tile(v * (t - ref_t), 2)
         return float(box_iou(pred[None], np.asarray(box, np.float32)[None])[0, 0]) < MIN_BOX_IOU

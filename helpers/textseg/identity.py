@@ -12,10 +12,11 @@ benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detecti
 - **keep**: an object being tracked that the detector missed stays in the propagation for
   ``keep_seconds`` (a duration, whatever the detection cadence) while its propagated mask keeps
   its usual area, SAM 2's object score stays positive and its propagation is expected to hold
-  it until the next keyframe (the slide of its masks measured at its re-seeds, less the
-  detector's noise); none for an object detected on one keyframe only (it may be a false
-  detection). Then it is **retired** (removed from the propagation state); its id, label, look
-  and last box are kept;
+  it still (the slide of its masks measured at its re-seeds, less the detector's noise;
+  keyframes on demand check it again when it slides, ``doubt``). Then it is **retired**
+  (removed from the propagation state); its id, label, look and last box are kept. A track
+  retired without a second detection, in the middle of the view, was most likely a false
+  detection: the loop takes its masks back (``track.Unconfirmed``);
 - **re-identify**: a detection that matches no tracked object gets a retired id back when the
   label agrees, the look matches (cosine >= ``IdBook.reid_threshold``: ``reid_threshold``
   until the video's own confirmed looks place it halfway between one object's looks and the
@@ -122,6 +123,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 CALIBRATE = 5  # confirmed looks of each kind before the video's own threshold is used
+RECHECK_FRAMES = 10  # the soonest the loop detects again after a keyframe (``doubt``'s gap)
 LOOK_WINDOW = 50  # the look statistics follow about the latest this many samples
 SLIDE_MEMORY = 0.5  # the slide's average keeps this share of what it was at each keyframe
 _EMA_SD = float(np.sqrt((1 - SLIDE_MEMORY) / (1 + SLIDE_MEMORY)))  # its noise / one sample's
@@ -188,6 +190,8 @@ class Identity:
     # frame, x and y), measured against its detections (``_outlasts``)
     span: int = 0  # frames that measure covered
     noise: np.ndarray | None = None  # the detector's noise on its box edges (px, x and y)
+    taken_back: bool = False  # its one detection's masks were taken back (``track``): not
+    # reported unless a later detection confirms it
 
 
 @dataclass
@@ -212,7 +216,8 @@ class Detections:
             if len(self.masks) != n:
                 raise InputError(f"{n} boxes need {n} masks, got {len(self.masks)}.")
         if self.embeddings is not None:
-            self.embeddings = normalize_rows(np.asarray(self.embeddings).reshape(n, -1))
+            e = np.asarray(self.embeddings)
+            self.embeddings = normalize_rows(e.reshape(n, -1)) if n else None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -274,11 +279,11 @@ class IdBook:
     # -- views
     @property
     def labels(self) -> dict[int, str]:
-        return {i: o.label for i, o in self.objects.items()}
+        return {i: o.label for i, o in self.objects.items() if not o.taken_back}
 
     @property
     def scores(self) -> dict[int, float]:
-        return {i: o.score for i, o in self.objects.items()}
+        return {i: o.score for i, o in self.objects.items() if not o.taken_back}
 
     @property
     def live(self) -> list[int]:
@@ -598,11 +603,10 @@ class IdBook:
                     taken = ids[int(hit[np.argmax(iou[r, hit])])]
             if taken is not None:
                 plan.moved[taken] = i
-            # an object seen on one keyframe only may be a false detection: no second chance
-            patience = keep if o.hits > 1 else 0
             bad = o.low_since is not None and frame_idx - o.low_since >= min(keep, cfg.fps / 2)
             bad = bad or (not empty and not self._outlasts(o, frame_idx))
-            if empty or taken is not None or bad or frame_idx - o.last_detected > patience:
+            gone = empty or bad or frame_idx - o.last_detected > keep
+            if gone or taken is not None:
                 plan.retire.append(i)
         for i, r in list(plan.moved.items()):
             if i == r or i not in plan.prompted:
@@ -621,7 +625,7 @@ class IdBook:
         for i, j in plan.prompted.items():
             o = self.objects[i]
             self._update_motion(o, boxes[j], frame_idx)
-            o.live = True
+            o.live, o.taken_back = True, False
             o.hits += 1
             o.low_since = None
             clean = masks is None or not any(
@@ -709,16 +713,19 @@ class IdBook:
 
     def _outlasts(self, o: Identity, frame_idx: int) -> bool:
         """Will a missed object's propagated mask still be on it (IoU >= ``iou_threshold``)
-        at the next keyframe? Propagation errors grow with the time since the last prompt: at
-        the rate ``_measure_slide`` saw, over the frames since its last detection plus one
-        more interval (a box shifted by ``dx, dy`` keeps ``p = (1 - dx/w)(1 - dy/h)`` of
-        itself, IoU ``p / (2 - p)``)."""
+        halfway to the next detection it can get? Propagation errors grow with the time since
+        the last prompt: at the rate ``_measure_slide`` saw (a box shifted by ``dx, dy`` keeps
+        ``p = (1 - dx/w)(1 - dy/h)`` of itself, IoU ``p / (2 - p)``). Keeping a mask that is
+        right for half the frames until the next look costs no more than dropping it; the next
+        look comes at the next keyframe (about ``span`` frames) or, once the slide shows,
+        as a keyframe on demand ``RECHECK_FRAMES`` later at the soonest (``doubt``)."""
         if o.slide is None or o.det_box is None:
             return True
         # less what the detections' noise alone would give the average (one standard error)
         noise = 0.0 if o.noise is None else o.noise * _EMA_SD / o.span
         rate = np.maximum(np.abs(o.slide) - noise, 0.0)
-        dx, dy = rate * (frame_idx - o.last_detected + o.span)
+        ahead = 0.5 * min(o.span, RECHECK_FRAMES)  # halfway to its next detection at the soonest
+        dx, dy = rate * (frame_idx - o.last_detected + ahead)
         w, h = np.maximum(o.det_box[2:] - o.det_box[:2], 1.0)
         p = max(1.0 - dx / w, 0.0) * max(1.0 - dy / h, 0.0)
         return p / (2 - p) >= self.config.iou_threshold

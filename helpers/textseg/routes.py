@@ -120,8 +120,8 @@ def refuse_unhonoured(route: Route, given: dict[str, object]) -> None:
     for name, value in given.items():
         why = route.cannot.get(name)
         if why is not None:
-            flag = "--" + name.replace("_", "-")
-            shown = flag if value is True else f"{flag} {value}"
+            flag = ("--no-" if value is False else "--") + name.replace("_", "-")
+            shown = flag if isinstance(value, bool) else f"{flag} {value}"
             raise InputError(
                 f"{shown} does not apply to the {route.name} route ({route.picked_by}): {why}. "
                 f"Leave {flag} out, or choose another route."
@@ -169,7 +169,7 @@ class TrackSettings:
     prompt_type: str = "box"  # detect-sam2: how new objects prompt SAM 2
     reid_threshold: float = 0.8  # detect-sam2: appearance match that restores an old id
     keep_missed: float | str = KEEP_MISSED  # detect-sam2: how long an undetected object is kept
-    backfill: bool = False  # detect-sam2: new objects tracked back to the previous keyframe
+    backfill: bool = True  # detect-sam2: new objects tracked back to the previous keyframe
     detect_on_doubt: bool = True  # detect-sam2: extra keyframes where propagation fails
     max_objects: int | None = None  # detect-sam2: the N most confident detections per keyframe
 

@@ -20,8 +20,11 @@ How it works (``track_video``):
    objects get their old id back by appearance where they could plausibly be, and only the
    rest get new ids. When a keyframe shows that two tracks swapped objects, or that a lost
    track re-acquired another object, the frames since the previous keyframe get their right
-   ids back (``repair``). With ``backfill`` a new object is also tracked backwards to the
-   previous keyframe.
+   ids back (``repair``). With ``backfill`` (the default) an object a keyframe starts is
+   also tracked backwards to the previous keyframe, so its masks begin where it came into
+   view. A track started by one detection that ends in the middle of the view without a
+   second one was most likely a false detection: its masks are taken back
+   (``Unconfirmed``), and given back if the object is re-identified later in the chunk.
 4. The propagating thread reads each object's box and area on every s-th pixel of the logits
    (what identity needs) and hands the logits to an encoder thread
    (``mask_encoder.MaskEncoder``) that thresholds them and encodes compressed COCO RLE; the
@@ -128,7 +131,7 @@ class LoopOptions:
     detect_every: int = 30
     prompt_type: str = "box"  # how new objects are prompted: box, point or mask
     chunk_size: int = 200
-    backfill: bool = False  # track new objects backwards to the previous keyframe
+    backfill: bool = True  # track new objects backwards to the previous keyframe
     detect_on_doubt: bool = True  # also detect when an object's mask signals trouble
     doubt_gap: int = DEFAULT_GAP  # frames between such an extra keyframe and any other
 
@@ -196,6 +199,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
     out: dict[int, dict[int, dict]] = {}
     last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
     session = prop.open(first, end)
+    unconfirmed = Unconfirmed(out, start)
     try:
         if carried:
             last = session.prompt(first, [(i, "mask", m) for i, m in carried.items()])
@@ -229,17 +233,58 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
                 out[k] = _hold(encoder, last)
+                unconfirmed.ended(plan.retire, book)
+                unconfirmed.returned(plan.revived)
                 seen = _observe(book, k, out[k], session)
                 if doubt is not None:
                     doubt.observed(*seen)
             if doubt is not None:
-                doubt.keyframe(k, book.live)
+                doubt.keyframe(k, book.live, plan.prompted)
             if opts.backfill and plan.start and k > max(prev_key, first):
                 _backfill(session, k, max(prev_key + 1, first), set(plan.start), out, encoder)
             prev_key = k
+        last = resolve(last)
+        ended = [i for i in book.live if i not in last or not last[i].any()]
+        book.retire(ended)  # the rest are carried into the next chunk
+        unconfirmed.ended(ended, book)
+        unconfirmed.forget(book)
     finally:
         session.close()
-    return out, resolve(last)
+    return out, last
+
+
+class Unconfirmed:
+    """Tracks that a single detection started and that ended in the middle of the view without
+    a second one were most likely false detections: their masks are taken back. They are held
+    until the chunk ends, so an object that was really there and is re-identified later in the
+    chunk gets them back; ids still unconfirmed then are no longer reported (``taken_back``)
+    unless a later detection brings them back. A track that ended at the frame's edge keeps
+    its masks (an object passing quickly is detected once)."""
+
+    def __init__(self, out: dict[int, dict], start: int):
+        self.out, self.start = out, start
+        self.held: dict[int, dict[int, Any]] = {}  # id -> {frame: mask} taken back
+
+    def ended(self, ids, book: IdBook) -> None:
+        """``ids`` were just retired: take back the masks of the unconfirmed ones (all in this
+        chunk when their one detection was)."""
+        for i in ids:
+            o = book.objects.get(i)
+            if o is not None and o.hits <= 1 and not o.exited and o.last_detected >= self.start:
+                self.held[i] = {t: f.pop(i) for t, f in self.out.items() if i in f}
+
+    def returned(self, ids) -> None:
+        """``ids`` were re-identified: they were real, their masks go back."""
+        for i in ids:
+            for t, m in self.held.pop(i, {}).items():
+                self.out[t][i] = m
+
+    def forget(self, book: IdBook) -> None:
+        """The chunk ends: its frames go out without the masks still held."""
+        for i in self.held:
+            if i in book.objects and not book.objects[i].live:
+                book.objects[i].taken_back = True
+        self.held = {}
 
 
 def _propagate_until(session, a, b, key, book, out, doubt, encoder, bar):
@@ -469,7 +514,6 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
             continue
         book.__dict__.update(trial.__dict__)
         carried = {i: m for i, m in last.items() if m.any() and i in book.live}
-        book.retire([i for i in book.live if i not in carried])
         for g in range(start, end):
             yield g, out.pop(g)
         start = end
@@ -614,7 +658,7 @@ def track_video(
     box_iou_threshold: float = 0.3,
     reid_threshold: float = 0.8,
     keep_missed: float | str = durations.KEEP_MISSED,
-    backfill: bool = False,
+    backfill: bool = True,
     detect_on_doubt: bool = True,
     frame_dir=None,
     detect_fn: Callable[[np.ndarray], Any] | None = None,
@@ -630,7 +674,7 @@ def track_video(
     kept for ``keep_missed`` (seconds: ``2``, ``"1.5s"``; or frames: ``"45f"``, whatever the
     detection cadence) while its mask keeps its size and SAM 2 still sees it, then retired; a returning object
     gets its old id back when its appearance matches (cosine >= ``reid_threshold``, same
-    label, without a rival as close) where it could plausibly be. ``backfill``
+    label, without a rival as close) where it could plausibly be. ``backfill`` (default)
     also tracks new objects backwards to the previous keyframe. ``detect_on_doubt``: the
     detector also runs early on a frame where an object's mask signals that propagation is
     failing (lost, reappeared, area halved or doubled, box off its expected place; see

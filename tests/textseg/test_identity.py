@@ -120,11 +120,14 @@ def test_missed_objects_are_kept_then_retired_and_never_two_live_tracks():
         assert plan.retire == [] and 2 in book.live
     plan, _ = step(book, 30, tracked, dets([square(10, 10)], looks=[look(1)]))
     assert plan.retire == [2] and book.live == [1] and 2 in book.labels
-    # an object detected on one keyframe only may be a false detection: retired at its
-    # first miss (its id and look are kept for re-identification)
+    # an object detected on one keyframe only is kept the same while its mask holds (the
+    # loop takes its masks back if it is retired unconfirmed: ``track._erase_unconfirmed``),
+    # and retired when its mask is gone (its id and look are kept for re-identification)
     book = IdBook(IdentityConfig(keep_seconds=20 / 30))
     step(book, 0, {}, both)
     plan, _ = step(book, 10, tracked, dets([square(10, 10)], looks=[look(1)]))
+    assert plan.retire == [] and book.live == [1, 2]
+    plan, _ = step(book, 20, {1: square(10, 10)}, dets([square(10, 10)], looks=[look(1)]))
     assert plan.retire == [2] and book.objects[2].embedding is not None
     # a track whose mask now sits on another object's fresh detection is retired (one object,
     # one live track), even before keep_missed runs out

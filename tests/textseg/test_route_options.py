@@ -145,7 +145,7 @@ TRACK_OPTIONS = {
     "prompt_type": ["--prompt-type", "point"],
     "reid_threshold": ["--reid-threshold", "0.5"],
     "keep_missed": ["--keep-missed", "0s"],
-    "backfill": ["--backfill"],
+    "backfill": ["--no-backfill"],
     "no_detect_on_doubt": ["--no-detect-on-doubt"],
     "max_objects": ["--max-objects", "1"],
 }

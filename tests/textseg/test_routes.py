@@ -76,7 +76,11 @@ def test_the_tracking_routes_give_per_frame_tracks_through_one_verb(tmp_path):
         result = route.track(video, PHRASES, settings, out)
         assert result.num_frames == 3 and sorted(result.masks) == [0, 1, 2], route.route.name
         assert (out / "tracks.json").is_file() and result.video_path is None
-        assert track_summary(result)["ids"], route.route.name  # something tracked
+        ids = track_summary(result)["ids"]
+        if route.route.name == "sam3":
+            assert ids  # something tracked
+        else:  # random SAM 2 weights: empty masks, so the one detection's track ended unseen
+            assert ids == [] and result.labels == {}  # and was taken back (``Unconfirmed``)
     assert not hasattr(routes.ClipSeg, "track")
 
 

@@ -446,8 +446,9 @@ def test_nothing_on_frame_0_keeps_detecting_at_later_keyframes(oracle, tmp_path)
     r = track.track_video(
         src, "square", None, tracker, tmp_path / "o", detect_every=3, detect_fn=color_boxes
     )
-    assert [bool(r.masks[f]) for f in range(7)] == [False] * 3 + [True] * 4
-    assert all(r.masks[f][1].any() for f in range(3, 7)) and r.labels == {1: "square"}
+    # detected on keyframe 3, tracked back to frame 2 (backfill, the default)
+    assert [bool(r.masks[f]) for f in range(7)] == [False] * 2 + [True] * 5
+    assert all(r.masks[f][1].any() for f in range(2, 7)) and r.labels == {1: "square"}
     with pytest.raises(InputError, match="detector"):
         track.track_video(src, "square", None, tracker, tmp_path / "o2")
 

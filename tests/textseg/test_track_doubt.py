@@ -33,7 +33,7 @@ def _book(velocity=(1.0, 0.0)) -> IdBook:
 def _doubt_at_key(book, key=30, box=None, area=144.0) -> Doubt:
     d = Doubt(gap=10)
     d.observed({1: _box(key) if box is None else box}, {1: area})
-    d.keyframe(key, book.live)
+    d.keyframe(key, book.live, detected=book.live)
     return d
 
 
@@ -61,10 +61,28 @@ def test_each_signal_of_failing_propagation_asks_for_a_detection():
     assert _asks(_doubt_at_key(book), book, 40, still, 144.0)
     empty = Doubt(gap=10)  # no mask on the keyframe, one now: propagation re-acquired something
     empty.observed({}, {})
-    empty.keyframe(30, book.live)
+    empty.keyframe(30, book.live, detected=book.live)
     assert _asks(empty, book, 40, _box(40), 144.0)
     # a small slide (1 px) is not a doubt
     assert not _asks(_doubt_at_key(book), book, 40, _box(40) + 1, 144.0)
+
+
+def test_a_missed_object_keeps_the_reference_of_its_last_detection():
+    """A keyframe that missed the object did not check its mask: the slide since the object
+    was last detected still counts (a blank keyframe does not hide a mask sliding away)."""
+    book = _book()
+
+    def slid(t):  # the mask slides 0.1 px per frame off the object from frame 30 on
+        return _box(t) + (t - 30) * 0.1
+
+    missed = _doubt_at_key(book, key=30)
+    missed.observed({1: slid(60)}, {1: 144.0})
+    missed.keyframe(60, book.live, detected=set())
+    assert _asks(missed, book, 70, slid(70), 144.0, next_key=90)
+    again = _doubt_at_key(book, key=30)  # detected on frame 60: 10 frames of slide since
+    again.observed({1: slid(60)}, {1: 144.0})
+    again.keyframe(60, book.live, detected={1})
+    assert not _asks(again, book, 70, slid(70), 144.0, next_key=90)
 
 
 def test_an_unconfirmed_track_raises_no_doubt():
