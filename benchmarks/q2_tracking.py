@@ -402,7 +402,7 @@ def run_ours(truth, detector, prop, detect_every: int, doubt: bool = True) -> li
     """helpers.textseg.track.track_frames + IdBook at their default settings (keyframes on
     demand included unless ``doubt`` is False)."""
     opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
-    book = identity.IdBook(identity.IdentityConfig(fps=FPS))
+    book = identity.IdBook(track.identity_config(identity.IdentityConfig(), "2s", FPS, doubt))
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, book, opts):
         out.append({i: render.rle_to_mask(r) for i, r in rles.items()})
@@ -419,7 +419,9 @@ class OracleBook(identity.IdBook):
     could reach at keyframes."""
 
     def __init__(self, truth: Truth, config=None, *rest):
-        super().__init__(config or identity.IdentityConfig(fps=FPS), *rest)
+        super().__init__(
+            config or track.identity_config(identity.IdentityConfig(), "2s", FPS), *rest
+        )
         self.truth = truth
 
     def copy(self) -> OracleBook:
@@ -433,11 +435,14 @@ class OracleBook(identity.IdBook):
             if k < 0:
                 continue
             i = k + 1
+            if i in self.objects and i not in live:
+                plan.revived.add(i)  # back: ``track.Unconfirmed`` gives back what it took
             o = self.objects.setdefault(i, identity.Identity(dets.labels[j]))
             plan.ids[j] = i
             (plan.reseed if i in live else plan.start)[i] = j
             self._update_motion(o, dets.boxes[j], frame_idx)  # the velocity ours measures too
             o.live, o.score, o.hits = True, max(o.score, float(dets.scores[j])), o.hits + 1
+            o.taken_back = False
         truth = self.truth.masks[frame_idx]
         for r in live:
             m = track_masks.get(r)
@@ -548,8 +553,10 @@ def score(runs: dict[str, list[dict]]) -> dict[str, dict]:
             "calls": int(sum(r.get("calls", 0) for r in lst)),  # detector calls
             # frames propagated backwards (backfill) per 100 forwards: SAM 2's extra work
             "back": round(
-                100 * sum(r.get("backward", 0) for r in lst)
-                / max(sum(r.get("forward", 0) for r in lst), 1), 1
+                100
+                * sum(r.get("backward", 0) for r in lst)
+                / max(sum(r.get("forward", 0) for r in lst), 1),
+                1,
             ),
         }
 

@@ -146,6 +146,9 @@ class IdentityConfig:
     ambiguity: float = 0.05  # two candidates closer than this in cosine: a new id instead
     max_retired: int = 200  # retired ids remembered for re-identification (oldest forgotten)
     min_area: float = 0.25  # a missed object's mask below this x its usual area is gone
+    # the soonest the loop looks at a missed object again (keyframes on demand; None: only
+    # on the next fixed keyframe)
+    recheck_frames: int | None = RECHECK_FRAMES
 
     def check(self) -> IdentityConfig:
         for name in ("iou_threshold", "box_iou_threshold", "reid_threshold"):
@@ -162,6 +165,8 @@ class IdentityConfig:
             raise InputError(f"fps must be > 0, got {self.fps}.")
         if int(self.max_retired) < 0:
             raise InputError(f"max_retired must be >= 0, got {self.max_retired}.")
+        if self.recheck_frames is not None and int(self.recheck_frames) < 1:
+            raise InputError(f"recheck_frames must be >= 1 or None, got {self.recheck_frames}.")
         return self
 
     def frames(self, seconds: float) -> float:
@@ -717,14 +722,15 @@ class IdBook:
         the last prompt: at the rate ``_measure_slide`` saw (a box shifted by ``dx, dy`` keeps
         ``p = (1 - dx/w)(1 - dy/h)`` of itself, IoU ``p / (2 - p)``). Keeping a mask that is
         right for half the frames until the next look costs no more than dropping it; the next
-        look comes at the next keyframe (about ``span`` frames) or, once the slide shows,
-        as a keyframe on demand ``RECHECK_FRAMES`` later at the soonest (``doubt``)."""
+        look comes at the next keyframe (about ``span`` frames) or, with keyframes on demand
+        (``doubt``), once the slide shows, ``config.recheck_frames`` later at the soonest."""
         if o.slide is None or o.det_box is None:
             return True
         # less what the detections' noise alone would give the average (one standard error)
         noise = 0.0 if o.noise is None else o.noise * _EMA_SD / o.span
         rate = np.maximum(np.abs(o.slide) - noise, 0.0)
-        ahead = 0.5 * min(o.span, RECHECK_FRAMES)  # halfway to its next detection at the soonest
+        soonest = o.span if self.config.recheck_frames is None else self.config.recheck_frames
+        ahead = 0.5 * min(o.span, soonest)  # halfway to its next detection
         dx, dy = rate * (frame_idx - o.last_detected + ahead)
         w, h = np.maximum(o.det_box[2:] - o.det_box[:2], 1.0)
         p = max(1.0 - dx / w, 0.0) * max(1.0 - dy / h, 0.0)

@@ -255,22 +255,23 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
 
 class Unconfirmed:
     """Tracks that a single detection started and that ended in the middle of the view without
-    a second one were most likely false detections: their masks are taken back. They are held
-    until the chunk ends, so an object that was really there and is re-identified later in the
-    chunk gets them back; ids still unconfirmed then are no longer reported (``taken_back``)
-    unless a later detection brings them back. A track that ended at the frame's edge keeps
-    its masks (an object passing quickly is detected once)."""
+    a second one were most likely false detections: their masks in this chunk are taken back
+    (frames earlier chunks wrote stay as they are). They are held until the chunk ends, so an
+    object that was really there and is re-identified later in the chunk gets them back; an id
+    still unconfirmed then, with no masks left anywhere, is no longer reported (``taken_back``)
+    unless a later detection brings it back. A track that ended at the frame's edge keeps its
+    masks (an object passing quickly is detected once)."""
 
     def __init__(self, out: dict[int, dict], start: int):
         self.out, self.start = out, start
         self.held: dict[int, dict[int, Any]] = {}  # id -> {frame: mask} taken back
 
     def ended(self, ids, book: IdBook) -> None:
-        """``ids`` were just retired: take back the masks of the unconfirmed ones (all in this
-        chunk when their one detection was)."""
+        """``ids`` were just retired: take back the unconfirmed ones' masks in this chunk (a
+        track carried in from the previous chunk keeps the frames already written)."""
         for i in ids:
             o = book.objects.get(i)
-            if o is not None and o.hits <= 1 and not o.exited and o.last_detected >= self.start:
+            if o is not None and o.hits <= 1 and not o.exited:
                 self.held[i] = {t: f.pop(i) for t, f in self.out.items() if i in f}
 
     def returned(self, ids) -> None:
@@ -280,10 +281,12 @@ class Unconfirmed:
                 self.out[t][i] = m
 
     def forget(self, book: IdBook) -> None:
-        """The chunk ends: its frames go out without the masks still held."""
+        """The chunk ends: its frames go out without the masks still held; an id whose one
+        detection was in this chunk has no masks anywhere and is no longer reported."""
         for i in self.held:
-            if i in book.objects and not book.objects[i].live:
-                book.objects[i].taken_back = True
+            o = book.objects.get(i)
+            if o is not None and not o.live and o.last_detected >= self.start:
+                o.taken_back = True
         self.held = {}
 
 
@@ -724,7 +727,7 @@ def track_video(
         opts = LoopOptions(
             int(detect_every), prompt_type, int(chunk_size), bool(backfill), bool(detect_on_doubt)
         )
-        book = IdBook(identity_config(config, keep_missed, frames.fps))
+        book = IdBook(identity_config(config, keep_missed, frames.fps, detect_on_doubt))
         from helpers.textseg.sam2_video import choose_offload
 
         side = int(getattr(tracker.predictor, "image_size", 1024) or 1024)
@@ -763,14 +766,18 @@ def track_video(
     return out
 
 
-def identity_config(config: IdentityConfig, keep_missed, fps) -> IdentityConfig:
+def identity_config(
+    config: IdentityConfig, keep_missed, fps, detect_on_doubt: bool = True
+) -> IdentityConfig:
     """``config`` at the video's frame rate, ``keep_missed`` (seconds, or ``"45f"`` frames)
-    as the seconds the identity rules use."""
+    as the seconds the identity rules use; without keyframes on demand a missed object is
+    looked at again only on the next fixed keyframe (``recheck_frames`` None)."""
     from dataclasses import replace
 
     fps = float(fps) if fps and fps > 0 else 30.0
     keep = durations.seconds(keep_missed, fps, "keep_missed")
-    return replace(config, fps=fps, keep_seconds=keep)
+    recheck = config.recheck_frames if detect_on_doubt else None
+    return replace(config, fps=fps, keep_seconds=keep, recheck_frames=recheck)
 
 
 @contextlib.contextmanager

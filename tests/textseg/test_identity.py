@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from helpers.errors import InputError
-from helpers.textseg.identity import Detections, IdBook, IdentityConfig, mask_box
+from helpers.textseg.identity import Detections, IdBook, Identity, IdentityConfig, mask_box
 
 H, W = 96, 128
 
@@ -121,7 +121,7 @@ def test_missed_objects_are_kept_then_retired_and_never_two_live_tracks():
     plan, _ = step(book, 30, tracked, dets([square(10, 10)], looks=[look(1)]))
     assert plan.retire == [2] and book.live == [1] and 2 in book.labels
     # an object detected on one keyframe only is kept the same while its mask holds (the
-    # loop takes its masks back if it is retired unconfirmed: ``track._erase_unconfirmed``),
+    # loop takes its masks back if it is retired unconfirmed: ``track.Unconfirmed``),
     # and retired when its mask is gone (its id and look are kept for re-identification)
     book = IdBook(IdentityConfig(keep_seconds=20 / 30))
     step(book, 0, {}, both)
@@ -141,6 +141,19 @@ def test_missed_objects_are_kept_then_retired_and_never_two_live_tracks():
     )
     assert plan.reseed == {2: 0} and plan.retire == [1] and book.live == [2]
     assert plan.moved == {2: 1}  # 1's mask sat on 2: frames since the last keyframe repairable
+
+
+def test_a_missed_object_is_kept_while_its_mask_should_hold_halfway_to_its_next_detection():
+    """The mask slides 0.2 px per frame off a 20 px object (IoU < 0.5 after 33 frames). With
+    keyframes on demand the next look is 10 frames away at the soonest, without them the next
+    fixed keyframe (30 frames): kept while it holds halfway there."""
+    box = np.array([0, 0, 20, 20], np.float32)
+    o = Identity("dog", det_box=box, last_detected=0, slide=np.array([0.2, 0.0]), span=30)
+    on_demand, fixed = IdBook(IdentityConfig()), IdBook(IdentityConfig(recheck_frames=None))
+    assert [on_demand._outlasts(o, t) for t in (18, 25, 30)] == [True, True, False]
+    assert [fixed._outlasts(o, t) for t in (18, 25, 30)] == [True, False, False]
+    with pytest.raises(InputError, match="recheck_frames"):
+        IdentityConfig(recheck_frames=0).check()
 
 
 def test_duplicates_and_new_objects():

@@ -127,3 +127,12 @@ def test_an_object_detected_once_then_hidden_gets_its_masks_back_when_it_returns
     hider = _ids_on(out, scene, "hider")
     assert all(hider[t] == {2} for t in range(N) if scene["hider"](t).any()), hider
     assert book.objects[2].hits == 4
+
+
+def test_a_false_detection_carried_into_the_next_chunk_loses_the_masks_that_chunk_holds():
+    """Frames an earlier chunk wrote stay (and so does the id they name); the chunk the track
+    ends in takes its masks back."""
+    out, book = _run(chunk_size=12)  # the blob: detected on 10, carried into frames 12..15
+    blob = _ids_on(out, SCENE, "blob")
+    assert blob[10] == blob[11] == {3} and not any(blob[t] for t in range(12, N))
+    assert 3 in book.labels  # frames 10 and 11 name it
