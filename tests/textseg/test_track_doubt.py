@@ -2,6 +2,7 @@
 propagation is failing, the loop detects early instead of waiting for the next fixed keyframe."""
 
 import numpy as np
+from scripted_session import ScriptedSession
 
 from helpers.textseg import track
 from helpers.textseg.doubt import Doubt
@@ -99,12 +100,13 @@ def test_extra_keyframes_are_spaced_by_the_gap():
     assert _asks(_doubt_at_key(book), book, 40, None, 0, next_key=None)  # chunk's last stretch
 
 
-class LosingSession:
+class LosingSession(ScriptedSession):
     """Propagation that follows the object until frame ``lose_at``, then loses it until it
     is prompted again; ``object_scores`` like SAM 2's (negative: not there)."""
 
     def __init__(self, lose_at: int):
-        self.lose_at, self.objs, self.object_scores = lose_at, {}, {}
+        super().__init__()
+        self.lose_at, self.object_scores = lose_at, {}
 
     def prompt(self, t, prompts):
         for i, _kind, _value in prompts:
@@ -116,23 +118,9 @@ class LosingSession:
         self.object_scores = {i: 4.0 if ok else -4.0 for i, ok in self.objs.items()}
         return out
 
-    def propagate(self, a, b, reverse=False):
-        step = -1 if reverse else 1
-        for t in range(a, b + step, step):
-            if t == self.lose_at and not reverse:
-                self.objs = dict.fromkeys(self.objs, False)
-            yield t, self._frame(t)
-
-    def remove(self, ids):
-        for i in ids:
-            self.objs.pop(i, None)
-        return True
-
-    def reset(self):
-        self.objs = {}
-
-    def close(self):
-        pass
+    def _step(self, t, reverse):
+        if t == self.lose_at and not reverse:
+            self.objs = dict.fromkeys(self.objs, False)
 
 
 class LosingProp:

@@ -4,6 +4,7 @@ through the frame's edge keeps them (an object passing quickly is detected once)
 is re-identified later in the chunk gets them back."""
 
 import numpy as np
+from scripted_session import ScriptedSession
 
 from helpers.textseg import render, track
 from helpers.textseg.identity import Detections, IdBook, IdentityConfig
@@ -28,11 +29,12 @@ SCENE = {
 DETECTED = {"walker": range(0, N, 10), "blob": [10], "runner": [0, 10]}
 
 
-class Session:
+class Session(ScriptedSession):
     """Each prompted id follows the object its prompt landed on (backwards too)."""
 
     def __init__(self, scene):
-        self.scene, self.objs = scene, {}
+        super().__init__()
+        self.scene = scene
 
     def prompt(self, t, prompts):
         for i, _kind, m in prompts:
@@ -41,21 +43,6 @@ class Session:
 
     def _frame(self, t):
         return {i: self.scene[name](t) for i, name in self.objs.items()}
-
-    def propagate(self, a, b, reverse=False):
-        for t in range(a, b - 1, -1) if reverse else range(a, b + 1):
-            yield t, self._frame(t)
-
-    def remove(self, ids):
-        for i in ids:
-            self.objs.pop(i, None)
-        return True
-
-    def reset(self):
-        self.objs = {}
-
-    def close(self):
-        pass
 
 
 class Propagator:
