@@ -402,7 +402,7 @@ class StandInPropagator:
 def run_ours(truth, detector, prop, detect_every: int, doubt: bool = True) -> list[dict]:
     """helpers.textseg.track.track_frames + IdBook at their default settings (keyframes on
     demand included unless ``doubt`` is False)."""
-    opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
+    opts = track.LoopOptions(detect_every, "box", detect_on_doubt=doubt)
     book = identity.IdBook(track.identity_config(identity.IdentityConfig(), "2s", FPS, doubt))
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, book, opts):
@@ -461,7 +461,7 @@ def run_oracle(
     truth, detector, prop, detect_every: int, doubt: bool = True
 ) -> list[dict[int, np.ndarray]]:
     """``track_frames`` with ``OracleBook``: the same loop, stand-ins and settings as ours."""
-    opts = track.LoopOptions(detect_every, "mask", detect_on_doubt=doubt)
+    opts = track.LoopOptions(detect_every, "box", detect_on_doubt=doubt)
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, OracleBook(truth), opts):
         out.append({i: render.rle_to_mask(r) for i, r in rles.items()})
