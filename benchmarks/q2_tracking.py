@@ -893,14 +893,17 @@ def conditions(args) -> list[tuple[str, int]]:
     return [(lev, c) for c in cadences for lev in LEVELS]
 
 
-def run(args) -> dict:
+def run(args, scenes: list[Scene] | None = None) -> dict:
     t0 = time.perf_counter()
     seeds = args.seeds or ([0] if args.easy else [0, 1] if args.quick else [0, 1, 2])
     conds = conditions(args)
     accs = {f"{lev}@{c}": {"ours": {}, "baseline": {}, "oracle": {}} for lev, c in conds}
-    scenes = held_out_scenes() if args.held_out else scene_set(args.quick, args.easy)
+    if scenes is None:
+        scenes = held_out_scenes() if args.held_out else scene_set(args.quick, args.easy)
+        if args.scenes:
+            scenes = all_scenes()
     if args.scenes:
-        scenes = [s for s in all_scenes() if s.name in args.scenes]
+        scenes = [s for s in scenes if s.name in args.scenes]
     for sc in scenes:
         for seed in seeds:
             base: dict[int, dict] = {}
@@ -979,9 +982,10 @@ def report(res: dict) -> None:
     print(f"({res['seconds']} s)")
 
 
-def main(argv=None) -> dict:
+def main(argv=None, scenes: list[Scene] | None = None, doc: str = __doc__) -> dict:
+    """The command line; ``scenes`` (and their ``doc``) replace the built-in scene sets."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="6 hard scenes, 2 seeds (CI variant)")
     p.add_argument("--easy", action="store_true", help="the first, kinder version instead")
@@ -999,10 +1003,10 @@ def main(argv=None) -> dict:
     p.add_argument("--memory-only", action="store_true", help="only the memory figures")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args(argv)
-    known = {s.name for s in all_scenes()}
+    known = {s.name for s in (scenes or all_scenes())}
     if args.scenes and not set(args.scenes) <= known:
         p.error(f"unknown scene(s) {sorted(set(args.scenes) - known)}; known: {sorted(known)}")
-    res = {} if args.memory_only else run(args)
+    res = {} if args.memory_only else run(args, scenes)
     if args.memory or args.memory_only:
         from q2_track_memory import memory
 

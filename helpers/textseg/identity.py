@@ -185,6 +185,7 @@ class Identity:
     det_box: np.ndarray | None = None  # box of the last matching detection
     last_detected: int = -1  # its frame
     velocity: np.ndarray | None = None  # px per frame, from detections
+    speed: float = 0.0  # px per frame its propagated mask moves (average, any direction)
     area: float = 0.0  # usual mask area (from detections)
     exited: bool = False  # last seen touching the frame's edge
     live: bool = False  # in the propagation state now
@@ -350,7 +351,12 @@ class IdBook:
             b = boxes.get(i)
             good = b is not None
             if good:
-                o.box, o.last_seen = np.asarray(b, np.float32), frame_idx
+                b = np.asarray(b, np.float32)
+                if o.box is not None and o.last_seen == frame_idx - 1:
+                    step = float(np.linalg.norm(_centre(b) - _centre(o.box)))
+                    if step <= _size(o.box):  # a jump is another object, not its motion
+                        o.speed = step if o.speed == 0 else 0.9 * o.speed + 0.1 * step
+                o.box, o.last_seen = b, frame_idx
                 o.exited = self._at_edge(o.box)
                 a = areas.get(i)
                 if a is not None and o.area > 0:
@@ -424,9 +430,12 @@ class IdBook:
     def plausible(self, i: int, frame_idx: int, boxes: np.ndarray) -> np.ndarray:
         """[M] bool: could object ``i`` be at each of ``boxes`` on ``frame_idx``?
 
-        Within reach of where it was last seen or where its motion would have taken it:
-        its size plus ``max_speed`` sizes per second since then. An object that left at an
-        edge may come back anywhere."""
+        Within reach of where it was last seen or where its motion would have taken it: its
+        size, plus per frame since then ``max_speed`` sizes per second and the speed it was
+        seen moving at (its propagated mask's steps: it may have turned, and a small fast
+        object covers many of its sizes in a second). The size is the larger of its last seen
+        and last detected box (a mask clipped by an occluder is not the object's size). An
+        object that left at an edge may come back anywhere."""
         o = self.objects[i]
         ref, seen = (o.det_box, o.last_detected) if o.live else (o.box, o.last_seen)
         if ref is None:
@@ -436,10 +445,12 @@ class IdBook:
         if not o.live and o.exited:
             return np.ones(len(boxes), bool)
         dt = max(frame_idx - seen, 0)
-        size = _size(ref)
-        reach = size * (1.0 + self.config.max_speed * dt / self.config.fps)
+        size = max(_size(ref), _size(o.det_box) if o.det_box is not None else 0.0)
+        v = o.velocity if o.velocity is not None else np.zeros(2, np.float32)
+        pace = max(o.speed, float(np.linalg.norm(v)))  # px per frame it was seen moving
+        reach = size + (self.config.max_speed * size / self.config.fps + pace) * dt
         c = _centre(ref)
-        pred = c + (o.velocity if o.velocity is not None else 0.0) * dt
+        pred = c + v * dt
         cb = (boxes[:, :2] + boxes[:, 2:]) / 2
         d = np.minimum(np.linalg.norm(cb - c, axis=1), np.linalg.norm(cb - pred, axis=1))
         return d <= reach
@@ -544,7 +555,8 @@ class IdBook:
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
-                self._measure_slide(self.objects[live[r]], frame_idx, boxes[j])
+                if on[r, j] or not on[r].any():  # a mask on another detection is a swap
+                    self._measure_slide(self.objects[live[r]], frame_idx, boxes[j])
 
         # 2. a second detection of an already-claimed thing (another label, a duplicate box,
         #    a box mostly inside a tracked object's mask)

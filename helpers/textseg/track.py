@@ -233,7 +233,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
             if plan.retire or plan.prompted:
                 last = _apply_plan(session, k, plan, dets, last, book, opts)
                 out[k] = _hold(encoder, last)
-                unconfirmed.ended(plan.retire, book)
+                unconfirmed.ended(plan.retire, book, k)
                 unconfirmed.returned(plan.revived)
                 seen = _observe(book, k, out[k], session)
                 if doubt is not None:
@@ -246,7 +246,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
         last = resolve(last)
         ended = [i for i in book.live if i not in last or not last[i].any()]
         book.retire(ended)  # the rest are carried into the next chunk
-        unconfirmed.ended(ended, book)
+        unconfirmed.ended(ended, book, end - 1)
         unconfirmed.forget(book)
     finally:
         session.close()
@@ -259,19 +259,22 @@ class Unconfirmed:
     (frames earlier chunks wrote stay as they are). They are held until the chunk ends, so an
     object that was really there and is re-identified later in the chunk gets them back; an id
     still unconfirmed then, with no masks left anywhere, is no longer reported (``taken_back``)
-    unless a later detection brings it back. A track that ended at the frame's edge keeps its
-    masks (an object passing quickly is detected once)."""
+    unless a later detection brings it back. A track whose mask left the view at the frame's
+    edge keeps its masks (an object passing quickly is detected once); one still in view there
+    when it ended does not (a false box at the edge stays where it was)."""
 
     def __init__(self, out: dict[int, dict], start: int):
         self.out, self.start = out, start
         self.held: dict[int, dict[int, Any]] = {}  # id -> {frame: mask} taken back
 
-    def ended(self, ids, book: IdBook) -> None:
-        """``ids`` were just retired: take back the unconfirmed ones' masks in this chunk (a
-        track carried in from the previous chunk keeps the frames already written)."""
+    def ended(self, ids, book: IdBook, t: int) -> None:
+        """``ids`` were just retired on frame ``t``: take back the unconfirmed ones' masks in
+        this chunk (a track carried in from the previous chunk keeps the frames already
+        written)."""
         for i in ids:
             o = book.objects.get(i)
-            if o is not None and o.hits <= 1 and not o.exited:
+            left = o is not None and o.exited and o.last_seen < t  # its mask left the view
+            if o is not None and o.hits <= 1 and not left:
                 self.held[i] = {t: f.pop(i) for t, f in self.out.items() if i in f}
 
     def returned(self, ids) -> None:

@@ -454,3 +454,48 @@ def test_a_slid_mask_is_still_its_objects_track():
     book2.observe_masks(30, {1: square(40, 40)})
     plan, _ = step(book2, 30, {1: square(40, 40)}, dets([square(62, 40)]))  # a box beside it
     assert plan.ids == [2]
+
+
+def test_a_small_fast_object_may_return_as_far_as_it_was_seen_moving():
+    """An 8 px bird seen flying 3 px a frame (11 of its sizes a second) hides for 10 frames and
+    comes back 30 px on, having turned: plausible at the speed its mask moved, so its old id.
+    A bird seen standing still that shows up there with the same look is a new one."""
+
+    def run(speed):
+        book = IdBook(IdentityConfig(fps=30.0, keep_seconds=0))
+        step(book, 0, {}, dets([square(40, 40, 8)], ["bird"], [look(1)]))
+        for t in range(1, 11):  # propagation: it flies right
+            book.observe_masks(t, {1: square(40 + speed * t, 40, 8)})
+        step(book, 11, {1: np.zeros((H, W), bool)}, dets([]))  # hidden: retired
+        return step(book, 20, {}, dets([square(70, 70, 8)], ["bird"], [look(1)]))[0]
+
+    flew, stood = run(3), run(0)
+    assert flew.ids == [1] and flew.revived == {1}
+    assert stood.ids == [2] and not stood.revived
+
+
+def test_reach_is_measured_on_the_objects_size_not_on_a_clipped_mask():
+    """Its last mask was a corner left by an occluder (5 px); it steps out 15 px away: within
+    the reach of the 20 px object it was detected as, so its old id."""
+    book = IdBook(IdentityConfig(fps=30.0, keep_seconds=0))
+    step(book, 0, {}, dets([square(40, 40)], looks=[look(1)]))
+    book.observe_masks(3, {1: square(55, 55, 5)})  # all but a corner behind the occluder
+    step(book, 4, {1: np.zeros((H, W), bool)}, dets([]))
+    plan, _ = step(book, 8, {}, dets([square(55, 40)], looks=[look(1)]))
+    assert plan.ids == [1] and plan.revived == {1}
+
+
+def test_a_swap_is_not_measured_as_a_slide():
+    """Propagation swapped two dogs; the keyframe undoes it by look. The distance between the
+    dogs is not how fast either mask slides, so neither is later dropped for it."""
+    book = IdBook(IdentityConfig(fps=30.0))
+    a, b = square(10, 40), square(60, 40)
+    step(book, 0, {}, dets([a, b], looks=[look(1), look(2)]))
+    book.observe_masks(30, {1: b, 2: a})
+    plan, _ = step(book, 30, {1: b, 2: a}, dets([a, b], looks=[look(1), look(2)]))
+    assert plan.reseed == {1: 0, 2: 1}
+    assert book.objects[1].slide is None and book.objects[2].slide is None
+    # a mask that slid 3 px on its own object is measured
+    book.observe_masks(60, {1: square(13, 40), 2: b})
+    step(book, 60, {1: square(13, 40), 2: b}, dets([a, b], looks=[look(1), look(2)]))
+    assert book.objects[1].slide[0] == pytest.approx(0.1, abs=1e-3)
