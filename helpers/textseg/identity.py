@@ -380,6 +380,21 @@ class IdBook:
         m = 0.02 * max(h, w)
         return bool(box[0] <= m or box[1] <= m or box[2] >= w - m or box[3] >= h - m)
 
+    def left_view(self, o: Identity) -> bool:
+        """Did ``o``'s mask leave the view through an edge? Its last box touches an edge that
+        it moved towards since its last detection (by a quarter of its size at least): a box
+        that only sits at the edge, like a person whose feet the frame cuts, did not leave."""
+        if not o.exited or o.box is None or o.det_box is None or self.frame_hw is None:
+            return False
+        h, w = self.frame_hw
+        m, b = 0.02 * max(h, w), o.box
+        dx, dy = _centre(b) - _centre(o.det_box)
+        step = 0.25 * _size(o.det_box)
+        return bool(
+            (b[0] <= m and dx <= -step) or (b[2] >= w - m and dx >= step)
+            or (b[1] <= m and dy <= -step) or (b[3] >= h - m and dy >= step)
+        )  # fmt: skip
+
     def retire(self, ids) -> None:
         """Mark ids as out of the propagation state (their identity is kept); beyond
         ``max_retired`` the oldest retired ids are forgotten for re-identification."""

@@ -259,9 +259,9 @@ class Unconfirmed:
     (frames earlier chunks wrote stay as they are). They are held until the chunk ends, so an
     object that was really there and is re-identified later in the chunk gets them back; an id
     still unconfirmed then, with no masks left anywhere, is no longer reported (``taken_back``)
-    unless a later detection brings it back. A track whose mask left the view at the frame's
-    edge keeps its masks (an object passing quickly is detected once); one still in view there
-    when it ended does not (a false box at the edge stays where it was)."""
+    unless a later detection brings it back. A track whose mask left the view through the
+    frame's edge keeps its masks (an object passing quickly is detected once); one that only
+    sat at the edge, or was still in view when it ended, does not (``IdBook.left_view``)."""
 
     def __init__(self, out: dict[int, dict], start: int):
         self.out, self.start = out, start
@@ -273,7 +273,7 @@ class Unconfirmed:
         written)."""
         for i in ids:
             o = book.objects.get(i)
-            left = o is not None and o.exited and o.last_seen < t  # its mask left the view
+            left = o is not None and o.last_seen < t and book.left_view(o)
             if o is not None and o.hits <= 1 and not left:
                 self.held[i] = {t: f.pop(i) for t, f in self.out.items() if i in f}
 

@@ -133,3 +133,13 @@ def test_a_false_detection_at_the_edge_that_stays_in_view_leaves_no_mask():
     out, book = _run(scene, {"walker": range(0, N, 10), "edge": [10]})
     assert not any(_ids_on(out, scene, "edge").values())
     assert 2 not in book.labels and book.objects[2].hits == 1
+
+
+def test_a_false_detection_that_sits_on_the_edge_and_fades_leaves_no_mask():
+    """Its box touches the bottom edge (as a person's cut-off feet do) but it never moved
+    towards it: fading there is not leaving the view."""
+    scene = {"walker": SCENE["walker"], "feet": lambda t: _mask(60, H - 12) if 10 <= t < 16
+             else _mask(-99)}  # fmt: skip
+    out, book = _run(scene, {"walker": range(0, N, 10), "feet": [10]})
+    assert not any(_ids_on(out, scene, "feet").values())
+    assert 2 not in book.labels
