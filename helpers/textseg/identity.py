@@ -185,7 +185,8 @@ class Identity:
     det_box: np.ndarray | None = None  # box of the last matching detection
     last_detected: int = -1  # its frame
     velocity: np.ndarray | None = None  # px per frame, from detections
-    speed: float = 0.0  # px per frame its propagated mask moves (average, any direction)
+    pace: float = 0.0  # px per frame its propagated mask moves lately (average, any way)
+    speed: float = 0.0  # the fastest ``pace`` (or detected velocity) it was seen at
     area: float = 0.0  # usual mask area (from detections)
     exited: bool = False  # last seen touching the frame's edge
     live: bool = False  # in the propagation state now
@@ -355,7 +356,8 @@ class IdBook:
                 if o.box is not None and o.last_seen == frame_idx - 1:
                     step = float(np.linalg.norm(_centre(b) - _centre(o.box)))
                     if step <= _size(o.box):  # a jump is another object, not its motion
-                        o.speed = step if o.speed == 0 else 0.9 * o.speed + 0.1 * step
+                        o.pace = step if o.pace == 0 else 0.9 * o.pace + 0.1 * step
+                        o.speed = max(o.speed, o.pace)
                 o.box, o.last_seen = b, frame_idx
                 o.exited = self._at_edge(o.box)
                 a = areas.get(i)
@@ -446,9 +448,9 @@ class IdBook:
         """[M] bool: could object ``i`` be at each of ``boxes`` on ``frame_idx``?
 
         Within reach of where it was last seen or where its motion would have taken it: its
-        size, plus per frame since then ``max_speed`` sizes per second and the speed it was
-        seen moving at (its propagated mask's steps: it may have turned, and a small fast
-        object covers many of its sizes in a second). The size is the larger of its last seen
+        size, plus per frame since then ``max_speed`` sizes per second and the fastest it was
+        seen moving (its propagated mask's steps, its detections' velocity: it may have turned
+        or sped up again, and a small fast object covers many of its sizes in a second). The size is the larger of its last seen
         and last detected box (a mask clipped by an occluder is not the object's size). An
         object that left at an edge may come back anywhere."""
         o = self.objects[i]
@@ -462,8 +464,7 @@ class IdBook:
         dt = max(frame_idx - seen, 0)
         size = max(_size(ref), _size(o.det_box) if o.det_box is not None else 0.0)
         v = o.velocity if o.velocity is not None else np.zeros(2, np.float32)
-        pace = max(o.speed, float(np.linalg.norm(v)))  # px per frame it was seen moving
-        reach = size + (self.config.max_speed * size / self.config.fps + pace) * dt
+        reach = size + (self.config.max_speed * size / self.config.fps + o.speed) * dt
         c = _centre(ref)
         pred = c + v * dt
         cb = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -706,6 +707,7 @@ class IdBook:
         if o.det_box is not None and frame_idx > o.last_detected and o.live:
             v = (_centre(box) - _centre(o.det_box)) / (frame_idx - o.last_detected)
             o.velocity = v if o.velocity is None else 0.5 * o.velocity + 0.5 * v
+            o.speed = max(o.speed, float(np.linalg.norm(o.velocity)))
         o.det_box, o.last_detected = box, frame_idx
         o.box, o.last_seen = box, frame_idx
         o.exited = self._at_edge(box)
