@@ -188,18 +188,20 @@ def _apply_plan(session, k, plan, dets, last, book, opts):
     return {i: m for i, m in masks.items() if i in book.objects and book.objects[i].live}
 
 
-def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None):
+def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None, held=None):
     """Track frames start..end-1. Returns ({frame: {id: mask}}, {id: bool mask} on the last
     frame); ``book`` is updated in place. With an ``encoder`` (``mask_encoder.MaskEncoder``)
     the frames' masks are held as ``PendingMask`` (RLE, encoded off this thread), so what the
-    chunk holds does not grow with its length x resolution x objects."""
+    chunk holds does not grow with its length x resolution x objects. ``held``: frames the
+    previous chunk held back (``_held_from``), returned in front of this chunk's, after this
+    chunk has judged the unconfirmed tracks on them."""
     from helpers.textseg.mask_encoder import resolve
 
     first = start - 1 if carried else start
-    out: dict[int, dict[int, dict]] = {}
+    out: dict[int, dict[int, dict]] = {t: dict(f) for t, f in (held or {}).items()}
     last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
     session = prop.open(first, end)
-    unconfirmed = Unconfirmed(out, start)
+    unconfirmed = Unconfirmed(out, min(out, default=start))
     try:
         if carried:
             last = session.prompt(first, [(i, "mask", m) for i, m in carried.items()])
@@ -485,7 +487,7 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
 
     n = int(num_frames)
     chunk_size = int(opts.chunk_size)
-    start, carried = 0, {}
+    start, carried, held = 0, {}, {}
     while start < n:
         end = min(start + chunk_size, n)
         trial = book.copy()
@@ -494,7 +496,7 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
             with ctx:
                 out, last = _run_chunk(
                     propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar(),
-                    encoder,
+                    encoder, held,
                 )  # fmt: skip
         except Exception as e:
             if not is_oom(e):
@@ -520,9 +522,20 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
             continue
         book.__dict__.update(trial.__dict__)
         carried = {i: m for i, m in last.items() if m.any() and i in book.live}
-        for g in range(start, end):
+        hold = _held_from(out, book, end if end == n else end - chunk_size)
+        for g in sorted(g for g in out if g < hold):
             yield g, out.pop(g)
-        start = end
+        held, start = out, end
+
+
+def _held_from(out: dict[int, dict], book: IdBook, limit: int) -> int:
+    """The first frame to hold back for the next chunk: where a track that one detection
+    started, still live and unconfirmed at the chunk's end, has its first mask (the next chunk
+    judges it: a false box's masks are taken back there too); never before ``limit`` (at
+    most a chunk's worth held)."""
+    young = {i for i in book.live if book.objects[i].hits <= 1}
+    on = [t for t, f in out.items() if young & f.keys()]
+    return max(min(on, default=max(out, default=limit) + 1), limit)
 
 
 class _NoBar:
