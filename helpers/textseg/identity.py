@@ -450,9 +450,10 @@ class IdBook:
         Within reach of where it was last seen or where its motion would have taken it: its
         size, plus per frame since then ``max_speed`` sizes per second and the fastest it was
         seen moving (its propagated mask's steps, its detections' velocity: it may have turned
-        or sped up again, and a small fast object covers many of its sizes in a second). The size is the larger of its last seen
-        and last detected box (a mask clipped by an occluder is not the object's size). An
-        object that left at an edge may come back anywhere."""
+        or sped up again, and a small fast object covers many of its sizes in a second). The
+        size is the larger of its last seen and last detected box (a mask clipped by an
+        occluder is not the object's size). An object that left at an edge may come back
+        anywhere."""
         o = self.objects[i]
         ref, seen = (o.det_box, o.last_detected) if o.live else (o.box, o.last_seen)
         if ref is None:

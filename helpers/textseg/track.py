@@ -277,7 +277,7 @@ class Unconfirmed:
             o = book.objects.get(i)
             left = o is not None and o.last_seen < t and book.left_view(o)
             if o is not None and o.hits <= 1 and not left:
-                self.held[i] = {t: f.pop(i) for t, f in self.out.items() if i in f}
+                self.held[i] = {g: f.pop(i) for g, f in self.out.items() if i in f}
 
     def returned(self, ids) -> None:
         """``ids`` were re-identified: they were real, their masks go back."""
