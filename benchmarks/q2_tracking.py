@@ -1003,6 +1003,8 @@ def main(argv=None, scenes: list[Scene] | None = None, doc: str = __doc__) -> di
     p.add_argument("--memory-only", action="store_true", help="only the memory figures")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args(argv)
+    if scenes is not None and (args.held_out or args.easy):
+        p.error("--held-out and --easy choose the built-in scene sets; this runs its own scenes")
     known = {s.name for s in (scenes or all_scenes())}
     if args.scenes and not set(args.scenes) <= known:
         p.error(f"unknown scene(s) {sorted(set(args.scenes) - known)}; known: {sorted(known)}")

@@ -16,8 +16,10 @@ after they were settled:
 - ``side_by_side_then_split``: two people overlap for 100 frames, then part;
 - ``crowded_ten``: seven people and three dogs on random waypoints, a post, false boxes.
 
-One rule came from them (an object's reach grows with the speed its mask was seen moving:
-small fast objects cover many of their sizes in a second); the figures are in the README.
+Rules that came from them: an object's reach grows with the fastest it was seen moving (small
+fast objects cover many of their sizes in a second); reach is measured on the detected size,
+not on a clipped mask; a swap is not measured as a slide; an unconfirmed track keeps its masks
+only if it left through an edge it was moving towards. The figures are in the README.
 
     python benchmarks/q2_tracking_wild.py                    # both cadences, three levels
     python benchmarks/q2_tracking_wild.py --detect-every 30 --seeds 3 4 5

@@ -15,8 +15,9 @@ benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detecti
   it still (the slide of its masks measured at its re-seeds, less the detector's noise;
   keyframes on demand check it again when it slides, ``doubt``). Then it is **retired**
   (removed from the propagation state); its id, label, look and last box are kept. A track
-  retired without a second detection, in the middle of the view, was most likely a false
-  detection: the loop takes its masks back (``track.Unconfirmed``);
+  retired without a second detection, unless it left the view through an edge it was moving
+  towards (``IdBook.left_view``), was most likely a false detection: the loop takes its masks
+  back (``track.Unconfirmed``);
 - **re-identify**: a detection that matches no tracked object gets a retired id back when the
   label agrees, the look matches (cosine >= ``IdBook.reid_threshold``: ``reid_threshold``
   until the video's own confirmed looks place it halfway between one object's looks and the
@@ -125,6 +126,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 CALIBRATE = 5  # confirmed looks of each kind before the video's own threshold is used
 RECHECK_FRAMES = 10  # the soonest the loop detects again after a keyframe (``doubt``'s gap)
 LOOK_WINDOW = 50  # the look statistics follow about the latest this many samples
+STEPS = 9  # an object's speed is the median of this many per-frame moves of its mask
 SLIDE_MEMORY = 0.5  # the slide's average keeps this share of what it was at each keyframe
 _EMA_SD = float(np.sqrt((1 - SLIDE_MEMORY) / (1 + SLIDE_MEMORY)))  # its noise / one sample's
 
@@ -185,8 +187,8 @@ class Identity:
     det_box: np.ndarray | None = None  # box of the last matching detection
     last_detected: int = -1  # its frame
     velocity: np.ndarray | None = None  # px per frame, from detections
-    pace: float = 0.0  # px per frame its propagated mask moves lately (average, any way)
-    speed: float = 0.0  # the fastest ``pace`` (or detected velocity) it was seen at
+    steps: tuple[float, ...] = ()  # its propagated mask's latest per-frame moves (px)
+    speed: float = 0.0  # the fastest it was seen moving: px per frame (``STEPS``)
     area: float = 0.0  # usual mask area (from detections)
     exited: bool = False  # last seen touching the frame's edge
     live: bool = False  # in the propagation state now
@@ -356,8 +358,9 @@ class IdBook:
                 if o.box is not None and o.last_seen == frame_idx - 1:
                     step = float(np.linalg.norm(_centre(b) - _centre(o.box)))
                     if step <= _size(o.box):  # a jump is another object, not its motion
-                        o.pace = step if o.pace == 0 else 0.9 * o.pace + 0.1 * step
-                        o.speed = max(o.speed, o.pace)
+                        o.steps = (*o.steps, step)[-STEPS:]
+                        if len(o.steps) == STEPS:  # one bad mask is not a speed: the median
+                            o.speed = max(o.speed, float(np.median(o.steps)))
                 o.box, o.last_seen = b, frame_idx
                 o.exited = self._at_edge(o.box)
                 a = areas.get(i)
@@ -384,17 +387,19 @@ class IdBook:
 
     def left_view(self, o: Identity) -> bool:
         """Did ``o``'s mask leave the view through an edge? Its last box touches an edge that
-        it moved towards since its last detection (by a quarter of its size at least): a box
-        that only sits at the edge, like a person whose feet the frame cuts, did not leave."""
+        it moved towards since its last detection, by a quarter of its extent across that
+        edge at least (a box leaving shrinks against the edge, so its centre moves at most
+        half its extent): a box that only sits at the edge, like a person whose feet the frame
+        cuts, did not leave."""
         if not o.exited or o.box is None or o.det_box is None or self.frame_hw is None:
             return False
         h, w = self.frame_hw
         m, b = 0.02 * max(h, w), o.box
         dx, dy = _centre(b) - _centre(o.det_box)
-        step = 0.25 * _size(o.det_box)
+        sx, sy = 0.25 * np.maximum(o.det_box[2:] - o.det_box[:2], 1.0)
         return bool(
-            (b[0] <= m and dx <= -step) or (b[2] >= w - m and dx >= step)
-            or (b[1] <= m and dy <= -step) or (b[3] >= h - m and dy >= step)
+            (b[0] <= m and dx <= -sx) or (b[2] >= w - m and dx >= sx)
+            or (b[1] <= m and dy <= -sy) or (b[3] >= h - m and dy >= sy)
         )  # fmt: skip
 
     def retire(self, ids) -> None:

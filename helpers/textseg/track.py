@@ -22,9 +22,9 @@ How it works (``track_video``):
    track re-acquired another object, the frames since the previous keyframe get their right
    ids back (``repair``). With ``backfill`` (the default) an object a keyframe starts is
    also tracked backwards to the previous keyframe, so its masks begin where it came into
-   view. A track started by one detection that ends in the middle of the view without a
-   second one was most likely a false detection: its masks are taken back
-   (``Unconfirmed``), and given back if the object is re-identified later in the chunk.
+   view. A track started by one detection that ends without a second one, unless it left
+   through an edge it was moving towards, was most likely a false detection: its masks are
+   taken back (``Unconfirmed``), and given back if it is re-identified later in the chunk.
 4. The propagating thread reads each object's box and area on every s-th pixel of the logits
    (what identity needs) and hands the logits to an encoder thread
    (``mask_encoder.MaskEncoder``) that thresholds them and encodes compressed COCO RLE; the
@@ -188,20 +188,18 @@ def _apply_plan(session, k, plan, dets, last, book, opts):
     return {i: m for i, m in masks.items() if i in book.objects and book.objects[i].live}
 
 
-def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None, held=None):
+def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None):
     """Track frames start..end-1. Returns ({frame: {id: mask}}, {id: bool mask} on the last
     frame); ``book`` is updated in place. With an ``encoder`` (``mask_encoder.MaskEncoder``)
     the frames' masks are held as ``PendingMask`` (RLE, encoded off this thread), so what the
-    chunk holds does not grow with its length x resolution x objects. ``held``: frames the
-    previous chunk held back (``_held_from``), returned in front of this chunk's, after this
-    chunk has judged the unconfirmed tracks on them."""
+    chunk holds does not grow with its length x resolution x objects."""
     from helpers.textseg.mask_encoder import resolve
 
     first = start - 1 if carried else start
-    out: dict[int, dict[int, dict]] = {t: dict(f) for t, f in (held or {}).items()}
+    out: dict[int, dict[int, dict]] = {}
     last: dict[int, np.ndarray] = {}  # masks on the latest frame produced
     session = prop.open(first, end)
-    unconfirmed = Unconfirmed(out, min(out, default=start))
+    unconfirmed = Unconfirmed(out, start)
     try:
         if carried:
             last = session.prompt(first, [(i, "mask", m) for i, m in carried.items()])
@@ -256,8 +254,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
 
 
 class Unconfirmed:
-    """Tracks that a single detection started and that ended in the middle of the view without
-    a second one were most likely false detections: their masks in this chunk are taken back
+    """Tracks that a single detection started and that ended without a second one were most
+    likely false detections: their masks in this chunk are taken back
     (frames earlier chunks wrote stay as they are). They are held until the chunk ends, so an
     object that was really there and is re-identified later in the chunk gets them back; an id
     still unconfirmed then, with no masks left anywhere, is no longer reported (``taken_back``)
@@ -487,7 +485,7 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
 
     n = int(num_frames)
     chunk_size = int(opts.chunk_size)
-    start, carried, held = 0, {}, {}
+    start, carried = 0, {}
     while start < n:
         end = min(start + chunk_size, n)
         trial = book.copy()
@@ -496,7 +494,7 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
             with ctx:
                 out, last = _run_chunk(
                     propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar(),
-                    encoder, held,
+                    encoder,
                 )  # fmt: skip
         except Exception as e:
             if not is_oom(e):
@@ -522,20 +520,9 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
             continue
         book.__dict__.update(trial.__dict__)
         carried = {i: m for i, m in last.items() if m.any() and i in book.live}
-        hold = _held_from(out, book, end if end == n else end - chunk_size)
-        for g in sorted(g for g in out if g < hold):
+        for g in range(start, end):
             yield g, out.pop(g)
-        held, start = out, end
-
-
-def _held_from(out: dict[int, dict], book: IdBook, limit: int) -> int:
-    """The first frame to hold back for the next chunk: where a track that one detection
-    started, still live and unconfirmed at the chunk's end, has its first mask (the next chunk
-    judges it: a false box's masks are taken back there too); never before ``limit`` (at
-    most a chunk's worth held)."""
-    young = {i for i in book.live if book.objects[i].hits <= 1}
-    on = [t for t, f in out.items() if young & f.keys()]
-    return max(min(on, default=max(out, default=limit) + 1), limit)
+        start = end
 
 
 class _NoBar:

@@ -499,3 +499,29 @@ def test_a_swap_is_not_measured_as_a_slide():
     book.observe_masks(60, {1: square(13, 40), 2: b})
     step(book, 60, {1: square(13, 40), 2: b}, dets([a, b], looks=[look(1), look(2)]))
     assert book.objects[1].slide[0] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_one_bad_mask_frame_is_not_a_speed():
+    """A still dog whose mask bleeds its whole size sideways on one frame has not learnt to
+    run: a look-alike 60 px away a third of a second after it was hidden is someone else."""
+    book = IdBook(IdentityConfig(fps=30.0, keep_seconds=0))
+    step(book, 0, {}, dets([square(20, 40)], looks=[look(1)]))
+    for t in range(1, 20):
+        book.observe_masks(t, {1: square(40 if t == 7 else 20, 40)})
+    assert book.objects[1].speed == 0
+    step(book, 20, {1: np.zeros((H, W), bool)}, dets([]))
+    plan, _ = step(book, 30, {}, dets([square(80, 40)], looks=[look(1)]))
+    assert plan.ids == [2] and not plan.revived
+
+
+def test_leaving_is_measured_across_the_edge_it_leaves_by():
+    """A person 10 x 40 px steps out through the right edge: its box's centre moves a few px
+    (a quarter of its width), not a quarter of its height. One standing with its feet on the
+    bottom edge has not left."""
+    book = IdBook()
+    book.frame_hw = (H, W)
+    out = Identity("person", det_box=np.array([110, 20, 120, 60], np.float32),
+                   box=np.array([120, 20, 128, 60], np.float32), exited=True)  # fmt: skip
+    feet = Identity("person", det_box=np.array([50, 56, 70, 96], np.float32),
+                    box=np.array([50, 56, 70, 96], np.float32), exited=True)  # fmt: skip
+    assert book.left_view(out) and not book.left_view(feet)
