@@ -42,9 +42,9 @@ with the detector calls each policy paid for and, for ours, the frames it propag
 backwards (backfill) per 100 propagated forwards ("back %": SAM 2's extra work).
 ``--easy`` runs the first version of this benchmark instead (six scenes, kind stand-ins,
 detection every 10 frames); ``--held-out`` six scenes written after the identity rules were
-settled and never used to tune them. ``--memory`` measures the masks held and written for 1,800 frames
-x 5 objects with wavy outlines and holes at 1080p (``q2_track_memory.py``; ``--memory-only``
-skips the scenes).
+settled and never used to tune them (``q2_tracking_wild.py`` runs eight more kinds of scene).
+``--memory`` measures the masks held and written for 1,800 frames x 5 objects with wavy
+outlines and holes at 1080p (``q2_track_memory.py``; ``--memory-only`` skips the scenes).
 
     python benchmarks/q2_tracking.py                      # full table (about 3 CPU-minutes)
     python benchmarks/q2_tracking.py --memory --out q2_tracking.json
@@ -898,12 +898,10 @@ def run(args, scenes: list[Scene] | None = None) -> dict:
     seeds = args.seeds or ([0] if args.easy else [0, 1] if args.quick else [0, 1, 2])
     conds = conditions(args)
     accs = {f"{lev}@{c}": {"ours": {}, "baseline": {}, "oracle": {}} for lev, c in conds}
-    if scenes is None:
-        scenes = held_out_scenes() if args.held_out else scene_set(args.quick, args.easy)
-        if args.scenes:
-            scenes = all_scenes()
-    if args.scenes:
-        scenes = [s for s in scenes if s.name in args.scenes]
+    if scenes is None:  # by name from every set, else the set the flags choose
+        scenes = (all_scenes() if args.scenes else held_out_scenes() if args.held_out
+                  else scene_set(args.quick, args.easy))  # fmt: skip
+    scenes = [s for s in scenes if not args.scenes or s.name in args.scenes]
     for sc in scenes:
         for seed in seeds:
             base: dict[int, dict] = {}

@@ -126,7 +126,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 CALIBRATE = 5  # confirmed looks of each kind before the video's own threshold is used
 RECHECK_FRAMES = 10  # the soonest the loop detects again after a keyframe (``doubt``'s gap)
 LOOK_WINDOW = 50  # the look statistics follow about the latest this many samples
-STEPS = 9  # an object's speed is the median of this many per-frame moves of its mask
+STEPS = 9  # an object's speed is the median of this many per-frame moves of its mask (odd)
 SLIDE_MEMORY = 0.5  # the slide's average keeps this share of what it was at each keyframe
 _EMA_SD = float(np.sqrt((1 - SLIDE_MEMORY) / (1 + SLIDE_MEMORY)))  # its noise / one sample's
 
@@ -360,7 +360,7 @@ class IdBook:
                     if step <= _size(o.box):  # a jump is another object, not its motion
                         o.steps = (*o.steps, step)[-STEPS:]
                         if len(o.steps) == STEPS:  # one bad mask is not a speed: the median
-                            o.speed = max(o.speed, float(np.median(o.steps)))
+                            o.speed = max(o.speed, sorted(o.steps)[STEPS // 2])
                 o.box, o.last_seen = b, frame_idx
                 o.exited = self._at_edge(o.box)
                 a = areas.get(i)

@@ -255,8 +255,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
 
 class Unconfirmed:
     """Tracks that a single detection started and that ended without a second one were most
-    likely false detections: their masks in this chunk are taken back
-    (frames earlier chunks wrote stay as they are). They are held until the chunk ends, so an
+    likely false detections: their masks in this chunk are taken back (frames earlier chunks
+    wrote stay as they are). They are held until the chunk ends, so an
     object that was really there and is re-identified later in the chunk gets them back; an id
     still unconfirmed then, with no masks left anywhere, is no longer reported (``taken_back``)
     unless a later detection brings it back. A track whose mask left the view through the
@@ -273,9 +273,9 @@ class Unconfirmed:
         written)."""
         for i in ids:
             o = book.objects.get(i)
-            left = o is not None and o.last_seen < t and book.left_view(o)
-            if o is not None and o.hits <= 1 and not left:
-                self.held[i] = {g: f.pop(i) for g, f in self.out.items() if i in f}
+            if o is None or o.hits > 1 or (o.last_seen < t and book.left_view(o)):
+                continue  # confirmed, or its mask left the view through an edge
+            self.held[i] = {g: f.pop(i) for g, f in self.out.items() if i in f}
 
     def returned(self, ids) -> None:
         """``ids`` were re-identified: they were real, their masks go back."""
