@@ -34,7 +34,10 @@ benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detecti
   (``Plan.moved`` says whose, so the frames since the previous keyframe can be repaired).
 
 Memory stays bounded: an id keeps a few small arrays (look, boxes, velocity), never a mask,
-and only the ``max_retired`` most recent retired ids are compared with new detections.
+and only the ``max_retired`` most recent retired ids are compared with new detections. A
+keyframe costs the same at any resolution: its masks are reduced once to at most
+``COMPARE_SIDE`` cells a side (``LowRes``) and compared there; areas and boxes stay in
+full-resolution pixels, and the detections keep their full-resolution masks.
 """
 
 from __future__ import annotations
@@ -82,6 +85,103 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
     if len(xs) == 0:
         return np.zeros(4, dtype=np.float32)
     return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=np.float32)
+
+
+# masks are compared at most this many cells a side: IoU within 0.04 of full resolution's for
+# objects 25 px across at 1080p (0.015 at 50 px), at one cost whatever the video's resolution
+COMPARE_SIDE = 256
+_CODE = np.array([(1 << k) - 1 for k in range(9)], np.uint8)  # k eighths -> k low bits set
+_BITS = np.array([bin(v).count("1") for v in range(256)], np.uint8)  # set bits of a byte
+
+
+def _ones(x: np.ndarray) -> np.ndarray:
+    """Set bits in each row of the uint8 array ``x`` [..., P] (P a multiple of 8)."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(np.ascontiguousarray(x).view(np.uint64)).sum(-1, dtype=np.int64)
+    return _BITS[x].sum(-1, dtype=np.int64)
+
+
+@dataclass
+class LowRes:
+    """Masks as identity compares them: each ``scale`` x ``scale`` block of pixels is one
+    cell (``scale`` the smallest integer that brings the long side to at most
+    ``COMPARE_SIDE`` cells; 1 for smaller frames, where every comparison is exact).
+
+    A cell holds how much of it the mask covers, in eighths (at least one for any pixel: an
+    object smaller than a cell never vanishes), as one byte with that many low bits set. The
+    overlap of two masks in a cell is then the smaller of their two coverages, the set bits of
+    the two bytes' AND (``overlaps``: packed bit sets, every pair at once): that is the
+    overlap whenever one mask's share of the cell lies inside the other's, as it does along
+    the edges of two outlines of one object, so IoU and shares covered stay close to their
+    full-resolution values. (A cell kept only when half covered loses thin and small
+    objects; a product of coverages counts a half-covered cell two outlines share as a
+    quarter.) ``area`` is the masks' exact full-resolution pixel count."""
+
+    code: np.ndarray  # [N, P] uint8, P = cells rounded up to a multiple of 8
+    area: np.ndarray  # [N] full-resolution pixels in each mask
+    scale: int  # full-resolution pixels per cell side
+    grid: tuple[int, int]  # cells down and across
+
+    @classmethod
+    def of(cls, masks, hw: tuple[int, int], side: int | None = None) -> LowRes:
+        """``masks``: bool [H, W] masks of size ``hw`` (a sequence or an [N, H, W] array)."""
+        side = COMPARE_SIDE if side is None else int(side)
+        h, w = int(hw[0]), int(hw[1])
+        f = max(1, -(-max(h, w) // side))
+        ch, cw = -(-h // f), -(-w // f)
+        code = np.zeros((len(masks), -(-ch * cw // 8) * 8), np.uint8)
+        area = np.zeros(len(masks), np.int64)
+        # pixels covered in a cell -> its byte (cells that hang over the right or bottom edge
+        # count the part outside the frame as uncovered)
+        n = np.arange(f * f + 1)
+        to_code = _CODE[np.maximum(np.rint(8 * n / (f * f)), n > 0).astype(np.intp)]
+        for k, m in enumerate(masks):
+            u = np.ascontiguousarray(m, dtype=bool).view(np.uint8)
+            if (ch * f, cw * f) != (h, w):
+                u = np.pad(u, ((0, ch * f - h), (0, cw * f - w)))
+            rows = u[0::f].astype(np.uint32)  # pixel counts: f rows at a time, then f columns
+            for r in range(1, f):
+                rows += u[r::f]
+            counts = rows[:, 0::f].copy()
+            for c in range(1, f):
+                counts += rows[:, c::f]
+            code[k, : ch * cw] = to_code[counts.reshape(-1)]
+            area[k] = int(counts.sum())
+        return cls(code, area, f, (ch, cw))
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def take(self, rows) -> LowRes:
+        return LowRes(self.code[rows], self.area[rows], self.scale, self.grid)
+
+    @property
+    def size(self) -> np.ndarray:
+        """[N] each mask's overlap with itself (eighths of a cell)."""
+        return _ones(self.code)
+
+    def overlaps(self, other: LowRes) -> np.ndarray:
+        """[N, M] overlap of each mask with each of ``other``'s (eighths of a cell)."""
+        out = np.zeros((len(self), len(other)), np.int64)
+        step = max(1, 2**24 // max(other.code.size, 1))  # rows at a time: 16 MB at most
+        for k in range(0, len(self), step):
+            out[k : k + step] = _ones(self.code[k : k + step, None] & other.code[None])
+        return out
+
+
+def _iou(inter: np.ndarray, size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
+    """IoU [K, M] from overlaps [K, M] and the two sets' own sizes [K], [M]."""
+    union = size_a[:, None] + size_b[None, :] - inter
+    return np.where(union > 0, _ratio(inter, union), 0).astype(np.float32)
+
+
+def _share(inter: np.ndarray, size_b: np.ndarray) -> np.ndarray:
+    """[K, M]: share of each mask of the second set covered by each mask of the first."""
+    return _ratio(inter, np.broadcast_to(size_b[None, :], inter.shape))
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) / np.maximum(b, 1).astype(np.float32)
 
 
 def _assign(score: np.ndarray, threshold: float) -> dict[int, int]:
@@ -261,14 +361,6 @@ def _centre(box: np.ndarray) -> np.ndarray:
 
 def _size(box: np.ndarray) -> float:
     return float(max(box[2] - box[0], box[3] - box[1], 1.0))
-
-
-def _contain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[K, M]: share of each mask of ``b`` covered by each mask of ``a``."""
-    af = np.asarray(a, bool).reshape(len(a), -1).astype(np.float32)
-    bf = np.asarray(b, bool).reshape(len(b), -1).astype(np.float32)
-    inter = af @ bf.T
-    return inter / np.maximum(bf.sum(1)[None, :], 1)
 
 
 @dataclass
@@ -520,20 +612,30 @@ class IdBook:
         live = self.live
         plan = Plan(ids=[0] * n)
         ids: list[int | None] = [None] * n
+        # every mask comparison below is made on masks reduced once (``LowRes``), at one
+        # frame size: the detections', else the first tracked mask's (others count as missing)
+        given = [track_masks.get(i) for i in live]
         shape = masks.shape[1:] if masks is not None and n else None
-        cur = {}
-        for i in live:
-            m = track_masks.get(i)
-            cur[i] = m if m is not None and (shape is None or m.shape == shape) else None
-        visible = [i for i in live if cur[i] is not None and cur[i].any()]
+        shape = shape or next((m.shape for m in given if m is not None), None)
+        cur = {i: m if m is not None and m.shape == shape else None for i, m in zip(live, given)}
+        seen = [i for i in live if cur[i] is not None]
+        tracked = LowRes.of([cur[i] for i in seen], shape or (0, 0))
+        visible = [i for i, a in zip(seen, tracked.area) if a > 0]
+        tracked = tracked.take([seen.index(i) for i in visible])
+        found = LowRes.of(masks, shape) if masks is not None and n else None
         iou = np.zeros((len(live), n), dtype=np.float32)
         on = np.zeros((len(live), n), dtype=bool)  # the track's mask lies on the detection
+        inside = None  # [visible, n]: share of each detection's mask under each tracked mask
+        dup_iou = None  # [n, n]: mask IoU between detections
+        if found is not None:
+            dup_iou = _iou(found.overlaps(found), found.size, found.size)
         if visible and n:
             rows = [live.index(i) for i in visible]
-            if masks is not None:
-                tm = np.stack([cur[i] for i in visible])
-                iou[rows] = masks_iou(tm, masks)
-                on[rows] = _contain(masks, tm).T >= 0.8
+            if found is not None:
+                inter = tracked.overlaps(found)
+                iou[rows] = _iou(inter, tracked.size, found.size)
+                on[rows] = _share(inter.T, tracked.size).T >= 0.8
+                inside = _share(inter, found.size)
             else:
                 iou[rows] = box_iou(np.stack([mask_box(cur[i]) for i in visible]), boxes)
             on[rows] |= iou[rows] >= cfg.iou_threshold
@@ -585,7 +687,7 @@ class IdBook:
         claimed = [j for j in range(n) if ids[j] is not None]
         for j in range(n):
             if ids[j] is None:
-                dup = self._duplicate_of(j, claimed, boxes, masks)
+                dup = self._duplicate_of(j, claimed, boxes, dup_iou)
                 if dup is not None:
                     ids[j] = ids[dup]
 
@@ -614,13 +716,13 @@ class IdBook:
         # 4. the rest are new objects (highest score first; duplicates of fresh starts and of
         #    objects being tracked merged)
         for j in sorted((j for j in range(n) if ids[j] is None), key=lambda j: -dets.scores[j]):
-            dup = self._duplicate_of(j, list(plan.start.values()), boxes, masks)
+            dup = self._duplicate_of(j, list(plan.start.values()), boxes, dup_iou)
             if dup is not None:
                 ids[j] = ids[dup]
                 continue
-            inside = self._inside_track(j, cur, masks, dets.labels[j])
-            if inside is not None:
-                ids[j] = inside
+            under = self._inside_track(j, visible, inside, dets.labels[j])
+            if under is not None:
+                ids[j] = under
                 continue
             ids[j] = self._new(dets.labels[j])
             plan.start[ids[j]] = j
@@ -633,7 +735,7 @@ class IdBook:
             if i in plan.reseed:
                 continue
             o = self.objects[i]
-            empty = cur[i] is None or not cur[i].any()
+            empty = i not in visible
             taken = None
             if not empty and n:
                 r = live.index(i)
@@ -667,16 +769,11 @@ class IdBook:
             o.live, o.taken_back = True, False
             o.hits += 1
             o.low_since = None
-            clean = masks is None or not any(
-                k != j and masks_iou(masks[k][None], masks[j][None])[0, 0] > 0.1 for k in range(n)
-            )
+            clean = found is None or not (np.delete(dup_iou[j], j) > 0.1).any()
             self._remember(i, None if emb is None else emb[j], clean)
-            if masks is not None and masks[j].any():
-                o.area = (
-                    float(masks[j].sum())
-                    if o.area == 0
-                    else 0.7 * o.area + 0.3 * float(masks[j].sum())
-                )
+            if found is not None and found.area[j] > 0:
+                a = float(found.area[j])  # full-resolution pixels
+                o.area = a if o.area == 0 else 0.7 * o.area + 0.3 * a
         for j in range(n):
             o = self.objects[ids[j]]
             o.score = max(o.score, float(dets.scores[j]))
@@ -787,28 +884,27 @@ class IdBook:
         b = float(box_iou(last_box[None], box[None])[0, 0])
         return b if b >= self.config.box_iou_threshold else 0.0
 
-    def _inside_track(self, j, cur, masks, label: str) -> int | None:
+    def _inside_track(self, j, visible, inside, label: str) -> int | None:
         """A tracked object of this label whose propagated mask covers most of detection
-        ``j``'s mask (a second box on it)."""
-        if masks is None:
+        ``j``'s mask (a second box on it). ``inside`` [len(visible), n]: the share of each
+        detection's mask under each visible tracked mask (None without masks)."""
+        if inside is None:
             return None
-        ids = [
-            i
-            for i, m in cur.items()
-            if m is not None and m.any() and self.objects[i].label == label
-        ]
-        if not ids:
+        rows = [r for r, i in enumerate(visible) if self.objects[i].label == label]
+        if not rows:
             return None
-        cover = _contain(np.stack([cur[i] for i in ids]), masks[j : j + 1])[:, 0]
+        cover = inside[rows, j]
         k = int(cover.argmax())
-        return ids[k] if cover[k] >= 0.7 else None
+        return visible[rows[k]] if cover[k] >= 0.7 else None
 
-    def _duplicate_of(self, j, others, boxes, masks) -> int | None:
+    def _duplicate_of(self, j, others, boxes, mask_iou) -> int | None:
+        """The detection among ``others`` that ``j`` duplicates (IoU >= ``iou_threshold``):
+        ``mask_iou`` [n, n] between the detections' masks, else their boxes."""
         others = [k for k in others if k != j]
         if not others:
             return None
-        if masks is not None:
-            iou = masks_iou(masks[others], masks[j : j + 1])[:, 0]
+        if mask_iou is not None:
+            iou = mask_iou[others, j]
         else:
             iou = box_iou(boxes[others], boxes[j : j + 1])[:, 0]
         k = int(iou.argmax())
