@@ -22,9 +22,12 @@ from helpers.errors import InputError
 
 
 def _pyav_frames(path: Path) -> Iterator[np.ndarray]:
-    """RGB frames of a video file, as transformers' PyAV reader decodes them; a damaged tail
-    ends the stream (the frames before it are kept)."""
+    """RGB frames of a video file, as transformers' PyAV reader decodes them, turned upright
+    (the container's display rotation); a damaged tail ends the stream (the frames before it
+    are kept)."""
     import av
+
+    from helpers.textseg import media
 
     try:
         container = av.open(str(path))
@@ -34,7 +37,8 @@ def _pyav_frames(path: Path) -> Iterator[np.ndarray]:
             "video (try re-encoding it as H.264 MP4)."
         ) from None
     with container:
-        frames = container.decode(video=0)
+        stream = container.streams.video[0]
+        frames = container.decode(stream)
         while True:
             try:
                 frame = next(frames)
@@ -42,7 +46,8 @@ def _pyav_frames(path: Path) -> Iterator[np.ndarray]:
                 return
             except (av.error.FFmpegError, OSError, ValueError):  # a truncated / damaged tail
                 return
-            yield frame.to_ndarray(format="rgb24")
+            turns = media.display_turns(frame, stream)
+            yield media.upright(frame.to_ndarray(format="rgb24"), turns)
 
 
 def _video_info(path: Path) -> tuple[int, float, int]:
@@ -72,8 +77,8 @@ def _video_info(path: Path) -> tuple[int, float, int]:
 class DecodedVideo:
     """Frames of a video file or a folder of numbered frames, decoded in order.
 
-    ``num_frames``, ``fps``, ``width``, ``height`` as ``media.VideoFrames``; call it with a
-    frame index. Indices may go back at most ``keep`` frames from the newest decoded one."""
+    ``num_frames``, ``fps``, ``width``, ``height`` (upright) as ``media.VideoFrames``; call it
+    with a frame index. Indices may go back at most ``keep`` frames from the newest decoded one."""
 
     def __init__(
         self,

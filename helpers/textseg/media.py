@@ -4,6 +4,8 @@
 a numpy array, an ipywidgets FileUpload value) and returns an ``HxWx3`` uint8 RGB array, or
 raises ``InputError`` saying what was wrong. Videos become folders of ``00000.jpg ...`` (the
 layout SAM 2's video predictor reads); ``write_video`` turns RGB frames back into an MP4.
+Every reader of a video file gives its frames upright: the container's display rotation (a
+phone's portrait clip is stored sideways) is applied, and sizes are the upright ones.
 """
 
 from __future__ import annotations
@@ -376,6 +378,64 @@ def masks_to_size(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out[0] if single else out
 
 
+# --------------------------------------------------------------------------- orientation
+
+
+def display_turns(frame, stream=None) -> int:
+    """Counter-clockwise quarter turns (0..3) that show a decoded PyAV frame upright.
+
+    Read from the frame's display matrix (``VideoFrame.rotation``: counter-clockwise degrees),
+    else from the stream's ``rotate`` tag (clockwise degrees; older FFmpeg builds). Angles
+    that are not a multiple of 90 go to the nearest quarter turn."""
+    degrees = getattr(frame, "rotation", None)
+    if degrees is None and stream is not None:
+        tag = stream.metadata.get("rotate")
+        with contextlib.suppress(TypeError, ValueError):
+            degrees = -float(tag) if tag else None
+    return round(float(degrees or 0) / 90) % 4
+
+
+def upright(rgb: np.ndarray, turns: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``rgb`` turned counter-clockwise ``turns`` quarter turns (a contiguous copy, into
+    ``out`` when it has the turned shape); ``rgb`` itself for 0 turns."""
+    turns %= 4
+    if not turns:
+        return rgb
+    import cv2
+
+    code = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+    h, w = rgb.shape[:2]
+    shape = ((w, h) if turns % 2 else (h, w)) + rgb.shape[2:]
+    if out is not None and out.shape != shape:
+        out = None
+    return cv2.rotate(rgb, code[turns], dst=out)
+
+
+def _video_capture(path: Path):
+    """OpenCV's reader of ``path`` and the quarter turns still to apply to its frames: 0 where
+    OpenCV applies the container's rotation itself (its FFmpeg backend), else the turns its
+    orientation metadata asks for."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        return cap, 0
+    if cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1) and cap.get(cv2.CAP_PROP_ORIENTATION_AUTO):
+        return cap, 0
+    clockwise = cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0
+    return cap, round(-float(clockwise) / 90) % 4
+
+
+def _read_rgb(cap, turns: int) -> np.ndarray | None:
+    """The next frame of an OpenCV reader as upright RGB, None at the end."""
+    import cv2
+
+    ok, bgr = cap.read()
+    if not ok or bgr is None:
+        return None
+    return upright(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), turns)
+
+
 # --------------------------------------------------------------------------- videos
 
 
@@ -563,7 +623,7 @@ def video_to_frames(
     else:
         import cv2
 
-        cap = cv2.VideoCapture(str(src))
+        cap, turns = _video_capture(src)
         try:
             if not cap.isOpened():
                 raise InputError(
@@ -581,11 +641,11 @@ def video_to_frames(
             i = 0
             try:
                 while max_frames is None or len(paths) < max_frames:
-                    ok, bgr = cap.read()
-                    if not ok or bgr is None:
+                    rgb = _read_rgb(cap, turns)
+                    if rgb is None:
                         break
                     if i % stride == 0:
-                        emit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), f"frame {i}")
+                        emit(rgb, f"frame {i}")
                         bar.update(1)
                     i += 1
             finally:
@@ -785,7 +845,8 @@ def _chain(first, rest) -> Iterator[np.ndarray]:
 
 @dataclass
 class VideoStream:
-    """A video file to decode frame by frame (no frame folder): its size after ``max_side``."""
+    """A video file to decode frame by frame (no frame folder): its upright size after
+    ``max_side``."""
 
     path: Path
     num_frames: int
@@ -816,7 +877,8 @@ def _count_frames(path: Path) -> int:
 def open_video_stream(
     source: str | os.PathLike, max_frames: int | None = None, max_side: int | None = None
 ) -> VideoStream:
-    """Probe a video file for ``decode_stream``: frame count, fps and the decoded size."""
+    """Probe a video file for ``decode_stream``: frame count, fps and the decoded size (upright:
+    the size of the frames ``decode_stream`` gives)."""
     import cv2
 
     if max_frames is not None and max_frames < 1:
@@ -824,18 +886,19 @@ def open_video_stream(
     src = Path(source).expanduser()
     if not src.is_file():
         raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
-    cap = cv2.VideoCapture(str(src))
+    cap, turns = _video_capture(src)
     try:
-        ok, bgr = cap.read() if cap.isOpened() else (False, None)
+        rgb = _read_rgb(cap, turns) if cap.isOpened() else None
         fps = cap.get(cv2.CAP_PROP_FPS)
     finally:
         cap.release()
-    if not ok or bgr is None:
+    if rgb is None:
         raise InputError(
             f"Could not read a frame of video {src}: the file is corrupt, empty or not a video "
             "format OpenCV reads (try re-encoding it as H.264 MP4)."
         )
-    h, w = _shrink(bgr, max_side).shape[:2]
+    first = _first_decoded(src)  # the size of the frames decode_stream will give
+    h, w = _shrink(rgb if first is None else first, max_side).shape[:2]
     n = max(1, _count_frames(src))
     if max_frames is not None:
         n = min(n, int(max_frames))
@@ -843,9 +906,20 @@ def open_video_stream(
     return VideoStream(src, n, fps, w, h, max_side)
 
 
+def _first_decoded(path: Path) -> np.ndarray | None:
+    """The first frame as ``decode_stream``'s decoder gives it (None if it gives none)."""
+    frames = _decoded_rgb(path)
+    try:
+        return next(frames, None)
+    except Exception:  # what the decoder makes of a damaged file is decode_stream's to say
+        return None
+    finally:
+        frames.close()
+
+
 def _decoded_rgb(path: Path, raw: bool = False) -> Iterator[np.ndarray]:
-    """RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB), else
-    OpenCV. ``raw``: plain 4:2:0 frames come as ``I420`` (converted when read)."""
+    """Upright RGB uint8 frames straight from the decoder: PyAV (its FFmpeg converts to RGB),
+    else OpenCV. ``raw``: plain 4:2:0 frames come as ``I420`` (converted when read)."""
     try:
         import av
     except ImportError:
@@ -859,17 +933,12 @@ def _decoded_rgb(path: Path, raw: bool = False) -> Iterator[np.ndarray]:
             else:  # one thread: less CPU in all, and hundreds of 1080p frames a second
                 cc.thread_count = 1
             for frame in c.decode(s):
-                yield _frame_rgb(frame, raw)
+                yield _frame_rgb(frame, raw, display_turns(frame, s))
         return
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
+    cap, turns = _video_capture(path)
     try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        while (rgb := _read_rgb(cap, turns)) is not None:
+            yield rgb
     finally:
         cap.release()
 
@@ -881,26 +950,32 @@ _BT601, _LIMITED = (2, 5, 6), (0, 1)
 
 class I420:
     """A decoded 4:2:0 frame as the decoder gave it (``yuv``: [H*3/2, W] uint8, half the bytes
-    of RGB); ``rgb()`` converts it (OpenCV's BT.601 limited-range formula)."""
+    of RGB); ``rgb()`` converts it (OpenCV's BT.601 limited-range formula) and turns it
+    upright (``turns`` counter-clockwise quarter turns). ``shape`` is the upright RGB shape."""
 
-    __slots__ = ("yuv", "shape")
+    __slots__ = ("yuv", "shape", "turns")
 
-    def __init__(self, yuv: np.ndarray, height: int, width: int):
-        self.yuv, self.shape = yuv, (int(height), int(width), 3)
+    def __init__(self, yuv: np.ndarray, height: int, width: int, turns: int = 0):
+        self.yuv, self.turns = yuv, int(turns) % 4
+        h, w = (int(width), int(height)) if self.turns % 2 else (int(height), int(width))
+        self.shape = (h, w, 3)
 
     def rgb(self, out: np.ndarray | None = None) -> np.ndarray:
         import cv2
 
         if out is not None and out.shape != self.shape:
             out = None
-        return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420, dst=out)
+        if not self.turns:
+            return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420, dst=out)
+        return upright(cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420), self.turns, out)
 
 
-def _frame_rgb(frame, raw: bool = False) -> np.ndarray | I420:
-    """A PyAV frame as RGB uint8 [H,W,3]. Plain 4:2:0 BT.601 video (most files) is converted
-    by OpenCV (``COLOR_YUV2RGB_I420``: the same BT.601 limited-range formula as FFmpeg's
-    default, within a few grey levels, at a third of its CPU time), or with ``raw`` kept as
-    ``I420``; anything else by FFmpeg."""
+def _frame_rgb(frame, raw: bool = False, turns: int = 0) -> np.ndarray | I420:
+    """A PyAV frame as RGB uint8 [H,W,3], turned upright by ``turns`` counter-clockwise quarter
+    turns. Plain 4:2:0 BT.601 video (most files) is converted by OpenCV
+    (``COLOR_YUV2RGB_I420``: the same BT.601 limited-range formula as FFmpeg's default, within
+    a few grey levels, at a third of its CPU time), or with ``raw`` kept as ``I420`` (turned
+    when converted); anything else by FFmpeg."""
     fmt = frame.format.name
     plain = (
         fmt == "yuv420p"
@@ -910,12 +985,12 @@ def _frame_rgb(frame, raw: bool = False) -> np.ndarray | I420:
         and int(getattr(frame, "color_range", 0)) in _LIMITED
     )
     if not plain:
-        return frame.to_ndarray(format="rgb24")
+        return upright(frame.to_ndarray(format="rgb24"), turns)
     import cv2
 
     if raw:
-        return I420(frame.to_ndarray(), frame.height, frame.width)
-    return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+        return I420(frame.to_ndarray(), frame.height, frame.width, turns)
+    return upright(cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420), turns)
 
 
 def decode_stream(stream: VideoStream, raw: bool = False) -> Iterator[np.ndarray]:
@@ -950,7 +1025,8 @@ def decode_stream(stream: VideoStream, raw: bool = False) -> Iterator[np.ndarray
 
 
 def read_video_frames(source: str | os.PathLike, max_frames: int | None = None):
-    """RGB uint8 frames of a video file or a folder of numbered frames, one at a time."""
+    """Upright RGB uint8 frames of a video file or a folder of numbered frames, one at a
+    time."""
     src = Path(source).expanduser()
     if not src.exists():
         raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
@@ -960,18 +1036,16 @@ def read_video_frames(source: str | os.PathLike, max_frames: int | None = None):
                 return
             yield load_image(f, min_side=1)
         return
-    import cv2
-
-    cap = cv2.VideoCapture(str(src))
+    cap, turns = _video_capture(src)
     try:
         if not cap.isOpened():
             raise InputError(f"Could not open video {src}: corrupt, or not a video OpenCV reads.")
         n = 0
         while max_frames is None or n < max_frames:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
+            rgb = _read_rgb(cap, turns)
+            if rgb is None:
                 return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield rgb
             n += 1
     finally:
         cap.release()
