@@ -2,15 +2,72 @@
 
 ``StubPredictor`` has the ``sam2`` video predictor's interface (``init_state``,
 ``add_new_points_or_box``, ``add_new_mask``, ``propagate_in_video``, ``reset_state``,
-``remove_object``): it loads frames the way ``sam2`` does (``load_video_frames``, looked up at
-call time, so whatever feeds sam2's state feeds it too), reads each frame it visits from the
-state as ``sam2``'s ``_get_image_feature`` does, and returns fixed logits at the video's
-resolution (one disc per object). Everything the project does around the model is real.
+``remove_object``) and keeps sam2's state layout (``obj_id_to_idx``, ``obj_idx_to_id``,
+``output_dict_per_obj`` by object index with its conditioning and non-conditioning outputs,
+each with an ``object_score_logits`` tensor, as sam2 stores them). It loads frames the way
+``sam2`` does (``load_video_frames``, looked up at call time, so whatever feeds sam2's state
+feeds it too), reads each frame it visits from the state as ``sam2``'s ``_get_image_feature``
+does, and returns logits at the video's resolution (one disc per object, laid out on a
+grid so that 16 objects do not overlap). ``stub_keyframe_features`` stands in for SAM 2's
+image path on keyframes: a full-resolution mask per detection box (a disc inside it) and an
+embedding per box. Everything the project does around the model is real; the stand-ins'
+own CPU time (making their outputs) is summed in ``own_seconds`` so the benchmark can
+subtract it, as a real model's work is not host work either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import numpy as np
+
+own_seconds = [0.0]  # CPU seconds the stand-ins spent making their outputs
+
+
+@contextlib.contextmanager
+def _own():
+    t0 = time.thread_time()
+    try:
+        yield
+    finally:
+        own_seconds[0] += time.thread_time() - t0
+
+
+def grid_boxes(n: int, h: int, w: int) -> np.ndarray:
+    """xyxy boxes of ``n`` objects on a grid of up to 4 x 4 cells over an h x w frame."""
+    cols = min(4, max(1, n))
+    rows = -(-n // cols)
+    ch, cw = h / max(rows, 2), w / cols
+    out = []
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out.append([c * cw + 0.15 * cw, r * ch + 0.15 * ch, (c + 0.85) * cw, (r + 0.85) * ch])
+    return np.array(out, np.float32)
+
+
+def _discs(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
+    """bool [N,H,W]: the disc inscribed in each box."""
+    yy, xx = np.ogrid[:h, :w]
+    out = np.zeros((len(boxes), h, w), bool)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, min(x1 - x0, y1 - y0) / 2
+        out[k] = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    return out
+
+
+def stub_keyframe_features(tracker, image, boxes, masks, *args, **kwargs):
+    """(masks [N,H,W], embeddings [N,8]) for a keyframe's boxes, as SAM 2's image path gives
+    them (made once per set of boxes: model work, not host work)."""
+    with _own():
+        h, w = image.shape[:2]
+        key = (tuple(np.asarray(boxes).round(1).reshape(-1)), h, w)
+        made = stub_keyframe_features.__dict__.setdefault("made", {})
+        if key not in made:
+            made.clear()
+            made[key] = _discs(np.asarray(boxes), h, w)
+        out = made[key].copy() if masks is None else masks  # a fresh array, as the model's
+        return out, np.eye(len(boxes), 8, dtype=np.float32)
 
 
 class StubPredictor:
@@ -42,6 +99,8 @@ class StubPredictor:
             "video_width": w,
             "device": self.device,
             "obj_ids": [],
+            "obj_id_to_idx": {},
+            "obj_idx_to_id": {},
             "output_dict_per_obj": {},
             "cached_features": {},
         }
@@ -62,27 +121,48 @@ class StubPredictor:
         h, w = state["video_height"], state["video_width"]
         key = tuple(state["obj_ids"]), (h, w)
         if key not in self._made:
-            yy, xx = np.ogrid[:h, :w]
-            out = []
-            for i in state["obj_ids"]:
-                cx, cy, r = w * (0.2 + 0.25 * (i % 3)), h * 0.5, h * 0.12
-                disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-                out.append(np.where(disc, 8.0, -8.0).astype(np.float32)[None])
-            self._made[key] = torch.from_numpy(np.stack(out)) if out else None
+            if len(self._made) > 64:
+                self._made.clear()
+            ids = state["obj_ids"]
+            boxes = grid_boxes(16, h, w)[[i % 16 for i in ids]] if ids else np.zeros((0, 4))
+            discs = _discs(boxes, h, w)
+            logits = np.where(discs, 8.0, -8.0).astype(np.float32)[:, None]
+            self._made[key] = torch.from_numpy(logits) if ids else None
         return self._made[key]
 
+    def _store(self, state, t: int, kind: str) -> None:
+        """Each object's output on frame t, as sam2 keeps it (object score logit inside)."""
+        import torch
+
+        for d in state["output_dict_per_obj"].values():
+            if t not in d["cond_frame_outputs"]:
+                d[kind][t] = {"object_score_logits": torch.full((1, 1), 6.0)}
+
     def _add(self, state, frame_idx, obj_id):
-        if obj_id not in state["obj_ids"]:
-            state["obj_ids"].append(int(obj_id))
-            state["output_dict_per_obj"][int(obj_id)] = {"non_cond_frame_outputs": {}}
+        obj_id = int(obj_id)
+        if obj_id not in state["obj_id_to_idx"]:
+            idx = len(state["obj_ids"])
+            state["obj_ids"].append(obj_id)
+            state["obj_id_to_idx"][obj_id] = idx
+            state["obj_idx_to_id"][idx] = obj_id
+            state["output_dict_per_obj"][idx] = {
+                "cond_frame_outputs": {}, "non_cond_frame_outputs": {}
+            }  # fmt: skip
+        idx = state["obj_id_to_idx"][obj_id]
         self._read(state, frame_idx)
+        import torch
+
+        out = state["output_dict_per_obj"][idx]
+        out["cond_frame_outputs"][frame_idx] = {"object_score_logits": torch.full((1, 1), 6.0)}
         return frame_idx, list(state["obj_ids"]), self._logits(state)
 
     def add_new_points_or_box(self, state, frame_idx, obj_id, points=None, labels=None, box=None):
-        return self._add(state, frame_idx, obj_id)
+        with _own():
+            return self._add(state, frame_idx, obj_id)
 
     def add_new_mask(self, state, frame_idx, obj_id, mask):
-        return self._add(state, frame_idx, obj_id)
+        with _own():
+            return self._add(state, frame_idx, obj_id)
 
     def propagate_in_video(self, state, start_frame_idx=0, max_frame_num_to_track=None,
                            reverse=False):  # fmt: skip
@@ -94,15 +174,23 @@ class StubPredictor:
         else:
             frames = range(start_frame_idx, min(start_frame_idx + m, n - 1) + 1)
         for t in frames:
-            self._read(state, t)
-            yield t, list(state["obj_ids"]), self._logits(state)
+            with _own():
+                self._read(state, t)
+                self._store(state, t, "non_cond_frame_outputs")
+                out = t, list(state["obj_ids"]), self._logits(state)
+            yield out
 
     def reset_state(self, state):
+        for key in ("obj_id_to_idx", "obj_idx_to_id", "output_dict_per_obj"):
+            state[key] = {}
         state["obj_ids"] = []
-        state["output_dict_per_obj"] = {}
 
     def remove_object(self, state, obj_id, strict=False, need_output=True):
-        if obj_id in state["obj_ids"]:
-            state["obj_ids"].remove(obj_id)
-            state["output_dict_per_obj"].pop(obj_id, None)
+        if obj_id in state["obj_id_to_idx"]:
+            keep = [i for i in state["obj_ids"] if i != obj_id]
+            old = {i: state["output_dict_per_obj"][state["obj_id_to_idx"][i]] for i in keep}
+            state["obj_ids"] = keep
+            state["obj_id_to_idx"] = {i: k for k, i in enumerate(keep)}
+            state["obj_idx_to_id"] = dict(enumerate(keep))
+            state["output_dict_per_obj"] = {k: old[i] for k, i in enumerate(keep)}
         return 0, list(state["obj_ids"])

@@ -38,7 +38,7 @@ def _front_options(p) -> None:
     p.add_argument(
         "--host-cost",
         action="store_true",
-        help="only the per-frame host work of the video path (stub model, 720p, 3 objects, one "
+        help="only the per-frame host work of the video path (stand-in model, 720p and 1080p, 3 and 16 objects, one "
         "thread); CPU, seconds",
     )
 

