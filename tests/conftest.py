@@ -22,10 +22,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="module")
-def sam2_tiny():
+def shrunk_sam2_tiny(**kw):
     """SAM 2.1 tiny with random weights, shrunk (one stage block each, one memory layer) and at
-    128 px: the same masks on every run."""
+    128 px: the same masks on every run. ``kw`` go to ``load_video_tracker``."""
     import torch
 
     from helpers.textseg import track
@@ -40,4 +39,10 @@ def sam2_tiny():
             "++model.image_encoder.trunk.stages=[1,1,1,1]",
             "++model.memory_attention.num_layers=1",
         ],
+        **kw,
     )
+
+
+@pytest.fixture(scope="module")
+def sam2_tiny():
+    return shrunk_sam2_tiny()

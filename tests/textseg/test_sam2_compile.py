@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import supervision as sv
 import torch
+from conftest import shrunk_sam2_tiny
 
 from helpers.textseg import media, sam2_compile, sam2_video, track
 
@@ -34,18 +35,7 @@ def _grid_boxes(n: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def compiled_tiny():
-    torch.manual_seed(0)
-    tracker = track.load_video_tracker(
-        "tiny",
-        device="cpu",
-        random_weights=True,
-        image_size=128,
-        model_overrides=[
-            "++model.image_encoder.trunk.stages=[1,1,1,1]",
-            "++model.memory_attention.num_layers=1",
-        ],
-        compile=True,
-    )
+    tracker = shrunk_sam2_tiny(compile=True)
     assert tracker.compiled and sam2_compile.clock_of(tracker.predictor) is not None
     sam2_compile.compile_parts(tracker.predictor, "default", {"image_encoder": "eager"})
     sam2_video._memory_in_layer_dtype(tracker.predictor)  # as load_video_tracker does in fp32
