@@ -23,6 +23,29 @@ def in_colab() -> bool:
         return False
 
 
+def short_input_errors(shell=None) -> bool:
+    """In a notebook: an ``InputError`` raised by a cell shows as its one-line message (in red)
+    instead of a traceback. The cell still fails, so Run all stops there. Returns False (and
+    does nothing) outside IPython."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None:
+        return False
+    from helpers.errors import InputError
+
+    def one_line(shell, etype, value, tb, tb_offset=None):
+        shown = [f"\x1b[0;31m{etype.__name__}: {value}\x1b[0m"]
+        shell._showtraceback(etype, value, shown)  # the cell's error output: this line alone
+        return shown
+
+    shell.set_custom_exc((InputError,), one_line)
+    return True
+
+
 def pick_device(prefer: str | None = None):
     """``torch.device`` to use: ``prefer`` if given, else CUDA, then Apple MPS, then CPU.
 
@@ -222,6 +245,66 @@ def cache_models_on_drive(
         "torch_home": str(torch_home),
         "imported_before": early,
     }
+
+
+HF_TOKEN_SECRET = "HF_TOKEN"  # the Colab secret (and environment variable) with a hub token
+
+
+def hf_token_once(read: bool) -> dict:
+    """Settle the Hugging Face hub token at the start of a notebook, so no download asks later.
+
+    Inside Colab the hub libraries read the Colab secret ``HF_TOKEN`` at their first download:
+    without notebook access granted Colab opens a dialog there (in the middle of a Run all),
+    and without the secret they warn. ``read=True`` (a gated model such as SAM 3 is wanted)
+    reads the secret now, once, into the environment variable ``HF_TOKEN``; ``read=False``
+    never touches the secrets. Either way the hub is told the secrets were checked, so it never
+    asks again. Outside Colab (or in smoke mode) nothing is done and ``google.colab`` is not
+    imported. Returns ``{"token": bool, "message": str}``: whether a token is set, and one line
+    saying what happened (or what to do)."""
+    present = bool(os.environ.get(HF_TOKEN_SECRET, "").strip())
+    if smoke_mode() or not in_colab():
+        where = "from the environment" if present else "none (public models only)"
+        return {"token": present, "message": f"hub token: {where}"}
+    if not read or present:
+        _hub_secrets_checked(None)
+        if present:
+            return {"token": True, "message": "hub token: from the environment variable HF_TOKEN"}
+        return {"token": False, "message": "hub token: not read (public models only)"}
+    from google.colab import userdata  # only importable inside Colab
+
+    how = (
+        "add a Colab secret HF_TOKEN (a read token from huggingface.co/settings/tokens) "
+        "with notebook access on, then run this cell again"
+    )
+    token = None
+    try:
+        token = (userdata.get(HF_TOKEN_SECRET) or "").strip() or None
+    except userdata.SecretNotFoundError:
+        message = f"hub token: no Colab secret HF_TOKEN; {how}"
+    except userdata.NotebookAccessError:
+        message = f"hub token: notebook access to HF_TOKEN was not granted; {how}"
+    except Exception as e:  # any other failure of the secrets store: go on without a token
+        message = f"hub token: the Colab secrets could not be read ({e}); {how}"
+    else:
+        message = "hub token: read from the Colab secret HF_TOKEN"
+        if not token:
+            message = f"hub token: the Colab secret HF_TOKEN is empty; {how}"
+    if token:
+        os.environ[HF_TOKEN_SECRET] = token
+    _hub_secrets_checked(token)
+    return {"token": token is not None, "message": message}
+
+
+def _hub_secrets_checked(token: str | None) -> None:
+    """Tell ``huggingface_hub`` (when installed) that Colab's secrets were read already, with
+    ``token`` as the result, so it never asks for access to them itself."""
+    try:
+        from huggingface_hub.utils import _auth
+    except ImportError:
+        return
+    if hasattr(_auth, "_IS_GOOGLE_COLAB_CHECKED"):
+        _auth._GOOGLE_COLAB_SECRET = token
+        _auth._IS_GOOGLE_COLAB_CHECKED = True
 
 
 def cache_dirs() -> dict[str, Path]:

@@ -6,8 +6,10 @@ one row per variant: best val accuracy, the same weights with flip TTA, test acc
 data has a test split, per-class F1 on val, parameters, images/s, time per epoch and peak GPU
 memory, and the difference to the first row (the baseline). :func:`ablation_table` prints it.
 
-A folder's name carries a hash of everything that defines the run, so a changed setting never
-resumes (or reuses) a run made with other settings.
+Every variant is built and checked before the first one trains (:func:`variant_presets`), so a
+grid with a setting that cannot run stops at once, not after hours of the others; a width
+without heads keeps the base's head width. A folder's name carries a hash of everything that
+defines the run, so a changed setting never resumes (or reuses) a run made with other settings.
 """
 
 from __future__ import annotations
@@ -31,12 +33,84 @@ ABLATIONS = {
 
 def one_at_a_time(grid: dict[str, list]) -> dict[str, dict]:
     """A sweep that changes one setting at a time: ``{"depth": [4, 9], "lr": [1e-3]}`` ->
-    ``{"base": {}, "depth 4": {"depth": 4}, "depth 9": {...}, "lr 0.001": {...}}``."""
+    ``{"base": {}, "depth 4": {"depth": 4}, "depth 9": {...}, "lr 0.001": {...}}``.
+
+    A width (``dim``) without ``heads`` gets its heads when the variant is built: as many as
+    keep the base's head width (see :func:`variant_presets`)."""
     variants: dict[str, dict] = {"base": {}}
     for key, values in grid.items():
         for v in values:
             variants[f"{key} {v:g}" if isinstance(v, float) else f"{key} {v}"] = {key: v}
     return variants
+
+
+def heads_for(dim: int, head_width: float) -> int:
+    """The number of heads that divides ``dim`` with heads closest to ``head_width`` wide."""
+    divisors = [h for h in range(1, dim + 1) if dim % h == 0]
+    return min(divisors, key=lambda h: (abs(dim / h - head_width), h))
+
+
+def _preset(base: str, settings: dict):
+    """``get_preset(base, **settings)`` where ``None`` is a setting too (``ema_decay=None``:
+    no EMA), not "keep the preset's"."""
+    from helpers.classify.presets import get_preset
+
+    preset = get_preset(base, **{k: v for k, v in settings.items() if v is not None})
+    for k, v in settings.items():
+        if v is None:
+            for part in (preset, preset.train, preset.aug, preset.model):
+                if part is not None and hasattr(part, k):
+                    setattr(part, k, None)
+    return preset
+
+
+def variant_presets(
+    base: str,
+    variants: dict[str, dict],
+    *,
+    common: dict | None = None,
+    minutes: float | None = None,
+    data=None,
+    max_steps_per_epoch: int | None = None,
+) -> dict[str, tuple[dict, dict, object]]:
+    """Every variant's ``(overrides, settings, preset)``, all built and checked before any of
+    them trains; a variant that cannot run -> InputError naming it and what to change.
+
+    ``settings`` is ``common`` + the variant's overrides (+ ``minutes``). A variant that sets
+    ``dim`` but not ``heads`` keeps the head width of the base (``common`` applied): the
+    ``fast`` recipe's 384 wide / 6 heads becomes 256 / 4 and 512 / 8, so every width can run.
+    With ``data``, each preset is also checked against it (batch size, image size, classes)."""
+    from helpers.classify.train import check_settings
+
+    if not variants:
+        raise InputError("no variants to run; give at least one (the first is the baseline).")
+    start = _preset(base, dict(common or {}))
+    built = {}
+    for name, overrides in variants.items():
+        overrides = dict(overrides)
+        if "dim" in overrides and "heads" not in overrides and start.model is not None:
+            dim = overrides["dim"]
+            if isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1:
+                overrides["heads"] = heads_for(dim, start.model.dim / start.model.heads)
+        settings = {**(common or {}), **overrides}
+        if minutes is not None:
+            settings["minutes"] = minutes
+        try:
+            preset = _preset(base, settings)
+            if data is not None:
+                check_settings(preset, data, max_steps_per_epoch)
+                size = preset.model.image_size if preset.model is not None else None
+                if size is not None and size != data.image_size:
+                    raise InputError(
+                        f"image_size {size} differs from the data's {data.image_size} px images; "
+                        f"add image_size={data.image_size} to common."
+                    )
+        except InputError as e:
+            raise InputError(
+                f"variant {name!r} of {base!r} cannot run: {e} Nothing was trained."
+            ) from None
+        built[name] = (overrides, settings, preset)
+    return built
 
 
 def _folder(root: Path, name: str, fingerprint: dict) -> Path:
@@ -56,29 +130,37 @@ def run_variants(
     device=None,
     pretrained: bool = False,
     max_steps_per_epoch: int | None = None,
+    resume: bool = True,
     log=print,
 ) -> list[dict]:
-    """Train ``base`` with each variant's overrides (on top of ``common``), ``minutes`` each."""
+    """Train ``base`` with each variant's overrides (on top of ``common``), ``minutes`` each.
+
+    Every variant is built and checked first (:func:`variant_presets`): one that cannot run
+    stops the call before anything trains. ``resume=False`` starts every variant anew (an
+    earlier run in its folder moves to ``previous_run/``)."""
     from tqdm.auto import tqdm
 
     from helpers.classify.checkpoint import load_checkpoint
     from helpers.classify.metrics import classification_metrics, predict_logits
-    from helpers.classify.presets import get_preset
-    from helpers.classify.train import train
+    from helpers.classify.train import (
+        mean_epoch_seconds,
+        mean_images_per_second,
+        peak_memory_mb,
+        train,
+    )
 
-    if not variants:
-        raise InputError("no variants to run; give at least one (the first is the baseline).")
+    built = variant_presets(
+        base,
+        variants,
+        common=common,
+        minutes=minutes,
+        data=data,
+        max_steps_per_epoch=max_steps_per_epoch,
+    )
     rows = []
-    for name, overrides in tqdm(variants.items(), desc=f"{base} variants", unit="run"):
-        settings = {**(common or {}), **overrides}
-        if minutes is not None:
-            settings["minutes"] = minutes
-        preset = get_preset(base, **{k: v for k, v in settings.items() if v is not None})
-        for k, v in settings.items():  # None is a setting too (e.g. ema_decay=None: no EMA)
-            if v is None:
-                for part in (preset, preset.train, preset.aug, preset.model):
-                    if part is not None and hasattr(part, k):
-                        setattr(part, k, None)
+    for name, (overrides, settings, preset) in tqdm(
+        built.items(), desc=f"{base} variants", unit="run"
+    ):
         fingerprint = {
             "base": base,
             "settings": settings,
@@ -91,6 +173,7 @@ def run_variants(
             preset,
             data,
             out,
+            resume=resume,
             device=device,
             pretrained=pretrained,
             max_steps_per_epoch=max_steps_per_epoch,
@@ -104,7 +187,6 @@ def run_variants(
         y = data.val_y.cpu()
         m = classification_metrics(y.numpy(), plain, list(data.classes))
         h = r.history
-        peaks = [x["peak_memory_mb"] for x in h if x.get("peak_memory_mb") is not None]
         rows.append(
             {
                 "variant": name,
@@ -117,9 +199,18 @@ def run_variants(
                 "trainable_parameters": r.trainable_parameters,
                 "epochs": len(h),
                 "minutes": h[-1]["elapsed_seconds"] / 60 if h else 0.0,
-                "seconds_per_epoch": sum(x["epoch_seconds"] for x in h) / max(len(h), 1),
-                "images_per_second": sum(x["images_per_second"] for x in h) / max(len(h), 1),
-                "peak_memory_mb": max(peaks) if peaks else None,
+                "seconds_per_epoch": mean_epoch_seconds(h),
+                "images_per_second": mean_images_per_second(h),
+                "peak_memory_mb": peak_memory_mb(h),  # None on a CPU
+                "curve": [
+                    {
+                        "epoch": x["epoch"],
+                        "elapsed_seconds": x["elapsed_seconds"],
+                        "val_acc": x["val_acc"],
+                    }
+                    for x in h
+                    if x.get("val_acc") is not None
+                ],
                 "out_dir": str(out),
             }
         )
@@ -143,7 +234,7 @@ def ablation_table(rows: list[dict], flip_tta: bool = True) -> str:
         lines.append(
             f"{r['variant'][:22]:<22} {r['val_acc'] * 100:>7.2f}% {r['delta'] * 100:>+6.2f} "
             f"{fmt(r['test_acc'] and r['test_acc'] * 100, '>7.2f'):>8} {r['parameters']:>11,} "
-            f"{r['images_per_second']:>8.0f} {r['seconds_per_epoch']:>8.2f} "
+            f"{fmt(r['images_per_second'], '>8.0f'):>8} {fmt(r['seconds_per_epoch'], '>8.2f'):>8} "
             f"{fmt(r['peak_memory_mb'], '>8.0f'):>8}"
         )
     tta = base.get("val_acc_flip_tta")
@@ -163,4 +254,12 @@ def f1_deltas(rows: list[dict]) -> dict[str, float]:
     return {c: b[c] - a[c] for c in a}
 
 
-__all__ = ["ABLATIONS", "ablation_table", "f1_deltas", "one_at_a_time", "run_variants"]
+__all__ = [
+    "ABLATIONS",
+    "ablation_table",
+    "f1_deltas",
+    "heads_for",
+    "one_at_a_time",
+    "run_variants",
+    "variant_presets",
+]

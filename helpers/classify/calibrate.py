@@ -11,12 +11,12 @@ import contextlib
 import copy
 import itertools
 import time
+from dataclasses import replace
 
 from helpers.classify.checkpoint import rng_state, set_rng_state
 from helpers.classify.schedule import StepPlan, budget_steps, make_plan, validation_reserve
 from helpers.classify.step import RunState, one_step, validate
 
-PLAN_KEYS = ("epochs", "minutes", "batch_size", "warmup_epochs", "warmup_fraction", "milestones")
 MARGIN = 0.03  # share of a budget a plan keeps free for checkpoints and jitter
 
 
@@ -64,6 +64,7 @@ def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, fl
             yield from iterate_batches(n_train, cfg.batch_size, True, run.shuffle_gen, run.device)
 
     batches = cycling()
+    compiling = run.compile_pending  # one_step compiles on the first call and clears it
     t_compile = time.perf_counter()
     with restored_afterwards(run):
         for idx in itertools.islice(batches, 2):  # the first compiles; the second settles
@@ -86,9 +87,10 @@ def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, fl
         eval_s = time.perf_counter() - t1
     if run.dist is not None:  # plan with the slowest process's rates
         step_s, eval_s = run.dist.agree([step_s, eval_s])
+    first = "first steps incl. compile" if compiling else "first steps"
     log(
         f"calibrated outside the clock in {time.perf_counter() - t_compile:.1f} s "
-        f"(first steps incl. compile {warm_s:.1f} s): {step_s * 1000:.1f} ms/step, "
+        f"({first} {warm_s:.1f} s): {step_s * 1000:.1f} ms/step, "
         f"{eval_s:.2f} s per validation."
     )
     return step_s, eval_s
@@ -97,28 +99,24 @@ def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, fl
 def plan_run(
     run: RunState, ckpt, steps_per_epoch: int, eval_bs: int, eval_every: int, log
 ) -> StepPlan:
-    """The run's step plan: the checkpoint's when its settings are unchanged, else a new one
-    (fitted to the time budget from a measured step rate). Compiles outside the clock."""
+    """The run's step plan: the checkpoint's when it has one (a resumed run has the settings
+    it was made with, see :func:`helpers.classify.checkpoint.resume_point`; a larger budget
+    that plans the same steps only replaces the plan's budget), else a new one, fitted to the
+    time budget from a measured step rate. Compiles outside the clock."""
     cfg = run.cfg
     n_train = len(run.data.train_y)
-    saved = ckpt.get("plan") if ckpt else None
-    same = saved is not None and all(
-        ckpt["preset"]["train"].get(k) == getattr(cfg, k) for k in PLAN_KEYS
-    )
-    same = same and saved["steps_per_epoch"] == steps_per_epoch
+    saved = StepPlan.from_dict(ckpt["plan"]) if ckpt and ckpt.get("plan") else None
     budget = cfg.minutes * 60 if cfg.minutes else None
-    spent = bool(budget and run.elapsed >= budget)
-    if same and (run.step >= saved["total_steps"] or spent):
-        return StepPlan.from_dict(saved)  # nothing left to train: nothing to compile or measure
-    timing = (None, None)
-    if run.compile_pending or (budget and not same):
-        timing = calibrate(run, n_train, eval_bs, log)
-    if same:
-        return StepPlan.from_dict(saved)
     if saved is not None:
-        log("note: the schedule settings changed since the checkpoint; planning the rest anew.")
-        if run.partial:  # its steps were counted in the old batches: start the epoch afresh
-            run.partial = None
+        if saved.budget_seconds is not None and budget is not None:
+            saved = replace(saved, budget_seconds=budget)
+        spent = bool(budget and run.elapsed >= budget)
+        if run.compile_pending and run.step < saved.total_steps and not spent:
+            calibrate(run, n_train, eval_bs, log)  # compiles outside the clock
+        return saved
+    timing = (None, None)
+    if run.compile_pending or budget:
+        timing = calibrate(run, n_train, eval_bs, log)
     total = cfg.epochs * steps_per_epoch
     if budget:
         step_s, eval_s = timing
@@ -158,4 +156,4 @@ def replan_if_behind(
     return plan.replanned(step, new_total) if new_total < plan.total_steps else None
 
 
-__all__ = ["PLAN_KEYS", "calibrate", "plan_run", "replan_if_behind", "restored_afterwards"]
+__all__ = ["calibrate", "plan_run", "replan_if_behind", "restored_afterwards"]

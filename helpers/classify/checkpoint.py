@@ -264,6 +264,19 @@ RUN_OUTPUTS = (
 )  # fmt: skip
 
 
+def _previous_run_name(n: int) -> str:
+    return "previous_run" if n == 1 else f"previous_run-{n}"
+
+
+def next_previous_run(out_dir: Path) -> Path:
+    """The folder :func:`set_aside_previous_run` would move an earlier run to now."""
+    return next(
+        out_dir / _previous_run_name(n)
+        for n in itertools.count(1)
+        if not os.path.lexists(out_dir / _previous_run_name(n))
+    )
+
+
 def set_aside_previous_run(out_dir: Path) -> Path | None:
     """Move an earlier run's outputs (:data:`RUN_OUTPUTS`) into a new folder
     ``previous_run`` (``previous_run-2``, ``-3``, ... when that exists): a restart never
@@ -273,7 +286,7 @@ def set_aside_previous_run(out_dir: Path) -> Path | None:
     if not present:
         return None
     for n in itertools.count(1):
-        old = out_dir / ("previous_run" if n == 1 else f"previous_run-{n}")
+        old = out_dir / _previous_run_name(n)
         try:
             old.mkdir()  # claims the name: two starts at once cannot pick the same one
             break
@@ -284,8 +297,85 @@ def set_aside_previous_run(out_dir: Path) -> Path | None:
     return old
 
 
-def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | None:
-    """The checkpoint to continue from (checked against the data and model), or None."""
+# what a resumed run may change: these do not change what it learns
+RESULT_NEUTRAL = ("name", "description", "source", "checkpoint_minutes", "compile")
+START_OVER = (
+    "start over with resume=False (--no-resume on the command line, START_FRESH in the "
+    "notebook), which keeps the earlier run in {old}, or use another out_dir (--out)"
+)
+
+
+def _plain(v):
+    """Tuples as lists (a checkpoint read back may hold either)."""
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _leaves(preset_dict: dict) -> dict:
+    """A preset dict's settings by their own names (``lr``, ``dim``, ``mixup_alpha``, ...)."""
+    out = {}
+    for key, value in preset_dict.items():
+        if key in ("train", "aug", "model") and isinstance(value, dict):
+            out.update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def setting_differences(saved: dict, current: dict) -> dict[str, tuple]:
+    """``{setting: (the run's, now)}`` for every setting of two preset dicts
+    (:func:`helpers.classify.presets.preset_to_dict`) that differs and changes what a run
+    learns (:data:`RESULT_NEUTRAL` do not)."""
+    a, b = _leaves(saved), _leaves(current)
+    return {
+        k: (a.get(k), b.get(k))
+        for k in [*a, *(k for k in b if k not in a)]
+        if k not in RESULT_NEUTRAL and _plain(a.get(k)) != _plain(b.get(k))
+    }
+
+
+def _same_plan_with_budget(ckpt: dict, cfg) -> bool:
+    """Whether the run's step plan is the one a fresh run with ``cfg``'s budget would make:
+    it was capped by the epochs (the budget never bound it), never re-planned, the new budget
+    is larger, and the new budget validates the same epochs."""
+    from dataclasses import replace
+
+    from helpers.classify.schedule import StepPlan, validates
+
+    saved = ckpt.get("plan")
+    old = ckpt["preset"]["train"].get("minutes")
+    if saved is None or old is None or cfg.minutes is None or cfg.minutes <= old:
+        return False
+    plan = StepPlan.from_dict(saved)
+    if plan.replans or plan.first_total != cfg.epochs * plan.steps_per_epoch:
+        return False
+    longer = replace(plan, budget_seconds=cfg.minutes * 60)
+    return all(validates(e, plan) == validates(e, longer) for e in range(1, plan.epochs + 1))
+
+
+def _value(v) -> str:
+    """A setting's value in a message: ``0.003``, ``cosine``, a long one cut short."""
+    text = f"{v:g}" if isinstance(v, float) else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def resume_point(
+    out_dir: Path,
+    preset,
+    classes,
+    resume: bool,
+    log,
+    steps_per_epoch: int | None = None,
+    world: int = 1,
+) -> dict | None:
+    """The checkpoint to continue from, or None. It must have been written by as many training
+    processes as ``world``. A run folder belongs to the settings that made it: resuming with settings that would give another result (another model, learning
+    rate, augmentation, seed, budget, epoch length, classes ...) -> InputError naming them and
+    the two ways on. A larger ``minutes`` alone resumes when the run's step plan is exactly
+    what the new budget would plan (see :func:`_same_plan_with_budget`)."""
     from helpers.classify.presets import preset_to_dict
 
     found = any(p.exists() for p in resume_candidates(out_dir))
@@ -296,23 +386,39 @@ def resume_point(out_dir: Path, preset, classes, resume: bool, log) -> dict | No
     if not (found and resume):
         return None
     ckpt = read_resume_checkpoint(out_dir, log=log)
+    if int(ckpt.get("world_size", 1)) != world:
+        raise InputError(
+            f"{out_dir}/last.pt was written by {ckpt.get('world_size', 1)} training "
+            f"process(es), this run has {world}; resume with the same number, or start "
+            "over with --no-resume."
+        )
+    old = next_previous_run(out_dir)
     if list(ckpt["classes"]) != classes:
         raise InputError(
             f"{out_dir} was trained on {len(ckpt['classes'])} classes {list(ckpt['classes'])[:10]} "
-            f"but the data has {len(classes)} {classes[:10]}; use another out_dir (--out) or "
-            "resume=False (--no-resume on the command line)."
+            f"but the data has {len(classes)} {classes[:10]}; {START_OVER.format(old=old)}."
         )
-    current = preset_to_dict(preset)
-    if any(
-        ckpt["preset"].get(k) != current[k]
-        for k in ("model", "timm_name", "freeze_all_but_last", "timm_kwargs")
-    ):
+    diffs = setting_differences(ckpt["preset"], preset_to_dict(preset))
+    if set(diffs) == {"minutes"} and _same_plan_with_budget(ckpt, preset.train):
+        log(
+            f"a larger budget ({diffs['minutes'][1]:g} min, was {diffs['minutes'][0]:g}) "
+            "plans the same steps: resuming."
+        )
+        diffs = {}
+    said = [f"{k}={_value(new)} (the run has {_value(was)})" for k, (was, new) in diffs.items()]
+    if len(said) > 6:
+        said = [*said[:6], f"{len(said) - 6} more"]
+    saved_steps = (ckpt.get("plan") or {}).get("steps_per_epoch")
+    if steps_per_epoch is not None and saved_steps is not None and saved_steps != steps_per_epoch:
+        said.append(
+            f"epochs of {steps_per_epoch} steps (the run has {saved_steps}: "
+            "max_steps_per_epoch or the training set differs)"
+        )
+    if said:
         raise InputError(
-            f"{out_dir} holds a different model than preset {preset.name!r}; "
-            "use another out_dir (--out) or resume=False (--no-resume on the command line)."
+            f"{out_dir} holds a run made with other settings: {', '.join(said)}; resuming it "
+            f"would not give what these settings give. S{START_OVER.format(old=old)[1:]}."
         )
-    if ckpt["preset"].get("train") != current["train"]:
-        log("note: the training settings differ from the checkpoint's; using the new ones.")
     return ckpt
 
 
@@ -427,6 +533,7 @@ __all__ = [
     "diverged_error",
     "resume_point",
     "saved_best",
+    "setting_differences",
     "set_aside_previous_run",
     "load_checkpoint",
     "read_checkpoint",

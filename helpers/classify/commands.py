@@ -293,8 +293,9 @@ def summarize_history(history: list[dict]) -> dict:
     """Best/final accuracies, epochs, minutes and mean throughput of a training history."""
     if not history:
         return {"epochs": 0}
+    from helpers.classify.train import mean_images_per_second
+
     last = history[-1]
-    rates = [r["images_per_second"] for r in history if r.get("images_per_second")]
     return {
         # budgeted runs validate some epochs only: their other rows hold val_acc None
         "best_val_acc": max(
@@ -305,7 +306,8 @@ def summarize_history(history: list[dict]) -> dict:
         "final_train_loss": last.get("train_loss"),
         "epochs": int(last.get("epoch", len(history))),
         "minutes": float(last.get("elapsed_seconds", 0.0)) / 60.0,
-        "images_per_second": sum(rates) / len(rates) if rates else None,
+        # all images over all training seconds (each epoch weighted by its images)
+        "images_per_second": mean_images_per_second(history),
     }
 
 
@@ -326,9 +328,36 @@ def pick_device(name: str | None):
         ) from None
 
 
+# library setting names -> the train command's flags (settings without a flag keep their name)
+SETTING_FLAGS = {
+    "epochs": "--epochs",
+    "minutes": "--minutes",
+    "warmup_fraction": "--warmup-fraction",
+    "checkpoint_minutes": "--checkpoint-minutes",
+    "patience": "--patience",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "patch_size": "--patch-size",
+    "image_size": "--image-size",
+    "precision": "--precision",
+    "seed": "--seed",
+    "dim": "--dim",
+    "depth": "--depth",
+    "heads": "--heads",
+    "max_steps_per_epoch": "--max-steps-per-epoch",
+}
+
+
 def cli_wording(message: str) -> str:
-    """A library message in command-line terms (``resume=False`` -> ``--no-resume``, ...)."""
+    """A library message in command-line terms (``resume=False`` -> ``--no-resume``,
+    ``batch_size`` -> ``--batch-size``, ``lr=0.003`` -> ``--lr 0.003``, ...)."""
+    import re
+
     for lib, cli in (
+        (
+            "resume=False (--no-resume on the command line, START_FRESH in the notebook)",
+            "--no-resume",
+        ),
         ("resume=False (--no-resume on the command line)", "--no-resume"),
         ("resume=False", "--no-resume"),
         ("another out_dir (--out)", "another --out"),
@@ -339,6 +368,11 @@ def cli_wording(message: str) -> str:
         ("(lr, --lr on the command line)", "(--lr)"),
     ):
         message = message.replace(lib, cli)
+    for name, flag in SETTING_FLAGS.items():
+        # "lr=0.003" -> "--lr 0.003"; a name with an underscore is a setting wherever it stands
+        message = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", message)
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
     return message
 
 
@@ -381,7 +415,7 @@ def cmd_train(args) -> dict | None:
 
     t_command = time.perf_counter()  # the whole command: data, compile, training, scoring
 
-    from helpers.classify.train import train
+    from helpers.classify.train import mean_epoch_seconds, peak_memory_mb, train
     from helpers.classify.vit import count_parameters
     from helpers.files import check_output_dir, write_error_reason
 
@@ -458,7 +492,7 @@ def cmd_train(args) -> dict | None:
         **summary,
         "best_val_acc": result.best_val_acc,
         "test_acc": test.get("acc"),
-        "test_top5": test.get("top5"),
+        "test_top5": test.get("top5"),  # None with fewer than 6 classes (top-5 would be 100 %)
         "test_acc_flip_tta": test.get("acc_flip_tta"),
         "planned_steps": result.plan.total_steps,
         "first_planned_steps": result.plan.first_total,
@@ -475,11 +509,8 @@ def cmd_train(args) -> dict | None:
         "stopped_early": result.stopped_early,
         "stop_reason": result.stop_reason,
         "trainable_parameters": result.trainable_parameters,
-        "peak_memory_mb": max((r.get("peak_memory_mb") or 0) for r in result.history)
-        if result.history
-        else None,
-        "seconds_per_epoch": sum(r["epoch_seconds"] for r in result.history)
-        / max(len(result.history), 1),
+        "peak_memory_mb": peak_memory_mb(result.history),  # None: no GPU memory (a CPU)
+        "seconds_per_epoch": mean_epoch_seconds(result.history),
         "parameters": count_parameters(result.model),
         "out_dir": str(result.out_dir),
         "checkpoint": str(best if best.exists() else result.out_dir / "last.pt"),
@@ -563,10 +594,13 @@ def cmd_evaluate(args) -> dict:
         "data": data.source,
         "split": split,
         "num_samples": m["num_samples"],
-        "top1": m["top1"],
-        "top5": m.get("top5"),
-        "macro_f1": m["macro"]["f1"],
+        # top1 / top5 / macro_f1 with flip TTA when tta_flip; top1_plain without (as the
+        # train command's test_acc)
         "tta_flip": bool(args.tta),
+        "top1": m["top1"],
+        "top5": m.get("top5"),  # None with fewer than 6 classes
+        "top1_plain": m["top1_plain"],
+        "macro_f1": m["macro"]["f1"],
         "epoch": loaded.epoch,
         "out_dir": str(out),
         "files": sorted(

@@ -89,9 +89,13 @@ def plot_history(history: list[dict]):
     axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     from matplotlib.ticker import MaxNLocator
 
+    lo, hi = min(ep), max(ep)
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        # epochs are whole numbers, also when there are only one or two of them
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if hi - lo < 2:
+            ax.set_xlim(lo - 0.5, hi + 0.5)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
@@ -330,6 +334,14 @@ def plot_confused_pairs(x_uint8, y_true, y_pred, classes: list[str], pairs: list
     return fig
 
 
+def _gain_colour(delta: float) -> str:
+    """Green for a gain, red for a loss, grey for none: ``delta`` in the points the figure
+    writes with two decimals (+0.00 is no change)."""
+    if round(delta, 2) == 0:
+        return "0.6"
+    return "tab:green" if delta > 0 else "tab:red"
+
+
 def plot_ablation(rows: list[dict], title: str = "what each piece is worth", flip_tta: bool = True):
     """Bars of each variant's val accuracy (from :func:`helpers.classify.ablation.run_variants`), the
     difference to the first row written on each, and (``flip_tta``) the first row with flip
@@ -344,7 +356,7 @@ def plot_ablation(rows: list[dict], title: str = "what each piece is worth", fli
         accs.append(rows[0]["val_acc_flip_tta"] * 100)
     base = accs[0]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
-    colors = ["0.5"] + ["tab:green" if a >= base else "tab:red" for a in accs[1:]]
+    colors = ["0.5"] + [_gain_colour(a - base) for a in accs[1:]]
     ax.barh(names[::-1], accs[::-1], color=colors[::-1])
     ax.set_xlim(0.0, max(max(accs), 1.0) * 1.35)  # from 0; room for the numbers on the right
     for y, a in enumerate(accs[::-1]):
@@ -363,7 +375,7 @@ def plot_f1_deltas(deltas: dict[str, float], title: str):
     items = sorted(deltas.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.2))
     ax.barh([k for k, _ in items], [v for _, v in items],
-            color=["tab:red" if v < 0 else "tab:green" for _, v in items])  # fmt: skip
+            color=[_gain_colour(v * 100) for _, v in items])  # fmt: skip
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_xlabel("F1 difference")
     ax.set_title(title)

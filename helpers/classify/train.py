@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import distributed
-from helpers.classify.calibrate import plan_run, replan_if_behind
+from helpers.classify.calibrate import plan_run, replan_if_behind, sync
 from helpers.classify.checkpoint import (
     LoadedModel,
     Saver,
@@ -101,6 +101,28 @@ def _peak_memory_mb(device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def mean_images_per_second(history: list[dict]) -> float | None:
+    """Images per second over the epochs of ``history``, each epoch weighted by its images
+    (all images over all training seconds), or None when nothing was timed."""
+    seconds = sum(r.get("epoch_seconds") or 0.0 for r in history)
+    images = sum(
+        (r.get("images_per_second") or 0.0) * (r.get("epoch_seconds") or 0.0) for r in history
+    )
+    return images / seconds if seconds > 0 else None
+
+
+def mean_epoch_seconds(history: list[dict]) -> float | None:
+    """Seconds of training per epoch of ``history`` (validation not included), or None."""
+    timed = [r["epoch_seconds"] for r in history if r.get("epoch_seconds") is not None]
+    return sum(timed) / len(timed) if timed else None
+
+
+def peak_memory_mb(history: list[dict]) -> float | None:
+    """The highest GPU memory of ``history``'s epochs; None when none was measured (a CPU)."""
+    peaks = [r["peak_memory_mb"] for r in history if r.get("peak_memory_mb") is not None]
+    return max(peaks) if peaks else None
+
+
 def _free_cuda() -> None:
     import torch
 
@@ -150,6 +172,12 @@ def _checked(preset, data, max_steps_per_epoch, world: int = 1):
     if preset.model is not None:
         preset.model.num_classes = num_classes
     return preset, cfg
+
+
+def check_settings(preset, data, max_steps_per_epoch: int | None = None, world: int = 1):
+    """InputError saying what to change when ``preset`` cannot train on ``data`` (its settings,
+    the batch size against the training set, the classes); nothing is built or written."""
+    _checked(preset, data, max_steps_per_epoch, world)
 
 
 def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) -> RunState:
@@ -207,12 +235,6 @@ def _setup(preset, data, device, ckpt, pretrained: bool, out_dir: Path, d, log) 
         run.epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
         run.elapsed, run.history = float(ckpt["elapsed"]), list(ckpt["history"])
         run.best_acc, run.best_epoch = float(ckpt["best_val_acc"]), int(ckpt.get("best_epoch", 0))
-        if int(ckpt.get("world_size", 1)) != d.world:
-            raise InputError(
-                f"{out_dir}/last.pt was written by {ckpt.get('world_size', 1)} training "
-                f"process(es), this run has {d.world}; resume with the same number, or start "
-                "over with --no-resume."
-            )
         set_rng_state((ckpt.get("rng_ranks") or [ckpt["rng"]])[d.rank], shuffle_gen, aug_gen)
         run.epoch_shuffle = ckpt.get("epoch_shuffle")
         run.partial = (ckpt.get("partial_ranks") or [ckpt.get("partial")] * d.world)[d.rank]
@@ -362,6 +384,7 @@ def _train_epoch(
         if why:
             sums["end"] = why
             break
+    sync(run.device)  # the epoch's steps are queued on the GPU: wait for them before timing
     sums["seconds"] += time.perf_counter() - t0
     sums["plan"] = plan
     return sums
@@ -419,6 +442,11 @@ def _patience_spent(run: RunState) -> bool:
     )
 
 
+def _count(n: int, word: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _summary(row: dict) -> str:
     val = f"val {row['val_acc']:.4f} " if row["val_acc"] is not None else ""
     return f"loss {row['train_loss']:.4f} {val}{row['images_per_second']:.0f} img/s"
@@ -435,7 +463,7 @@ def _keep_if_best(run: RunState, val_acc: float | None) -> None:
 
 def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
     """The best weights (best.pt) on the test split, once; written to ``test.json``."""
-    from helpers.classify.metrics import predict_logits, top_k_accuracy
+    from helpers.classify.metrics import predict_logits, top5_accuracy
     from helpers.files import atomic_write_json
 
     data = run.data
@@ -461,7 +489,7 @@ def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
         "split": "test",
         "num_samples": len(y),
         "acc": float((logits.argmax(1) == y).float().mean()),
-        "top5": top_k_accuracy(y, logits, k=5),
+        "top5": top5_accuracy(y, logits),  # None with fewer than 6 classes
         "acc_flip_tta": float((flip.argmax(1) == y).float().mean()),
         "weights_epoch": epoch,
         "selected_on": "val",
@@ -497,7 +525,9 @@ def train(
     """Train ``preset`` on ``data``; checkpoints and history go to ``out_dir``.
 
     ``out_dir`` defaults to :func:`helpers.runtime.output_dir` (Google Drive in Colab).
-    With ``resume`` (default) a run continues exactly where ``out_dir/last.pt`` stopped.
+    With ``resume`` (default) a run continues exactly where ``out_dir/last.pt`` stopped; a
+    folder holding a run made with settings that change the result is refused (InputError
+    naming them); ``resume=False`` starts over and moves the earlier run to ``previous_run/``.
     ``max_steps_per_epoch`` shortens epochs (smoke runs); ``max_epochs_this_run`` returns after
     that many epochs (call again to continue). ``preset.train.minutes`` is a wall-time budget.
     ``eval_every`` > 1 validates only every that many epochs (and always at the end); the
@@ -523,13 +553,14 @@ def train(
         out_dir = runtime.output_dir(preset.name)
     out_dir = check_output_dir(out_dir, "out_dir")  # a file, below a file, read-only: say so
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = resume_point(out_dir, preset, classes, resume, log) if d.main else None
-    d.barrier()  # the first process has set aside an earlier run (resume=False) before others look
-    if not d.main:
-        ckpt = resume_point(out_dir, preset, classes, resume, log)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
+    resume_args = (out_dir, preset, classes, resume, log, steps_per_epoch, d.world)
+    ckpt = resume_point(*resume_args) if d.main else None
+    d.barrier()  # the first process has set aside an earlier run (resume=False) before others look
+    if not d.main:
+        ckpt = resume_point(*resume_args)
     eval_bs, eval_every = min(1024, max(2 * cfg.batch_size, 256)), max(1, int(eval_every))
     budget = cfg.minutes * 60 if cfg.minutes else None
     try:
@@ -541,7 +572,7 @@ def train(
         raise InputError(runtime.oom_message(cfg.batch_size, "model setup")) from None
     del ckpt
     t_start = time.perf_counter() - run.elapsed  # the clock starts now, after compile
-    setup_seconds, elapsed_before = time.perf_counter() - t_call, run.elapsed
+    setup_seconds = time.perf_counter() - t_call
 
     def clock() -> float:
         return time.perf_counter() - t_start
@@ -549,11 +580,15 @@ def train(
     saver = Saver(out_dir, preset, classes, cfg.checkpoint_minutes * 60, clock)
     stopped_early = bool(budget and run.elapsed >= budget and run.step < plan.total_steps)
     if stopped_early:
-        log(f"the {cfg.minutes} min budget is already spent; raise minutes to train further.")
+        log(
+            f"the {cfg.minutes} min budget is already spent: this run is over. To train longer, "
+            "start over with a larger budget (resume=False, --no-resume on the command line)."
+        )
     elif run.step < plan.total_steps:
         log(
-            f"plan: {plan.total_steps} steps ({plan.epochs} epoch{'s' if plan.epochs != 1 else ''} of {steps_per_epoch}), "
-            f"warm-up {plan.warmup_steps} steps, {cfg.schedule} schedule."
+            f"plan: {_count(plan.total_steps, 'step')} ({_count(plan.epochs, 'epoch')} of "
+            f"{steps_per_epoch}), warm-up {_count(plan.warmup_steps, 'step')}, "
+            f"{cfg.schedule} schedule."
         )
     outer = tqdm(
         total=plan.epochs, initial=run.epoch, desc=preset.name, unit="epoch", disable=not progress
@@ -649,7 +684,8 @@ def train(
     run.model.eval()
     timing = {
         "setup_seconds": setup_seconds,
-        "training_seconds": run.elapsed - elapsed_before,
+        # on the clock, over the whole run (a resumed run's earlier calls included)
+        "training_seconds": run.history[-1]["elapsed_seconds"] if run.history else 0.0,
         "scoring_seconds": time.perf_counter() - t_score,
         "total_seconds": time.perf_counter() - t_call,
     }
@@ -674,4 +710,13 @@ def train(
     )
 
 
-__all__ = ["LoadedModel", "TrainResult", "load_checkpoint", "train"]
+__all__ = [
+    "LoadedModel",
+    "TrainResult",
+    "check_settings",
+    "load_checkpoint",
+    "mean_epoch_seconds",
+    "mean_images_per_second",
+    "peak_memory_mb",
+    "train",
+]

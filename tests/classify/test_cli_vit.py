@@ -70,12 +70,38 @@ def test_train_prints_metrics_and_resumes(tmp_path, capsys):
     history = json.loads((tmp_path / "r" / "history.json").read_text())
     assert len(history) == 1
 
-    # same folder, more epochs: continues from epoch 1 instead of starting over
-    argv = train_argv(tmp_path / "r")
-    argv[argv.index("--epochs") + 1] = "2"
-    rc, res2, _ = run_cli(argv, capsys)
-    assert rc == 0 and res2["epochs"] == 2
-    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    # the same command again: the run is resumed (finished: nothing more to train)
+    rc, again, _ = run_cli(train_argv(tmp_path / "r"), capsys)
+    assert rc == 0 and again["epochs"] == 1 and again["best_val_acc"] == res["best_val_acc"]
+
+
+def test_train_messages_in_command_line_terms(tmp_path, capsys):
+    # a batch larger than the training set names the flag
+    rc, _, err = run_cli(train_argv(tmp_path / "big", "--batch-size", "1000"), capsys)
+    last = one_line_error(rc, err, "--batch-size 1000 is larger than the training set (512")
+    assert "--batch-size <= 512" in last and "batch_size" not in last
+    # one step, one epoch: singular
+    rc, _, err = run_cli(train_argv(tmp_path / "one", "--max-steps-per-epoch", "1"), capsys)
+    assert rc == 0 and "plan: 1 step (1 epoch of 1), warm-up " in err, err
+
+
+def test_a_run_folder_belongs_to_its_settings(tmp_path, capsys):
+    """Other settings over an existing run: one line naming what differs (as flags) and the
+    two ways on, nothing trained or moved; --no-resume keeps the old run in previous_run/."""
+    out = tmp_path / "r"
+    assert run_cli(train_argv(out), capsys)[0] == 0
+    before = (out / "last.pt").read_bytes()
+    rc, _, err = run_cli(train_argv(out, "--lr", "0.003", "--epochs", "2"), capsys)
+    assert rc == 2
+    line = err.strip().splitlines()[-1]
+    assert "--epochs 2 (the run has 1)" in line and "--lr 0.003 (the run has 0.0003)" in line
+    assert "--no-resume" in line and "previous_run" in line and "another --out" in line
+    assert "resume=False" not in line and "out_dir" not in line and "notebook" not in line
+    assert (out / "last.pt").read_bytes() == before and not (out / "previous_run").exists()
+    rc, res, _ = run_cli(train_argv(out, "--lr", "0.003", "--epochs", "2", "--no-resume"), capsys)
+    assert rc == 0 and res["epochs"] == 2
+    assert (out / "previous_run" / "last.pt").read_bytes() == before
+    history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
 
 
@@ -84,8 +110,19 @@ def test_train_reports_the_whole_commands_time_beside_the_budget(tmp_path, capsy
     (data, setup with compile and calibration, training, final scoring), and the plan."""
     argv = train_argv(tmp_path / "b", "--minutes", "0.02")
     argv[argv.index("--epochs") + 1] = "50"
-    rc, res, _ = run_cli(argv, capsys)
+    rc, res, err = run_cli(argv, capsys)
     assert rc == 0 and res["budget_seconds"] == pytest.approx(1.2)
+    # calibrated without torch.compile: the log does not claim a compile
+    calibrated = next(ln for ln in err.splitlines() if ln.startswith("calibrated"))
+    assert "(first steps " in calibrated and "compile" not in calibrated
+    assert res["peak_memory_mb"] is None  # a CPU run: no GPU memory, not 0 MB
+    # the time on the clock, as the history's last row has it
+    history = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert res["training_seconds"] == history[-1]["elapsed_seconds"]
+    # all images over all training seconds, each epoch weighted by its images
+    images = sum(r["images_per_second"] * r["epoch_seconds"] for r in history)
+    seconds = sum(r["epoch_seconds"] for r in history)
+    assert res["images_per_second"] == pytest.approx(images / seconds)
     parts = [res[k] for k in ("data_seconds", "setup_seconds", "training_seconds")]
     assert all(v > 0 for v in parts) and res["scoring_seconds"] >= 0
     assert res["command_seconds"] >= sum(parts) + res["scoring_seconds"]
@@ -188,7 +225,7 @@ def test_model_flags_on_finetune_preset_exit_2(tmp_path, capsys):
 
 def test_bad_patch_size_exits_2(tmp_path, capsys):
     rc, _, err = run_cli(train_argv(tmp_path / "r", "--patch-size", "5"), capsys)
-    assert rc == 2 and "patch_size 5" in err
+    assert rc == 2 and "--patch-size 5 does not divide --image-size 32" in err
 
 
 def test_predict_on_non_image_exits_2(run_dir, tmp_path, capsys):
@@ -279,9 +316,19 @@ def test_train_reports_test_accuracy_and_evaluate_scores_each_split_apart(
     rc, res, err = run_cli(argv, capsys)
     assert rc == 0 and 0.0 <= res["test_acc"] <= 1.0 and res["test_acc_flip_tta"] is not None
     assert "test accuracy" in err and (tmp_path / "run" / "test.json").is_file()
+    assert res["test_top5"] is None  # two classes: every label is in the top 5
     ev = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--device", "cpu"]
     rc, test_res, _ = run_cli(ev, capsys)  # default: the test split, as the folder has one
     assert rc == 0 and test_res["split"] == "test" and test_res["num_samples"] == 6
+    assert test_res["top5"] is None
+    # flip TTA is said beside the accuracy it changes; without it, evaluate scores the test
+    # split as training did
+    assert test_res["tta_flip"] is True
+    assert test_res["top1"] == pytest.approx(res["test_acc_flip_tta"])
+    assert test_res["top1_plain"] == pytest.approx(res["test_acc"])
+    rc, no_tta, _ = run_cli([*ev, "--no-tta", "--out", str(tmp_path / "plain")], capsys)
+    assert rc == 0 and no_tta["tta_flip"] is False
+    assert no_tta["top1"] == no_tta["top1_plain"] == pytest.approx(res["test_acc"])
     rc, val_res, _ = run_cli([*ev, "--split", "val"], capsys)
     assert rc == 0 and val_res["split"] == "val"
     # each split gets its own folder: scoring one never overwrites the other
@@ -375,8 +422,20 @@ def test_disk_full_during_training_keeps_the_previous_checkpoint(tmp_path, capsy
 
     import torch
 
+    from helpers.classify.commands import build_train_preset, load_data
+    from helpers.classify.train import train
+    from helpers.cli import build_parser
+
     out = tmp_path / "r"
-    assert run_cli(train_argv(out), capsys)[0] == 0
+    argv = train_argv(out)
+    argv[argv.index("--epochs") + 1] = "2"
+    # the first of its two epochs trained (as by a run that was interrupted)
+    args = build_parser().parse_args(argv)
+    data = load_data(args.data)
+    train(
+        build_train_preset(args, image_size=data.image_size), data, out, device="cpu",
+        max_steps_per_epoch=2, max_epochs_this_run=1, progress=False, log=lambda m: None,
+    )  # fmt: skip
     before = torch.load(out / "last.pt", weights_only=True)["epoch"]
     real_save = torch.save
 
@@ -384,8 +443,6 @@ def test_disk_full_during_training_keeps_the_previous_checkpoint(tmp_path, capsy
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    argv = train_argv(out)
-    argv[argv.index("--epochs") + 1] = "2"
     rc, _, err = run_cli(argv, capsys)
     one_line_error(rc, err, "disk is full", "kept")
     monkeypatch.setattr(torch, "save", real_save)

@@ -140,6 +140,26 @@ def test_evaluate_writes_files(tmp_path):
     assert saved["top1"] == pytest.approx(skm.accuracy_score(y.numpy(), logits.argmax(1)))
     assert "precision" in (tmp_path / "classification_report.txt").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+    # flip TTA is said beside the numbers it changes, and the plain accuracy is there too
+    plain = predict_logits(_Asym(), x, spec).argmax(1).numpy()
+    assert saved["top1_plain"] == pytest.approx(skm.accuracy_score(y.numpy(), plain))
+    assert saved["top1_flip_tta"] == saved["top1"] and saved["top1_plain"] != saved["top1"]
+    assert saved["report"].startswith("scored with flip TTA")
+    assert "top5" not in saved  # 3 classes: every label is in the top 5
+    off = evaluate(_Asym(), data, spec, tta_flip=False)
+    assert off["top1"] == off["top1_plain"] == saved["top1_plain"] and "top1_flip_tta" not in off
+    assert "flip TTA" not in off["report"]
+
+
+def test_top5_only_with_six_classes_or_more():
+    from helpers.classify.metrics import logit_metrics, top5_accuracy
+
+    for c, present in ((2, False), (5, False), (6, True), (10, True)):
+        y, logits = _known(c=c)
+        m = classification_metrics(y, logits, [f"c{i}" for i in range(c)])
+        assert ("top5" in m) is present and ("top-5" in m["report"]) is present
+        v = logit_metrics(torch.from_numpy(logits), torch.from_numpy(y))["val_top5"]
+        assert (v is not None) is present and (top5_accuracy(y, logits) is not None) is present
 
 
 def test_confused_pairs_ranked_with_rates():

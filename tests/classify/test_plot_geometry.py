@@ -40,7 +40,7 @@ def _history(n, low_best: bool):
     return rows
 
 
-@pytest.mark.parametrize("n", [2, 3, 7])
+@pytest.mark.parametrize("n", [1, 2, 3, 7])
 @pytest.mark.parametrize("low_best", [True, False])
 def test_history_best_note_clear_of_tick_labels_and_epochs_whole(n, low_best):
     fig = plots.plot_history(_history(n, low_best))
@@ -55,6 +55,9 @@ def test_history_best_note_clear_of_tick_labels_and_epochs_whole(n, low_best):
         labels = [t.get_text() for t in a.get_xticklabels() if t.get_text()]
         shown = [float(s.replace("−", "-")) for s in labels]
         assert all(v == int(v) for v in shown), labels  # no epoch 1.5
+        lo, hi = a.get_xlim()
+        drawn = [v for v in a.get_xticks() if lo <= v <= hi]
+        assert 1 in drawn and all(1 <= v <= n for v in drawn), drawn  # epochs that were trained
     plt.close(fig)
 
 
@@ -104,6 +107,34 @@ def test_ablation_axis_starts_at_zero_and_tta_row_only_when_asked():
     plt.close(fig)
     fig = plots.plot_ablation(rows, title="one setting at a time", flip_tta=False)
     assert "+ flip TTA (no retrain)" not in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    plt.close(fig)
+
+
+def test_ablation_bars_without_a_change_are_neutral():
+    from matplotlib.colors import to_rgba
+
+    rows = [
+        {"variant": "base", "val_acc": 0.50},
+        {"variant": "same", "val_acc": 0.50},
+        {"variant": "a hair better", "val_acc": 0.50004},  # written +0.00: no change
+        {"variant": "better", "val_acc": 0.52},
+        {"variant": "worse", "val_acc": 0.47},
+    ]
+    fig = plots.plot_ablation(rows, flip_tta=False)
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    colour = {name: bar.get_facecolor() for name, bar in zip(names, ax.patches)}
+    assert colour["better"] == to_rgba("tab:green") and colour["worse"] == to_rgba("tab:red")
+    for name in ("same", "a hair better"):
+        assert colour[name] not in (to_rgba("tab:green"), to_rgba("tab:red")), name
+    assert "(+0.00)" in " ".join(t.get_text() for t in ax.texts)
+    plt.close(fig)
+    fig = plots.plot_f1_deltas({"cat": 0.0, "dog": 0.1, "car": -0.1}, "f1")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    colour = {name: bar.get_facecolor() for name, bar in zip(names, ax.patches)}
+    assert colour["dog"] == to_rgba("tab:green") and colour["car"] == to_rgba("tab:red")
+    assert colour["cat"] not in (to_rgba("tab:green"), to_rgba("tab:red"))
     plt.close(fig)
 
 

@@ -1,4 +1,5 @@
-"""Q1 settings a user gets wrong: MODE vs preset in the notebook, pretrained weights offline."""
+"""Q1 settings a user gets wrong: MODE vs preset, a wrong setting in a notebook cell, pretrained
+weights offline."""
 
 import time
 
@@ -19,6 +20,35 @@ def test_mode_must_fit_the_preset():
         check_mode("best", "finetune")
     with pytest.raises(InputError, match="MODE must be"):
         check_mode("fast", "Scratch")
+
+
+def test_a_wrong_setting_in_a_notebook_cell_is_one_line(capsys):
+    """In IPython (as in a notebook): an InputError shows its message on one line, no
+    traceback, and the cell still fails (Run all stops there); other errors keep theirs."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from helpers import runtime
+
+    assert runtime.short_input_errors(shell=None) is False  # not inside IPython: nothing
+    shell = InteractiveShell.instance()
+    try:
+        assert runtime.short_input_errors(shell) is True
+        capsys.readouterr()
+        res = shell.run_cell(
+            "from helpers.classify.presets import get_preset\nget_preset('fast', heads=5)"
+        )
+        out, err = capsys.readouterr()
+        assert isinstance(res.error_in_exec, InputError) and not res.success
+        shown = [ln for ln in (out + err).splitlines() if ln.strip()]
+        assert len(shown) == 1, shown
+        assert "InputError: dim 384 is not divisible by heads 5." in shown[0]
+        assert "Traceback" not in out + err
+        res = shell.run_cell("1 / 0")
+        out, err = capsys.readouterr()
+        assert isinstance(res.error_in_exec, ZeroDivisionError) and "Traceback" in out + err
+    finally:
+        shell.set_custom_exc((), None)
+        InteractiveShell.clear_instance()
 
 
 def test_pretrained_weights_fail_fast_when_the_hub_is_unreachable(monkeypatch):

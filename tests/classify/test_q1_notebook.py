@@ -50,20 +50,22 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     # the best epoch was chosen on val; the test split was scored at the end and evaluated
     test = json.loads((run / "test.json").read_text())
     assert test["num_samples"] == 64 and test["selected_on"] == "val"
-    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    # the folder the evaluate command would write: eval/<data>-<split>
+    metrics = json.loads((run / "eval" / "synthetic-test" / "metrics.json").read_text())
     assert metrics["num_samples"] == 64 and 0.0 <= metrics["top1"] <= 1.0
     assert metrics["tta_flip"] is True and metrics["split"] == "test"
-    assert metrics["top1"] == test["acc_flip_tta"]
+    assert metrics["top1"] == test["acc_flip_tta"] and metrics["top1_plain"] == test["acc"]
     for name in ("history", "confusion", "per_class", "samples", "attention"):
-        assert (run / "eval" / "test" / f"{name}.png").stat().st_size > 1000, name
+        assert (run / "eval" / "synthetic-test" / f"{name}.png").stat().st_size > 1000, name
     assert (run / "eval" / "patch_comparison.png").stat().st_size > 1000
-    assert (run / "eval" / "test" / "confused_pairs.png").stat().st_size > 1000
+    assert (run / "eval" / "synthetic-test" / "confused_pairs.png").stat().st_size > 1000
     analysis = tmp_path / "q1_fast_smoke_analysis"
     ablation = json.loads((analysis / "ablation.json").read_text())
     assert [r["variant"] for r in ablation][:2] == ["recipe as is", "no EMA"]
     assert all(0.0 <= r["val_acc"] <= 1.0 and "delta" in r for r in ablation)
     sweep = json.loads((analysis / "sweep.json").read_text())
-    assert [r["variant"] for r in sweep] == ["base", "depth 1", "lr 0.001"]
+    assert [r["variant"] for r in sweep] == ["base", "depth 1", "dim 48", "lr 0.001"]
+    assert sweep[2]["overrides"] == {"dim": 48, "heads": 3}  # the smoke model's head width
     patches = json.loads((analysis / "finetune_patch.json").read_text())
     assert [r["variant"] for r in patches] == ["ViT-S/16", "ViT-S/32"]
     assert set(patches[0]["per_class_f1"]) == set(patches[1]["per_class_f1"])
@@ -72,21 +74,22 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     rows = json.loads((run / "patch_comparison.json").read_text())
     assert [r["patch_size"] for r in rows] == [2, 4, 8]
     assert [r["tokens"] for r in rows] == [256, 64, 16]
-    for p in (2, 4, 8):
-        assert (tmp_path / f"q1_fast_smoke_patch{p}" / "best.pt").is_file()
+    for p in (2, 4, 8):  # each in its own folder, named after its settings
+        (folder,) = (tmp_path / "q1_fast_smoke_patch").glob(f"patch-{p}-*")
+        assert (folder / "best.pt").is_file() and str(folder) in {r["out_dir"] for r in rows}
 
     def printed(marker: str) -> str:  # what the code cell holding ``marker`` printed
         cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
         return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
-    trained, evaluated = printed("result = train(preset"), printed("metrics = evaluate(")
+    trained, evaluated = printed("result = train("), printed("metrics = evaluate(")
     # the test accuracy is printed once (by training, when it finished), not again by Evaluate
     assert trained.count("test accuracy") == 1, trained
     assert "test accuracy" not in evaluated and not re.search(r"top-1 [0-9.]+ plain", evaluated)
     assert "top-5" in evaluated, evaluated
     assert "peak GPU memory" not in trained  # a CPU run has no GPU memory to report
     # the patch-size runs are summed up by their table, not by each run's log
-    patch = printed("for patch in (2, 4, 8):")
+    patch = printed("PATCH_SIZES = (2, 4, 8)")
     assert "test accuracy" not in patch and "calibrated" not in patch, patch
     assert "patch tokens" in " ".join(patch.split()), patch
     # the top-5 printout of the last cell
@@ -94,3 +97,28 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
     assert text.count("%") == 5, text
     assert os.environ["HELPERS_SMOKE"] == "1"
+
+
+def test_a_wrong_setting_stops_its_cell_with_one_line(tmp_path, monkeypatch):
+    """The notebook's setup cell, then a cell with a setting that cannot work: that cell fails
+    (Run all stops there) and shows the InputError's message alone, without a traceback."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("HELPERS_SMOKE", "1")
+    monkeypatch.setenv("HELPERS_OUTPUT_DIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    setup = next(c for c in nb.cells if c.cell_type == "code")
+    bad = nbformat.v4.new_code_cell("from helpers.classify.presets import get_preset\n"
+                                    "get_preset('fast', dim=256)")  # fmt: skip
+    nb.cells = [setup, bad]
+    client = NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    (error,) = [o for o in bad.outputs if o.output_type == "error"]
+    assert error.ename == "InputError"
+    shown = [ln for ln in "\n".join(error.traceback).splitlines() if ln.strip()]
+    assert len(shown) == 1 and "dim 256 is not divisible by heads 6." in shown[0], shown
+    assert "Traceback" not in shown[0]

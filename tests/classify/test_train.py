@@ -346,7 +346,7 @@ def test_resume_with_other_classes_is_refused(runs, tmp_path):
     shutil.copytree(runs["dir"], d)
     with pytest.raises(InputError, match="classes"):
         T.train(tiny_preset(), tiny_data(num_classes=3), d, progress=False, log=lambda m: None)
-    with pytest.raises(InputError, match="different model"):
+    with pytest.raises(InputError, match=r"other settings: dim=64 \(the run has 32\)"):
         T.train(tiny_preset(dim=64), runs["data"], d, progress=False, log=lambda m: None)
 
 
@@ -827,18 +827,119 @@ def test_patience_counts_validated_epochs_only(tmp_path, monkeypatch):
 
 def test_calibration_on_tiny_epochs_and_a_budget_stop_then_more_budget(tmp_path, monkeypatch):
     """Two batches an epoch: the rate is still measured over 20 steps. A single step longer
-    than the whole budget stops the run (no re-plan can help), then a larger budget: the new
-    plan is run to its last step."""
+    than the whole budget stops the run (no re-plan can help); the same budget again says it
+    is spent; a larger budget would have planned other steps, so it is refused, and a fresh
+    start with it runs its plan to the last step."""
     data = tiny_data(n_train=64)  # 2 steps an epoch
     StepClock(monkeypatch, slow_after=22 + 9, slow=5.0)
     p = budget_preset(ema_decay=None)
     first = T.train(p, data, tmp_path, progress=False, log=lambda m: None)
     assert first.plan.step_seconds == pytest.approx(0.02) and first.stopped_early
     assert first.history[-1]["step"] < first.plan.total_steps
+    logs = []
+    again = T.train(p, data, tmp_path, progress=False, log=logs.append)
+    assert again.stopped_early and len(again.history) == len(first.history)
+    assert any("already spent" in m and "resume=False" in m for m in logs)
     StepClock(monkeypatch)
     more = budget_preset(ema_decay=None, minutes=0.2)
-    logs = []
-    res = T.train(more, data, tmp_path, progress=False, log=logs.append)
-    assert any("planning the rest anew" in m for m in logs)
+    with pytest.raises(InputError, match=r"minutes=0\.2 \(the run has 0\.05\)"):
+        T.train(more, data, tmp_path, progress=False, log=lambda m: None)
+    res = T.train(more, data, tmp_path, resume=False, progress=False, log=lambda m: None)
     assert res.stop_reason == "done" and res.history[-1]["step"] == res.plan.total_steps
     assert res.history[-1]["lr"] == pytest.approx(more.train.min_lr)
+
+
+# ----------------------------------------------------------------------------- a run folder belongs to its settings
+
+
+def test_resuming_with_settings_that_change_the_result_is_refused(tmp_path):
+    data, quiet = tiny_data(), dict(progress=False, log=lambda m: None)
+    first = T.train(tiny_preset(epochs=1), data, tmp_path, **quiet)
+    before = (tmp_path / "last.pt").read_bytes()
+    for changed, needle in (
+        ({"lr": 3e-3}, r"lr=0\.003 \(the run has 0\.002\)"),
+        ({"epochs": 2}, r"epochs=2 \(the run has 1\)"),
+        ({"seed": 1, "mixup_alpha": 0.0}, r"seed=1 \(the run has 0\), mixup_alpha=0 \(the"),
+        ({"minutes": 1.0}, r"minutes=1 \(the run has None\)"),
+        ({"dim": 64}, r"dim=64 \(the run has 32\)"),
+    ):
+        with pytest.raises(InputError, match=needle) as e:
+            T.train(tiny_preset(**{"epochs": 1, **changed}), data, tmp_path, **quiet)
+        message = str(e.value)
+        assert "\n" not in message and "other settings" in message
+        assert "resume=False" in message and "previous_run" in message and "out_dir" in message
+    with pytest.raises(InputError, match=r"epochs of 2 steps \(the run has 4"):
+        T.train(tiny_preset(epochs=1), data, tmp_path, max_steps_per_epoch=2, **quiet)
+    # nothing was touched by the refusals
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert not (tmp_path / "previous_run").exists()
+    # settings that do not change what a run learns resume (here: nothing left to train)
+    again = T.train(tiny_preset(epochs=1, checkpoint_minutes=0.5), data, tmp_path, **quiet)
+    assert _strip(again.history) == _strip(first.history)
+    # the way on: start over, the earlier run kept aside
+    fresh = T.train(tiny_preset(epochs=1, lr=3e-3), data, tmp_path, resume=False, **quiet)
+    assert [r["epoch"] for r in fresh.history] == [1]
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["preset"]["train"]["lr"]
+    assert saved == pytest.approx(3e-3)
+    assert (tmp_path / "previous_run" / "last.pt").read_bytes() == before
+
+
+def test_a_larger_budget_resumes_only_when_it_plans_the_same_steps(tmp_path, monkeypatch):
+    """An epoch-capped plan (the budget never bound it): a larger budget plans the same steps,
+    so the run continues, and ends as a run made with that budget from the start. A plan
+    fitted to its budget, or a smaller budget, cannot be continued exactly: refused."""
+    data, quiet = tiny_data(), dict(progress=False, log=lambda m: None)
+    capped = dict(epochs=3, minutes=0.05, ema_decay=None)  # 12 steps of 20 ms in a 3 s budget
+    StepClock(monkeypatch)
+    straight = T.train(tiny_preset(**{**capped, "minutes": 0.1}), data, tmp_path / "a", **quiet)
+    StepClock(monkeypatch)
+    T.train(tiny_preset(**capped), data, tmp_path / "b", max_epochs_this_run=1, **quiet)
+    with pytest.raises(InputError, match=r"minutes=0\.04 \(the run has 0\.05\)"):
+        T.train(tiny_preset(**{**capped, "minutes": 0.04}), data, tmp_path / "b", **quiet)
+    StepClock(monkeypatch)
+    logs = []
+    longer = tiny_preset(**{**capped, "minutes": 0.1})
+    resumed = T.train(longer, data, tmp_path / "b", progress=False, log=logs.append)
+    assert any("plans the same steps: resuming" in m for m in logs)
+    assert resumed.plan == straight.plan and resumed.plan.budget_seconds == pytest.approx(6.0)
+    _assert_same_weights(straight.model, resumed.model)
+    assert _strip(straight.history) == _strip(resumed.history)
+    # a plan fitted to its budget: a larger one would have planned other steps from the start
+    StepClock(monkeypatch)
+    T.train(budget_preset(), data, tmp_path / "c", max_epochs_this_run=1, **quiet)
+    with pytest.raises(InputError, match=r"minutes=0\.2 \(the run has 0\.05\)"):
+        T.train(budget_preset(minutes=0.2), data, tmp_path / "c", **quiet)
+
+
+def test_epoch_time_includes_waiting_for_the_device(tmp_path, monkeypatch):
+    """The epoch's steps are waited for (a CUDA sync) before its timer stops: here the wait
+    costs 0.5 s of the stand-in clock, and each epoch's time and rate include it."""
+    clock = StepClock(monkeypatch)  # 20 ms a step, 4 steps an epoch
+    waits = []
+
+    def sync(device):
+        waits.append(device.type)
+        clock.now += 0.5
+
+    monkeypatch.setattr(T, "sync", sync)
+    res = T.train(tiny_preset(), tiny_data(), tmp_path, progress=False, log=lambda m: None)
+    assert waits == ["cpu", "cpu"]
+    for row in res.history:
+        assert row["epoch_seconds"] == pytest.approx(4 * 0.02 + 0.5)
+        assert row["images_per_second"] == pytest.approx(128 / (4 * 0.02 + 0.5))
+        assert row["peak_memory_mb"] is None  # a CPU has no GPU memory to report
+    # on the clock: the whole run (the last epoch's validation included)
+    assert res.timing["training_seconds"] == res.history[-1]["elapsed_seconds"]
+
+
+def test_mean_rates_weight_each_epoch_by_its_images():
+    history = [
+        {"epoch_seconds": 1.0, "images_per_second": 1000.0, "peak_memory_mb": None},
+        {"epoch_seconds": 3.0, "images_per_second": 100.0, "peak_memory_mb": None},
+    ]
+    # 1,000 + 300 images in 4 s, not the mean of the two rates (550)
+    assert T.mean_images_per_second(history) == pytest.approx(1300 / 4)
+    assert T.mean_epoch_seconds(history) == pytest.approx(2.0)
+    assert T.peak_memory_mb(history) is None
+    assert T.peak_memory_mb([{"peak_memory_mb": 5.0}, {"peak_memory_mb": 7.5}]) == 7.5
+    assert T.mean_images_per_second([]) is None and T.mean_epoch_seconds([]) is None
