@@ -125,3 +125,24 @@ def test_every_option_the_readme_names_exists():
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
     missing = named - _known_options() - FOREIGN_OPTIONS
     assert not missing, f"the README names options no command has: {sorted(missing)}"
+
+
+def test_q2_switches_and_sample_media_are_named_alike_in_the_notebook_and_the_readme():
+    """One Drive switch, SAM 3 (and its token) behind its own switch, an upload button instead
+    of a checkbox, and the sample media's prompts: the same words in Q2's text and the README."""
+    cells = _cells("q2_text_segmentation.ipynb")
+    notebook = "\n".join(c["source"] for c in cells)
+    intro = cells[0]["source"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for text in (notebook, readme):
+        for gone in (
+            "CACHE_MODELS_ON_DRIVE",
+            "OUTPUT_ROOT",
+            "UPLOAD_WITH_COLAB",
+            "Upload with Colab",
+        ):
+            assert gone not in text, gone
+    for text in (intro, readme):
+        assert "USE_DRIVE" in text and "RUN_SAM3" in text and "HF_TOKEN" in text
+        assert '"cat"' in text and "cup. spoon" in text  # the sample media's prompts
+    assert "assets/cat.jpg" in readme and "assets/coffee_video.mp4" in readme

@@ -102,6 +102,56 @@ def colab_upload(dest_dir) -> list:
     return saved
 
 
+def colab_upload_button(dest_dir, what: str = "a file", uploader: Callable | None = None):
+    """A button that opens Colab's own picker (:func:`colab_upload`, any size) when clicked.
+
+    Running the cell only shows the button, so a Run all never stops for a file picker; the
+    picker opens on a click. The returned box has ``paths`` (the files saved by the latest
+    upload, empty before one), ``button`` and ``output`` (a line naming the saved files, or
+    a red message). ``uploader(dest_dir)`` replaces :func:`colab_upload` (e.g. in tests)."""
+    w = _widgets()
+    button = w.Button(
+        description=f"Upload {what}",
+        icon="upload",
+        tooltip="pick a file with Colab's uploader (files of any size)",
+        layout=w.Layout(width="auto"),
+    )
+    out = w.Output()
+    box = w.VBox([button, out])
+    box.add_class("colab-upload")
+    box.paths, box.button, box.output = [], button, out
+    upload = uploader or colab_upload
+
+    def _click(_button=None):
+        button.disabled = True
+        _clear(out)
+        failed: Exception | None = None
+        try:
+            with out:  # Colab's picker draws itself where the output goes
+                try:  # caught here: the Output would print a traceback and swallow it
+                    saved = list(upload(dest_dir))
+                except Exception as e:
+                    failed = e
+            if failed is not None:
+                raise failed
+            box.paths[:] = saved
+            _clear(out)
+            names = ", ".join(str(p) for p in saved)
+            show_note(out, f"Uploaded {names}. Run the cells below again to use it.")
+        except InputError as e:
+            show_error(out, str(e))
+        except Exception as e:  # the picker failed: say so, keep the notebook going
+            show_error(
+                out, f"the upload failed ({type(e).__name__}: {e}); give a file path instead."
+            )
+        finally:
+            button.disabled = False
+
+    button.on_click(_click)
+    box.click = _click
+    return box
+
+
 @contextlib.contextmanager
 def _guarded(c: dict, state: dict):
     """One run of a form: the button disabled, progress drawn in the form's own bar, anything
@@ -882,13 +932,15 @@ def video_ui(
     return _panel(title, rows, c, state, cache, _run, "q2-video-form")
 
 
-EMBED_LIMIT_BYTES = 8 * 2**20  # larger videos are not sent through the widget channel
+# larger videos are neither sent through the widget channel nor copied into the notebook
+EMBED_LIMIT_BYTES = 8 * 2**20
 
 
-def video_display(path, width: int = 640, limit: int = EMBED_LIMIT_BYTES):
-    """What a form shows for an output video: the video itself when it is small; otherwise a
-    note with its size and where it was saved, and a link to it. Embedding sends the whole
-    file through the widget channel as base64, which drops large messages."""
+def video_display(path, width: int = 640, limit: int = EMBED_LIMIT_BYTES, *, place: str = "form"):
+    """What a form (or, with ``place="notebook"``, a cell) shows for an output video: the video
+    itself when it is small; otherwise a note with its size and where it was saved, and a link
+    to it. Embedding copies the whole file as base64: through the widget channel, which drops
+    large messages, or into the notebook file, which it bloats."""
     from pathlib import Path
 
     from IPython.display import HTML, Video
@@ -901,9 +953,31 @@ def video_display(path, width: int = 640, limit: int = EMBED_LIMIT_BYTES):
     where = html.escape(str(path))
     return HTML(
         f'<p class="video-too-large">The video is {mib:.0f} MiB, too large to play inside the '
-        f"form; it is saved as <code>{where}</code>: open it from the file browser, or "
-        f'<a href="{html.escape(_file_href(path))}" target="_blank">here</a>.</p>'
+        f"{html.escape(place)}; it is saved as <code>{where}</code>: open it from the file "
+        f'browser, or <a href="{html.escape(_file_href(path))}" target="_blank">here</a>.</p>'
     )
+
+
+def show_video(path, width: int = 480, limit: int | None = None):
+    """Show an output video in a notebook cell, as the forms do: played inline up to ``limit``
+    bytes (default :data:`EMBED_LIMIT_BYTES`); a larger one is not copied into the notebook,
+    and a line says so, with its size, where it is saved and a link. Returns what was shown."""
+    from pathlib import Path
+
+    from IPython.display import Video, display
+
+    limit = EMBED_LIMIT_BYTES if limit is None else int(limit)
+    shown = video_display(path, width=width, limit=limit, place="notebook")
+    if isinstance(shown, Video):
+        display(shown)
+    else:  # plain text too, for a front end (or a log) that shows no HTML
+        mib = Path(path).stat().st_size / 2**20 if Path(path).is_file() else 0.0
+        text = (
+            f"The video is {mib:.0f} MiB, too large to play inside the notebook "
+            f"(limit {limit / 2**20:.0f} MiB); it is saved as {path}"
+        )
+        display({"text/plain": text, "text/html": shown.data}, raw=True)
+    return shown
 
 
 def _file_href(path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -51,7 +52,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     for name in ("example_overlay.png", "example_mask.png", "example.json"):
         assert (out / "image" / name).is_file(), name
     doc = json.loads((out / "image" / "example.json").read_text())
-    assert doc["prompt"] == "red ball. blue box"
+    assert doc["prompt"] == "cat"  # the sample photo and its prompt
     # which step produced the masks, and the weighted mask choice, are in the JSON
     assert doc["produced_by"] in ("detector", "lower-threshold", "clipseg", "none")
     assert doc["attempts"][0]["step"] == "detector"
@@ -111,6 +112,8 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     assert "SAM 3: 6 frames" in joined and "Grounding DINO + SAM 2.1:" in joined
     assert pngs >= 2  # overlay + masks figure, SAM 2 candidates figure
     assert "text/html" in kinds  # the embedded video
+    assert "SAM 3 is off" not in joined  # the offline check runs the SAM 3 cells too
+    assert "hub token: " in joined  # outside Colab: nothing read from Colab's secrets
 
 
 def test_notebook_has_colab_forms():
@@ -129,21 +132,179 @@ def test_notebook_has_colab_forms():
         "VIDEO",
         "VIDEO_PROMPT",
         "DETECT_EVERY",
-        "OUTPUT_ROOT",
-        "UPLOAD_WITH_COLAB",
+        "USE_DRIVE",
+        "RUN_SAM3",
         "FALLBACK",
         "MASK_WEIGHTS",
         "OVERLAY_COLOR",
         "OVERLAY_OPACITY",
         "SIDE_BY_SIDE",
-        "CACHE_MODELS_ON_DRIVE",
     ):
         assert any(
             line.startswith(f"{name} = ") and "# @param" in line for line in code.splitlines()
         ), name
     assert "use_drive=False" not in code  # Colab: Google Drive
     assert "widgets.pick_sam2_size(widgets.gpu_info())" in code
-    assert "widgets.colab_upload(" in code and "widgets.video_ui(" in code
+    assert "widgets.colab_upload_button(" in code and "widgets.video_ui(" in code
     assert "runtime.cache_models_on_drive(" in code and "runtime.model_cache_sizes()" in code
     # the Drive cache is set before any model library is imported
-    assert code.index("runtime.cache_models_on_drive(") < code.index("from helpers.textseg import sam3")
+    assert code.index("runtime.cache_models_on_drive(") < code.index(
+        "from helpers.textseg import sam3"
+    )
+
+
+def _code_cells() -> list[str]:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def _param(code: str, name: str) -> str:
+    """The value a ``NAME = value  # @param`` line gives (its Python text)."""
+    for line in code.splitlines():
+        if line.startswith(f"{name} = ") and "# @param" in line:
+            return line.split(" = ", 1)[1].split("  # @param")[0]
+    raise AssertionError(f"no form field {name}")
+
+
+def test_every_video_is_shown_through_the_shared_helper():
+    """No cell embeds a video itself (a long one would be base64 inside the notebook): every
+    output video goes through widgets.show_video, which embeds only below the forms' cap."""
+    import inspect
+
+    from helpers.textseg import widgets
+
+    code = "\n".join(_code_cells())
+    assert "embed=True" not in code and "Video(" not in code
+    assert code.count("widgets.show_video(") == 3  # tracked / side by side, and SAM 3's
+    source = inspect.getsource(widgets)
+    assert source.count("embed=True") == 1 and "embed=True" in inspect.getsource(
+        widgets.video_display
+    )
+    assert "limit" in inspect.signature(widgets.show_video).parameters
+
+
+def test_run_all_never_stops_for_a_file_picker():
+    """Colab's picker opens only from a button; no cell calls it while it runs."""
+    code = "\n".join(_code_cells())
+    assert not re.search(r"colab_upload\(", code)
+    assert code.count("widgets.colab_upload_button(") == 2  # one for an image, one for a video
+    assert "UPLOAD_WITH_COLAB" not in code and "UPLOAD_VIDEO_WITH_COLAB" not in code
+    assert "image_upload.paths" in code and "video_upload.paths" in code
+
+
+def test_sample_media_are_real_photos_and_the_prompts_name_them():
+    import numpy as np
+
+    from helpers.textseg import media
+
+    cells = _code_cells()
+    code = "\n".join(cells)
+    photo, video = ROOT / "assets" / "cat.jpg", ROOT / "assets" / "coffee_video.mp4"
+    for path in (photo, video):
+        assert path.is_file() and path.stat().st_size <= 300 * 1024, path
+    image_cell = next(c for c in cells if "PROMPT = " in c and "IMAGE = " in c)
+    assert _param(image_cell, "IMAGE") == '""' and 'asset("cat.jpg")' in image_cell
+    assert _param(image_cell, "PROMPT") == '"cat"'  # Chelsea the cat
+    video_cell = next(c for c in cells if "VIDEO_PROMPT = " in c)
+    assert _param(video_cell, "VIDEO") == '""' and 'asset("coffee_video.mp4")' in video_cell
+    assert _param(video_cell, "VIDEO_PROMPT") == '"cup. spoon"'  # a cup of coffee, a spoon
+    # the offline check's random detector knows the words of these prompts
+    words = re.search(r"PROMPT_WORDS = (\[.*?\])", code).group(1)
+    assert all(w in words for w in ('"cat"', '"cup"', '"spoon"'))
+    assert media.load_image(photo).shape == (300, 451, 3)
+    frames = list(media._decoded_rgb(video))
+    # 10 fps and long enough for the smoke form's 20 frames (2 s); the camera moves
+    assert len(frames) >= 30 and frames[0].shape == (240, 320, 3)
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 5
+
+
+def _run_setup_cell(monkeypatch, tmp_path, use_drive: bool, run_sam3: bool) -> dict:
+    """Run the notebook's setup cell as Colab would, with Colab's modules faked: what it asked
+    of Drive, of the secrets and where the outputs go."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from huggingface_hub.utils import _auth
+
+    from helpers import runtime
+    from helpers.textseg import sam3
+
+    seen = {"secrets": [], "drive": [], "roots": [], "installs": 0}
+    userdata = types.ModuleType("google.colab.userdata")
+
+    class SecretNotFoundError(Exception):
+        pass
+
+    class NotebookAccessError(Exception):
+        pass
+
+    userdata.SecretNotFoundError, userdata.NotebookAccessError = (
+        SecretNotFoundError,
+        NotebookAccessError,
+    )
+    userdata.get = lambda key: seen["secrets"].append(key) or "hf_secret"
+    colab = types.ModuleType("google.colab")
+    colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
+    colab.userdata = userdata
+    google = types.ModuleType("google")
+    google.colab = colab
+    for name, module in (("google", google), ("google.colab", colab)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(sys.modules, "google.colab.userdata", userdata)
+    monkeypatch.delenv("HELPERS_SMOKE", raising=False)
+    monkeypatch.delenv("HELPERS_OUTPUT_DIR", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(_auth, "_IS_GOOGLE_COLAB_CHECKED", False)
+    monkeypatch.setattr(_auth, "_GOOGLE_COLAB_SECRET", None)
+    monkeypatch.setattr(
+        runtime,
+        "cache_models_on_drive",
+        lambda **kw: seen["drive"].append(kw) or {"enabled": False, "reason": "faked"},
+    )
+
+    def output_dir(name, root=None, **kw):
+        seen["roots"].append(root)
+        return tmp_path / "out"
+
+    monkeypatch.setattr(runtime, "output_dir", output_dir)
+
+    def ensure():
+        seen["installs"] += 1
+        return {"message": "transformers ok"}
+
+    monkeypatch.setattr(sam3, "ensure_sam3_transformers", ensure)
+    setup = _code_cells()[0]
+    for name, value in (("USE_DRIVE", use_drive), ("RUN_SAM3", run_sam3)):
+        assert _param(setup, name) in ("True", "False")
+        setup = setup.replace(f"{name} = {_param(setup, name)}", f"{name} = {value}", 1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(setup, "setup cell", "exec"), {"__name__": "__main__"})
+    seen["token"] = os.environ.get("HF_TOKEN")
+    seen["hub_checked"] = _auth._IS_GOOGLE_COLAB_CHECKED
+    return seen
+
+
+def test_one_switch_keeps_everything_off_drive(monkeypatch, tmp_path):
+    code = "\n".join(_code_cells())
+    assert "CACHE_MODELS_ON_DRIVE" not in code and "OUTPUT_ROOT" not in code
+    off = _run_setup_cell(monkeypatch, tmp_path, use_drive=False, run_sam3=False)
+    assert off["drive"] == [] and off["roots"] == ["runs"]  # no Drive dialog, outputs local
+    on = _run_setup_cell(monkeypatch, tmp_path, use_drive=True, run_sam3=False)
+    assert on["drive"] == [{"mount": True}] and on["roots"] == [None]  # Drive: weights, outputs
+
+
+def test_the_hub_token_is_read_once_at_the_start_only_for_sam3(monkeypatch, tmp_path):
+    off = _run_setup_cell(monkeypatch, tmp_path, use_drive=False, run_sam3=False)
+    assert off["secrets"] == [] and off["token"] is None and off["installs"] == 0
+    assert off["hub_checked"]  # the hub libraries will not ask for the secret later either
+    on = _run_setup_cell(monkeypatch, tmp_path, use_drive=False, run_sam3=True)
+    assert on["secrets"] == ["HF_TOKEN"] and on["token"] == "hf_secret" and on["installs"] == 1
+    assert on["hub_checked"]
+    cells = _code_cells()
+    later = "\n".join(cells[1:])
+    assert "userdata" not in later and "HF_TOKEN" not in later  # no cell after asks again
+    assert "import google" not in "\n".join(cells)  # google.colab: only via helpers, in Colab
+    sam3_cell = next(c for c in cells if "SAM3_SCORE_THRESHOLD = " in c)
+    assert "if not RUN_SAM3:" in sam3_cell  # the SAM 3 cells honour the switch
