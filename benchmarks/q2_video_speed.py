@@ -1,8 +1,9 @@
 """Q2 video speed: tracking FPS, sam2's documented loop vs ours.
 
 SAM 2.1 has random weights built from the real configs (nothing is downloaded). Per size and
-``--objects`` count, on an H.264 file of ``--video-frames`` synthetic 1280x720 frames with the
-same fixed boxes prompted on frame 0 for both loops and one shared predictor:
+``--objects`` count (1, 3 and 16 by default; the boxes lie apart on a grid,
+``q2_common.object_boxes``), on an H.264 file of ``--video-frames`` synthetic 1280x720 frames
+with the same fixed boxes prompted on frame 0 for both loops and one shared predictor:
 
   official  sam2's documented loop as its README shows: the video as a JPEG folder,
             init_state -> add_new_points_or_box per object -> propagate_in_video, inference

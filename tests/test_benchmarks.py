@@ -83,6 +83,7 @@ def test_q2_speed_quick_runs_image_and_video(tmp_path):
     assert res["random_weights"] is True
     (image,) = res["image"]
     assert image["size"] == "tiny" and image["seed_ms"] > 0 and image["ours_ms"] > 0
+    assert image["documented_ms"] > 0 and image["documented_autocast"] is None  # CPU: no autocast
     (video,) = res["video"]
     assert video["frames"] == 6 and video["objects"] == 2
     for loop in ("official", "ours"):  # sam2's documented loop and ours, two figures each
@@ -96,28 +97,56 @@ def test_q2_speed_quick_runs_image_and_video(tmp_path):
 # --------------------------------------------------------------------------- gpu_report.py
 
 
-def _gpu_report(out: Path, *args: str) -> tuple[dict, str]:
-    _run("gpu_report.py", *args, "--quick", "--out", str(out))
+def _gpu_report(out: Path, *args: str) -> tuple[dict, str, str]:
+    stdout = _run("gpu_report.py", *args, "--quick", "--out", str(out))
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
     assert report["quick"] is True and report["device"] and report["torch"]
     assert not [k for k, s in report["sections"].items() if s.get("error") or s.get("errors")]
     for sec in report["sections"].values():  # each section: device, torch, command, a table
-        assert f"## {sec['title']}" in md and sec["table"].startswith("| ")
+        assert f"## {sec['title']}" in md
+        assert (sec["table"] or "").startswith("| ") or f"**{sec['skipped']}**" in md
     assert md.count(f"device: {report['device']} · torch {report['torch']}") == len(
         report["sections"]
     )
     assert md.count(f"`{report['command']}`") >= len(report["sections"])
-    assert "--part" in report["command"] and "--quick" in report["command"]
-    return report, md
+    assert "--quick" in report["command"]
+    _estimates_come_first(stdout, report)
+    return report, md, stdout
+
+
+def _estimates_come_first(stdout: str, report: dict) -> None:
+    """The plan (every section's estimate and their total) is printed first, then before each
+    section one line with its estimate and the time left, ahead of anything it prints."""
+    lines = stdout.splitlines()
+    plan = [p["section"].split(":")[0] for p in report["plan"]]
+    assert lines.index("[gpu_report] plan (estimates on one H100, compile included):") < 3
+    assert any(line.startswith("[gpu_report]   total ") for line in lines)
+    for key, sec in report["sections"].items():
+        assert key in plan
+        if sec.get("estimate_s") is None:  # skipped because an earlier section did not run
+            assert "did not" in sec["skipped"] and key in report["skipped"]
+            continue
+        estimate = f"[gpu_report] estimate {sec['estimate_s']} s (one H100, compile"
+        at = next(i for i, line in enumerate(lines) if line.startswith(estimate)
+                  and f"for {sec['title']};" in line)  # fmt: skip
+        assert lines[at].endswith("budget left") or lines[at].endswith("no budget set")
+        after = lines[at + 1]
+        if sec.get("skipped"):
+            assert after == f"[gpu_report] {sec['title']}: {sec['skipped']}"
+        else:  # the section's own output follows, then its end
+            done = f"[gpu_report] {sec['title']}: done in "
+            assert not after.startswith(done.split(": done")[0] + ": skipped")
+            assert any(line.startswith(done) for line in lines[at + 1 :])
 
 
 def test_gpu_report_q1_quick_measures_throughput_and_fast_run(tmp_path):
     data = _image_folder(tmp_path / "data", per_class=12, test=3)
     out = tmp_path / "q1"
-    report, md = _gpu_report(out, "--part", "q1", "--data", str(data))
+    report, md, _ = _gpu_report(out, "--part", "q1", "--data", str(data))
     sections = report["sections"]
-    assert list(sections) == ["data", "fast", "throughput"]
+    assert list(sections) == ["data", "fast", "throughput"] and not report["skipped"]
+    assert [p["section"] for p in report["plan"]] == ["data", "fast", "throughput"]
     assert sections["data"]["result"]["train"] == 24
 
     tp = sections["throughput"]["result"]
@@ -162,15 +191,22 @@ def test_gpu_report_q1_quick_measures_throughput_and_fast_run(tmp_path):
 
 def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     out = tmp_path / "q2"
-    report, md = _gpu_report(out, "--part", "q2")
+    report, md, stdout = _gpu_report(out, "--part", "q2")
     sections = report["sections"]
     q2 = ["setup", "image", "video", "long", "sam3_image", "sam3_video", "tracking"]
-    assert list(sections) == q2
+    assert list(sections) == q2 and not report["skipped"]
     (image,) = sections["image"]["result"]
     assert image["size"] == "tiny" and image["ours_ms"] > 0 and image["seed_ms"] > 0
-    (video,) = sections["video"]["result"]
-    assert video["frames"] == 4 and video["ours_e2e_fps"] > 0 and video["official_e2e_fps"] > 0
-    assert video["ours_prop_fps"] > 0 and video["official_prop_fps"] > 0
+    assert image["documented_ms"] > 0
+    # one row per object count, 16 among them, each measured by both loops
+    rows = sections["video"]["result"]
+    assert [r["objects"] for r in rows] == [1, 3, 16]
+    for video in rows:
+        assert video["frames"] == 3 and video["ours_e2e_fps"] > 0
+        assert video["official_e2e_fps"] > 0 and video["warmup_s"] > 0
+        assert video["ours_prop_fps"] > 0 and video["official_prop_fps"] > 0
+    assert "1 3 16 objects" in " ".join(p["what"] for p in report["plan"])
+    assert "estimate " in stdout.split("video SAM 2.1 tiny;")[0].splitlines()[-1]
     long = sections["long"]["result"]
     assert long["frames"] == 8 and long["fps"] > 0 and long["rss_mib"] > 100
     assert long["peak_mib"] is None  # CPU: no GPU memory to report
@@ -179,10 +215,21 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     words_ = ("text -> masks", "ours ms", "tracking FPS", "sam2 loop fps (propagation)")
     for words in (*words_, "ours fps (end to end)", "peak GPU", "peak RSS"):
         assert words in md, words
+    # what ran, next to the figures: the documented usage's reference and compile kept apart
+    for words in (
+        "documented usage ms (warm)",
+        "write-ups' fp32 loop ms (warm)",
+        'torch.autocast("cuda", dtype=torch.bfloat16)',
+        "warm-up s incl. compile (not in any fps)",
+        "every fps excludes compile",
+        "fps end to end (after warm-up)",
+        "fps (no warm-up; nothing compiled)",
+    ):
+        assert words in md, words
     (s3i,) = sections["sam3_image"]["result"]
     assert s3i["model"] == "sam3 random-toy" and s3i["ms"] > 0 and s3i["phrases"] == 2
     (s3v,) = sections["sam3_video"]["result"]
-    assert s3v["frames"] == 4 and s3v["fps"] > 0 and s3v["e2e_fps"] > 0
+    assert s3v["frames"] == 3 and s3v["fps"] > 0 and s3v["e2e_fps"] > 0
     for words in ("SAM 3 image", "SAM 3 video", "text encoding saved"):
         assert words in md, words
     # tracking identity (CPU, last): q2_tracking's quick variant on one seed, per condition
@@ -191,6 +238,101 @@ def test_gpu_report_q2_quick_measures_image_video_and_long_video(tmp_path):
     assert tracking["seeds"] == [0] and tracking["targets_met"]  # one seed: a sanity run
     for words in ("Q2 tracking identity", "IDF1 ours", "ID switches baseline", "targets: "):
         assert words in md, words
+
+
+def test_gpu_report_is_one_command_that_skips_what_the_budget_cannot_hold(tmp_path):
+    """No --part: both parts are planned; with a budget too small for any estimate every
+    section is skipped, each with its reason printed after its estimate line and written to
+    report.md and report.json; a skip is not a failure (exit status 0)."""
+    report, md, stdout = _gpu_report(tmp_path / "all", "--budget-s", "1")
+    assert report["part"] == "q1+q2" and report["budget_seconds"] == 1
+    planned = [p["section"] for p in report["plan"]]
+    assert planned[:3] == ["data", "fast", "throughput"] and planned[3] == "setup"
+    assert "video:tiny" in planned and planned[-1] == "tracking"
+    q1 = ["data", "fast", "throughput"]
+    q2 = ["setup", "image", "video", "long", "sam3_image", "sam3_video", "tracking"]
+    assert list(report["sections"]) == q1 + q2 == report["skipped"]
+    for sec in report["sections"].values():
+        assert sec["skipped"].startswith("skipped: ") and sec["result"] is None
+        assert f"**{sec['skipped']}**" in md
+    assert "only 0 s of the 1 s budget left" in md or "only 1 s of the 1 s budget left" in md
+    assert "10 skipped: data, fast, throughput, setup" in stdout
+
+
+def test_gpu_report_parses_one_command_with_16_objects():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_report
+
+    args = gpu_report.parse_args([])
+    assert args.parts == ["q1", "q2"] and args.part is None and args.data == "cifar10"
+    assert args.objects == [1, 3, 16] and args.budget_s == 540 and args.out == "runs/gpu_report"
+    assert args.minutes == gpu_report.FAST_MINUTES_WITH_Q2
+    assert gpu_report.parse_args(["--part", "q1"]).minutes == gpu_report.FAST_MINUTES_ALONE
+    assert gpu_report.parse_args(["--objects", "1,3,16"]).objects == [1, 3, 16]
+    assert gpu_report.parse_args(["--objects", "2", "5"]).objects == [2, 5]
+    assert gpu_report.parse_args(["--only", "video,long"]).parts == ["q2"]
+    assert gpu_report.parse_args(["--budget-minutes", "2"]).budget_s == 120
+    assert gpu_report.parse_args(["--quick"]).budget_s == float("inf")
+
+
+def test_16_objects_fit_a_720p_frame_apart():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import q2_common
+
+    for k in (1, 3, 16, q2_common.MAX_OBJECTS):
+        boxes = q2_common.object_boxes(k, 720, 1280)
+        assert boxes.shape == (k, 4)
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= 1280).all() and (boxes[:, 3] <= 720).all()
+        assert ((boxes[:, 2] - boxes[:, 0]) >= 64).all() and (
+            (boxes[:, 3] - boxes[:, 1]) >= 64
+        ).all()
+        for i in range(k):  # no two boxes share a pixel
+            for j in range(i + 1, k):
+                a, b = boxes[i], boxes[j]
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (k, i, j)
+    assert q2_common.parse_objects(["1", "3", "16"]) == [1, 3, 16]
+    assert q2_common.parse_objects("1,3,16") == q2_common.parse_objects(["1,3", "16"])
+    for bad in (["0"], ["65"], ["x"], []):
+        try:
+            q2_common.parse_objects(bad)
+        except ValueError as e:
+            assert "--objects" in str(e)
+        else:
+            raise AssertionError(bad)
+
+
+def test_gpu_report_skips_a_size_or_section_that_does_not_fit_what_is_left(tmp_path):
+    """The budget check reads the estimate against the time left (here a fixed clock): a
+    section that does not fit is recorded as skipped, not run; within a section measured
+    per model size, each size is checked on its own."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_report
+    import gpu_report_q2
+    import torch
+
+    args = gpu_report.parse_args(["--quick", "--budget-s", "100", "--out", str(tmp_path)])
+    report = gpu_report.Report(args, torch.device("cpu"), "python benchmarks/gpu_report.py")
+    report.elapsed = lambda: 40.0  # 60 s left
+    ran = []
+
+    def section(sec):
+        ran.append("section")
+        sizes = ["tiny", "large"]
+        estimates = {"tiny": 30.0, "large": 90.0}
+        gpu_report_q2._per_size(
+            sec, report, "video", sizes, lambda z: [{"size": z}], estimates.__getitem__
+        )
+
+    report.run("fits", "Fits", section, estimate_s=120.0, first_part_s=30.0)
+    report.run("too_big", "Too big", lambda sec: ran.append("too big"), estimate_s=61.0)
+    assert ran == ["section"]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    rows = saved["sections"]["fits"]["result"]
+    assert rows[0] == {"size": "tiny"} and rows[1]["skipped"].startswith("skipped: estimated 90 s")
+    assert saved["sections"]["too_big"]["skipped"].startswith("skipped: estimated 61 s")
+    assert saved["skipped"] == ["video:large", "too_big"]
+    assert "only 60 s of the 100 s budget left" in (tmp_path / "report.md").read_text()
 
 
 def test_gpu_report_records_a_failed_section_and_goes_on(tmp_path):
