@@ -56,8 +56,17 @@ def _discs(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
+EMBED_DIM = 256  # SAM 2's image-encoder channels: what appearance embeddings are made of
+
+
+def _looks(n: int) -> np.ndarray:
+    """[n, EMBED_DIM] fixed unit vectors, one per detection index (the same every call)."""
+    rows = np.random.default_rng(7).standard_normal((max(n, 16), EMBED_DIM)).astype(np.float32)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True))[:n]
+
+
 def stub_keyframe_features(tracker, image, boxes, masks, *args, **kwargs):
-    """(masks [N,H,W], embeddings [N,8]) for a keyframe's boxes, as SAM 2's image path gives
+    """(masks [N,H,W], embeddings [N,256]) for a keyframe's boxes, as SAM 2's image path gives
     them (made once per set of boxes: model work, not host work)."""
     with _own():
         h, w = image.shape[:2]
@@ -67,7 +76,7 @@ def stub_keyframe_features(tracker, image, boxes, masks, *args, **kwargs):
             made.clear()
             made[key] = _discs(np.asarray(boxes), h, w)
         out = made[key].copy() if masks is None else masks  # a fresh array, as the model's
-        return out, np.eye(len(boxes), 8, dtype=np.float32)
+        return out, _looks(len(boxes))
 
 
 class StubPredictor:
@@ -108,24 +117,28 @@ class StubPredictor:
         return state
 
     def _read(self, state, t: int) -> None:
-        """What sam2's ``_get_image_feature`` does with a frame before the image encoder."""
+        """What sam2's ``_get_image_feature`` does with a frame before the image encoder; the
+        frame itself comes from the project's frames (its work, outside the stand-in's)."""
         if t not in state["cached_features"]:
-            image = state["images"][t].to(self.device).float().unsqueeze(0)
-            state["cached_features"] = {t: (image, None)}
-            self.frames_read += 1
+            frame = state["images"][t]
+            with _own():
+                image = frame.to(self.device).float().unsqueeze(0)
+                state["cached_features"] = {t: (image, None)}
+                self.frames_read += 1
 
     def _logits(self, state):
         """[N,1,H,W] logits, one disc per object; made once per set of objects."""
         import torch
 
         h, w = state["video_height"], state["video_width"]
-        key = tuple(state["obj_ids"]), (h, w)
+        ids = state["obj_ids"]
+        places = state.setdefault("places", {})  # id -> the box its prompt gave
+        key = tuple((i, tuple(places.get(i, ()))) for i in ids), (h, w)
         if key not in self._made:
             if len(self._made) > 64:
                 self._made.clear()
-            ids = state["obj_ids"]
-            boxes = grid_boxes(16, h, w)[[i % 16 for i in ids]] if ids else np.zeros((0, 4))
-            discs = _discs(boxes, h, w)
+            boxes = np.array([places.get(i, (0, 0, 0, 0)) for i in ids], np.float32)
+            discs = _discs(boxes.reshape(-1, 4), h, w)
             logits = np.where(discs, 8.0, -8.0).astype(np.float32)[:, None]
             self._made[key] = torch.from_numpy(logits) if ids else None
         return self._made[key]
@@ -138,8 +151,11 @@ class StubPredictor:
             if t not in d["cond_frame_outputs"]:
                 d[kind][t] = {"object_score_logits": torch.full((1, 1), 6.0)}
 
-    def _add(self, state, frame_idx, obj_id):
+    def _add(self, state, frame_idx, obj_id, place):
+        """Add or re-prompt an object: its disc goes where its prompt put it (``place``: a
+        box)."""
         obj_id = int(obj_id)
+        state.setdefault("places", {})[obj_id] = tuple(float(v) for v in place)
         if obj_id not in state["obj_id_to_idx"]:
             idx = len(state["obj_ids"])
             state["obj_ids"].append(obj_id)
@@ -149,7 +165,6 @@ class StubPredictor:
                 "cond_frame_outputs": {}, "non_cond_frame_outputs": {}
             }  # fmt: skip
         idx = state["obj_id_to_idx"][obj_id]
-        self._read(state, frame_idx)
         import torch
 
         out = state["output_dict_per_obj"][idx]
@@ -157,12 +172,21 @@ class StubPredictor:
         return frame_idx, list(state["obj_ids"]), self._logits(state)
 
     def add_new_points_or_box(self, state, frame_idx, obj_id, points=None, labels=None, box=None):
+        self._read(state, frame_idx)
         with _own():
-            return self._add(state, frame_idx, obj_id)
+            if box is None:  # a click: a box of a tenth of the frame around it
+                x, y = np.asarray(points, np.float32).reshape(-1, 2)[0]
+                r = 0.05 * state["video_height"]
+                box = (x - r, y - r, x + r, y + r)
+            return self._add(state, frame_idx, obj_id, np.asarray(box, np.float32).reshape(4))
 
     def add_new_mask(self, state, frame_idx, obj_id, mask):
+        self._read(state, frame_idx)
         with _own():
-            return self._add(state, frame_idx, obj_id)
+            m = np.asarray(mask, bool)
+            ys, xs = np.nonzero(m)
+            box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else (0, 0, 0, 0)
+            return self._add(state, frame_idx, obj_id, box)
 
     def propagate_in_video(self, state, start_frame_idx=0, max_frame_num_to_track=None,
                            reverse=False):  # fmt: skip
@@ -174,14 +198,14 @@ class StubPredictor:
         else:
             frames = range(start_frame_idx, min(start_frame_idx + m, n - 1) + 1)
         for t in frames:
+            self._read(state, t)
             with _own():
-                self._read(state, t)
                 self._store(state, t, "non_cond_frame_outputs")
                 out = t, list(state["obj_ids"]), self._logits(state)
             yield out
 
     def reset_state(self, state):
-        for key in ("obj_id_to_idx", "obj_idx_to_id", "output_dict_per_obj"):
+        for key in ("obj_id_to_idx", "obj_idx_to_id", "output_dict_per_obj", "places"):
             state[key] = {}
         state["obj_ids"] = []
 

@@ -160,7 +160,7 @@ class MaskEncoder:
         h, w = (int(v) for v in logits.shape[-2:])
         s = stride_for((h, w))
         small = torch.as_tensor(logits)[: len(ids), 0, ::s, ::s] > 0
-        stats = frame_stats(small, scores).numpy()  # every object at once, on the sample
+        stats = frame_stats(small, scores).cpu().numpy()  # every object at once, sampled
         fut = self._submit(_encode_logits, logits, len(ids), None, None)
         out = {}
         for k, i in enumerate(ids):
@@ -183,9 +183,9 @@ class MaskEncoder:
         host = self._host[:n]
         host.copy_(stats, non_blocking=cuda)
         ready = None
-        if cuda:
+        if cuda:  # on the masks' own device's stream (not only the current device's)
             ready = torch.cuda.Event()
-            ready.record()
+            ready.record(torch.cuda.current_stream(masks.device))
             ready.synchronize()  # the one wait of the frame: its stats
         values = host.numpy().copy()
         fut = self._submit(_encode_device, masks, ready, self._cuda_stream(masks))
@@ -250,7 +250,7 @@ def _encode_device(masks, ready, stream) -> list[dict]:
 def _encode_logits(logits, n: int, ready, stream) -> list[dict]:
     """RLEs of ``logits[:n] > 0`` (full resolution, CPU tensors), on the worker thread."""
     h, w = (int(v) for v in logits.shape[-2:])
-    arr = logits.detach().float().numpy().reshape(-1, h, w)
+    arr = logits.detach().float().cpu().numpy().reshape(-1, h, w)
     try:
         import cv2
     except ImportError:

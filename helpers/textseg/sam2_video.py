@@ -195,9 +195,9 @@ def load_video_tracker(
     quality; transformers: a very small random model); ``model_overrides`` are extra hydra
     overrides for the sam2 backend (e.g. ``"++model.memory_attention.num_layers=1"``).
     bf16 autocast + TF32 on Ampere and newer GPUs; fp32 on older GPUs (T4) and the CPU.
-    ``compile`` ("auto": on a CUDA GPU where the installed sam2 supports it) builds sam2's
-    ``vos_optimized`` predictor, whose parts are torch.compiled on first use (the first
-    frames are slow; benchmarks time them apart).
+    ``compile`` ("auto": on a CUDA GPU with enough SMs for max-autotune, see
+    ``sam2_compile``) builds sam2's ``vos_optimized`` predictor and compiles its parts our
+    way on first use (the first frames wait; the compile is clocked and left out of FPS).
     """
     from helpers.runtime import enable_fast_matmul, pick_device
 
@@ -433,9 +433,9 @@ def _norm_tensors(device: str):
     """([3,1,1] 1 / (255 std), [3,1,1] mean / std) on ``device``, made once per device."""
     import torch
 
-    std = torch.tensor(_STD, device=device)[:, None, None]
-    mean = torch.tensor(_MEAN, device=device)[:, None, None]
-    return 1.0 / (255.0 * std), mean / std
+    scale = [1.0 / (255.0 * sd) for sd in _STD]
+    shift = [m / sd for m, sd in zip(_MEAN, _STD)]
+    return tuple(torch.tensor(v, device=device)[:, None, None] for v in (scale, shift))
 
 
 @functools.lru_cache(maxsize=1)
@@ -593,7 +593,7 @@ def _to_masks(ids, logits) -> dict[int, np.ndarray]:
     host = torch.empty(m.shape, dtype=torch.bool, pin_memory=True)
     host.copy_(m, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(m.device))
     done.synchronize()
     arr = host.numpy()
     return {int(i): arr[k].T for k, i in enumerate(ids)}
@@ -744,7 +744,7 @@ def _to_host(masks) -> np.ndarray:
     import torch
 
     if masks.device.type != "cuda":
-        return masks.numpy()
+        return masks.cpu().numpy()
     host = torch.empty(masks.shape, dtype=torch.bool, pin_memory=True)
     host.copy_(masks, non_blocking=True)
     torch.cuda.current_stream(masks.device).synchronize()
