@@ -127,20 +127,28 @@ class StubPredictor:
                 self.frames_read += 1
 
     def _logits(self, state):
-        """[N,1,H,W] logits, one disc per object; made once per set of objects."""
+        """[N,1,H,W] logits, one disc per object where its prompt put it; made once per set
+        of objects and places (each object's disc once per place)."""
         import torch
 
         h, w = state["video_height"], state["video_width"]
         ids = state["obj_ids"]
+        if not ids:
+            return None
         places = state.setdefault("places", {})  # id -> the box its prompt gave
-        key = tuple((i, tuple(places.get(i, ()))) for i in ids), (h, w)
+        boxes = [tuple(places.get(i, (0.0, 0.0, 0.0, 0.0))) for i in ids]
+        key = tuple(boxes), (h, w)
         if key not in self._made:
-            if len(self._made) > 64:
+            if len(self._made) > 8:
                 self._made.clear()
-            boxes = np.array([places.get(i, (0, 0, 0, 0)) for i in ids], np.float32)
-            discs = _discs(boxes.reshape(-1, 4), h, w)
-            logits = np.where(discs, 8.0, -8.0).astype(np.float32)[:, None]
-            self._made[key] = torch.from_numpy(logits) if ids else None
+            discs = self.__dict__.setdefault("_discs", {})
+            if len(discs) > 256:
+                discs.clear()
+            for b in boxes:
+                if (b, h, w) not in discs:
+                    disc = _discs(np.array([b], np.float32), h, w)
+                    discs[b, h, w] = torch.from_numpy(np.where(disc, 8.0, -8.0).astype(np.float32))
+            self._made[key] = torch.stack([discs[b, h, w] for b in boxes])
         return self._made[key]
 
     def _store(self, state, t: int, kind: str) -> None:
