@@ -21,7 +21,7 @@ import sys
 import threading
 
 from helpers.errors import InputError
-from helpers.result_line import kept_stdout, print_result
+from helpers.result_line import BROKEN_PIPE_EXIT, kept_stdout, print_result, write_line
 
 __all__ = ["build_parser", "main", "print_result"]
 
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     if result is not None:  # None: a secondary process of a torchrun job (rank 0 reports)
-        print(json_text(result, default=str), file=stream, flush=True)
+        if not write_line(json_text(result, default=str), stream):
+            return BROKEN_PIPE_EXIT  # the reader of stdout is gone: quietly, as `yes | head`
     return 0
 
 

@@ -11,6 +11,8 @@ Written files get the usual permissions (``0o666`` minus the umask), or keep tho
 they replace.
 
 :func:`check_output_dir` says, before any work starts, whether an output folder can be used.
+:func:`output_set` makes several files one unit (all of them replace the old ones, or none);
+:func:`make_temp_dir` names temporary folders so that those of a killed run are found again.
 """
 
 from __future__ import annotations
@@ -369,6 +371,139 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- output sets
+
+
+class OutputSet:
+    """The files of one result (a video, its tracks, ...), written as a unit: each is written
+    to a staging name in its own folder (``staged``), and only :meth:`commit` renames them
+    into place, the ``last`` names last; a member that this result did not produce is removed
+    then, so an old file never sits beside new ones. :meth:`discard` removes what was staged
+    and leaves the folder as it was."""
+
+    def __init__(self, folder: Path, members=(), last=()):
+        self.folder = folder
+        self.members: list[str] = []
+        self.last: list[str] = []
+        self.staged: dict[str, Path] = {}
+        self.add(members, last)
+
+    def add(self, members=(), last=()) -> None:
+        """Names of files that belong to the set (written or not); ``last`` ones commit last."""
+        for name in [*members, *last]:
+            if name not in self.members:
+                self.members.append(name)
+        self.last += [n for n in last if n not in self.last]
+
+    def path(self, name: str) -> Path:
+        """Where ``name`` of the folder is written until the commit (the same path each time
+        it is asked for): a temporary name that the writers' own clean-up recognises."""
+        if name not in self.staged:
+            self.add([name])
+            target = self.folder / name
+            self.staged[name] = _make_temporary(target, target.suffix)
+            self.staged[name].unlink()  # only the name is taken: the writer makes the file
+        return self.staged[name]
+
+    def commit(self) -> None:
+        written = [n for n in self.staged if self.staged[n].exists()]
+        order = [n for n in written if n not in self.last] + [n for n in self.last if n in written]
+        for name in order:  # a file replaced keeps its permissions
+            with contextlib.suppress(OSError):
+                os.chmod(self.staged[name], stat.S_IMODE((self.folder / name).stat().st_mode))
+        for name in order[:-1]:
+            os.replace(self.staged[name], self.folder / name)
+        for name in self.members:  # left from an earlier result: not part of this one
+            if name not in written:
+                with contextlib.suppress(OSError):
+                    (self.folder / name).unlink()
+        if order:
+            os.replace(self.staged[order[-1]], self.folder / order[-1])
+        self.staged.clear()
+
+    def discard(self) -> None:
+        for tmp in self.staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.staged.clear()
+
+
+_OPEN_SETS: dict[Path, OutputSet] = {}
+
+
+def _set_key(folder) -> Path:
+    return Path(os.path.abspath(os.fspath(folder)))
+
+
+@contextlib.contextmanager
+def output_set(folder: str | os.PathLike, members=(), last=()) -> Iterator[OutputSet]:
+    """Inside, the files of ``folder`` that writers reach through :func:`output_path` form one
+    :class:`OutputSet`: leaving normally renames them all into place, leaving by an exception
+    removes them and ``folder`` keeps the files it had. Opened again for the same folder
+    inside, it joins the open set (the outermost one commits)."""
+    key = _set_key(folder)
+    if key in _OPEN_SETS:
+        _OPEN_SETS[key].add(members, last)
+        yield _OPEN_SETS[key]
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(key)  # staged by a process that was killed
+    unit = _OPEN_SETS[key] = OutputSet(key, members, last)
+    try:
+        yield unit
+        unit.commit()
+    except BaseException:
+        unit.discard()
+        raise
+    finally:
+        _OPEN_SETS.pop(key, None)
+
+
+def output_path(path: str | os.PathLike) -> Path:
+    """Where a writer of ``path`` writes: its staging name while an :func:`output_set` of its
+    folder is open, else ``path`` itself."""
+    path = Path(path)
+    unit = _OPEN_SETS.get(_set_key(path.parent))
+    return path if unit is None else unit.path(path.name)
+
+
+# ----------------------------------------------------------------------------- temporary folders
+
+
+def make_temp_dir(prefix: str) -> Path:
+    """A new folder in the system's temporary folder named ``<prefix><pid>_<random>``; those
+    of the same ``prefix`` left by processes that no longer run (``kill -9``) are removed
+    first."""
+    import tempfile
+
+    remove_stale_temp_dirs(prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}_"))
+
+
+def remove_stale_temp_dirs(prefix: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the folders ``<prefix><pid>_*`` of ``root`` (the temporary folder) that this user
+    owns and whose process no longer runs. Returns what was removed."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.gettempdir() if root is None else root)
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)_")
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            m = pattern.match(entry.name)
+            if not m or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                if hasattr(os, "getuid") and entry.stat().st_uid != os.getuid():
+                    continue
+                if _pid_alive(int(m.group(1))):
+                    continue
+                shutil.rmtree(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def _json_default(o: Any):

@@ -21,7 +21,31 @@ def print_result(result: dict) -> None:
     everything else a command prints is sent to stderr."""
     from helpers.files import json_text
 
-    print(json_text(result, default=str), file=_stream or sys.stdout, flush=True)
+    write_line(json_text(result, default=str), _stream or sys.stdout)
+
+
+BROKEN_PIPE_EXIT = 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13)
+
+
+def write_line(text: str, stream: TextIO) -> bool:
+    """Write ``text`` and a newline to ``stream`` and flush it; False (and nothing printed)
+    when its reader is gone (``... | head -c1``): the stream is then pointed at ``os.devnull``
+    so that flushing it again at exit raises nothing either."""
+    try:
+        print(text, file=stream, flush=True)
+        return True
+    except BrokenPipeError:
+        _silence(stream)
+        return False
+
+
+def _silence(stream: TextIO) -> None:
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 @contextlib.contextmanager

@@ -91,7 +91,7 @@ def stem_for(source: str) -> str:
     from helpers.textseg.naming import safe_stem
 
     name = Path(unquote(urlparse(source).path)).stem if "://" in source else Path(source).stem
-    fallback = "image_" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:8]
+    fallback = "image_" + hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return safe_stem(name, fallback=fallback)
 
 

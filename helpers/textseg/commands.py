@@ -666,9 +666,13 @@ def _track_many(args, videos: list[str]) -> dict | None:
 
 
 def _track_one(args) -> dict:
+    from helpers.textseg.media import probe_video
 
     if getattr(args, "backend", "sam2") == "sam3":
         from helpers.textseg import sam3_commands
+
+        if Path(args.video).exists():  # a named pipe, no video stream, a side under 8 px
+            probe_video(args.video)
 
         return sam3_commands.cmd_track(args)
     _check_common(args)
@@ -693,6 +697,7 @@ def _track_one(args) -> dict:
         raise InputError("--side-by-side needs the annotated MP4: leave out --no-render.")
     check_device(args)
     check_out(args.out)
+    probe_video(args.video)  # a named pipe, no video stream, a side under 8 px
     from helpers.textseg import routes
 
     detector, tracker = load_models(args, video=True)

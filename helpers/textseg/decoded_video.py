@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,17 +90,17 @@ class DecodedVideo:
     ):
         from helpers.textseg import media
 
-        src = Path(source).expanduser()
-        if not src.exists():
-            raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
+        src = media.check_video_path(source)
         if max_frames is not None and max_frames < 1:
             raise InputError(f"max_frames must be >= 1 (or None for all), got {max_frames}.")
         self.source, self.max_side, self.keep = src, max_side, max(2, int(keep))
         if src.is_dir():
             files = media._list_frame_folder(src, allow_gaps=False)[:max_frames]
+            media.probe_video(src)  # sides of at least MIN_SIDE pixels, one size for all
             self.num_frames, self.fps = len(files), 30.0
             self._open = lambda: (media.load_image(f, min_side=1) for f in files)
         else:
+            media.probe_video(src)  # a video stream, and sides of at least MIN_SIDE pixels
             listed, self.fps, decoded = _video_info(src)
             if decoded == 0:
                 raise InputError(
@@ -113,6 +114,7 @@ class DecodedVideo:
         self._frames = self._open()
         self._cache: dict[int, np.ndarray] = {}
         self._next = 0
+        self._resized = False  # said once that the stream's frames change size
         self._lock = threading.Lock()  # the tracker and the output writer read from two threads
         first = self(0)
         self.height, self.width = first.shape[:2]
@@ -129,11 +131,22 @@ class DecodedVideo:
             ) from None
         rgb = media._shrink(np.ascontiguousarray(rgb), self.max_side)
         if self._next and rgb.shape[:2] != (self.height, self.width):
-            raise InputError(
-                f"frame {self._next} of {self.source} is {rgb.shape[1]}x{rgb.shape[0]} but "
-                f"earlier frames are {self.width}x{self.height}; all frames of a video must have "
-                "the same size."
-            )
+            if self.source.is_dir():
+                raise InputError(
+                    f"frame {self._next} of {self.source} is {rgb.shape[1]}x{rgb.shape[0]} but "
+                    f"earlier frames are {self.width}x{self.height}; all frames of a video must "
+                    "have the same size."
+                )
+            if not self._resized:  # a stream that changes size: resized as OpenCV's reader does
+                self._resized = True
+                print(
+                    f"warning: frame {self._next} of {self.source} is {rgb.shape[1]}x"
+                    f"{rgb.shape[0]} but earlier frames are {self.width}x{self.height}; frames "
+                    f"from there on are resized to {self.width}x{self.height}.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            rgb = media._resized(rgb, (self.height, self.width))
         return rgb
 
     def __call__(self, i: int) -> np.ndarray:

@@ -46,6 +46,33 @@ def not_images(folder: str | os.PathLike) -> list[str]:
     )
 
 
+def in_subfolders(folder: str | os.PathLike, skip: str | os.PathLike | None = None) -> list[Path]:
+    """Images in the subfolders of ``folder`` (hidden folders and ``skip``, e.g. the output
+    folder, left out), which a folder run does not take: the summary says how many."""
+    folder = Path(folder)
+    skipped = Path(skip).resolve() if skip is not None else None
+    suffixes = set(image_suffixes())
+    found: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and (here / d).resolve() != skipped
+        )
+        if here == folder:
+            continue
+        found += [here / n for n in sorted(names)
+                  if not n.startswith(".") and Path(n).suffix.lower() in suffixes]  # fmt: skip
+    return found
+
+
+def _subfolder_note(folder: Path, nested: list[Path]) -> str:
+    example = nested[0].relative_to(folder)
+    return (
+        f"{len(nested)} image(s) in subfolders were left out (e.g. {example}): a folder run "
+        "takes the images directly in --folder; run each subfolder as its own --folder."
+    )
+
+
 def output_stems(paths: list[Path], owner=None) -> list[str]:
     """Output stems, unique even on case-insensitive drives, that never take a name ``owner``
     (name -> the source recorded there, or None) says another input holds: the file stem,
@@ -109,6 +136,12 @@ def segment_folder(
 
     norm = normalize_prompt(prompt)
     paths = list_images(in_dir)
+    nested = in_subfolders(in_dir, skip=out_dir)
+    if not paths and nested:
+        raise InputError(
+            f"no images directly in {in_dir}, but {len(nested)} in its subfolders (e.g. "
+            f"{nested[0].relative_to(in_dir)}); give --folder one of those folders."
+        )
     if not paths:
         raise InputError(
             f"no images ({', '.join(IMAGE_SUFFIXES)}, ...) found in {in_dir}; put the images there."
@@ -138,6 +171,13 @@ def segment_folder(
             f"{len(left_out)} file(s) are not images this run reads and were left out (e.g. "
             f"{left_out[0]}); convert them to JPEG or PNG (HEIC: pip install pillow-heif)."
         )
+    if nested:  # named in one line, never ignored without a word
+        import sys
+
+        summary["in_subfolders"] = len(nested)
+        note = _subfolder_note(Path(in_dir), nested)
+        summary["note"] = f"{summary['note']} {note}" if "note" in summary else note
+        print(f"note: {note}", file=sys.stderr, flush=True)
     from helpers.textseg.naming import json_owner, source_key
 
     work = list(zip(paths, output_stems(paths, lambda name: json_owner(out / f"{name}.json"))))

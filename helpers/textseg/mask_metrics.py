@@ -68,38 +68,51 @@ def iou_summary(preds, gts, names: list[str] | None = None) -> dict:
     }
 
 
-def _threshold(a: np.ndarray) -> np.ndarray:
-    """Foreground of grey/colour mask values: 0/1 label images -> non-zero; 0..255 masks
-    -> above the middle (127 for 8 bits), so JPEG noise around 0 and 255 does not count."""
+LOSSY_FORMATS = ("JPEG", "WEBP", "MPO")  # formats whose masks come back with noise
+
+
+def _threshold(a: np.ndarray, lossy: bool = False) -> np.ndarray:
+    """Foreground of grey/colour mask values. A lossless mask (PNG, BMP, TIFF, GIF): every
+    non-zero value (0/255 masks, 0/1/2 instance ids, a grey 100, 16-bit ids). A lossy one
+    (JPEG, WebP): above half its largest value, so the noise around 0 (and 255) does not
+    count; 0/1 label images still count every non-zero pixel."""
     if a.size == 0 or a.dtype == bool:
         return a.astype(bool)
+    if not lossy:
+        return a != 0
     top = float(a.max())
     if top <= 1:
         return a > 0
-    return a > (127 if top <= 255 else 32767)
+    return a > top / 2
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Load a mask image as bool [H,W].
+    """Load a mask image as bool [H,W], upright (its EXIF orientation applied).
 
-    Palette (indexed) masks: any non-zero index counts. Grey or colour masks are thresholded
-    in the middle of their range (> 127 for 8 bits; any channel for colour), so a mask saved as
-    JPEG reads back as it was drawn; 0/1 label images count every non-zero pixel. Transparent
+    Palette (indexed) masks: any non-zero index counts. Grey or colour masks stored losslessly
+    (PNG, BMP, TIFF, GIF): any non-zero value (any channel for colour), whatever the values
+    mean (0/255, instance ids 0/1/2, 16-bit ids). JPEG / WebP masks are thresholded at half
+    their largest value, so a mask saved as JPEG reads back as it was drawn. Transparent
     pixels are background."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as raw:
+            lossy = raw.format in LOSSY_FORMATS
+            try:
+                im = ImageOps.exif_transpose(raw) or raw
+            except Exception:  # a broken EXIF block: the pixels as stored
+                im = raw
             if im.mode in ("P", "1"):
                 return _as_bool(np.asarray(im), str(path))
             if im.mode in ("RGBA", "LA", "PA"):
                 a = np.asarray(im.convert("RGBA"))
-                return _threshold(a[..., :3]).any(axis=-1) & (a[..., 3] > 127)
+                return _threshold(a[..., :3], lossy).any(axis=-1) & (a[..., 3] > 127)
             a = np.asarray(im)
             if a.ndim == 3:
-                return _threshold(a[..., :3]).any(axis=-1)
-            return _as_bool(_threshold(a), str(path))
+                return _threshold(a[..., :3], lossy).any(axis=-1)
+            return _as_bool(_threshold(a, lossy), str(path))
     except (UnidentifiedImageError, OSError) as e:
         raise InputError(f"Could not read mask {path} ({e}).") from None
 

@@ -572,10 +572,15 @@ def video_to_frames(
         raise InputError(f"stride must be >= 1, got {stride}.")
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be >= 1 (or None for all), got {max_frames}.")
-    src = Path(source).expanduser()
-    if not src.exists():
-        raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
-    out_dir = Path(frame_dir) if frame_dir is not None else Path(tempfile.mkdtemp(prefix="frames_"))
+    src = check_video_path(source)
+    if src.is_file():
+        probe_video(src)  # a video stream, and sides of at least MIN_SIDE pixels
+    if frame_dir is not None:
+        out_dir = Path(frame_dir)
+    else:  # frames_<pid>_...: one left by a killed run is removed here
+        from helpers.files import make_temp_dir
+
+        out_dir = make_temp_dir("frames_")
     if src.is_dir() and out_dir.resolve() == src.resolve():
         raise InputError("frame_dir must be a different folder from the source frame folder.")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -586,6 +591,8 @@ def video_to_frames(
 
     def emit(rgb: np.ndarray, what: str) -> None:
         nonlocal size
+        if size is None:
+            check_video_size(rgb.shape[1], rgb.shape[0], f"{what} of {src}")
         rgb = _shrink(rgb, max_side)
         if size is None:
             size = rgb.shape[:2]
@@ -611,6 +618,7 @@ def video_to_frames(
             # a JPEG frame is used as it is: decoding and re-encoding it would add a second
             # generation of JPEG loss (and time)
             if size is None:
+                check_video_size(hw[1], hw[0], f"frame {f.name} of {src}")
                 size = hw
             elif hw != size:
                 raise InputError(
@@ -676,6 +684,80 @@ def warn_short_video(src, listed: int, decoded: int) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def check_video_path(source: str | os.PathLike) -> Path:
+    """``source`` as a Path when it is a video file or a frame folder; a named pipe, a device
+    or a socket is refused (reading one would block or never end)."""
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
+    if not (src.is_file() or src.is_dir()):
+        raise InputError(
+            f"{src} is not a regular file (a named pipe, device or socket); save the video to "
+            "a file first and give that file."
+        )
+    return src
+
+
+def _upright_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image as shown (EXIF orientation applied), from its header; None
+    when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:
+        return None
+    return (h, w) if turned else (w, h)
+
+
+def check_video_size(width: int, height: int, what) -> None:
+    """A video whose frames have a side under ``MIN_SIDE`` pixels is refused (the models'
+    processors would make a side of 0 px)."""
+    if min(int(width), int(height)) < MIN_SIDE:
+        raise InputError(
+            f"{what} is {width}x{height} pixels, too small to track (each side needs >= "
+            f"{MIN_SIDE} pixels); use a larger video."
+        )
+
+
+def probe_video(source: str | os.PathLike) -> None:
+    """The checks a video gets before any model loads: a regular file with a video stream,
+    or a frame folder, whose frames have every side >= ``MIN_SIDE`` pixels."""
+    src = check_video_path(source)
+    if src.is_dir():
+        frames = _list_frame_folder(src, allow_gaps=True)
+        size = _upright_size(frames[0])
+        if size is None:  # unreadable here: the decoding path reports it properly
+            return
+        check_video_size(*size, f"frame {frames[0].name} of {src}")
+        for f in frames[1:]:  # headers only: a few microseconds a frame
+            other = _upright_size(f)
+            if other is not None and other != size:
+                raise InputError(
+                    f"frame {f.name} of {src} is {other[0]}x{other[1]} but {frames[0].name} is "
+                    f"{size[0]}x{size[1]}; all frames of a video must have the same size."
+                )
+        return
+    try:
+        import av
+    except ImportError:
+        return
+    try:
+        with av.open(str(src)) as c:
+            video = c.streams.video
+            size = (video[0].codec_context.width or 0, video[0].codec_context.height or 0)
+    except IndexError:
+        raise InputError(
+            f"{src} has no video stream (an audio-only or data file); give a video file."
+        ) from None
+    except (av.error.FFmpegError, OSError, ValueError):
+        return  # not something PyAV opens: the decoders say what is wrong with it
+    if all(size):
+        check_video_size(*size, f"video {src}")
 
 
 def read_frame(frames: VideoFrames, i: int) -> np.ndarray:
@@ -883,9 +965,10 @@ def open_video_stream(
 
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be >= 1 (or None for all), got {max_frames}.")
-    src = Path(source).expanduser()
+    src = check_video_path(source)
     if not src.is_file():
-        raise InputError(f"Video not found: {src}. Check the path (and the working folder).")
+        raise InputError(f"{src} is a folder, not a video file; give a video file.")
+    probe_video(src)  # a video stream, and sides of at least MIN_SIDE pixels
     cap, turns = _video_capture(src)
     try:
         rgb = _read_rgb(cap, turns) if cap.isOpened() else None
@@ -898,12 +981,28 @@ def open_video_stream(
             "format OpenCV reads (try re-encoding it as H.264 MP4)."
         )
     first = _first_decoded(src)  # the size of the frames decode_stream will give
-    h, w = _shrink(rgb if first is None else first, max_side).shape[:2]
+    first = rgb if first is None else first
+    check_video_size(first.shape[1], first.shape[0], f"video {src}")
+    h, w = _shrink(first, max_side).shape[:2]
     n = max(1, _count_frames(src))
+    listed = _listed_frames(src)
+    if listed > n and (max_frames is None or max_frames > n):
+        warn_short_video(src, listed, n)
     if max_frames is not None:
         n = min(n, int(max_frames))
     fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 30.0
     return VideoStream(src, n, fps, w, h, max_side)
+
+
+def _listed_frames(path: Path) -> int:
+    """The frame count the container's header gives (0 where it gives none)."""
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            return int(c.streams.video[0].frames or 0)
+    except Exception:
+        return 0
 
 
 def _first_decoded(path: Path) -> np.ndarray | None:
@@ -998,9 +1097,13 @@ def decode_stream(stream: VideoStream, raw: bool = False) -> Iterator[np.ndarray
     ``raw``: frames that need no shrinking and are plain 4:2:0 video come as ``I420``
     (half the bytes; ``.rgb()`` converts).
 
-    A file that ends early repeats its last frame (the count came from the container)."""
+    A file that ends early repeats its last frame (the count came from the container), and
+    says so on stderr; frames whose size changes mid-stream are resized to the first one's
+    (as OpenCV's reader does), also said once."""
     last = None
     frames = _decoded_rgb(stream.path, raw)
+    size = (stream.height, stream.width)
+    resized = False
     try:
         for i in range(stream.num_frames):
             try:
@@ -1010,15 +1113,55 @@ def decode_stream(stream: VideoStream, raw: bool = False) -> Iterator[np.ndarray
                     f"Could not decode frame {i} of {stream.path} ({type(e).__name__}: {e}); "
                     "the file may be damaged: re-encode it (e.g. as H.264 MP4) and try again."
                 ) from None
-            if isinstance(rgb, I420) and rgb.shape[:2] != (stream.height, stream.width):
+            if isinstance(rgb, I420) and rgb.shape[:2] != size:
                 rgb = rgb.rgb()  # to be shrunk
+            if rgb is None and last is not None:  # the file ended early
+                _say_repeated(stream, i)
+                for _ in range(i, stream.num_frames):
+                    yield last
+                return
             if rgb is not None:
                 last = rgb if isinstance(rgb, I420) else _shrink(rgb, stream.max_side)
+                if last.shape[:2] != size:
+                    if not resized:
+                        _say_resized(stream, i, last.shape[:2])
+                        resized = True
+                    last = _resized(last, size)
             if last is None:
                 raise InputError(f"Video {stream.path} has no readable frames; check the file.")
             yield last
     finally:
         frames.close()
+
+
+def _resized(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def _say_resized(stream: VideoStream, i: int, hw: tuple[int, int]) -> None:
+    import sys
+
+    print(
+        f"warning: frame {i} of {stream.path} is {hw[1]}x{hw[0]} but earlier frames are "
+        f"{stream.width}x{stream.height}; frames from there on are resized to "
+        f"{stream.width}x{stream.height}.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _say_repeated(stream: VideoStream, decoded: int) -> None:
+    import sys
+
+    print(
+        f"warning: video {stream.path} gave only {decoded} of its {stream.num_frames} frames "
+        "(damaged or truncated); its last frame is repeated for the rest. Re-encode it to get "
+        "every frame.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------- side by side
@@ -1091,17 +1234,18 @@ def side_by_side_video(
     *,
     fps: float | None = None,
     processing_fps: float | None = None,
+    note: str = "",
 ) -> Path:
     """An MP4 (H.264, through :func:`write_video`) of ``original | annotated``, frame by frame,
-    with ``processing <N> FPS`` drawn on it when ``processing_fps`` is given. Stops at the
-    shorter of the two (a run limited to its first frames). ``fps``: the playback rate
-    (default: the annotated video's)."""
+    with ``processing <N> FPS`` (and ``note`` after it) drawn on it when ``processing_fps`` is
+    given. Stops at the shorter of the two (a run limited to its first frames). ``fps``: the
+    playback rate (default: the annotated video's)."""
     import cv2
 
     if fps is None:
         cap = cv2.VideoCapture(str(annotated))
         fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
         cap.release()
-    text = f"processing {processing_fps:.1f} FPS" if processing_fps else ""
+    text = f"processing {processing_fps:.1f} FPS{note}" if processing_fps else ""
     pairs = zip(read_video_frames(original), read_video_frames(annotated))
     return write_video((side_by_side_frame(a, b, text) for a, b in pairs), path, fps=float(fps))

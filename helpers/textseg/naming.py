@@ -25,19 +25,31 @@ UNKNOWN_OWNER = "\0unknown"  # a result file that does not say which input made 
 LEGACY = "legacy:"  # a result that records only its input's file name
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes of ``text`` in a file name (an undecodable byte of a name, which Python holds as
+    a lone surrogate, is one byte)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 def cut_bytes(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a character."""
-    data = text.encode("utf-8")
-    if len(data) <= limit:
+    if _utf8_size(text) <= limit:
         return text
-    return data[:limit].decode("utf-8", "ignore")
+    total = 0
+    for i, ch in enumerate(text):
+        total += _utf8_size(ch)
+        if total > limit:
+            return text[:i]
+    return text
 
 
 def safe_stem(name: str, fallback: str = "image") -> str:
     """A file stem that keeps Unicode (``猫`` stays ``猫``), NFC-normalised, with only the
-    characters no file system accepts (``/ \\ : * ? " < > |``, control characters) replaced,
-    cut to :data:`MAX_STEM_BYTES` bytes."""
-    name = unicodedata.normalize("NFC", str(name))
+    characters no file system accepts (``/ \\ : * ? " < > |``, control characters) and bytes
+    that are not UTF-8 (a name from another system's encoding) replaced, cut to
+    :data:`MAX_STEM_BYTES` bytes."""
+    name = re.sub(r"[\udc80-\udcff]+", "_", str(name))  # undecodable bytes of a file name
+    name = unicodedata.normalize("NFC", name)
     name = re.sub(r'[\x00-\x1f\x7f/\\:*?"<>|]+', "_", name).strip(" ._")
     return cut_bytes(name, MAX_STEM_BYTES).rstrip(" ._") or fallback
 
