@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -721,9 +720,13 @@ def track_video(
                 text_threshold=text_threshold,
             )
 
+    from helpers.textseg.sam2_compile import clock_of
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     in_memory = tracker.backend == "sam2"
+    clock = clock_of(tracker.predictor)
+    compiled_before = clock.seconds if clock else 0.0
     with decoded_frames(
         source, frame_dir, max_frames, max_side, in_memory=in_memory, chunk_size=int(chunk_size)
     ) as (frames, root, timings):
@@ -766,6 +769,7 @@ def track_video(
         finally:
             bar.close()
         out.timings.update(timings)
+        out.timings["compile_s"] = clock.seconds - compiled_before if clock else 0.0
     return out
 
 
@@ -803,6 +807,7 @@ def decoded_frames(
     ahead), whatever the video's length."""
     import time
 
+    from helpers import files
     from helpers.textseg import media
 
     t0 = time.perf_counter()
@@ -818,7 +823,8 @@ def decoded_frames(
             loader.close()
         return
     own_tmp = frame_dir is None
-    root = Path(tempfile.mkdtemp(prefix=prefix)) if own_tmp else Path(frame_dir)
+    # <prefix><pid>_...: one left by a killed run (its process gone) is removed here
+    root = files.make_temp_dir(prefix) if own_tmp else Path(frame_dir)
     try:
         frames = media.video_to_frames(
             source, root / "frames", max_frames=max_frames, max_side=max_side
@@ -844,10 +850,12 @@ def write_outputs(
     """Consume ``stream`` ((frame, {id: compressed RLE}) in frame order): keep each frame's
     objects, draw the annotated MP4 (if ``render``) and write ``tracks.json``; every video
     backend ends here, so they all write the same files. ``read_frame(g)`` gives frame g to
-    draw on (default: from the JPEG frame folder ``frames``)."""
+    draw on (default: from the JPEG frame folder ``frames``). The files are written as a unit
+    (``files.output_set``): a failure leaves the folder's earlier set, or nothing new."""
     import time
 
-    from helpers.textseg import media
+    from helpers import files
+    from helpers.textseg import media, track_masks
     from helpers.textseg import render as rnd
 
     store, records = MaskStore(), []
@@ -870,16 +878,22 @@ def write_outputs(
 
     def write(items):
         if render:
-            return media.write_video(annotated(items), out_dir / video_name, fps=frames.fps)
+            target = out_dir / video_name
+            media.write_video(annotated(items), files.output_path(target), fps=frames.fps)
+            return target
         for _ in annotated(items):
             pass
         return None
 
-    video_path = drain_in_worker(stream, write)
-    track_s = time.perf_counter() - t1
-    timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
-    video = (frames.fps, frames.width, frames.height, frames.num_frames)
-    json_path = write_tracks(out_dir, records, book, prompt, video, settings)
+    # the video, tracks.json and masks.json.xz are one unit: all of them or none replace the
+    # folder's earlier set (the command adds its side-by-side video to the same unit)
+    members = [video_name, track_masks.MASKS_FILE]
+    with files.output_set(out_dir, members=members, last=["tracks.json"]):
+        video_path = drain_in_worker(stream, write)
+        track_s = time.perf_counter() - t1
+        timings = {"track_s": track_s, "per_frame_s": track_s / max(1, frames.num_frames)}
+        video = (frames.fps, frames.width, frames.height, frames.num_frames)
+        json_path = write_tracks(out_dir, records, book, prompt, video, settings)
     return TrackResult(
         masks=store,
         labels=dict(book.labels),
@@ -897,19 +911,21 @@ def write_outputs(
 def write_tracks(out_dir: Path, records, book: IdBook, prompt: str, video, settings) -> Path:
     """``tracks.json`` (masks inside), or for videos over ``track_masks.COMPACT_AFTER``
     frames ``tracks.json`` without masks + ``masks.json.xz`` (see ``helpers.textseg.track_masks``)."""
-    from helpers.files import atomic_write_json
+    from helpers.files import atomic_write_json, output_path
     from helpers.textseg import track_masks
 
     out_dir = Path(out_dir)
     masks_ref = None
     if len(records) > track_masks.COMPACT_AFTER:
         records = [{**r, "objects": [dict(o) for o in r["objects"]]} for r in records]
-        track_masks.write_masks(out_dir / track_masks.MASKS_FILE, records, video[2:0:-1])
+        masks = output_path(out_dir / track_masks.MASKS_FILE)  # staged in an open output set
+        track_masks.write_masks(masks, records, video[2:0:-1])
         masks_ref = {"file": track_masks.MASKS_FILE, "format": track_masks.FORMAT}
     doc = tracks_document(records, book, prompt, video, settings)
     if masks_ref:
         doc["masks"] = masks_ref
-    return atomic_write_json(out_dir / "tracks.json", doc, indent=None)
+    atomic_write_json(output_path(out_dir / "tracks.json"), doc, indent=None)
+    return out_dir / "tracks.json"
 
 
 class _Abort(Exception):
