@@ -46,3 +46,9 @@ def shrunk_sam2_tiny(**kw):
 @pytest.fixture(scope="module")
 def sam2_tiny():
     return shrunk_sam2_tiny()
+
+
+@pytest.fixture(scope="session")
+def build_sam2_tiny():
+    """``shrunk_sam2_tiny`` itself, for a test module that needs other loading options."""
+    return shrunk_sam2_tiny

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import supervision as sv
 import torch
-from conftest import shrunk_sam2_tiny
 
 from helpers.textseg import media, sam2_compile, sam2_video, track
 
@@ -34,8 +33,8 @@ def _grid_boxes(n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def compiled_tiny():
-    tracker = shrunk_sam2_tiny(compile=True)
+def compiled_tiny(build_sam2_tiny):
+    tracker = build_sam2_tiny(compile=True)
     assert tracker.compiled and sam2_compile.clock_of(tracker.predictor) is not None
     sam2_compile.compile_parts(tracker.predictor, "default", {"image_encoder": "eager"})
     sam2_video._memory_in_layer_dtype(tracker.predictor)  # as load_video_tracker does in fp32
