@@ -22,9 +22,12 @@ VERSION_SPEC = re.compile(r"\bsam2\s*(?:==|>=|<=|~=|!=|>|<)\s*[\d.]+")
 
 
 def _texts() -> dict[str, str]:
-    """Every text a user or CI reads: README, DEVELOPERS, notebook cells, package sources."""
+    """Every text a user or CI reads: README and its docs/, the changelog, DEVELOPERS, notebook
+    cells, package sources."""
+    pages = [ROOT / "README.md", ROOT / "DEVELOPERS.md", ROOT / "CHANGELOG.md"]
+    pages += sorted((ROOT / "docs").glob("*.md"))
     out = {
-        p.name: p.read_text(encoding="utf-8") for p in (ROOT / "README.md", ROOT / "DEVELOPERS.md")
+        p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in pages if p.is_file()
     }
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]

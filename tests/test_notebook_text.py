@@ -70,8 +70,14 @@ def test_text_speaks_of_the_product_and_its_users(name):
         assert not re.search(word, text), word
 
 
+def _front_page_and_docs() -> str:
+    """README.md and the pages it links for depth (docs/*.md): what a user reads."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(p.read_text(encoding="utf-8") for p in pages)
+
+
 def test_readme_has_no_unexplained_references():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = _front_page_and_docs()
     for phrase in ("2-core machine's disk", "this machine", "seed 00", "published seed"):
         assert phrase not in readme, phrase
     assert "cvkit" in readme  # the console script is named
@@ -121,7 +127,7 @@ def _known_options() -> set[str]:
 
 
 def test_every_option_the_readme_names_exists():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = _front_page_and_docs()
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
     missing = named - _known_options() - FOREIGN_OPTIONS
     assert not missing, f"the README names options no command has: {sorted(missing)}"
@@ -133,7 +139,7 @@ def test_q2_switches_and_sample_media_are_named_alike_in_the_notebook_and_the_re
     cells = _cells("q2_text_segmentation.ipynb")
     notebook = "\n".join(c["source"] for c in cells)
     intro = cells[0]["source"]
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = _front_page_and_docs()
     for text in (notebook, readme):
         for gone in (
             "CACHE_MODELS_ON_DRIVE",
