@@ -2,13 +2,19 @@
 
 No model lives here: masks are bool arrays, appearance embeddings are plain float vectors
 (the tracker pools SAM 2 image-encoder features under each detection's mask; the tracking
-benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detections:
+benchmark scripts them). How far looks are trusted is learnt per video and label
+(``LookEvidence``): from confirmed observations, how alike one object's views are and how alike
+different objects are. A look says "same object" only where it separates the two by a margin,
+"another object" only far below an object's own views; in between, and for "same" where a
+label's objects look alike, it says nothing and place, motion and size decide, as they do
+without embeddings. ``IdBook.keyframe`` decides, for one keyframe's detections:
 
 - **re-seed**: a detection of an object being tracked (mask IoU with its propagated mask and
   the same label, refused when another id explains the detection clearly better by look; or
   look alone where the object could plausibly be; or, when the mask slid part-way off, where
-  its motion puts it or overlapping the slid mask's centre) re-prompts that object; two tracks
-  whose detections look crossed are exchanged (swaps at crossings);
+  its motion puts it or overlapping the slid mask's centre) re-prompts that object; two
+  tracks whose detections look crossed, or, where looks say nothing, lie crossed where their
+  motions put them, are exchanged (swaps at crossings);
 - **keep**: an object being tracked that the detector missed stays in the propagation for
   ``keep_seconds`` (a duration, whatever the detection cadence) while its propagated mask keeps
   its usual area, SAM 2's object score stays positive and its propagation is expected to hold
@@ -19,13 +25,12 @@ benchmark scripts them). ``IdBook.keyframe`` decides, for one keyframe's detecti
   towards (``IdBook.left_view``), was most likely a false detection: the loop takes its masks
   back (``track.Unconfirmed``);
 - **re-identify**: a detection that matches no tracked object gets a retired id back when the
-  label agrees, the look matches (cosine >= ``IdBook.reid_threshold``: ``reid_threshold``
-  until the video's own confirmed looks place it halfway between one object's looks and the
-  closest other object's) and the place is plausible:
+  label agrees, the look says "same" (``IdBook.look_cuts``: ``reid_threshold`` until the
+  video's own confirmed looks say where) and the place is plausible:
   near where it was hidden or where it could have walked since (``max_speed`` sizes per
   second), anywhere for an object that left at an edge; a recently retired object whose look is
-  merely unsure also comes back where its motion predicts; without embeddings, by where it was
-  last seen (box IoU);
+  merely unsure also comes back where its motion predicts; without a look that says anything,
+  by where it was last seen (box IoU), unless its look says "another object";
 - **ambiguity**: two candidates within ``ambiguity`` in cosine give a new id rather than
   possibly the wrong old one;
 - **new**: everything else gets a new id; two detections of one thing never get two ids (a box
@@ -236,21 +241,43 @@ class IdentityConfig:
     """Settings of ``IdBook.keyframe`` (see the module docstring). Durations are in seconds
     and become frames through ``fps``, so they do not change with the detection cadence."""
 
-    iou_threshold: float = 0.5  # mask IoU for "same object" (box IoU without masks)
-    box_iou_threshold: float = 0.3  # last-box IoU for re-identification without embeddings
-    reid_threshold: float = 0.8  # cosine for "same object" by look, until calibrated
-    veto_threshold: float = 0.5  # an IoU match is refused below this similarity (or 2 x
-    # ``ambiguity`` below another id's) when another id explains the detection by look
-    keep_seconds: float = 2.0  # how long a missed object may stay in the propagation
-    momentum: float = 0.9  # appearance memory: new = m * old + (1 - m) * detection
+    # each setting: its unit, then why this value
+    iou_threshold: float = 0.5  # IoU (mask, else box): "same object"; the MOT matching rule
+    box_iou_threshold: float = 0.3  # IoU of boxes: a returning object without embeddings is
+    # where it was last seen (lower than ``iou_threshold``: it moved a little while unseen)
+    reid_threshold: float = 0.8  # cosine: "same object" by look before the video shows its
+    # own looks (the prior's decision point; ``LookEvidence``)
+    veto_threshold: float = 0.5  # cosine: below it a look says "another object" before the
+    # video shows its own looks (an IoU match is then refused when another id explains the
+    # detection by look, or when that id's look is ``2 * ambiguity`` better)
+    keep_seconds: float = 2.0  # seconds a missed object may stay in the propagation: long
+    # enough for one or two missed keyframes at the default cadence (1 s)
+    momentum: float = 0.9  # share of the stored look kept at each detection: a look follows
+    # about the latest ten views, so one odd view (occluded, blurred) does not replace it
     fps: float = 30.0  # frames per second of the video (durations -> frames)
-    max_speed: float = 1.0  # object sizes per second an unseen object may move
-    ambiguity: float = 0.05  # two candidates closer than this in cosine: a new id instead
-    max_retired: int = 200  # retired ids remembered for re-identification (oldest forgotten)
-    min_area: float = 0.25  # a missed object's mask below this x its usual area is gone
-    # the soonest the loop looks at a missed object again (keyframes on demand; None: only
-    # on the next fixed keyframe)
+    max_speed: float = 1.0  # object sizes per second an unseen object may move (walking
+    # people cover about their width per second)
+    ambiguity: float = 0.05  # cosine: two candidates closer than this give a new id (a new
+    # id costs one fragment; the wrong old one costs a swap)
+    max_retired: int = 200  # ids: retired ids compared with new detections (bounded cost)
+    min_area: float = 0.25  # share of its usual area: a missed object's mask below it (or
+    # above its inverse) is no longer the object
+    # frames: the soonest the loop looks at a missed object again (keyframes on demand; None:
+    # only on the next fixed keyframe)
     recheck_frames: int | None = RECHECK_FRAMES
+    motion_swap: float = 0.5  # motion scores (each in (0, 1]): two tracks' detections are
+    # exchanged by motion when the crossed pairing is nearer where their motions put them by
+    # this much in sum (a quarter of an object's size closer: above a detector's jitter)
+    # how far looks are trusted (``LookEvidence``, per label, from this video's confirmed
+    # observations). Before any, a prior whose decision points are the two thresholds above:
+    look_prior_n: float = 2.0  # samples the prior weighs as before any of the video's own
+    # (fading as they come): two or three of them already move the estimate most of the way
+    look_prior_sd: float = 0.2  # cosine spread of the prior (cosines of unrelated features
+    # spread about this much; it puts the prior's means at 0.4 "other" and 0.9 "same")
+    look_z: float = 2.0  # a look says "same" only this many spreads above the other-object
+    # mean (and "other" this many below the same-object mean): about 2 % wrong either way
+    look_separation: float = 2.0  # a label's looks decide at all only when its same- and
+    # other-object means lie this many pooled spreads apart; else place, motion, size decide
 
     def check(self) -> IdentityConfig:
         for name in ("iou_threshold", "box_iou_threshold", "reid_threshold"):
@@ -269,6 +296,9 @@ class IdentityConfig:
             raise InputError(f"max_retired must be >= 0, got {self.max_retired}.")
         if self.recheck_frames is not None and int(self.recheck_frames) < 1:
             raise InputError(f"recheck_frames must be >= 1 or None, got {self.recheck_frames}.")
+        for name in ("look_prior_n", "look_prior_sd", "look_z", "look_separation"):
+            if not float(getattr(self, name)) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}.")
         return self
 
     def frames(self, seconds: float) -> float:
@@ -301,6 +331,57 @@ class Identity:
     noise: np.ndarray | None = None  # the detector's noise on its box edges (px, x and y)
     taken_back: bool = False  # its one detection's masks were taken back (``track``): not
     # reported unless a later detection confirms it
+
+
+@dataclass
+class LookEvidence:
+    """How well looks tell one label's objects apart in this video: the cosines of confirmed
+    observations with their own object's stored look (*same*) and with other confirmed
+    objects' looks (*other*), the latest ``LOOK_WINDOW`` of each. Each kind's centre and spread
+    are their median and median absolute deviation (one odd sample, such as a false box that
+    was the only other detection on a keyframe, moves neither), shrunk towards a prior
+    (``IdentityConfig.look_prior_*``) that weighs as ``look_prior_n`` samples before any and
+    fades as they come (``n * n / (n + k)`` after ``k``: half after ``n``, 4 % after 50).
+
+    A look decides only where it separates (``cut``): it says "another object" below the
+    same-object centre by ``look_z`` spreads (a false box, or another class of thing, even
+    when this label's objects all look alike), and "same" above the other-object centre by as
+    many, only when the two centres lie ``look_separation`` pooled spreads apart (both split
+    at the point between the two centres, so a cosine never says both). Between the two, and
+    for "same" where objects look alike, the look says nothing, and place, motion and size
+    decide as they do without embeddings."""
+
+    samples: dict[str, list[float]] = field(default_factory=lambda: {"same": [], "other": []})
+
+    def add(self, kind: str, value: float) -> None:
+        self.samples[kind] = [*self.samples[kind], float(value)][-LOOK_WINDOW:]
+
+    def estimate(self, kind: str, cfg: IdentityConfig) -> tuple[float, float]:
+        """(centre, spread) of one kind, the prior's counted as ``look_prior_n`` samples."""
+        x = np.asarray(self.samples[kind], np.float64)
+        p, sd = float(cfg.look_prior_n), float(cfg.look_prior_sd)
+        if kind == "same":
+            mu = float(cfg.veto_threshold) + cfg.look_z * sd
+        else:
+            mu = float(cfg.reid_threshold) - cfg.look_z * sd
+        if not len(x):
+            return mu, sd
+        k, med = len(x), float(np.median(x))
+        p = p * p / (p + k)  # the prior fades as the video's own samples come in
+        spread = 1.4826 * float(np.median(np.abs(x - med)))  # a normal's sd from its MAD
+        return (p * mu + k * med) / (p + k), float(np.sqrt((p * sd * sd + k * spread**2) / (p + k)))
+
+    def cut(self, cfg: IdentityConfig) -> tuple[float, float]:
+        """(says "same" at or above: NaN where this label's objects look alike, says
+        "other" below)."""
+        (ms, ss), (mo, so) = self.estimate("same", cfg), self.estimate("other", cfg)
+        if ms - mo < cfg.look_separation * np.sqrt((ss * ss + so * so) / 2):
+            return float("nan"), ms - cfg.look_z * ss
+        split = (mo * ss + ms * so) / max(ss + so, 1e-9)  # as many spreads from each centre
+        return max(mo + cfg.look_z * so, split), min(ms - cfg.look_z * ss, split)
+
+    def copy(self) -> LookEvidence:
+        return LookEvidence({k: list(v) for k, v in self.samples.items()})
 
 
 @dataclass
@@ -376,6 +457,8 @@ class IdBook:
     looks: dict[str, list[float]] = field(
         default_factory=lambda: {"same": [0.0, 0], "other": [0.0, 0]}
     )
+    # per label: how well looks separate its objects, what decisions use (``LookEvidence``)
+    evidence: dict[str, LookEvidence] = field(default_factory=dict)
 
     # -- views
     @property
@@ -386,6 +469,17 @@ class IdBook:
     def scores(self) -> dict[int, float]:
         return {i: o.score for i, o in self.objects.items() if not o.taken_back}
 
+    def label_of(self, i: int, default: str = "object") -> str:
+        """``labels.get(i, default)`` without building ``labels`` (cost independent of how
+        many ids the video has seen)."""
+        o = self.objects.get(i)
+        return default if o is None or o.taken_back else o.label
+
+    def score_of(self, i: int, default: float = 0.0) -> float:
+        """``scores.get(i, default)`` without building ``scores``."""
+        o = self.objects.get(i)
+        return default if o is None or o.taken_back else o.score
+
     @property
     def live(self) -> list[int]:
         return [i for i, o in self.objects.items() if o.live]
@@ -393,36 +487,59 @@ class IdBook:
     def copy(self) -> IdBook:
         objs = {i: replace(o) for i, o in self.objects.items()}
         looks = {k: list(v) for k, v in self.looks.items()}
-        return IdBook(self.config, objs, self.next_id, self.frame_hw, looks)
+        evidence = {k: v.copy() for k, v in self.evidence.items()}
+        return IdBook(self.config, objs, self.next_id, self.frame_hw, looks, evidence)
 
     @property
     def reid_threshold(self) -> float:
-        """The cosine that says "same object": ``config.reid_threshold`` until this video has
-        shown enough confirmed looks (``CALIBRATE`` of each), then halfway between its
-        same-object and other-object similarities (never below ``veto_threshold``): how far
-        apart looks are depends on the objects, the camera and the features, not on a
-        constant."""
+        """A video-wide summary of the cosine that says "same object", for reports:
+        ``config.reid_threshold`` until this video has shown enough confirmed looks
+        (``CALIBRATE`` of each), then halfway between its same-object and other-object
+        similarities (never below ``veto_threshold``). Decisions use each label's own
+        evidence instead (``look_cuts``)."""
         (same, n_same), (other, n_other) = self.looks["same"], self.looks["other"]
         if min(n_same, n_other) < CALIBRATE:
             return float(self.config.reid_threshold)
         return max((same + other) / 2, float(self.config.veto_threshold))
 
-    def _calibrate(self, pairs: dict[int, int], placed, sim, dets) -> None:
+    def look_cuts(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Per id: the cosine at or above which a detection's look says "same object" (NaN
+        where the id's label's objects look alike in this video: then a look never says
+        so), and the one below which it says "another object" (``LookEvidence``)."""
+        cuts = np.full((len(ids), 2), np.nan, np.float32)
+        for r, i in enumerate(ids):
+            cuts[r] = self.evidence.get(self.objects[i].label, LookEvidence()).cut(self.config)
+        return cuts[:, 0], cuts[:, 1]
+
+    def _calibrate(self, pairs: dict[int, int], placed, sim, cand, dets) -> None:
         """Learn this video's looks from re-seeds that place alone confirms (mask IoU, or
-        where the object's motion puts it): a track against its own detection (same) and
-        against the most similar other detection of its label on the same keyframe (other:
-        the look a wrong match would have)."""
+        where the object's motion puts it): a track against its own detection (same), and
+        the look a wrong match would have (other): the track against the most similar other
+        detection of its label on the same keyframe, and the detection against the most
+        similar other confirmed id of its label. ``sim`` [len(cand), n]: cosines of the
+        candidates (``cand``, the live ones first, as ``pairs`` counts them) with the
+        detections."""
         for j, r in pairs.items():
             if not placed[r, j] or not np.isfinite(sim[r, j]):
                 continue
             self._look_sample("same", float(sim[r, j]))
             label = dets.labels[j]
+            ev = self.evidence.setdefault(label, LookEvidence())
+            ev.add("same", float(sim[r, j]))
             others = [  # the other detections of its label: other things, the closest counts
                 sim[r, k] for k in range(len(dets))
                 if k != j and dets.labels[k] == label and np.isfinite(sim[r, k])
             ]  # fmt: skip
             if others:
                 self._look_sample("other", float(max(others)))
+                ev.add("other", float(max(others)))
+            rivals = [  # other confirmed ids of its label, the closest counts
+                sim[q, j] for q, i in enumerate(cand)
+                if q != r and self.objects[i].label == label and self.objects[i].hits > 1
+                and np.isfinite(sim[q, j])
+            ]  # fmt: skip
+            if rivals:
+                ev.add("other", float(max(rivals)))
 
     def _look_sample(self, kind: str, value: float) -> None:
         mean, n = self.looks[kind]
@@ -569,12 +686,13 @@ class IdBook:
         d = np.minimum(np.linalg.norm(cb - c, axis=1), np.linalg.norm(cb - pred, axis=1))
         return d <= reach
 
-    def _look_candidates(self, frame_idx, cand, dets, sim) -> np.ndarray:
-        """[len(cand), n] bool: same label, plausible position, similar look."""
+    def _look_candidates(self, frame_idx, cand, dets, sim, same_at) -> np.ndarray:
+        """[len(cand), n] bool: same label, plausible position, a look that says "same"
+        (``same_at``: per candidate, from ``look_cuts``)."""
         ok = np.zeros(sim.shape, bool)
         for r, i in enumerate(cand):
             same = np.array([self.objects[i].label == lab for lab in dets.labels], bool)
-            ok[r] = same & (sim[r] >= self.reid_threshold)
+            ok[r] = same & (sim[r] >= same_at[r])
             if ok[r].any():
                 ok[r] &= self.plausible(i, frame_idx, dets.boxes)
         return ok
@@ -642,8 +760,14 @@ class IdBook:
             on &= iou >= 0.3
         gone = [i for i, o in self.objects.items() if not o.live and not o.forgotten]
         cand = live + gone
-        sim = self.similarity(cand, emb, n)
-        look = self._unambiguous(sim, self._look_candidates(frame_idx, cand, dets, sim))
+        # a look says "same" only for labels whose looks separate their objects in this
+        # video (``look_cuts``); for the others every rule below sees no look (NaN), as
+        # without embeddings, except that a look far below the object's own still says
+        # "another object" (``raw`` against ``other_below``)
+        raw = self.similarity(cand, emb, n)
+        same_at, other_below = self.look_cuts(cand)
+        sim = np.where(np.isnan(same_at)[:, None], np.nan, raw)
+        look = self._unambiguous(sim, self._look_candidates(frame_idx, cand, dets, sim, same_at))
 
         # 1. objects being tracked: IoU with the propagated mask and the same label (refused
         #    when another id explains the detection by look), or look + place alone
@@ -654,7 +778,7 @@ class IdBook:
             for r in range(len(live)):
                 others = np.delete(np.where(look, sim, -np.inf), r, axis=0)
                 best = others.max(0) if len(others) else np.full(n, -np.inf)
-                worse = (s_live[r] < cfg.veto_threshold) | (best - s_live[r] >= 2 * cfg.ambiguity)
+                worse = (s_live[r] < other_below[r]) | (best - s_live[r] >= 2 * cfg.ambiguity)
                 rival[r] = np.isfinite(best) & known[r] & worse
             by_iou = same & (iou >= cfg.iou_threshold) & ~rival
             by_look = look[: len(live)]
@@ -667,7 +791,7 @@ class IdBook:
                 for j in range(n):
                     if score[r, j] or not same[r, j] or rival[r, j]:
                         continue
-                    if known[r, j] and s_live[r, j] < cfg.veto_threshold:
+                    if raw[r, j] < other_below[r]:  # (False where unknown)
                         continue
                     m = self._motion_score(self.objects[i], frame_idx, boxes[j])
                     if m <= 0 and self._under(self.objects[i], frame_idx, boxes[j]):
@@ -675,7 +799,7 @@ class IdBook:
                     score[r, j] = 1.0 + 0.5 * m if m > 0 else 0.0
                     placed[r, j] = m > 0
             pairs = self._unswap(frame_idx, live, _assign(score, 1.0), s_live, dets)
-            self._calibrate(pairs, placed, s_live, dets)
+            self._calibrate(pairs, placed, raw, cand, dets)
             for j, r in pairs.items():
                 ids[j] = live[r]
                 plan.reseed[live[r]] = j
@@ -703,9 +827,11 @@ class IdBook:
                         continue
                     if not np.isnan(sim[rr, j]) and look[rr, j]:
                         score[r, c] = 1.0 + sim[rr, j]
+                    elif raw[rr, j] < other_below[rr]:  # its look says another object
+                        continue
                     elif np.isnan(sim[rr, j]) and o.box is not None:
                         score[r, c] = self._position_score(o.box, boxes[j])
-                    elif sim[rr, j] >= cfg.veto_threshold and o.box is not None:
+                    elif sim[rr, j] >= other_below[rr] and o.box is not None:
                         score[r, c] = 0.5 * self._motion_score(o, frame_idx, boxes[j])
             for c, r in _assign(score, 1e-6).items():
                 j, i = open_dets[c], gone[r]
@@ -782,20 +908,41 @@ class IdBook:
         return plan
 
     def _unswap(self, frame_idx, live, pairs: dict[int, int], sim, dets) -> dict[int, int]:
-        """Exchange the detections of two same-label tracks when their looks say so together:
-        the crossed pairing is more similar by ``4 * ambiguity`` in sum (an absolute threshold
-        misses this when every view is noisy) and each is plausible where the other was."""
+        """Exchange the detections of two same-label tracks when their looks say so together
+        (the crossed pairing is more similar by ``4 * ambiguity`` in sum: an absolute
+        threshold misses this when every view is noisy) or, where looks say nothing either
+        way, when their motions do (each detection of the crossed pairing is where the other
+        track's motion puts it, and together nearer by ``motion_swap`` motion scores:
+        propagation exchanges objects where they cross); each must be plausible where the
+        other was."""
         gain_min = 4 * self.config.ambiguity
-        while True:
-            best, pick = gain_min, None
+        motion = {}  # (r, j) -> motion score, computed once
+
+        def m(r, j) -> float:
+            if (r, j) not in motion:
+                motion[r, j] = self._motion_score(self.objects[live[r]], frame_idx, dets.boxes[j])
+            return motion[r, j]
+
+        for _ in range(len(pairs) ** 2 + 1):
+            best, pick = 0.0, None
             items = list(pairs.items())
             for x, (j1, r1) in enumerate(items):
                 for j2, r2 in items[x + 1 :]:
                     if self.objects[live[r1]].label != self.objects[live[r2]].label:
                         continue
                     g = sim[r1, j2] + sim[r2, j1] - sim[r1, j1] - sim[r2, j2]
-                    if np.isfinite(g) and g > best:
-                        best, pick = float(g), (j1, r1, j2, r2)
+                    if np.isfinite(g) and g > gain_min:
+                        gain = 2 + g  # looks that say so come first
+                    elif np.isfinite(g) and g < -gain_min:
+                        continue  # looks say the pairs are right
+                    elif m(r1, j2) > 0 and m(r2, j1) > 0:
+                        gain = m(r1, j2) + m(r2, j1) - m(r1, j1) - m(r2, j2)
+                        if gain < self.config.motion_swap:
+                            continue
+                    else:
+                        continue
+                    if gain > best:
+                        best, pick = gain, (j1, r1, j2, r2)
             if pick is None:
                 return pairs
             j1, r1, j2, r2 = pick
@@ -804,6 +951,7 @@ class IdBook:
             if not (ok1 and ok2):
                 return pairs
             pairs[j1], pairs[j2] = r2, r1
+        return pairs
 
     def _update_motion(self, o: Identity, box: np.ndarray, frame_idx: int) -> None:
         box = np.asarray(box, np.float32)
@@ -820,13 +968,14 @@ class IdBook:
         or last seen box once retired, moved on by its velocity: within half its size) and of
         a similar size, less than ``keep_seconds`` after that; else 0."""
         last, seen = (o.det_box, o.last_detected) if o.live else (o.box, o.last_seen)
+        velocity = o.velocity
         if last is None:
             return 0.0
         dt = frame_idx - seen
-        if dt > self.config.frames(self.config.keep_seconds) or o.velocity is None:
+        if dt > self.config.frames(self.config.keep_seconds) or velocity is None:
             return 0.0
         ref = o.det_box if o.det_box is not None else last
-        pred = _centre(last) + o.velocity * dt
+        pred = _centre(last) + velocity * dt
         d = float(np.linalg.norm(_centre(box) - pred))
         size, ratio = _size(ref), _size(box) / _size(ref)
         if d > 0.5 * size or not 0.5 <= ratio <= 2.0:

@@ -187,11 +187,19 @@ def _apply_plan(session, k, plan, dets, last, book, opts):
     return {i: m for i, m in masks.items() if i in book.objects and book.objects[i].live}
 
 
-def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None):
+def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=None, final=False):
     """Track frames start..end-1. Returns ({frame: {id: mask}}, {id: bool mask} on the last
     frame); ``book`` is updated in place. With an ``encoder`` (``mask_encoder.MaskEncoder``)
     the frames' masks are held as ``PendingMask`` (RLE, encoded off this thread), so what the
-    chunk holds does not grow with its length x resolution x objects."""
+    chunk holds does not grow with its length x resolution x objects.
+
+    With keyframes on demand (``opts.detect_on_doubt``), on the video's ``final`` chunk every
+    track still unconfirmed (one detection) is judged: a closing detection on the last frame
+    (unless that frame was a keyframe already) may confirm it; one it does not confirm is
+    taken back as a false box (``Unconfirmed``), as it would have been had the video gone on.
+    Tracks the last keyframe starts are not judged (they had no chance of a second
+    detection); the closing detection starts no track (it would have no second chance
+    either)."""
     from helpers.textseg.mask_encoder import resolve
 
     first = start - 1 if carried else start
@@ -205,6 +213,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
         keys = sorted({start} | {g for g in range(start, end) if g % opts.detect_every == 0})
         doubt = Doubt(opts.doubt_gap) if opts.detect_on_doubt else None
         nxt, prev_key = start, start
+        judge = final and opts.detect_on_doubt  # unconfirmed tracks judged at the video's end
+        closing = None  # the closing keyframe, once it is asked for
         while True:
             k = keys.pop(0) if keys else None
             stop = end - 1 if k is None else k
@@ -222,11 +232,17 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
                         out[g] = {}
                         bar.update(1)
                 nxt = stop + 1
+            if k is None and judge and closing is None and prev_key < end - 1 and _unsure(book):
+                k = closing = end - 1  # the closing detection
             if k is None:
                 break
             last = resolve(last)
             dets = keyframe_fn(k)
             plan = book.keyframe(k, last, dets)
+            if k == closing:  # it judges the tracks there: it starts nothing new
+                for i in [i for i in plan.start if i not in plan.revived]:
+                    del plan.start[i]
+                    book.objects[i].live, book.objects[i].taken_back = False, True
             if plan.moved:
                 repair(out, plan.moved, prev_key + 1, k)
             if plan.retire or plan.prompted:
@@ -244,12 +260,22 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
             prev_key = k
         last = resolve(last)
         ended = [i for i in book.live if i not in last or not last[i].any()]
+        if judge:  # no later detection will come for them
+            ended += [i for i in _unsure(book) if i not in ended]
         book.retire(ended)  # the rest are carried into the next chunk
         unconfirmed.ended(ended, book, end - 1)
         unconfirmed.forget(book)
     finally:
         session.close()
     return out, last
+
+
+def _unsure(book: IdBook) -> list[int]:
+    """Live tracks that one detection started, on a frame before the latest one's."""
+    return [
+        i for i in book.live
+        if book.objects[i].hits <= 1 and book.objects[i].last_detected < book.objects[i].last_seen
+    ]  # fmt: skip
 
 
 class Unconfirmed:
@@ -493,7 +519,7 @@ def _chunks(num_frames, propagator, keyframe_fn, book, opts, bar, encoder):
             with ctx:
                 out, last = _run_chunk(
                     propagator, start, end, carried, trial, keyframe_fn, opts, bar or _NoBar(),
-                    encoder,
+                    encoder, final=end >= n,
                 )  # fmt: skip
         except Exception as e:
             if not is_oom(e):
@@ -537,10 +563,23 @@ def frame_records(
 ) -> list[dict]:
     """JSON-ready objects of one frame, in id order: non-empty masks only, unless ``book``
     says ``keep_empty`` (then an empty one is kept with ``"empty": true``). The score is the
-    id's score in this frame when ``book.frame_scores[frame]`` has it, else its best score."""
+    id's score in this frame when ``book.frame_scores[frame]`` has it, else its best score.
+    Each object costs one look-up (``IdBook.label_of`` / ``score_of``), however many ids the
+    video has seen."""
     from helpers.textseg.render import rle_area, rle_bbox
 
     per_frame = getattr(book, "frame_scores", {}).get(frame, {})
+    label_of = getattr(book, "label_of", None)
+    score_of = getattr(book, "score_of", None)
+    if label_of is None or score_of is None:  # a plain book: dicts of labels and scores
+        labels, scores = book.labels, book.scores
+
+        def label_of(i, default="object"):
+            return labels.get(i, default)
+
+        def score_of(i, default=0.0):
+            return scores.get(i, default)
+
     objs = []
     for i in sorted(rles):
         r = rles[i]
@@ -548,12 +587,12 @@ def frame_records(
         if area == 0 and not getattr(book, "keep_empty", False):
             continue
         x, y, w, h = rle_bbox(r) if area else (0, 0, 0, 0)
-        label = book.labels.get(i, "object")
+        label = label_of(i, "object")
         obj = {
             "id": int(i),
             "label": label,
             "class_id": label_ids.setdefault(label, len(label_ids)),
-            "score": round(float(per_frame.get(i, book.scores.get(i, 0.0))), 4),
+            "score": round(float(per_frame.get(i, score_of(i, 0.0))), 4),
             "box": [float(x), float(y), float(x + w), float(y + h)],
             "area": int(area),
             "mask": r,

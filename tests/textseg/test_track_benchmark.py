@@ -132,3 +132,22 @@ def test_eight_more_kinds_of_scene_run_and_small_fast_objects_keep_their_ids(tmp
     assert all(res["targets_met"].values()), res["targets_met"]
     for r in res["conditions"].values():
         assert r["ours"]["fast_small_birds"]["idf1"] >= 0.9, r["ours"]["fast_small_birds"]
+
+
+def test_looks_ignored_row_and_real_trajectories(tmp_path):
+    """``--real``: two MOT sequences' ground-truth trajectories drive the stand-ins (occlusion
+    between people, misses rising with it); every condition has a looks-ignored row, ours is
+    never below it (three seeds pooled), and HOTA comes beside IDF1 when trackeval is
+    installed."""
+    import importlib.util
+
+    res, stdout = _bench(tmp_path, "--real", "--detect-every", "30")  # seeds 0 1 2 pooled
+    assert list(res["conditions"]) == [f"{lev}@30" for lev in
+                                       ("distinct", "lookalike", "noisy", "nearidentical")]  # fmt: skip
+    for r in res["conditions"].values():
+        assert list(r["ours"]) == ["tud-campus", "tud-stadtmitte", "OVERALL"]
+        assert set(r) == {"ours", "blind", "baseline", "oracle"}
+        has_hota = r["ours"]["OVERALL"]["hota"] is not None
+        assert has_hota == (importlib.util.find_spec("trackeval") is not None)
+    assert all(res["looks_never_hurt"].values()), res["looks_never_hurt"]
+    assert "nolook" in stdout and "looks never hurt: 4/4" in stdout
