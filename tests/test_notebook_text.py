@@ -102,8 +102,8 @@ def test_readme_opens_with_the_two_commands_for_a_fresh_machine():
 
 
 # options of other programs the README shows (pip, torchrun)
-FOREIGN_OPTIONS = {"--no-build-isolation", "--nproc-per-node", "--nnodes", "--rdzv-backend",
-                   "--rdzv-endpoint", "--help"}  # fmt: skip
+FOREIGN_OPTIONS = {"--no-build-isolation", "--no-deps", "--nproc-per-node", "--nnodes",
+                   "--rdzv-backend", "--rdzv-endpoint", "--help"}  # fmt: skip (pip's, torchrun's)
 
 
 def _known_options() -> set[str]:

@@ -198,8 +198,8 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
     (unless that frame was a keyframe already) may confirm it; one it does not confirm is
     taken back as a false box (``Unconfirmed``), as it would have been had the video gone on.
     Tracks the last keyframe starts are not judged (they had no chance of a second
-    detection); the closing detection starts no track (it would have no second chance
-    either)."""
+    detection); the closing detection only judges: it starts no track (it would have no
+    second chance either) and prompts nothing, so every frame keeps its propagated masks."""
     from helpers.textseg.mask_encoder import resolve
 
     first = start - 1 if carried else start
@@ -239,10 +239,11 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
             last = resolve(last)
             dets = keyframe_fn(k)
             plan = book.keyframe(k, last, dets)
-            if k == closing:  # it judges the tracks there: it starts nothing new
+            if k == closing:  # it only judges: no new track, no prompt, the masks as propagated
                 for i in [i for i in plan.start if i not in plan.revived]:
-                    del plan.start[i]
                     book.objects[i].live, book.objects[i].taken_back = False, True
+                unconfirmed.ended(plan.retire, book, k)
+                break
             if plan.moved:
                 repair(out, plan.moved, prev_key + 1, k)
             if plan.retire or plan.prompted:
