@@ -127,6 +127,21 @@ class Scene:
     seed: int = 0
 
 
+def detections(boxes, labels, looks, source, rng) -> identity.Detections:
+    """A keyframe's stand-in detections: box masks, random scores, the looks given, and
+    ``source`` (the object behind each box, -1 for a false one) for the oracle."""
+    n = len(boxes)
+    dets = identity.Detections(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        labels,
+        rng.uniform(0.4, 0.95, n),
+        np.stack([_raster(b) for b in boxes]) if n else np.zeros((0, H, W), bool),
+        np.stack(looks) if n else None,
+    )
+    dets.source = source
+    return dets
+
+
 def _raster(box, occluders=()) -> np.ndarray:
     m = np.zeros((H, W), bool)
     if box is None:
@@ -225,16 +240,7 @@ class ScriptedDetector:
             labels.append(str(rng.choice([o.label for o in sc.objects])))
             looks.append(rng.normal(size=DIM))
             source.append(-1)
-        n = len(boxes)
-        dets = identity.Detections(
-            np.array(boxes, np.float32).reshape(-1, 4),
-            labels,
-            rng.uniform(0.4, 0.95, n),
-            np.stack([_raster(b) for b in boxes]) if n else np.zeros((0, H, W), bool),
-            np.stack(looks) if n else None,
-        )
-        dets.source = source  # the object behind each box (-1: a false one), for the oracle
-        return dets
+        return detections(boxes, labels, looks, source, rng)
 
 
 class Counted:

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import q2_tracking  # noqa: E402
-from q2_tracking import DIM, H, Obj, Scene, Truth, W, _raster  # noqa: E402
+from q2_tracking import DIM, H, Obj, Scene, Truth, W  # noqa: E402
 
 from helpers.textseg import identity  # noqa: E402
 
@@ -137,16 +137,7 @@ class RealDetector(q2_tracking.ScriptedDetector):
             labels.append("person")
             looks.append(rng.normal(size=DIM))
             source.append(-1)
-        n = len(boxes)
-        dets = identity.Detections(
-            np.array(boxes, np.float32).reshape(-1, 4),
-            labels,
-            rng.uniform(0.4, 0.95, n),
-            np.stack([_raster(b) for b in boxes]) if n else np.zeros((0, H, W), bool),
-            np.stack(looks) if n else None,
-        )
-        dets.source = source
-        return dets
+        return q2_tracking.detections(boxes, labels, looks, source, rng)
 
 
 RealScene.truth_class = RealTruth
