@@ -125,6 +125,27 @@ class Scene:
     loss: float = 0.0  # chance per frame that propagation loses an object
     reacquire: float = 0.05  # chance per frame that a lost track latches onto a nearby object
     seed: int = 0
+    # the camera: (frame, x, y) waypoints of where it looks (linear in between; the scene's
+    # objects and occluders move the other way in the frame), and a hand's shake (px std
+    # per frame, a random walk pulled back to the waypoints)
+    pan: list[tuple[int, float, float]] = field(default_factory=list)
+    shake: float = 0.0
+
+    def camera(self) -> np.ndarray:
+        """[frames, 2] where the camera looks on each frame (px)."""
+        t = np.arange(self.frames)
+        cam = np.zeros((self.frames, 2), np.float32)
+        if self.pan:
+            fs = [k[0] for k in self.pan]
+            cam[:, 0] = np.interp(t, fs, [k[1] for k in self.pan])
+            cam[:, 1] = np.interp(t, fs, [k[2] for k in self.pan])
+        if self.shake:
+            rng = np.random.default_rng([self.seed, 99])
+            walk = np.zeros(2)
+            for k in range(self.frames):
+                walk = 0.9 * walk + rng.normal(0, self.shake, 2)
+                cam[k] += walk
+        return cam
 
 
 def detections(boxes, labels, looks, source, rng) -> identity.Detections:
@@ -153,6 +174,17 @@ def _raster(box, occluders=()) -> np.ndarray:
     return m
 
 
+def _moved(box, d) -> np.ndarray | None:
+    return None if box is None else box + np.concatenate([d, d]).astype(np.float32)
+
+
+def _occluders(scene: Scene, cam) -> list[tuple[int, int, int, int]]:
+    """The scene's occluders where the camera looking at ``cam`` sees them."""
+    dx, dy = (int(round(float(v))) for v in cam)
+    return [(max(x0 - dx, 0), max(y0 - dy, 0), max(x1 - dx, 0), max(y1 - dy, 0))
+            for x0, y0, x1, y1 in scene.occluders]  # fmt: skip
+
+
 def _unit(v):
     return v / np.linalg.norm(v)
 
@@ -162,9 +194,14 @@ class Truth:
 
     def __init__(self, scene: Scene, seed: int = 0):
         self.scene, self.seed = scene, seed
-        self.boxes = [[o.box(t) for o in scene.objects] for t in range(scene.frames)]
+        cam = scene.camera()
+        self.boxes = [
+            [_moved(o.box(t), -cam[t]) for o in scene.objects] for t in range(scene.frames)
+        ]
         self.full = [[_raster(b) for b in per] for per in self.boxes]
-        self.masks = [[_raster(b, scene.occluders) for b in per] for per in self.boxes]
+        self.masks = [
+            [_raster(b, _occluders(scene, cam[t])) for b in per] for t, per in enumerate(self.boxes)
+        ]
         self.area = np.array([[m.sum() for m in per] for per in self.masks])
         self.full_area = np.array([[m.sum() for m in per] for per in self.full])
         self.at("distinct")
@@ -418,11 +455,14 @@ class StandInPropagator:
 # --------------------------------------------------------------------------- policies
 
 
-def run_ours(truth, detector, prop, detect_every: int, doubt: bool = True) -> list[dict]:
+def run_ours(
+    truth, detector, prop, detect_every: int, doubt: bool = True, off=frozenset()
+) -> list[dict]:
     """helpers.textseg.track.track_frames + IdBook at their default settings (keyframes on
-    demand included unless ``doubt`` is False)."""
+    demand included unless ``doubt`` is False; ``off``: identity rules switched off)."""
     opts = track.LoopOptions(detect_every, "box", detect_on_doubt=doubt)
-    book = identity.IdBook(track.identity_config(identity.IdentityConfig(), "2s", FPS, doubt))
+    config = identity.IdentityConfig(off=frozenset(off))
+    book = identity.IdBook(track.identity_config(config, "2s", FPS, doubt))
     out = []
     for _, rles in track.track_frames(truth.scene.frames, prop, detector, book, opts):
         out.append({i: render.rle_to_mask(r) for i, r in rles.items()})
@@ -441,10 +481,12 @@ class Blind:
         return d
 
 
-def run_blind(truth, detector, prop, detect_every: int, doubt: bool = True) -> list[dict]:
+def run_blind(
+    truth, detector, prop, detect_every: int, doubt: bool = True, off=frozenset()
+) -> list[dict]:
     """``run_ours`` with every look dropped: the same policy where place, motion and size
     decide alone (the row ours must never fall below)."""
-    return run_ours(truth, Blind(detector), prop, detect_every, doubt)
+    return run_ours(truth, Blind(detector), prop, detect_every, doubt, off)
 
 
 class OracleBook(identity.IdBook):
@@ -479,8 +521,8 @@ class OracleBook(identity.IdBook):
             plan.ids[j] = i
             (plan.reseed if i in live else plan.start)[i] = j
             self._update_motion(o, dets.boxes[j], frame_idx)  # the velocity ours measures too
-            o.live, o.score, o.hits = True, max(o.score, float(dets.scores[j])), o.hits + 1
-            o.taken_back = False
+            o.state = identity.State.TRACKED
+            o.score, o.hits = max(o.score, float(dets.scores[j])), o.hits + 1
         truth = self.truth.masks[frame_idx]
         for r in live:
             m = track_masks.get(r)
@@ -490,7 +532,7 @@ class OracleBook(identity.IdBook):
                 plan.moved[k + 1] = r  # r's mask sat on object k: ``track.repair`` relabels
             if r not in plan.prompted and not (on[k] >= 0.5 and k + 1 == r):
                 plan.retire.append(r)
-                self.objects[r].live = False
+                self._set_retired(self.objects[r])
         return plan
 
 
@@ -943,6 +985,67 @@ def held_out_scenes() -> list[Scene]:
     ]
 
 
+def camera_scenes() -> list[Scene]:
+    """A moving camera (``--camera``): pans that take objects out of the view and back, a
+    camera following a walker past people standing, and a shaking hand."""
+    n = 360
+    return [
+        Scene(  # a fast pan right and back: three people leave at the left edge, return
+            "pan_away_and_back",
+            n,
+            [
+                *(
+                    Obj("person", (16, 34), [(0, x, y), (n, x + 4, y)])
+                    for x, y in ((10, 40), (45, 70), (80, 30))
+                ),
+                *(
+                    Obj("person", (16, 34), [(0, x, y), (n, x, y + 4)])
+                    for x, y in ((150, 60), (170, 20))
+                ),
+            ],
+            pan=[(0, 0, 0), (60, 0, 0), (100, 120, 0), (200, 120, 0), (240, 0, 0), (n, 0, 0)],
+            seed=51,
+        ),  # fmt: skip
+        Scene(  # the camera follows a walker; people standing slide out of view and back
+            "follow_a_walker",
+            n,
+            [
+                Obj("person", (18, 38), [(0, 20, 50), (180, 200, 50), (n, 20, 50)]),
+                *(
+                    Obj("person", (16, 34), [(0, x, y), (n, x, y)])
+                    for x, y in ((60, 20), (100, 80), (140, 30), (180, 75))
+                ),
+            ],
+            pan=[(0, 0, 0), (180, 180, 0), (n, 0, 0)],
+            seed=52,
+        ),  # fmt: skip
+        Scene(  # a shaking hand films look-alike cats crossing
+            "shaky_hand_crossing",
+            n,
+            [
+                Obj("cat", (18, 16), [(0, 10, 20), (n, 160, 90)]),
+                Obj("cat", (18, 16), [(0, 160, 20), (n, 10, 90)]),
+                Obj("cat", (18, 16), [(0, 90, 100), (n, 90, 10)]),
+            ],
+            shake=2.0,
+            swap=True,
+            seed=53,
+        ),  # fmt: skip
+        Scene(  # pans left and right twice over a row of people; misses and false boxes
+            "pan_over_a_row",
+            n,
+            [
+                Obj("person", (16, 34), [(0, x, 50), (n, x, 52)])
+                for x in (20, 60, 100, 140, 180, 220)
+            ],
+            pan=[(0, 0, 0), (60, 60, 0), (120, -20, 0), (180, 60, 0), (240, -20, 0), (n, 0, 0)],
+            miss=0.15,
+            fp=0.3,
+            seed=54,
+        ),  # fmt: skip
+    ]
+
+
 QUICK = ["swap_behind_wall", "away_60_opposite_edge", "three_lookalikes_crossing",
          "false_boxes_beside", "long_occlusion_newcomer", "crowd_of_eight"]  # fmt: skip
 
@@ -958,7 +1061,7 @@ def scene_set(quick: bool, easy: bool) -> list[Scene]:
 
 
 def all_scenes() -> list[Scene]:
-    return hard_scenes() + easy_scenes() + held_out_scenes()
+    return hard_scenes() + easy_scenes() + held_out_scenes() + camera_scenes()
 
 
 def conditions(args) -> list[tuple[str, int]]:
@@ -973,9 +1076,11 @@ def run(args, scenes: list[Scene] | None = None) -> dict:
     t0 = time.perf_counter()
     seeds = args.seeds or ([0] if args.easy else [0, 1] if args.quick else [0, 1, 2])
     conds = conditions(args)
+    off = frozenset(args.off or ())
     accs = {f"{lev}@{c}": {p: {} for p in POLICIES} for lev, c in conds}
     if scenes is None:  # by name from every set, else the set the flags choose
         scenes = (all_scenes() if args.scenes else held_out_scenes() if args.held_out
+                  else camera_scenes() if args.camera
                   else scene_set(args.quick, args.easy))  # fmt: skip
     scenes = [s for s in scenes if not args.scenes or s.name in args.scenes]
     for sc in scenes:
@@ -988,12 +1093,12 @@ def run(args, scenes: list[Scene] | None = None) -> dict:
                 truth.at(lev)
                 a = accs[f"{lev}@{c}"]
                 a["ours"].setdefault(sc.name, []).append(
-                    measured(truth, run_ours, c, not args.no_doubt)
+                    measured(truth, run_ours, c, not args.no_doubt, off)
                 )
                 if c not in base:  # none of these looks at appearance
                     base[c] = measured(truth, run_baseline, c)
                     orc[c] = measured(truth, run_oracle, c, not args.no_doubt)
-                    blind[c] = measured(truth, run_blind, c, not args.no_doubt)
+                    blind[c] = measured(truth, run_blind, c, not args.no_doubt, off)
                 a["baseline"].setdefault(sc.name, []).append(base[c])
                 a["oracle"].setdefault(sc.name, []).append(orc[c])
                 a["blind"].setdefault(sc.name, []).append(blind[c])
@@ -1097,6 +1202,9 @@ def main(argv=None, scenes: list[Scene] | None = None, doc: str = __doc__, level
         "--held-out", action="store_true", help="6 scenes never used to tune the rules instead"
     )
     p.add_argument(
+        "--camera", action="store_true", help="4 scenes filmed by a moving camera instead"
+    )
+    p.add_argument(
         "--real", action="store_true",
         help="real trajectories instead: two MOT sequences' ground truth (q2_tracking_real.py)",
     )  # fmt: skip
@@ -1110,13 +1218,17 @@ def main(argv=None, scenes: list[Scene] | None = None, doc: str = __doc__, level
     p.add_argument(
         "--no-doubt", action="store_true", help="fixed cadence only (no keyframes on demand)"
     )
+    p.add_argument(
+        "--off", nargs="+", choices=list(identity.RULES), default=None, metavar="RULE",
+        help="identity rules switched off (helpers.textseg.identity_config.RULES)",
+    )  # fmt: skip
     p.add_argument("--memory", action="store_true", help="also measure mask memory at 1080p")
     p.add_argument("--memory-frames", type=int, default=1800)
     p.add_argument("--memory-only", action="store_true", help="only the memory figures")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args(argv)
-    if scenes is not None and (args.held_out or args.easy or args.real):
-        p.error("--held-out, --easy and --real choose scene sets; this runs its own scenes")
+    if scenes is not None and (args.held_out or args.easy or args.real or args.camera):
+        p.error("--held-out, --easy, --camera and --real choose scene sets; this runs its own")
     if args.real:
         from q2_tracking_real import real_scenes
 

@@ -18,6 +18,7 @@ they replace.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -331,6 +332,70 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     return atomic_write_text(path, json_text(obj, indent=indent) + "\n")
 
 
+def atomic_write_many(contents: dict[str | os.PathLike, bytes]) -> list[Path]:
+    """Write several files (in any folders) all or nothing: every new version is staged and
+    synced beside its file first, then each replaces its file; when a replacement fails
+    midway the files already replaced get their old versions back. Either every file has its
+    new content or every file keeps its old one. A failure that the place is to blame for
+    raises :class:`WriteError` ("nothing was changed")."""
+    new = {Path(p): data for p, data in contents.items()}
+    paths = list(new)
+    staged: dict[Path, Path] = {}  # target -> its new version
+    kept: dict[Path, Path] = {}  # target -> a second name of its old version
+    replaced: list[Path] = []
+    current: Path | None = None
+    try:
+        for path in paths:
+            current = path
+            for stale in _stale_temporaries(path):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+            staged[path] = tmp = _make_temporary(path, path.suffix)
+            with open(tmp, "wb") as f:
+                f.write(new[path])
+                f.flush()
+                os.fsync(f.fileno())
+            if path.exists():  # the old version kept under a second name until the end
+                kept[path] = old = _make_temporary(path, path.suffix)
+                old.unlink()
+                try:
+                    os.link(path, old)
+                except OSError:  # no hard links here: a copy
+                    with open(path, "rb") as src, open(old, "wb") as dst:
+                        dst.write(src.read())
+                        dst.flush()
+                        os.fsync(dst.fileno())
+        for path in paths:
+            current = path
+            os.replace(staged[path], path)
+            del staged[path]
+            replaced.append(path)
+    except BaseException as e:
+        for path in reversed(replaced):  # put the old versions back
+            with contextlib.suppress(OSError):
+                if path in kept:
+                    os.replace(kept.pop(path), path)
+                else:
+                    path.unlink()
+        for tmp in [*staged.values(), *kept.values()]:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        reason = _size_limit_reason(e) or write_error_reason(e)
+        if reason is not None and not isinstance(e, WriteError):
+            raise WriteError(
+                f"could not write {current}: {reason}. Nothing was changed; fix that and run "
+                "again.",
+                getattr(e, "errno", None),
+                str(current),
+                reason,
+            ) from e
+        raise
+    for old in kept.values():
+        with contextlib.suppress(OSError):
+            old.unlink()
+    return paths
+
+
 def json_text(obj: Any, indent: int | None = None, default=None) -> str:
     """``json.dumps`` that always gives valid JSON: NaN and infinities become ``null`` (bare
     ``NaN`` / ``Infinity`` are not JSON), numpy values and paths become plain ones."""
@@ -388,6 +453,9 @@ class OutputSet:
         self.members: list[str] = []
         self.last: list[str] = []
         self.staged: dict[str, Path] = {}
+        # run at the start of :meth:`commit`, once every member is written (e.g. a rotation
+        # of the current file to a backup name, which must not happen if the set is discarded)
+        self.before_commit: list = []
         self.add(members, last)
 
     def add(self, members=(), last=()) -> None:
@@ -408,6 +476,8 @@ class OutputSet:
         return self.staged[name]
 
     def commit(self) -> None:
+        for hook in self.before_commit:
+            hook()
         written = [n for n in self.staged if self.staged[n].exists()]
         order = [n for n in written if n not in self.last] + [n for n in self.last if n in written]
         for name in order:  # a file replaced keeps its permissions
@@ -517,6 +587,8 @@ def _json_default(o: Any):
         return str(o)
     if isinstance(o, os.PathLike):
         return os.fspath(o)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):  # settings: their fields
+        return dataclasses.asdict(o)
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 

@@ -137,13 +137,12 @@ def current(root: str | Path) -> tuple[str, str]:
     """``(REPO, BRANCH)`` as written in ``root/helpers/repo.py`` (not the imported module's,
     so a copy of the repository can be inspected)."""
     path = Path(root) / "helpers" / "repo.py"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+    if not path.is_file():
         raise InputError(
             f"{Path(root)} is not the repository root (no helpers/repo.py); run the command "
             "there or pass --root."
-        ) from None
+        )
+    text = _read(path, Path(root))
     repo = re.search(r'^REPO = "([^"]*)"$', text, re.M)
     branch = re.search(r'^BRANCH = "([^"]*)"$', text, re.M)
     if not repo or not branch:
@@ -176,7 +175,7 @@ def plan(root: str | Path, repo: str, branch: str) -> dict[Path, tuple[str, dict
         )
     module = (Path(root) / "helpers" / "repo.py").resolve()
     for path in target_files(root):
-        text = path.read_text(encoding="utf-8")
+        text = _read(path, Path(root))
         new, counts = text, {"urls": 0, "settings": 0}
         extra = _module_rules(repo, branch) if path.resolve() == module else []
         for kind, pattern, repl in rules + extra:
@@ -185,6 +184,29 @@ def plan(root: str | Path, repo: str, branch: str) -> dict[Path, tuple[str, dict
         if new != text:
             changes[path] = (new, counts)
     return changes
+
+
+def _read(path: Path, root: Path) -> str:
+    """The text of ``path``, or one InputError naming it (checked before anything is written)."""
+    try:
+        name = path.relative_to(root)
+    except ValueError:
+        name = path
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(
+            f"cannot read {name} ({e.strerror or type(e).__name__}); nothing was changed. "
+            "Fix its permissions and run again."
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(
+            f"{name} is not UTF-8 text (byte {e.start:,}, line {line}); nothing was changed. "
+            f"Restore it (git checkout -- {name}) or re-save it as UTF-8, then run again."
+        ) from None
 
 
 def _subn_changed(pattern: re.Pattern, repl: str, text: str) -> tuple[str, int]:
@@ -205,16 +227,16 @@ def set_repo(root: str | Path, repo: str, branch: str | None = None, write: bool
 
     Returns ``{"repo", "branch", "changed": {relative path: {"urls": n, "settings": m}}}``
     (addresses, and REPO/BRANCH lines, rewritten per file); with ``write``
-    False nothing is written (a dry run). Idempotent."""
-    from helpers.files import atomic_write_text
+    False nothing is written (a dry run). Idempotent. Every file is read and checked before
+    any is written, and they are written as one unit: all of them change, or none does."""
+    from helpers.files import atomic_write_many
 
     root = Path(root)
     repo = parse_repo(repo)
     branch = check_branch(branch if branch is not None else current(root)[1])
     changes = plan(root, repo, branch)
-    if write:
-        for path, (text, _) in changes.items():
-            atomic_write_text(path, text)
+    if write and changes:  # every file read and rewritten above; now all of them or none
+        atomic_write_many({path: text.encode("utf-8") for path, (text, _) in changes.items()})
     return {
         "repo": repo,
         "branch": branch,

@@ -166,3 +166,90 @@ def test_bad_branch_names_exit_2(tmp_path, capsys, bad):
     assert main(["repo", "a/b", f"--branch={bad}", "--root", str(root)]) == 2
     err = capsys.readouterr()[1].strip()
     assert err.startswith("error: ") and "branch" in err and "\n" not in err
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (temporaries included) and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_notebook_that_is_not_utf8_changes_nothing(tmp_path, capsys):
+    root = _copy(tmp_path)
+    nb = root / "notebooks" / "q2_text_segmentation.ipynb"
+    nb.write_bytes(nb.read_bytes().replace(b'"cells"', b'"cells\xff\xfe"', 1))
+    before = _snapshot(root)
+    assert main(["repo", "my-name/my-fork", "--root", str(root)]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "q2_text_segmentation.ipynb is not UTF-8" in lines[0] and "nothing was changed" in err
+    assert "Traceback" not in err and out == ""
+    assert _snapshot(root) == before  # README.md (read before it) is untouched too
+    assert main(["repo", "--root", str(root)]) == 2  # the report reads every copy too
+    assert capsys.readouterr()[1].startswith("error: ")
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_a_failure_at_any_file_leaves_every_file_as_it_was(tmp_path, capsys, monkeypatch, k):
+    """The k-th of the four replacements fails (a full disk): the k files already replaced
+    get their old versions back, nothing is left beside them."""
+    import errno
+    import os
+
+    from helpers import files
+
+    root = _copy(tmp_path)
+    before = _snapshot(root)
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(Path(dst))
+        if len(calls) == k + 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    assert main(["repo", "my-name/my-fork", "--root", str(root)]) == 2
+    err = capsys.readouterr()[1].strip()
+    assert err.startswith("error: could not write") and "the disk is full" in err, err
+    assert "Nothing was changed" in err and "\n" not in err
+    assert len(calls) > k  # the failure came after k files were replaced
+    monkeypatch.setattr(files.os, "replace", real)
+    assert _snapshot(root) == before  # the same files, the same bytes, no temporaries
+    # and a run that can write does it all
+    assert main(["repo", "my-name/my-fork", "--root", str(root)]) == 0
+    assert len(json.loads(capsys.readouterr()[0])["changed"]) == 4
+    assert not [p for p in root.rglob(".*") if p.is_file()]
+
+
+def test_a_failure_while_staging_writes_nothing(tmp_path, capsys, monkeypatch):
+    """The disk fills while the new versions are staged: no file is replaced."""
+    import errno
+
+    from helpers import files
+
+    root = _copy(tmp_path)
+    before = _snapshot(root)
+    real, made = files._make_temporary, []
+
+    def make(path, suffix):
+        made.append(path)
+        if len(made) == 5:  # the third file's new version
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, suffix)
+
+    monkeypatch.setattr(files, "_make_temporary", make)
+    assert main(["repo", "my-name/my-fork", "--root", str(root)]) == 2
+    assert "the disk is full" in capsys.readouterr()[1]
+    assert _snapshot(root) == before
+
+
+def test_atomic_write_many_alone(tmp_path):
+    from helpers.files import atomic_write_many
+
+    a, b = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    b.parent.mkdir()
+    a.write_text("old a")
+    atomic_write_many({a: b"new a", b: b"new b"})  # b is new
+    assert a.read_text() == "new a" and b.read_text() == "new b"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.txt", "sub"]

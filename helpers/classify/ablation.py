@@ -10,13 +10,18 @@ Every variant is built and checked before the first one trains (:func:`variant_p
 grid with a setting that cannot run stops at once, not after hours of the others; a width
 without heads keeps the base's head width. A folder's name carries a hash of everything that
 defines the run, so a changed setting never resumes (or reuses) a run made with other settings.
+A finished variant keeps what its row needs (its ``last.pt`` goes unless ``keep_last``) and its
+row, read back by the next call. :func:`sections_cost` and :func:`space_report` say what a
+notebook's optional sections cost in minutes before they run and in disk space after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import stat
 from pathlib import Path
 
 from helpers.errors import InputError
@@ -119,6 +124,41 @@ def _folder(root: Path, name: str, fingerprint: dict) -> Path:
     return root / f"{slug}-{key.hexdigest()[:8]}"
 
 
+VARIANT_FILE = "variant.json"  # a finished variant's row: what its tables need
+RESUME_FILES = ("last.pt", "last.prev.pt", "last.corrupt.pt")  # only needed to go on training
+
+
+def _fingerprint_key(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished_row(out: Path, fingerprint: dict) -> dict | None:
+    """The row a finished variant left in ``out`` (:data:`VARIANT_FILE`), if it was made
+    with ``fingerprint``; None when there is none (or it is unreadable, or of other settings)."""
+    try:
+        saved = json.loads((out / VARIANT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != _fingerprint_key(fingerprint):
+        return None
+    row = saved.get("row")
+    return row if isinstance(row, dict) else None
+
+
+def _finish(out: Path, row: dict, fingerprint: dict, keep_last: bool) -> None:
+    """Write the variant's row beside its weights; then, unless ``keep_last``, remove what only
+    training on needs (``last.pt`` and its backups): the folder keeps ``best.pt``, the history,
+    ``test.json`` and the row."""
+    from helpers.files import atomic_write_json
+
+    atomic_write_json(
+        out / VARIANT_FILE, {"fingerprint": _fingerprint_key(fingerprint), "row": row}
+    )
+    if not keep_last:
+        for name in RESUME_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
 def run_variants(
     base: str,
     variants: dict[str, dict],
@@ -131,13 +171,20 @@ def run_variants(
     pretrained: bool = False,
     max_steps_per_epoch: int | None = None,
     resume: bool = True,
+    keep_last: bool = False,
     log=print,
 ) -> list[dict]:
     """Train ``base`` with each variant's overrides (on top of ``common``), ``minutes`` each.
 
     Every variant is built and checked first (:func:`variant_presets`): one that cannot run
     stops the call before anything trains. ``resume=False`` starts every variant anew (an
-    earlier run in its folder moves to ``previous_run/``)."""
+    earlier run in its folder moves to ``previous_run/``).
+
+    A variant that finished keeps what its row needs: ``best.pt``, its history, ``test.json``
+    and the row itself (``variant.json``, read back by the next call with the same settings
+    instead of training again); its ``last.pt`` (and ``last.prev.pt``), which hold the
+    optimizer and EMA for training on, are removed unless ``keep_last``. An interrupted
+    variant keeps them and resumes."""
     from tqdm.auto import tqdm
 
     from helpers.classify.checkpoint import load_checkpoint
@@ -169,6 +216,13 @@ def run_variants(
             "data": [data.source, len(data.train_y), len(data.val_y), list(data.classes)],
         }
         out = _folder(Path(out_root), name, fingerprint)
+        done = _finished_row(out, fingerprint) if resume else None
+        if done is not None:  # finished before with these settings: its row, no training
+            rows.append(done)
+            log(
+                f"{name}: val {done['val_acc']:.4f} ({done['epochs']} epochs), done before -> {out}"
+            )
+            continue
         r = train(
             preset,
             data,
@@ -214,10 +268,67 @@ def run_variants(
                 "out_dir": str(out),
             }
         )
+        del best
+        _finish(out, rows[-1], fingerprint, keep_last)
         log(f"{name}: val {rows[-1]['val_acc']:.4f} ({len(h)} epochs) -> {out}")
     for row in rows:
         row["delta"] = row["val_acc"] - rows[0]["val_acc"]
     return rows
+
+
+def sections_cost(sections: dict[str, tuple[bool, int, float | None]]) -> str:
+    """What the optional sections of a notebook cost, said before they run: one line each,
+    ``name: (on, runs, minutes each)`` -> ``patch sizes  on   3 runs x 2 min = 6 min``, and
+    the minutes of the sections that are on. The minutes are the runs' budgets; compiling,
+    measuring the step rate and scoring come on top of each (outside its budget)."""
+    width = max((len(n) for n in sections), default=0)
+    lines, total = [], 0.0
+    for name, (on, runs, minutes) in sections.items():
+        runs_text = f"{runs} run{'' if runs == 1 else 's'}"
+        cost = (
+            f"{runs_text} x {minutes:g} min = {runs * minutes:g} min"
+            if minutes
+            else f"{runs_text}, no time budget"
+        )
+        lines.append(f"  {name:<{width}}  {'on ' if on else 'off'}  {cost}")
+        total += runs * (minutes or 0.0) if on else 0.0
+    head = (
+        f"optional sections: {total:g} min of training budgets in the sections that are on "
+        "(each run also compiles, measures its step rate and is scored, outside its budget):"
+    )
+    return "\n".join([head, *lines])
+
+
+def folder_bytes(path) -> int:
+    """Bytes of the regular files under ``path`` (0 when it does not exist; symbolic links
+    are neither followed nor counted)."""
+    import os
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        return 0
+    if path.is_file() and not path.is_symlink():
+        return path.stat().st_size
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+def space_report(folders: dict[str, object]) -> str:
+    """The disk space each output folder takes and all of them together, one line each:
+    ``outputs: 1.2 GiB in all`` then ``  main run  300.0 MiB  /content/drive/...``."""
+    from helpers.runtime import format_bytes
+
+    sizes = {name: folder_bytes(path) for name, path in folders.items()}
+    width = max((len(n) for n in folders), default=0)
+    lines = [f"outputs: {format_bytes(sum(sizes.values()))} in all"]
+    for name, path in folders.items():
+        lines.append(f"  {name:<{width}}  {format_bytes(sizes[name]):>10}  {path}")
+    return "\n".join(lines)
 
 
 def ablation_table(rows: list[dict], flip_tta: bool = True) -> str:
@@ -258,8 +369,11 @@ __all__ = [
     "ABLATIONS",
     "ablation_table",
     "f1_deltas",
+    "folder_bytes",
     "heads_for",
     "one_at_a_time",
     "run_variants",
+    "sections_cost",
+    "space_report",
     "variant_presets",
 ]

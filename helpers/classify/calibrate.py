@@ -18,6 +18,9 @@ from helpers.classify.schedule import StepPlan, budget_steps, make_plan, validat
 from helpers.classify.step import RunState, one_step, validate
 
 MARGIN = 0.03  # share of a budget a plan keeps free for checkpoints and jitter
+CALIBRATION_SECONDS = 3.0  # steady steps measured for the step rate (a busy moment averages out)
+CALIBRATION_MAX_STEPS = 5000  # ... or this many steps, whichever comes first
+GROW_AHEAD = 0.05  # a plan grows back when this share more steps than it has left would fit
 
 
 @contextlib.contextmanager
@@ -76,8 +79,15 @@ def calibrate(run: RunState, n_train: int, eval_bs: int, log) -> tuple[float, fl
         for idx in batches:
             one_step(run, probe, idx, log)
             n += 1
-            if n >= (10 if fixed else 20) or (
-                not fixed and n >= 3 and time.perf_counter() - t0 > 3
+            if fixed:
+                if n >= 10:
+                    break
+                continue
+            # at least ~3 s of steps (the host's clock; the sync below adds what the GPU still
+            # has queued, so the rate is the GPU's), at least 3 steps, at most a cap
+            elapsed = time.perf_counter() - t0
+            if n >= CALIBRATION_MAX_STEPS or (
+                n >= 3 and elapsed >= CALIBRATION_SECONDS * (1 - 1e-9)
             ):
                 break
         sync(run.device)
@@ -136,24 +146,37 @@ def plan_run(
 
 
 def replan_if_behind(
-    plan: StepPlan, step: int, now: float, step_seconds: float, evals_left: int = 0
+    plan: StepPlan,
+    step: int,
+    now: float,
+    step_seconds: float,
+    evals_left: int = 0,
+    max_total: int | None = None,
 ) -> StepPlan | None:
-    """A shorter plan when a budgeted run has fallen behind its own, else None.
+    """A re-planned plan when a budgeted run has fallen behind its own, or (with
+    ``max_total``) is well ahead of it; else None.
 
     At ``now`` seconds on the clock, after ``step`` steps, with steps measured at
     ``step_seconds`` and ``evals_left`` validation passes to come: when the steps left would
     eat into the last half of the margin, they are cut to what fits the time left with the
-    full margin kept (at least one step: the schedule's last), and the rest of the schedule is
-    compressed onto them (:meth:`StepPlan.replanned`)."""
+    full margin kept (at least one step: the schedule's last). With ``max_total`` (the steps
+    the run's epochs allow), a plan that would leave more than ``GROW_AHEAD`` of its steps'
+    time unused (steps got faster than measured, e.g. after a calibration slowed by a busy
+    moment) grows back to what fits, up to ``max_total``. Either way the rest of the schedule
+    is spread over the new steps (:meth:`StepPlan.replanned`), so the run still ends annealed."""
     budget = plan.budget_seconds
     if not budget or step >= plan.total_steps - 1 or step_seconds <= 0:
         return None
     left = budget - now - evals_left * (plan.eval_seconds or 0.0)
-    if (plan.total_steps - step) * step_seconds <= left - 0.5 * MARGIN * budget:
+    fit = step + max(1, int((left - MARGIN * budget) / step_seconds))
+    if (plan.total_steps - step) * step_seconds > left - 0.5 * MARGIN * budget:  # behind
+        return plan.replanned(step, fit) if fit < plan.total_steps else None
+    if max_total is None:
         return None
-    fit = int((left - MARGIN * budget) / step_seconds)
-    new_total = step + max(1, fit)
-    return plan.replanned(step, new_total) if new_total < plan.total_steps else None
+    grown = min(int(max_total), fit)
+    if grown - step > (1 + GROW_AHEAD) * (plan.total_steps - step) and grown > plan.total_steps:
+        return plan.replanned(step, grown)
+    return None
 
 
 __all__ = ["calibrate", "plan_run", "replan_if_behind", "restored_afterwards"]

@@ -142,32 +142,36 @@ def save_last(state: dict, out_dir: Path) -> tuple[Path, int]:
     """Write the new ``last.pt``; only once it is complete does the current one become
     ``last.prev.pt`` (a full disk leaves both old files as they were).
 
-    Returns the path and the number of bytes written."""
+    Inside an open :func:`helpers.files.output_set` of ``out_dir`` the new file is staged
+    and the rotation is left to the set's owner (:meth:`Saver.save`). Returns the path and
+    the number of bytes written."""
     import torch
 
-    from helpers.files import atomic_path
+    from helpers.files import atomic_path, output_path
 
     last = out_dir / "last.pt"
-    with atomic_path(last) as tmp:
+    target = output_path(last)
+    with atomic_path(target) as tmp:
         torch.save(state, tmp)
-        if last.exists():
+        if target == last and last.exists():  # no output set: rotate now
             os.replace(last, out_dir / "last.prev.pt")
-    return last, last.stat().st_size
+    return last, target.stat().st_size
 
 
 def save_best(weights: dict, meta: dict, out_dir: Path) -> tuple[Path, int]:
     """``best.pt``: inference weights plus ``meta`` (preset, classes, spec, epoch, accuracy)."""
-    from helpers.files import atomic_torch_save
+    from helpers.files import atomic_torch_save, output_path
 
-    path = atomic_torch_save({**meta, "model": weights, "ema": None}, out_dir / "best.pt")
-    return path, path.stat().st_size
+    target = output_path(out_dir / "best.pt")  # staged inside an output set
+    atomic_torch_save({**meta, "model": weights, "ema": None}, target)
+    return out_dir / "best.pt", target.stat().st_size
 
 
 def write_history(history: list[dict], out_dir: Path) -> None:
     """``history.json`` and ``history.csv``: one row per epoch."""
-    from helpers.files import atomic_write_json, atomic_write_text
+    from helpers.files import atomic_write_json, atomic_write_text, output_path
 
-    atomic_write_json(out_dir / "history.json", history)
+    atomic_write_json(output_path(out_dir / "history.json"), history)
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
@@ -175,7 +179,7 @@ def write_history(history: list[dict], out_dir: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     w.writerows(history)
-    atomic_write_text(out_dir / "history.csv", buf.getvalue())
+    atomic_write_text(output_path(out_dir / "history.csv"), buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- loading a model
@@ -254,14 +258,93 @@ def _mismatch_summary(e: RuntimeError) -> str:
     return "; ".join(parts) or " ".join(text.split())[:200]
 
 
+# ----------------------------------------------------------------------------- one writer a folder
+
+LOCK_NAME = ".lock"
+
+
+def _try_flock(fd: int) -> bool | None:
+    """Take an exclusive lock on ``fd`` without waiting: True, False (another process holds
+    it), or None where the file system keeps no locks (then the pid in the file decides)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK, EOPNOTSUPP, ...: no locks here
+        return None
+    return True
+
+
+def _lock_holder(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+        return int(text[0]) if text else None
+    return None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, command: str = "train"):
+    """While inside, this process alone writes ``folder``: a lock file (``.lock``, holding the
+    pid) is taken, ``flock``-ed where the file system allows it (the kernel lets go when the
+    process dies). A folder held by another live process -> InputError naming it; the lock of
+    a process that died is taken over. The lock file is removed when leaving."""
+    from helpers.files import _pid_alive
+
+    path = Path(folder) / LOCK_NAME
+    me = os.getpid()
+    for _ in range(20):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        got, holder = _try_flock(fd), _lock_holder(fd)
+        busy = got is False or (got is None and holder not in (None, me) and _pid_alive(holder))
+        if busy:
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise InputError(
+                f"{folder} is in use: another {command} ({who}) is writing to it; wait for "
+                f"it to finish or stop it, or use another out_dir (--out)."
+            )
+        if got and not _same_file(fd, path):  # its holder removed it meanwhile: again
+            os.close(fd)
+            continue
+        break
+    else:  # pragma: no cover - only if the file keeps disappearing
+        raise InputError(f"{folder}: could not take its lock file {path}; try again.")
+    with contextlib.suppress(OSError):  # without the pid the lock still holds
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{me}\n".encode("ascii"), 0)
+    try:
+        yield path
+    finally:
+        if _same_file(fd, path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        os.close(fd)
+
+
 # ----------------------------------------------------------------------------- in a run
 
 
 # what a run leaves in its folder: set aside together when a new run starts there
 RUN_OUTPUTS = (
     "last.pt", "last.prev.pt", "last.corrupt.pt", "best.pt", "history.json", "history.csv",
-    "test.json", "eval",
+    "test.json", "variant.json", "eval",
 )  # fmt: skip
+
+
+# what a new checkpoint makes stale: removed when a save commits (see :meth:`Saver.save`)
+SUPERSEDED_BY_A_SAVE = ("test.json", "variant.json")
 
 
 def _previous_run_name(n: int) -> str:
@@ -495,41 +578,67 @@ class Saver:
         if not weights_finite(run.model):  # never write diverged weights over good ones
             raise diverged_error(run, self.out_dir, "the model's weights are")
         t0 = time.perf_counter()
-        if run.best_weights is not None and not run.best_saved:
-            meta = {**self.meta(run), "epoch": run.best_epoch, "best_val_acc": run.best_acc}
-            self.bytes += save_best(run.best_weights, meta, self.out_dir)[1]
-            run.best_saved = True
-        state = {
-            **self.meta(run),
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
-            "ema": run.ema.state_dict() if run.ema is not None else None,
-            "epoch": run.epoch,
-            "step": run.step,
-            "elapsed": run.elapsed,
-            "history": run.history,
-            "best_val_acc": run.best_acc,
-            "best_epoch": run.best_epoch,
-            "plan": plan.to_dict(),
-            "rng": rng_state(run.shuffle_gen, run.aug_gen),
-            "rng_ranks": rng_ranks,
-            "world_size": len(rng_ranks) if rng_ranks else 1,
-            "epoch_shuffle": run.epoch_shuffle,
-            "partial": run.partial,
-            "partial_ranks": partial_ranks,
-        }
-        self.bytes += save_last(state, self.out_dir)[1]
-        write_history(run.history, self.out_dir)
+        wrote_best = self._write(run, plan, rng_ranks, partial_ranks)
+        run.best_saved = run.best_saved or wrote_best
         self.seconds += time.perf_counter() - t0
         self.writes += 1
         self.last_save = self.clock()
         return True
 
+    def _write(self, run, plan, rng_ranks, partial_ranks) -> bool:
+        """``best.pt`` (when it changed), ``last.pt``, ``history.json`` and ``history.csv`` as
+        one unit (:func:`helpers.files.output_set`): each is staged, and only once all are
+        written does the current ``last.pt`` become ``last.prev.pt`` and the new files take
+        their places, ``last.pt`` last. A failure at any of them leaves the folder as it was.
+        Inside a set already open for the folder (the run's last save, which waits for the
+        test score) the save joins it and commits with it. A ``test.json`` or ``variant.json``
+        of earlier weights is removed with the commit. Returns whether ``best.pt`` was
+        written."""
+        from helpers.files import output_set
+
+        out = self.out_dir
+        with output_set(out, members=SUPERSEDED_BY_A_SAVE, last=["last.pt"]) as unit:
+            wrote_best = run.best_weights is not None and not run.best_saved
+            if wrote_best:
+                meta = {**self.meta(run), "epoch": run.best_epoch, "best_val_acc": run.best_acc}
+                self.bytes += save_best(run.best_weights, meta, out)[1]
+            state = {
+                **self.meta(run),
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                "ema": run.ema.state_dict() if run.ema is not None else None,
+                "epoch": run.epoch,
+                "step": run.step,
+                "elapsed": run.elapsed,
+                "history": run.history,
+                "best_val_acc": run.best_acc,
+                "best_epoch": run.best_epoch,
+                "plan": plan.to_dict(),
+                "rng": rng_state(run.shuffle_gen, run.aug_gen),
+                "rng_ranks": rng_ranks,
+                "world_size": len(rng_ranks) if rng_ranks else 1,
+                "epoch_shuffle": run.epoch_shuffle,
+                "partial": run.partial,
+                "partial_ranks": partial_ranks,
+            }
+            self.bytes += save_last(state, out)[1]
+            write_history(run.history, out)
+            if self._rotate not in unit.before_commit:  # at the commit: not if it is discarded
+                unit.before_commit.append(self._rotate)
+        return wrote_best
+
+    def _rotate(self) -> None:
+        """The current ``last.pt`` becomes ``last.prev.pt`` (just before the new one commits)."""
+        if (self.out_dir / "last.pt").exists():
+            os.replace(self.out_dir / "last.pt", self.out_dir / "last.prev.pt")
+
 
 __all__ = [
+    "LOCK_NAME",
     "LoadedModel",
     "Saver",
+    "folder_lock",
     "diverged_error",
     "resume_point",
     "saved_best",

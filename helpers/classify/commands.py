@@ -469,7 +469,8 @@ def cmd_train(args) -> dict | None:
             pretrained=args.pretrained,
             progress=True,
             max_steps_per_epoch=args.max_steps_per_epoch,
-            log=log,
+            # its warnings say what to change: in flags here (image_size -> --image-size)
+            log=lambda m: log(cli_wording(m) if m.startswith("warning: ") else m),
         )
     except OSError as e:  # disk full, read-only, Drive gone...: say so; what was saved stays
         reason = write_error_reason(e)
@@ -521,13 +522,10 @@ def cmd_train(args) -> dict | None:
 
 
 def cmd_evaluate(args) -> dict:
-    import numpy as np
-    import torch
-
-    from helpers.classify import plots
-    from helpers.classify.metrics import evaluate
+    from helpers.classify.checkpoint import folder_lock
+    from helpers.classify.metrics import EVAL_FILES
     from helpers.classify.train import load_checkpoint
-    from helpers.files import check_output_dir
+    from helpers.files import check_output_dir, output_set
 
     check_numbers(args, "evaluate")
     device = pick_device(args.device)
@@ -558,6 +556,46 @@ def cmd_evaluate(args) -> dict:
         f"evaluating {args.checkpoint} on the {split} split of {data.source} ({len(y)} images, "
         f"flip TTA {'on' if args.tta else 'off'})"
     )
+    out.mkdir(parents=True, exist_ok=True)
+    # one evaluation at a time in a folder, and its files one unit: a failure at any of them
+    # leaves the folder's earlier evaluation whole (or nothing new), metrics.json last
+    with (
+        folder_lock(out, "evaluate"),
+        output_set(out, members=[*EVAL_FILES, *FIGURES], last=["metrics.json"]),
+    ):
+        m, written = _evaluate_into(out, args, loaded, data, split, x, y, device)
+    return {
+        "command": "evaluate",
+        "checkpoint": str(args.checkpoint),
+        "data": data.source,
+        "split": split,
+        "num_samples": m["num_samples"],
+        # top1 / top5 / macro_f1 with flip TTA when tta_flip; top1_plain without (as the
+        # train command's test_acc)
+        "tta_flip": bool(args.tta),
+        "top1": m["top1"],
+        "top5": m.get("top5"),  # None with fewer than 6 classes
+        "top1_plain": m["top1_plain"],
+        "macro_f1": m["macro"]["f1"],
+        "epoch": loaded.epoch,
+        "out_dir": str(out),
+        "files": sorted([*EVAL_FILES, *written]),
+    }
+
+
+# the figures evaluate draws (a figure it skips this time is removed with the commit)
+FIGURES = ("confusion.png", "per_class.png", "samples.png", "history.png", "attention.png")
+
+
+def _evaluate_into(out: Path, args, loaded, data, split, x, y, device):
+    """The metrics files and figures of one evaluation, written (staged) into ``out``."""
+    import numpy as np
+    import torch
+
+    from helpers.classify import plots
+    from helpers.classify.metrics import evaluate
+    from helpers.files import output_path
+
     m = evaluate(
         loaded.model,
         data,
@@ -574,7 +612,7 @@ def cmd_evaluate(args) -> dict:
             "checkpoint_epoch": loaded.epoch,
         },
     )
-    pred = torch.from_numpy(np.load(out / "predictions.npy"))
+    pred = torch.from_numpy(np.load(output_path(out / "predictions.npy")))  # still staged
     figures = {
         "confusion.png": lambda: plots.plot_confusion(m["confusion_matrix"], loaded.classes),
         "per_class.png": lambda: plots.plot_per_class(m),
@@ -587,28 +625,7 @@ def cmd_evaluate(args) -> dict:
         figures["attention.png"] = lambda: plots.plot_attention(
             loaded.model, x[0], loaded.spec, device=device
         )
-    written = _save_figures(figures, out)
-    return {
-        "command": "evaluate",
-        "checkpoint": str(args.checkpoint),
-        "data": data.source,
-        "split": split,
-        "num_samples": m["num_samples"],
-        # top1 / top5 / macro_f1 with flip TTA when tta_flip; top1_plain without (as the
-        # train command's test_acc)
-        "tta_flip": bool(args.tta),
-        "top1": m["top1"],
-        "top5": m.get("top5"),  # None with fewer than 6 classes
-        "top1_plain": m["top1_plain"],
-        "macro_f1": m["macro"]["f1"],
-        "epoch": loaded.epoch,
-        "out_dir": str(out),
-        "files": sorted(
-            ["logits.npy", "predictions.npy", "targets.npy", "metrics.json"]
-            + ["classification_report.txt"]
-            + written
-        ),
-    }
+    return m, _save_figures(figures, out)
 
 
 def data_path(data) -> str:
@@ -639,6 +656,7 @@ def _save_figures(figures: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     from helpers.classify.plots import save_figure
+    from helpers.files import output_path
 
     written = []
     for name, make in figures.items():
@@ -647,7 +665,7 @@ def _save_figures(figures: dict, out: Path) -> list[str]:
         except InputError as e:  # e.g. attention maps for an unsupported model: skip that plot
             _log(f"note: skipped {name}: {e}")
             continue
-        save_figure(fig, out / name)
+        save_figure(fig, output_path(out / name))  # staged inside the evaluation's set
         plt.close(fig)
         written.append(name)
     return written
@@ -760,11 +778,6 @@ def open_image(source: str | Path, what: str = "--image"):
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
-
-
-def read_image(path: str | Path, size: int):
-    """Any image file (or http(s) URL) -> uint8 [1, 3, size, size]; bad input -> InputError."""
-    return image_to_tensor(open_image(path), size)
 
 
 def classify(model, spec, classes: list[str], image, k: int = 5, tta: bool = True, device=None):

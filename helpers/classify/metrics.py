@@ -260,6 +260,12 @@ def format_report(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# what :func:`evaluate` writes into its ``out_dir``
+EVAL_FILES = (
+    "logits.npy", "predictions.npy", "targets.npy", "classification_report.txt", "metrics.json",
+)  # fmt: skip
+
+
 def evaluate(
     model,
     data,
@@ -279,10 +285,18 @@ def evaluate(
     the number training reports as the test accuracy.
 
     With ``out_dir`` it also writes ``logits.npy``, ``predictions.npy``, ``targets.npy``,
-    ``metrics.json`` and ``classification_report.txt`` there (atomically). ``meta`` (what was
+    ``metrics.json`` and ``classification_report.txt`` there, as one unit (all of them replace
+    the folder's earlier ones, or none does; inside an open :func:`helpers.files.output_set`
+    of that folder they join it). ``meta`` (what was
     scored: data path, checkpoint and its epoch) is recorded in the metrics too.
     """
-    from helpers.files import atomic_path, atomic_write_json, atomic_write_text
+    from helpers.files import (
+        atomic_path,
+        atomic_write_json,
+        atomic_write_text,
+        output_path,
+        output_set,
+    )
 
     x, y = data.split(split)
     if len(y) == 0:
@@ -320,11 +334,13 @@ def evaluate(
             "predictions.npy": logits.argmax(1).numpy(),
             "targets.npy": targets,
         }
-        for name, arr in arrays.items():
-            with atomic_path(out / name) as tmp:
-                np.save(tmp, arr)
-        atomic_write_json(out / "metrics.json", m)
-        atomic_write_text(out / "classification_report.txt", m["report"])
+        # one unit: all five replace the folder's earlier ones, or none does (metrics.json last)
+        with output_set(out, members=EVAL_FILES, last=["metrics.json"]):
+            for name, arr in arrays.items():
+                with atomic_path(output_path(out / name)) as tmp:
+                    np.save(tmp, arr)
+            atomic_write_text(output_path(out / "classification_report.txt"), m["report"])
+            atomic_write_json(output_path(out / "metrics.json"), m)
     return m
 
 

@@ -102,9 +102,28 @@ def plot_history(history: list[dict]):
     return fig
 
 
+# the most classes a per-class figure draws (a confusion heatmap of 3,000 classes is 9 million
+# cells and a figure hundreds of metres wide: matplotlib runs out of memory); above it the
+# figure is skipped with a note, and the numbers stay in metrics.json and the report
+MAX_PLOT_CLASSES = 100
+MAX_FIGURE_INCHES = 30  # a side of a per-class figure (at 120 dpi: 3,600 px)
+
+
+def _check_plot_classes(n: int, what: str, where: str) -> None:
+    if n > MAX_PLOT_CLASSES:
+        raise InputError(
+            f"{n:,} classes are more than the {MAX_PLOT_CLASSES} a {what} shows; {where}."
+        )
+
+
 def plot_confusion(cm, classes: list[str], normalize: bool = True):
-    """Confusion-matrix heatmap (rows: true class, columns: predicted); rows normalised to 1."""
+    """Confusion-matrix heatmap (rows: true class, columns: predicted); rows normalised to 1.
+    More than :data:`MAX_PLOT_CLASSES` classes -> InputError (nothing is drawn)."""
     import numpy as np
+
+    _check_plot_classes(
+        len(classes), "confusion heatmap", "the matrix is in metrics.json (confusion_matrix)"
+    )
     import seaborn as sns
 
     plt = _plt()
@@ -115,7 +134,8 @@ def plot_confusion(cm, classes: list[str], normalize: bool = True):
         rows = cm.sum(axis=1, keepdims=True)
         cm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 2), max(4, 0.6 * n + 1)))
+    side = min(MAX_FIGURE_INCHES, max(5, 0.6 * n + 2))
+    fig, ax = plt.subplots(figsize=(side, min(MAX_FIGURE_INCHES, max(4, 0.6 * n + 1))))
     sns.heatmap(
         cm,
         annot=n <= 20,
@@ -149,9 +169,12 @@ def plot_per_class(metrics: dict):
         raise InputError(
             "metrics has no 'per_class' entry; pass the dict from classification_metrics."
         )
+    _check_plot_classes(
+        len(per), "per-class bar chart", "the per-class numbers are in classification_report.txt"
+    )
     names = list(per)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(min(MAX_FIGURE_INCHES * 3, max(6, 0.8 * len(names) + 2)), 4))
     for i, key in enumerate(("precision", "recall", "f1")):
         ax.bar(x + (i - 1) * 0.27, [per[n][key] * 100 for n in names], width=0.27, label=key)
     ax.set_xticks(x, names, rotation=45, ha="right")
@@ -384,6 +407,7 @@ def plot_f1_deltas(deltas: dict[str, float], title: str):
 
 
 __all__ = [
+    "MAX_PLOT_CLASSES",
     "plot_ablation",
     "plot_attention",
     "plot_confused_pairs",

@@ -291,8 +291,8 @@ def _fast() -> Preset:
     # Ours: the seed000-sized network with a modern recipe, sized for a 5-minute H100 budget.
     return Preset(
         name="fast",
-        description="Ours: seed000-size ViT, mean pool, RandAugment + MixUp/CutMix, EMA, bf16; "
-        "5-minute budget.",
+        description="Ours: seed000-size ViT, mean pool, RandAugment + MixUp/CutMix, EMA, bf16 "
+        "(fp16 on a T4); 5-minute budget.",
         model=ViTConfig(
             dim=384,
             depth=7,

@@ -36,6 +36,7 @@ from helpers.classify.checkpoint import (
     LoadedModel,
     Saver,
     diverged_error,
+    folder_lock,
     load_checkpoint,
     resume_point,
     rng_state,
@@ -174,6 +175,32 @@ def _checked(preset, data, max_steps_per_epoch, world: int = 1):
     return preset, cfg
 
 
+TOKENS_WARNED = 1024  # tokens per image above which a run is warned that it will be slow
+
+
+def token_warning(preset) -> str | None:
+    """One line when a from-scratch model's images make more than :data:`TOKENS_WARNED`
+    tokens (attention grows with the square of that: a step can take minutes and the memory
+    run out), saying how many and what to change; None otherwise."""
+    m = preset.model
+    if m is None or m.patch_size <= 0 or m.image_size % m.patch_size:
+        return None
+    tokens = (m.image_size // m.patch_size) ** 2
+    if tokens <= TOKENS_WARNED:
+        return None
+    # the smallest patch that brings the tokens down to 256 (CIFAR-10's 32 px with patch 2)
+    patch = next(
+        p for p in range(m.patch_size, m.image_size + 1)
+        if m.image_size % p == 0 and (m.image_size // p) ** 2 <= 256
+    )  # fmt: skip
+    return (
+        f"warning: {m.image_size} px images in patches of {m.patch_size} make {tokens:,} tokens "
+        f"per image (CIFAR-10 at 32 px makes 64); attention grows with the square of that, so "
+        f"the first steps may take many minutes or run out of memory. Use a smaller image_size "
+        f"or a larger patch_size (patch_size={patch}: {(m.image_size // patch) ** 2:,} tokens)."
+    )
+
+
 def check_settings(preset, data, max_steps_per_epoch: int | None = None, world: int = 1):
     """InputError saying what to change when ``preset`` cannot train on ``data`` (its settings,
     the batch size against the training set, the classes); nothing is built or written."""
@@ -306,17 +333,23 @@ def _step_seconds(run: RunState, plan: StepPlan, sums: dict, t0: float) -> float
     return plan.step_seconds or 0.0
 
 
-def _replan(run: RunState, plan: StepPlan, i: int, sums: dict, t0: float, clock, evals_left):
-    """The plan, re-planned when the run has fallen behind its budget (see
-    :func:`helpers.classify.calibrate.replan_if_behind`). Several processes check every
-    ``STOP_CHECK_EVERY`` steps, on agreed figures, so they all re-plan alike."""
+def _replan(
+    run: RunState, plan: StepPlan, i: int, sums: dict, t0: float, clock, evals_left, first: int
+):
+    """The plan, re-planned when the run has fallen behind its budget, or is well ahead of it
+    (see :func:`helpers.classify.calibrate.replan_if_behind`). It grows only at the first step
+    an epoch takes here, on the rate of the last epoch (timed to the GPU's end), never on the
+    few steps of an epoch timed so far by the host. Several processes check every
+    ``STOP_CHECK_EVERY`` steps, on agreed figures, so they all re-plan alike (and only shrink)."""
     d = run.dist
     if not plan.budget_seconds or (d.on and (i + 1) % STOP_CHECK_EVERY):
         return plan
     now, step_s = clock(), _step_seconds(run, plan, sums, t0)
     if d.on:
         now, step_s = d.agree([now, step_s])
-    new = replan_if_behind(plan, run.step, now, step_s, evals_left)
+    may_grow = not d.on and i == first and sums["done"] < 3 and bool(run.history)
+    cap = run.cfg.epochs * plan.steps_per_epoch if may_grow else None
+    new = replan_if_behind(plan, run.step, now, step_s, evals_left, max_total=cap)
     if new is None:
         return plan
     sums["replans"] = sums.get("replans", 0) + 1
@@ -363,8 +396,8 @@ def _train_epoch(
     t0 = time.perf_counter()
     bar.reset(total=n_steps)
     bar.update(done)
-    for i, idx in enumerate(itertools.islice(batches, done, n_steps), start=done):
-        if i >= n_steps:  # a re-plan shortened this epoch
+    for i, idx in enumerate(itertools.islice(batches, done, None), start=done):
+        if i >= n_steps:  # the epoch's steps are taken (a re-plan may have changed them)
             break
         loss, correct, lr, n = one_step(run, plan, idx, log)
         sums["loss_sum"] += loss * n
@@ -375,10 +408,10 @@ def _train_epoch(
         bar.update(1)
         if i % 20 == 0:
             bar.set_postfix(lr=f"{lr:.2e}", refresh=False)
-        replanned = _replan(run, plan, i, sums, t0, clock, evals_left)
+        replanned = _replan(run, plan, i, sums, t0, clock, evals_left, done)
         if replanned is not plan:
             plan = replanned
-            n_steps = min(n_steps, plan.total_steps - first_step)
+            n_steps = min(plan.steps_per_epoch, plan.total_steps - first_step)
             bar.total = n_steps
         why = _stop_now(run, i, clock, budget, interrupted) if i + 1 < n_steps else None
         if why:
@@ -464,7 +497,7 @@ def _keep_if_best(run: RunState, val_acc: float | None) -> None:
 def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
     """The best weights (best.pt) on the test split, once; written to ``test.json``."""
     from helpers.classify.metrics import predict_logits, top5_accuracy
-    from helpers.files import atomic_write_json
+    from helpers.files import atomic_write_json, output_path
 
     data = run.data
     if not data.has_test:
@@ -497,7 +530,7 @@ def _score_test(run: RunState, out_dir: Path, eval_bs: int, log) -> dict | None:
     }
     del model
     _free_cuda()
-    atomic_write_json(out_dir / "test.json", result)
+    atomic_write_json(output_path(out_dir / "test.json"), result)  # staged with the last save
     log(
         f"test accuracy (weights of epoch {epoch}, chosen on val): {result['acc']:.4f} "
         f"({result['acc_flip_tta']:.4f} with flip TTA) on {len(y)} images."
@@ -532,10 +565,10 @@ def train(
     that many epochs (call again to continue). ``preset.train.minutes`` is a wall-time budget.
     ``eval_every`` > 1 validates only every that many epochs (and always at the end); the
     best checkpoint is judged on the EMA weights when EMA is on. The test split, if any, is
-    scored once when the run is complete.
+    scored once when the run is complete. One process at a time trains into a folder: a
+    second one is refused with a message naming the first (:func:`folder_lock`).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from helpers import runtime
     from helpers.files import check_output_dir
@@ -545,7 +578,6 @@ def train(
     if not d.main:  # one voice: the first process logs, shows progress and writes files
         log, progress = (lambda m: None), False
     preset, cfg = _checked(preset, data, max_steps_per_epoch, d.world)
-    classes = list(data.classes)
     device = runtime.pick_device(str(device) if device is not None else None)
     if d.backend == "nccl":
         device = torch.device("cuda", d.local_rank)
@@ -553,6 +585,66 @@ def train(
         out_dir = runtime.output_dir(preset.name)
     out_dir = check_output_dir(out_dir, "out_dir")  # a file, below a file, read-only: say so
     out_dir.mkdir(parents=True, exist_ok=True)
+    warning = token_warning(preset)
+    if warning:
+        log(warning)  # before anything is built: such a run can sit silent for minutes
+    # one run a folder: a second process on it stops here (the first process holds it for all)
+    with folder_lock(out_dir, "train") if d.main else contextlib.nullcontext():
+        held = _HeldOutputs(out_dir)
+        try:
+            result = _train_in(
+                preset, cfg, data, out_dir, d, device, t_call, held, resume=resume,
+                pretrained=pretrained, progress=progress, max_steps_per_epoch=max_steps_per_epoch,
+                max_epochs_this_run=max_epochs_this_run, eval_every=eval_every, log=log,
+            )  # fmt: skip
+        except KeyboardInterrupt as e:  # while scoring: the last save stands, scored next time
+            if held.saved:
+                held.close()
+            else:  # in the middle of the last save: the folder keeps its earlier set
+                held.discard(e)
+            raise
+        except BaseException as e:  # a write failed (or a bug): the folder keeps its earlier set
+            held.discard(e)
+            raise
+        held.close()
+        return result
+
+
+class _HeldOutputs:
+    """The run's last save and its test score as one unit: an output set of the run folder
+    opened just before the last save (which joins it) and committed once ``test.json`` is
+    written too, so a failure at any of them leaves the folder's earlier set whole."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.stack, self.open = folder, contextlib.ExitStack(), False
+        self.saved = False  # the last save is wholly staged (what an interrupt may commit)
+
+    def open_once(self) -> None:
+        from helpers.files import output_set
+
+        if not self.open:
+            self.stack.enter_context(output_set(self.folder))
+            self.open = True
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def discard(self, e: BaseException) -> None:
+        self.stack.__exit__(type(e), e, e.__traceback__)
+
+
+def _train_in(
+    preset, cfg, data, out_dir: Path, d, device, t_call: float, held: _HeldOutputs, *, resume,
+    pretrained, progress, max_steps_per_epoch, max_epochs_this_run, eval_every, log,
+) -> TrainResult:  # fmt: skip
+    """:func:`train` once its settings are checked and its folder is its own; the last save
+    and the test score are staged in ``held`` (the caller commits or discards them)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from helpers import runtime
+
+    classes = list(data.classes)
     steps_per_epoch = len(data.train_y) // cfg.batch_size
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
@@ -601,6 +693,7 @@ def train(
                 if max_epochs_this_run is not None and epochs_run >= max_epochs_this_run:
                     break
                 bar.set_description(f"epoch {run.epoch + 1}/{plan.epochs}")
+                planned = plan.total_steps
                 sums = _train_epoch(run, plan, clock, budget, interrupted, bar, log, eval_every)
                 plan, replans = sums.pop("plan"), sums.pop("replans", 0)
                 run.elapsed = clock()
@@ -619,8 +712,9 @@ def train(
                     raise diverged_error(run, out_dir)
                 row["plan_steps"], row["replans"] = plan.total_steps, len(plan.replans)
                 if replans:
+                    pace = "slower" if plan.total_steps < planned else "faster"
                     log(
-                        f"re-planned: the steps ran slower than planned; the schedule now ends "
+                        f"re-planned: the steps ran {pace} than planned; the schedule now ends "
                         f"at step {plan.total_steps} (first plan {plan.first_total})."
                     )
                     outer.total = plan.epochs
@@ -634,7 +728,10 @@ def train(
                     log(f"epoch {run.epoch}/{plan.epochs}: {summary}")
                 last_of_call = max_epochs_this_run is not None and epochs_run >= max_epochs_this_run
                 if final or last_of_call or due or stop_asked:
+                    if final and d.main:
+                        held.open_once()  # the last save waits for the test score
                     _save(run, plan, saver)
+                    held.saved = held.open
                 if stop_asked and not final:
                     raise KeyboardInterrupt
         except torch.cuda.OutOfMemoryError:
@@ -680,7 +777,11 @@ def train(
             f"{run.best_acc:.4f} at epoch {run.best_epoch})."
         )
     t_score = time.perf_counter()
-    test = _score_test(run, out_dir, eval_bs, log) if reason != "paused" and d.main else None
+    test = None
+    if reason != "paused" and d.main:
+        held.open_once()  # test.json commits with the last save (or alone, if none was made)
+        held.saved = True
+        test = _score_test(run, out_dir, eval_bs, log)
     run.model.eval()
     timing = {
         "setup_seconds": setup_seconds,
@@ -714,6 +815,7 @@ __all__ = [
     "LoadedModel",
     "TrainResult",
     "check_settings",
+    "token_warning",
     "load_checkpoint",
     "mean_epoch_seconds",
     "mean_images_per_second",

@@ -30,8 +30,9 @@ from helpers.textseg.command_checks import (
     check_threshold,
     stop_if_failed,
 )
-from helpers.textseg.durations import KEEP_MISSED, KEEP_MISSED_HELP
+from helpers.textseg.durations import KEEP_MISSED_HELP
 from helpers.textseg.durations import seconds as keep_seconds
+from helpers.textseg.image_settings import Cleanup, Fallback, Overlay, RouteSettings
 from helpers.textseg.model_cache import cached, seeded
 from helpers.textseg.track_summary import run_track
 
@@ -44,7 +45,11 @@ PROMPT_TYPES = ("box", "point", "mask")
 
 
 def register(sub) -> None:
-    """Add ``segment``, ``track`` and ``eval-masks`` to the argparse sub-parsers ``sub``."""
+    """Add ``segment``, ``track`` and ``eval-masks`` to the argparse sub-parsers ``sub``; every
+    default is the settings dataclasses' (``image_settings``, ``routes.TrackSettings``)."""
+    from helpers.textseg.routes import TrackSettings as T
+
+    R = RouteSettings  # noqa: N806
     p = sub.add_parser(
         "segment",
         help="segment what a text prompt names in an image or a folder of images",
@@ -57,12 +62,17 @@ def register(sub) -> None:
     p.add_argument("--prompt", required=True, help="what to segment, e.g. 'dog. red car'")
     p.add_argument("--out", default="runs/segment", help="output folder (default: runs/segment)")
     _model_args(p)
-    p.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    _text_threshold(p)
     p.add_argument(
         "--multimask", action="store_true", help="ask SAM 2 for 3 masks per box, keep the best"
     )
     p.add_argument("--no-clean", action="store_true", help="keep small holes / islands")
-    p.add_argument("--max-side", type=int, default=1024, help="model input long side (1024)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=R.max_side,
+        help=f"detect-sam2 / clipseg: model input long side ({R.max_side})",
+    )
     p.add_argument(
         "--route",
         default="detect-sam2",
@@ -79,15 +89,16 @@ def register(sub) -> None:
         "--mask-threshold",
         type=float,
         default=None,
-        help="probability a pixel needs: CLIPSeg (--route clipseg, the fallback; default 0.4) "
-        "or SAM 3 (--backend sam3; default 0.5)",
+        help="probability a pixel needs: CLIPSeg (--route clipseg, or the clipseg step of "
+        f"--fallback; default {R.MASK_THRESHOLDS['clipseg']:g}) or SAM 3 (--backend sam3; "
+        f"default {R.MASK_THRESHOLDS['sam3']:g})",
     )
     p.add_argument(
         "--fallback",
-        default="lower-threshold,clipseg",
+        default=",".join(Fallback.steps),
         help="when the detector finds nothing, try these in order: lower-threshold (the "
         "detector again at half the thresholds, at least 0.05), clipseg (the CLIPSeg route). "
-        "Default: lower-threshold,clipseg. The result says which step produced the masks",
+        f"Default: {','.join(Fallback.steps)}. The result says which step produced the masks",
     )
     p.add_argument("--no-fallback", action="store_true", help="no fallback: empty is empty")
     p.add_argument(
@@ -100,14 +111,16 @@ def register(sub) -> None:
     p.add_argument(
         "--clean-fraction",
         type=float,
-        default=0.01,
-        help="cleanup fills holes / drops specks below this fraction of each mask's area (0.01)",
+        default=Cleanup.fraction,
+        help="cleanup fills holes / drops specks below this fraction of each mask's area "
+        f"({Cleanup.fraction:g})",
     )
     p.add_argument(
         "--clean-floor",
         type=int,
-        default=16,
-        help="... and at least below this many px (model-input pixels; default 16)",
+        default=int(Cleanup.hole_floor),
+        help="... and at least below this many px of the full-size image, the same on every "
+        f"route (default {Cleanup.hole_floor:g})",
     )
     _overlay_args(p)
     p.add_argument(
@@ -134,28 +147,47 @@ def register(sub) -> None:
     t.add_argument("--prompt", required=True, help="what to track, e.g. 'car. person'")
     t.add_argument("--out", default="runs/track", help="output folder (default: runs/track)")
     _model_args(t)
-    t.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
-    t.add_argument("--detect-every", type=int, default=30, help="re-detect every N frames (30)")
-    t.add_argument("--prompt-type", default="box", help="box | point | mask (default box)")
-    t.add_argument("--iou-threshold", type=float, default=0.5, help="id matching IoU (0.5)")
-    t.add_argument("--chunk-size", type=int, default=200, help="frames per chunk (200)")
+    _text_threshold(t)
+    t.add_argument(
+        "--detect-every",
+        type=int,
+        default=T.detect_every,
+        help=f"re-detect every N frames ({T.detect_every})",
+    )
+    t.add_argument(
+        "--prompt-type",
+        default=T.prompt_type,
+        help=f"{' | '.join(PROMPT_TYPES)} (default {T.prompt_type})",
+    )
+    t.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=T.iou_threshold,
+        help=f"id matching IoU ({T.iou_threshold:g})",
+    )
+    t.add_argument(
+        "--chunk-size",
+        type=int,
+        default=T.chunk_size,
+        help=f"frames per chunk ({T.chunk_size})",
+    )
     t.add_argument(
         "--reid-threshold",
         type=float,
-        default=0.8,
+        default=T.reid_threshold,
         help="appearance similarity that gives a returning object its old id until the "
-        "video's own looks calibrate it (0.8)",
+        f"video's own looks calibrate it ({T.reid_threshold:g})",
     )
     t.add_argument(
         "--keep-missed",
-        default=KEEP_MISSED,
+        default=T.keep_missed,
         metavar="DURATION",
         help=KEEP_MISSED_HELP,
     )
     t.add_argument(
         "--backfill",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=T.backfill,
         help="track an object that a keyframe starts backwards to the previous keyframe, so "
         "its masks begin where it came into view (default; --no-backfill saves that backward "
         "pass, at most one per keyframe that starts an object)",
@@ -167,11 +199,11 @@ def register(sub) -> None:
         "object's mask is lost, reappears, halves or doubles, or leaves its expected place; "
         "at most once every 10 frames)",
     )
-    t.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    t.add_argument("--max-frames", type=int, default=T.max_frames, help="only the first N frames")
     t.add_argument(
         "--max-objects",
         type=int,
-        default=None,
+        default=T.max_objects,
         help="keep at most the N most confident detections per keyframe (default: all)",
     )
     t.add_argument(
@@ -202,7 +234,7 @@ def register(sub) -> None:
     e.add_argument("--prompt", help="what to segment (with --data)")
     e.add_argument("--out", default=None, help="also write the summary JSON here (a folder)")
     _model_args(e)
-    e.add_argument("--text-threshold", type=float, default=0.25, help="default 0.25")
+    _text_threshold(e)
     e.set_defaults(func=cmd_eval_masks)
 
 
@@ -210,28 +242,82 @@ _DEFAULTS: dict[str, dict[str, object]] = {}  # command -> its route-dependent o
 
 
 def _remember_defaults(command: str, p: argparse.ArgumentParser) -> None:
-    from helpers.textseg.routes import OUTPUT_OPTIONS
+    from helpers.textseg.routes import OPTIONS
 
-    _DEFAULTS[command] = {name: p.get_default(name) for name in OUTPUT_OPTIONS[command]}
+    _DEFAULTS[command] = {name: p.get_default(name) for name in OPTIONS[command]}
 
 
 def _refuse_unhonoured(args, command: str) -> None:
-    """An option the chosen route cannot honour is one error naming the route (before any work)."""
+    """Every option the user set is applied or refused here, before any model loads: one the
+    chosen route cannot honour (``routes.ROUTES``) is one error naming the route; so is one that
+    another option makes moot (``--clean-floor`` with ``--no-clean``, ...)."""
     from helpers.textseg import routes
 
     given = routes.given_options(args, _DEFAULTS.get(command, {}))
-    routes.refuse_unhonoured(routes.route_of(args), given)
+    route = routes.route_of(args)
+    routes.refuse_unhonoured(route, given)
+    _refuse_moot(args, route, given)
+
+
+def _refuse_moot(args, route, given: dict[str, object]) -> None:
+    """An option set where another option (or the input) leaves it nothing to do."""
+    from helpers.textseg import routes
+
+    def moot(name: str, why: str, instead: str) -> None:
+        flag, shown = routes.shown_flag(name, given[name])
+        raise InputError(f"{shown} {why}; leave {flag} out{instead}.")
+
+    if getattr(args, "no_clean", False):
+        for name in ("clean_fraction", "clean_floor"):
+            if name in given:
+                moot(name, "sets the cleanup that --no-clean turns off", " or drop --no-clean")
+    if getattr(args, "no_fallback", False) and "fallback" in given:
+        moot("fallback", "sets the fallback that --no-fallback turns off", " or drop --no-fallback")
+    if "overwrite" in given and getattr(args, "folder", None) is None:
+        moot("overwrite", "redoes a --folder run's finished images (an --image run always "
+             "writes its outputs)", "")  # fmt: skip
+    if "offload" in given and getattr(args, "no_offload", False):
+        moot("offload", "and --no-offload ask for opposite things", " or drop --no-offload")
+    if "detector" in given and args.detector == "grounding-dino-base" and args.random_weights:
+        moot("detector", "has no random-weight model: --random-weights builds a toy Grounding "
+             "DINO (grounding-dino-tiny) or a toy OWLv2 (owlv2)", " or choose one of those")  # fmt: skip
+    if route.name == "detect-sam2" and "text_threshold" in given and args.detector == "owlv2":
+        moot(
+            "text_threshold",
+            "is Grounding DINO's phrase score, and OWLv2 keeps boxes by --box-threshold alone",
+            " or choose a Grounding DINO --detector",
+        )
+    if route.name == "detect-sam2" and "mask_threshold" in given:
+        from helpers.textseg import pipeline
+
+        steps = () if args.no_fallback else pipeline.check_fallback(args.fallback)
+        if "clipseg" not in steps:
+            moot("mask_threshold", "is CLIPSeg's, and the detect-sam2 route runs CLIPSeg only "
+                 "as the clipseg step of --fallback", ", or add clipseg to --fallback")  # fmt: skip
+
+
+def _text_threshold(p: argparse.ArgumentParser) -> None:
+    default = RouteSettings.text_threshold
+    p.add_argument(
+        "--text-threshold",
+        type=float,
+        default=default,
+        help=f"detect-sam2: the detector's phrase score (default {default:g})",
+    )
 
 
 def _overlay_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--color",
-        default="auto",
-        help="overlay colour: auto (default: a colour per instance id), a name (red), "
-        "#rrggbb or r,g,b for every instance",
+        default=Overlay.color,
+        help=f"overlay colour: auto (default {Overlay.color}: a colour per instance id), a name "
+        "(red), #rrggbb or r,g,b for every instance",
     )
     p.add_argument(
-        "--opacity", type=float, default=0.5, help="mask opacity in the overlay, 0..1 (0.5)"
+        "--opacity",
+        type=float,
+        default=Overlay.opacity,
+        help=f"mask opacity in the overlay, 0..1 ({Overlay.opacity:g})",
     )
 
 
@@ -242,12 +328,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help=f"one of {', '.join(DETECTOR_NAMES)} (default grounding-dino-tiny)",
     )
     p.add_argument("--size", default="tiny", help=f"SAM 2.1 size: {', '.join(SAM2_SIZES)}")
-    p.add_argument("--box-threshold", type=float, default=0.35, help="default 0.35")
+    p.add_argument(
+        "--box-threshold",
+        type=float,
+        default=RouteSettings.box_threshold,
+        help=f"detect-sam2: the detector's box score (default {RouteSettings.box_threshold:g})",
+    )
     p.add_argument("--device", default=None, help="cuda | cpu | mps (default: best available)")
     p.add_argument(
         "--random-weights",
         action="store_true",
-        help="offline smoke test: toy Grounding DINO + random-weight SAM 2 (meaningless masks)",
+        help="offline smoke test: a toy detector (OWLv2 with --detector owlv2, else Grounding "
+        "DINO) + random-weight SAM 2 (meaningless masks)",
     )
     p.add_argument(
         "--image-size",
@@ -265,8 +357,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--score-threshold",
         type=float,
-        default=0.5,
-        help="--backend sam3: instance score to keep (default 0.5)",
+        default=RouteSettings.score_threshold,
+        help=f"--backend sam3: instance score to keep (default {RouteSettings.score_threshold:g})",
     )
 
 
@@ -337,11 +429,7 @@ def _check_choice(args) -> dict:
 
     steps = () if args.no_fallback else pipeline.check_fallback(args.fallback)
     kw: dict = {"fallback": steps}
-    if args.mask_weights is not None:
-        if args.route == "clipseg":
-            raise InputError(
-                "--mask-weights picks among SAM 2's masks; it does not apply to clipseg."
-            )
+    if args.mask_weights is not None:  # the clipseg route refused it (routes.ROUTES)
         kw["mask_weights"] = segment.parse_weights(args.mask_weights)
     return {**kw, **check_cleanup(args)}
 
@@ -353,17 +441,12 @@ def _check_route(args) -> None:
         raise InputError(
             f"unknown --rescore {args.rescore!r}; choose one of {', '.join(RESCORERS)}."
         )
-    if args.route == "clipseg" and args.rescore != "none":
-        raise InputError("--rescore clip re-ranks SAM 2's masks; it does not apply to clipseg.")
-    if args.mask_threshold is None:
-        args.mask_threshold = CLIPSEG_MASK_THRESHOLD
+    if args.mask_threshold is None:  # CLIPSeg's (the clipseg route or the fallback's step)
+        args.mask_threshold = RouteSettings.MASK_THRESHOLDS["clipseg"]
     check_threshold("mask-threshold", args.mask_threshold)
 
 
 # --------------------------------------------------------------------------- models
-
-
-CLIPSEG_MASK_THRESHOLD = 0.4
 
 
 def load_models(args, *, video: bool = False):
@@ -387,7 +470,11 @@ def load_models(args, *, video: bool = False):
 
         # the video predictor asks the hub first: fail in seconds when it cannot be reached
         detect.hub_local_only(segment.SAM2_HUB_IDS[segment.normalize_size(args.size)])
-    if args.random_weights:
+    if args.random_weights and args.detector == "owlv2":
+        detector = cached(
+            ("toy-owlv2", device), seeded(lambda: detect.random_owlv2("toy", device=device))
+        )
+    elif args.random_weights:
         words = tuple(detect.prompt_phrases(args.prompt)) if getattr(args, "prompt", None) else ()
         detector = cached(
             ("toy-detector", words, device),
@@ -555,18 +642,41 @@ def cmd_track(args) -> dict | None:
     _refuse_unhonoured(args, "track")
     with sigterm_as_interrupt():
         if len(videos) == 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-            _check_tracks_owner(Path(args.out), videos[0])
-            return _track_one(argparse.Namespace(**{**vars(args), "video": videos[0]}))
+            return _track_single(args, videos[0])
         return _track_many(args, videos)
 
 
+def _track_single(args, video: str) -> dict:
+    """One video straight into ``--out``, with a ``job.json`` beside its tracks (its content's
+    digest: the same video moved elsewhere may track into this ``--out`` again)."""
+    from helpers import files
+
+    out = Path(args.out)
+    _check_tracks_owner(out, video)
+    job = _video_job(args, video) if Path(video).exists() else None
+    res = _track_one(argparse.Namespace(**{**vars(args), "video": video}))
+    if job is not None:
+        files.atomic_write_json(out / "job.json", job)
+    return res
+
+
 def _check_tracks_owner(out: Path, video: str) -> None:
-    """One video's tracks go straight into ``--out``: never over another video's."""
+    """One video's tracks go straight into ``--out``: never over another video's. Tracks of a
+    path that is gone, whose ``job.json`` records this video's bytes, are this video's (it
+    was moved or its folder renamed)."""
     from helpers.textseg.naming import source_key
+    from helpers.textseg.resume_keys import input_digest, moved_here
 
     doc = _read_json(out / "tracks.json")
     owner = doc.get("settings", {}).get("source_path") if isinstance(doc, dict) else None
     if owner and owner != source_key(video):
+        job = _read_json(out / "job.json")
+        if isinstance(job, dict) and job.get("source_path") == owner:  # of these very tracks
+            try:
+                if moved_here(job, input_digest(video)):
+                    return
+            except OSError:  # unreadable: refused below, or by the checks of the video itself
+                pass
         raise InputError(
             f"--out {out} already holds the tracks of {owner}; choose another --out for "
             f"{video} (or track both in one command: each video gets its own folder)."
@@ -574,21 +684,12 @@ def _check_tracks_owner(out: Path, video: str) -> None:
 
 
 def _video_job(args, video: str) -> dict:
-    """What defines one video's result: its file, the prompt and every setting."""
-    from helpers.textseg.naming import source_key
-    from helpers.textseg.resume_keys import settings_fingerprint
+    """What defines one video's result: its content (not its path, size or time stamp), the
+    prompt and every setting; and which video it is (see ``resume_keys.video_job``)."""
+    from helpers.textseg.resume_keys import video_job
 
-    src = Path(video)
-    st = src.stat()
     keep = {k: v for k, v in sorted(vars(args).items()) if k not in ("video", "out", "func")}
-    return {
-        "fingerprint": settings_fingerprint(
-            {"video": str(src.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, **keep}
-        ),
-        "source_path": source_key(
-            video
-        ),  # which video owns out/<name>/ (see helpers.textseg.naming)
-    }
+    return video_job(video, keep)
 
 
 def _read_json(path: Path):
@@ -604,7 +705,8 @@ def _track_many(args, videos: list[str]) -> dict | None:
     of N takes videos k, k+N, ...; the first process prints the merged summary."""
     from helpers import distributed, files
     from helpers.textseg.folder_run import merge_summaries, output_stems
-    from helpers.textseg.naming import UNKNOWN_OWNER, json_owner
+    from helpers.textseg.naming import json_owner
+    from helpers.textseg.resume_keys import moved_here
 
     missing = [v for v in videos if not Path(v).exists()]
     if missing:
@@ -613,16 +715,18 @@ def _track_many(args, videos: list[str]) -> dict | None:
     dist = distributed.from_env(args.device)
     out = Path(args.out)
     jobs = {v: _video_job(args, v) for v in videos}
-    made_by = {job["fingerprint"]: job["source_path"] for job in jobs.values()}
+    job_of = {Path(v): job for v, job in jobs.items()}
 
     def owner(name: str) -> str | None:
-        found = json_owner(out / name / "job.json")
-        doc = _read_json(out / name / "job.json")
-        if found == UNKNOWN_OWNER and isinstance(doc, dict):  # from before source_path
-            return made_by.get(doc.get("fingerprint"), found)
-        return found
+        return json_owner(out / name / "job.json")
 
-    names = output_stems([Path(v) for v in videos], owner)
+    def adopt(name: str, path: Path) -> bool:  # this video's result, from before it moved
+        doc, job = _read_json(out / name / "job.json"), job_of[path]
+        if isinstance(doc, dict) and not doc.get("source_path"):  # from before source_path
+            return doc.get("fingerprint") == job["fingerprint"]
+        return moved_here(doc, job["input_digest"])
+
+    names = output_stems([Path(v) for v in videos], owner, adopt)
     work = list(zip(videos, names))[dist.rank :: dist.world]
     summary: dict = {"status": "ok", "done": 0, "redone": 0, "skipped": 0, "empty": 0}
     summary.update({"failed": [], "files": [], "out_dir": str(out)})
@@ -631,6 +735,9 @@ def _track_many(args, videos: list[str]) -> dict | None:
         before = _read_json(dest / "job.json")
         same = isinstance(before, dict) and before.get("fingerprint") == job["fingerprint"]
         if same and (dest / "tracks.json").is_file():
+            if before.get("source_path") != job["source_path"]:  # moved: the record follows
+                with contextlib.suppress(OSError):  # not written: the next run finds it again
+                    files.atomic_write_json(dest / "job.json", job)
             summary["skipped"] += 1
             summary["files"].append({"file": video, "status": "skipped", "stem": stem})
             continue

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError, unit_interval
+from helpers.textseg.image_settings import RouteSettings
 from helpers.textseg.media import check_rgb_array
 
 DETECTORS = {
@@ -495,10 +496,10 @@ def detect(
     image: np.ndarray,
     prompt: str,
     *,
-    box_threshold: float = 0.35,
-    text_threshold: float = 0.25,
-    nms_iou: float = 0.5,
-    max_side: int | None = 1024,
+    box_threshold: float = RouteSettings.box_threshold,
+    text_threshold: float = RouteSettings.text_threshold,
+    nms_iou: float = RouteSettings.nms_iou,
+    max_side: int | None = RouteSettings.max_side,
 ):
     """Boxes for every prompt phrase found in ``image`` (HxWx3 uint8 RGB), as ``sv.Detections``.
 
@@ -510,7 +511,8 @@ def detect(
     import torch
     import torchvision
 
-    hint = "try 0.35 for boxes, 0.25 for text"
+    box, text = RouteSettings.box_threshold, RouteSettings.text_threshold
+    hint = f"try {box:g} for boxes, {text:g} for text"
     box_threshold = unit_interval("box_threshold", box_threshold, hint)
     text_threshold = unit_interval("text_threshold", text_threshold, hint)
     nms_iou = unit_interval("nms_iou", nms_iou, hint)

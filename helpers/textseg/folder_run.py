@@ -73,13 +73,14 @@ def _subfolder_note(folder: Path, nested: list[Path]) -> str:
     )
 
 
-def output_stems(paths: list[Path], owner=None) -> list[str]:
+def output_stems(paths: list[Path], owner=None, adopt=None) -> list[str]:
     """Output stems, unique even on case-insensitive drives, that never take a name ``owner``
     (name -> the source recorded there, or None) says another input holds: the file stem,
-    else stem_ext, else stem_<hash of the path> (see :func:`helpers.textseg.naming.claim_names`)."""
+    else stem_ext, else stem_<hash of the path> (see :func:`helpers.textseg.naming.claim_names`).
+    ``adopt(name, path)``: True where that other input is this one, moved (same bytes)."""
     from helpers.textseg.naming import claim_names
 
-    return claim_names(paths, owner or (lambda name: None))
+    return claim_names(paths, owner or (lambda name: None), adopt=adopt)
 
 
 def segment_folder(
@@ -98,10 +99,12 @@ def segment_folder(
     """Segment every image of ``in_dir`` into ``out_dir`` (``{stem}_mask.png``,
     ``{stem}_overlay.png``, ``{stem}.json`` each).
 
-    Resuming is keyed on the input and the settings: each image's JSON stores a
+    Resuming is keyed on the input's content and the settings: each image's JSON stores a
     ``fingerprint`` of its bytes, the prompt, the models and every setting in ``kw``; an image
     is skipped only when its three outputs exist with the same fingerprint, so a new prompt or
-    threshold re-does it (``overwrite`` re-does everything). A file that fails is recorded and
+    threshold -- or new bytes under the same size and time -- re-does it (``overwrite``
+    re-does everything). Outputs recorded for a path that is gone, of the same bytes, are the
+    moved image's (a renamed folder resumes; its JSON then names the new path). A file that fails is recorded and
     the run goes on; a write that fails because of the place (disk full, read-only) stops the
     run (``files.WriteError``): the summary's ``stopped`` says where, and it is still returned. ``kw`` go to ``pipeline.segment_image``
     (or ``segment_fn``, same signature, e.g. SAM 3's in ``helpers.textseg.sam3``).
@@ -119,6 +122,7 @@ def segment_folder(
     """
     from tqdm.auto import tqdm
 
+    from helpers.files import WriteError
     from helpers.textseg import pipeline
     from helpers.textseg.detect import normalize_prompt
     from helpers.textseg.render import save_image_outputs
@@ -126,13 +130,10 @@ def segment_folder(
         done_before,
         file_digest,
         model_settings,
+        moved_here,
+        read_result,
         settings_fingerprint,
     )
-
-    try:
-        from helpers.files import WriteError
-    except ImportError:  # an older files.py
-        WriteError = ()  # noqa: N806
 
     norm = normalize_prompt(prompt)
     paths = list_images(in_dir)
@@ -180,17 +181,38 @@ def segment_folder(
         print(f"note: {note}", file=sys.stderr, flush=True)
     from helpers.textseg.naming import json_owner, source_key
 
-    work = list(zip(paths, output_stems(paths, lambda name: json_owner(out / f"{name}.json"))))
+    digests: dict[Path, str | OSError] = {}  # each file hashed once
+
+    def digest_of(path: Path) -> str | OSError:
+        if path not in digests:
+            try:
+                digests[path] = file_digest(path)
+            except OSError as e:
+                digests[path] = e
+        return digests[path]
+
+    def fingerprint_of(digest: str) -> str:
+        return settings_fingerprint({**settings, "input": digest})
+
+    def adopt(name: str, path: Path) -> bool:  # a result of this image before it was moved
+        digest = digest_of(path)
+        doc = read_result(out / f"{name}.json")
+        return isinstance(digest, str) and moved_here(doc, digest, fingerprint_of)
+
+    def owner(name: str) -> str | None:
+        return json_owner(out / f"{name}.json")
+
+    work = list(zip(paths, output_stems(paths, owner, adopt)))
     if dist is not None and dist.on:
         work = work[dist.rank :: dist.world]
     quiet = {} if dist is None or dist.main else {"disable": True}  # one progress bar per job
     for path, stem in tqdm(work, desc="images", unit="img", **quiet):
-        try:
-            fingerprint = settings_fingerprint({**settings, "input": file_digest(path)})
-        except OSError as e:
-            fingerprint = None
-            digest_error = f"could not read {path.name} ({e.strerror or e})"
+        digest = digest_of(path)
+        fingerprint = fingerprint_of(digest) if isinstance(digest, str) else None
+        if fingerprint is None:
+            digest_error = f"could not read {path.name} ({digest.strerror or digest})"
         if fingerprint is not None and not overwrite and done_before(out, stem, fingerprint):
+            _follow_move(out / f"{stem}.json", path, source_key(path))
             summary["skipped"] += 1
             summary["files"].append({"file": path.name, "status": "skipped", "stem": stem})
             continue
@@ -212,6 +234,7 @@ def segment_folder(
                     "timings_ms": res.timings,
                     **info,
                     "fingerprint": fingerprint,
+                    "input_digest": digest,
                     "settings": settings,
                 },
                 **(overlay or {}),
@@ -256,6 +279,23 @@ def segment_folder(
         ok = summary["done"] + summary["skipped"]
         summary["status"] = "partial" if ok else "failed"
     return summary
+
+
+def _follow_move(doc_path: Path, path: Path, key: str) -> None:
+    """A result kept for a moved image names the image's new place (so the name stays its)."""
+    import json
+
+    from helpers.files import atomic_write_text
+    from helpers.textseg.resume_keys import read_result
+
+    doc = read_result(doc_path)
+    if not isinstance(doc, dict) or doc.get("source_path") in (None, key):
+        return
+    doc.update(source=path.name, source_path=key)
+    try:
+        atomic_write_text(doc_path, json.dumps(doc) + "\n")
+    except OSError:  # not written: the next run finds the move again
+        pass
 
 
 def merge_summaries(parts: list[dict]) -> dict:

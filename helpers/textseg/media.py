@@ -773,14 +773,12 @@ def read_frame(frames: VideoFrames, i: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def iter_frames(frames: VideoFrames) -> Iterator[np.ndarray]:
-    """All frames in order (RGB uint8)."""
-    for i in range(frames.num_frames):
-        yield read_frame(frames, i)
-
-
-def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 30.0) -> Path:
-    """Write RGB uint8 frames to a browser-playable MP4 atomically.
+def write_video(
+    frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 30.0, progress: bool = True
+) -> Path:
+    """Write RGB uint8 frames to a browser-playable MP4 atomically (``progress``: a "writing
+    video" bar; off where another bar already counts the same frames, as ``track``'s does: two
+    open bars move the cursor with escape codes that a log or a pipe shows as ``ESC[A``).
 
     H.264 (``libx264``, ``yuv420p``, ``+faststart``) through PyAV (``av``, which ships its own
     FFmpeg); odd widths/heights are padded by one edge pixel, since 4:2:0 needs even sizes.
@@ -795,9 +793,10 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
     if first is None:
         raise InputError("write_video got no frames; nothing to write.")
     first = _array_to_rgb(first)
+    frames = _checked_frames(_chain(first, it), first.shape[:2], progress)
     if h264_available():
-        return _write_video_av(_chain(first, it), first.shape[:2], Path(path), float(fps))
-    return _write_video_cv2(_chain(first, it), first.shape[:2], Path(path), float(fps))
+        return _write_video_av(frames, first.shape[:2], Path(path), float(fps))
+    return _write_video_cv2(frames, first.shape[:2], Path(path), float(fps))
 
 
 def h264_available() -> bool:
@@ -809,11 +808,14 @@ def h264_available() -> bool:
     return "libx264" in av.codecs_available
 
 
-def _checked_frames(frames: Iterator[np.ndarray], hw: tuple[int, int]) -> Iterator[np.ndarray]:
+def _checked_frames(
+    frames: Iterator[np.ndarray], hw: tuple[int, int], progress: bool = True
+) -> Iterator[np.ndarray]:
     from tqdm.auto import tqdm
 
     h, w = hw
-    for n, frame in enumerate(tqdm(frames, desc="writing video", unit="frame")):
+    bar = tqdm(frames, desc="writing video", unit="frame", disable=not progress)
+    for n, frame in enumerate(bar):
         rgb = _array_to_rgb(frame)
         if rgb.shape[:2] != (h, w):
             raise InputError(
@@ -846,7 +848,7 @@ def _write_video_av(frames, hw: tuple[int, int], path: Path, fps: float) -> Path
             stream.width, stream.height = w + w % 2, h + h % 2
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "20", "preset": "veryfast"}
-            for rgb in _checked_frames(frames, hw):
+            for rgb in frames:
                 frame = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
                 box.mux(stream.encode(frame))
             box.mux(stream.encode(None))  # flush the encoder
@@ -900,7 +902,7 @@ def _write_video_cv2(frames, hw: tuple[int, int], path: Path, fps: float) -> Pat
                 f"PyAV (pip install av) for H.264. Encoder said: {' '.join(chatter).strip()[:200]}"
             )
         try:
-            for rgb in _checked_frames(frames, hw):
+            for rgb in frames:
                 writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()

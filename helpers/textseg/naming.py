@@ -80,6 +80,7 @@ def claim_names(
     sources: Sequence,
     owner: Callable[[str], str | None],
     stem_of: Callable[[object], str] | None = None,
+    adopt: Callable[[str, object], bool] | None = None,
 ) -> list[str]:
     """One output name per source, unique (case-insensitively too) and stable.
 
@@ -88,6 +89,9 @@ def claim_names(
     or None when the name is free. A source keeps a name it owns; a name owned by another
     source, or given to an earlier source of this run, is skipped (see :func:`candidates`).
     ``stem_of(source)`` gives the preferred stem (default: the file stem made safe).
+    ``adopt(name, source)``, when given, may hand ``source`` a name another path owns: True
+    when that result is of this very input, moved (see
+    :func:`helpers.textseg.resume_keys.moved_here`).
     """
     taken: dict[str, str] = {}
     out = []
@@ -99,7 +103,8 @@ def claim_names(
         for option in options:
             if taken.get(option.casefold(), key) != key:
                 continue
-            if _owned_by(owner(option), key):
+            recorded = owner(option)
+            if _owned_by(recorded, key) or (adopt is not None and adopt(option, src)):
                 name = option
                 break
         k = 2

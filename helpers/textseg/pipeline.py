@@ -21,9 +21,10 @@ from helpers.textseg.image_settings import (
     Fallback,
     ImageSettings,
     MaskChoice,
+    RouteSettings,
 )
 
-FALLBACK_STEPS = ("lower-threshold", "clipseg")
+FALLBACK_STEPS = DEFAULT_FALLBACK  # every step there is, in its default order
 LOWER_THRESHOLD_FACTOR = 0.5  # the retry's thresholds: half the given ones ...
 LOWER_THRESHOLD_FLOOR = 0.05  # ... but never below this
 
@@ -133,18 +134,18 @@ def segment_image(
     detector,
     segmenter,
     *,
-    box_threshold: float = 0.35,
-    text_threshold: float = 0.25,
-    multimask: bool = False,
-    clean: bool = True,
-    max_side: int = 1024,
-    nms_iou: float = 0.5,
-    min_hole_area: int = 16,
-    min_sprinkle_area: int = 16,
-    clean_fraction: float = 0.01,
+    box_threshold: float = RouteSettings.box_threshold,
+    text_threshold: float = RouteSettings.text_threshold,
+    multimask: bool = RouteSettings.multimask,
+    clean: bool = Cleanup.clean,
+    max_side: int = RouteSettings.max_side,
+    nms_iou: float = RouteSettings.nms_iou,
+    min_hole_area: float = Cleanup.hole_floor,
+    min_sprinkle_area: float = Cleanup.speck_floor,
+    clean_fraction: float = Cleanup.fraction,
     clip=None,
-    mask_threshold: float = 0.4,
-    fallback=DEFAULT_FALLBACK,
+    mask_threshold: float = Fallback.mask_threshold,
+    fallback=Fallback.steps,
     clipseg=None,
     mask_weights=None,
 ) -> ImageResult:
@@ -164,7 +165,8 @@ def segment_image(
     (implies ``multimask``; the breakdown lands in ``result.choice``).
 
     Cleanup (``clean``) fills holes and drops specks smaller than ``clean_fraction`` of each
-    mask's area, at least ``min_hole_area`` / ``min_sprinkle_area`` px (model-input pixels).
+    mask's area, at least ``min_hole_area`` / ``min_sprinkle_area`` px of the full-size image
+    (the same unit on every route).
 
     Nothing detected -> the ``fallback`` steps in order: ``"lower-threshold"`` retries the
     detector at :func:`lower_thresholds`, ``"clipseg"`` takes the CLIPSeg route with
@@ -192,13 +194,15 @@ def segment_image(
 
 
 def image_settings(
-    *, box_threshold=0.35, text_threshold=0.25, multimask=False, clean=True, max_side=1024,
-    nms_iou=0.5, min_hole_area=16, min_sprinkle_area=16, clean_fraction=0.01, clip=None,
-    mask_threshold=0.4, fallback=DEFAULT_FALLBACK, clipseg=None, mask_weights=None,
+    *, box_threshold=RouteSettings.box_threshold, text_threshold=RouteSettings.text_threshold,
+    multimask=RouteSettings.multimask, clean=Cleanup.clean, max_side=RouteSettings.max_side,
+    nms_iou=RouteSettings.nms_iou, min_hole_area=Cleanup.hole_floor,
+    min_sprinkle_area=Cleanup.speck_floor, clean_fraction=Cleanup.fraction, clip=None,
+    mask_threshold=Fallback.mask_threshold, fallback=Fallback.steps, clipseg=None,
+    mask_weights=None,
 ) -> ImageSettings:  # fmt: skip
     """:class:`ImageSettings` from :func:`segment_image`'s keywords (checked: fallback steps,
     mask weights, a CLIP weight without a CLIP model)."""
-    from helpers.textseg.routes import RouteSettings
     from helpers.textseg.segment import parse_weights
 
     steps = check_fallback(fallback)
@@ -239,7 +243,8 @@ def run_route(route, image_or_source, prompt: str, settings: ImageSettings) -> I
     step = getattr(route, "step", None)
     attempts = [_attempt(step, settings, len(dets))] if step else []
     produced_by = (step if len(dets) or step == "clipseg" else "none") if step else "model"
-    if not len(dets) and settings.fallback.steps:
+    # the fallback is for a detector that found nothing (clipseg and sam3 have none)
+    if not len(dets) and settings.fallback.steps and step == "detector":
         t0 = time.perf_counter()
         found = _fallback(route, image, norm, phrases, settings, attempts)
         timings["fallback"] = _ms(t0)
@@ -251,7 +256,7 @@ def run_route(route, image_or_source, prompt: str, settings: ImageSettings) -> I
             dets, info, produced_by = found
             timings.update({k: v for k, v in info["timings"].items() if k == "segment"})
     choice = _choose_masks(image, dets, info, settings.choice, timings)
-    dets = _clean(route, dets, info, settings.cleanup, timings)
+    dets = _clean(dets, info, settings.cleanup, timings)
     h, w = info["model_size"]
     timings["total"] = _ms(t_all)
     scale = float(min(w / image.shape[1], h / image.shape[0]))
@@ -295,7 +300,7 @@ def _fallback(route, image, norm, phrases, settings: ImageSettings, attempts: li
                 attempts.append({**record, "skipped": "no CLIPSeg model given"})
                 continue
             only = replace(
-                settings, fallback=Fallback(), choice=MaskChoice(),
+                settings, fallback=Fallback(steps=()), choice=MaskChoice(),
                 route=replace(settings.route, mask_threshold=settings.fallback.mask_threshold),
             )  # fmt: skip
             res = run_route(routes.ClipSeg(model), image, norm, only)
@@ -343,20 +348,15 @@ def _keep_candidate(dets, candidates, i: int, best: int) -> None:
     dets.data["mask_score"][i] = candidates[1][i, best]
 
 
-def _clean(route, dets, info: dict, cleanup: Cleanup, timings: dict):
+def _clean(dets, info: dict, cleanup: Cleanup, timings: dict):
     """The cleanup scaled to each object, for every route; boxes that come from the masks
     (CLIPSeg) are redone from the cleaned masks (a mask emptied by it is dropped)."""
     if not cleanup.clean or not len(dets):
         return dets
     from helpers.textseg.routes import boxes_from_masks
 
-    t0 = time.perf_counter()
-    H, W = dets.mask.shape[1:]
-    h, w = info["model_size"]
-    area = (H * W) / (h * w) if getattr(route, "floors_at_model_size", False) else 1
-    masks = clean_scaled(
-        dets.mask, cleanup.fraction, cleanup.hole_floor * area, cleanup.speck_floor * area
-    )
+    t0 = time.perf_counter()  # the floors are full-size pixels, as the masks are, on every route
+    masks = clean_scaled(dets.mask, cleanup.fraction, cleanup.hole_floor, cleanup.speck_floor)
     timings["clean"] = _ms(t0)
     if "probabilities" in info:  # boxes and scores from the masks: redone
         probs = info["probabilities"][dets.class_id]
@@ -370,25 +370,26 @@ def segment_image_clipseg(
     prompt: str,
     clipseg,
     *,
-    threshold: float = 0.4,
-    clean: bool = True,
-    max_side: int = 1024,
-    min_hole_area: int = 16,
-    min_sprinkle_area: int = 16,
-    clean_fraction: float = 0.01,
+    threshold: float = RouteSettings.MASK_THRESHOLDS["clipseg"],
+    clean: bool = Cleanup.clean,
+    max_side: int = RouteSettings.max_side,
+    min_hole_area: float = Cleanup.hole_floor,
+    min_sprinkle_area: float = Cleanup.speck_floor,
+    clean_fraction: float = Cleanup.fraction,
 ) -> ImageResult:
     """The CLIPSeg route: one coarse mask per prompt phrase, no detector and no SAM.
 
     CLIPSeg's per-pixel probability for each phrase is upsampled to the full size and kept
     where >= ``threshold``; a phrase whose mask is empty gives no instance. An instance's
     confidence is its mean probability inside the mask, its box the mask's bounding box.
-    Cleanup as in :func:`segment_image` (the floors in full-size pixels here).
+    Cleanup as in :func:`segment_image`.
     """
     from helpers.textseg import routes
 
     settings = ImageSettings(
-        route=routes.RouteSettings(mask_threshold=threshold, max_side=max_side),
+        route=RouteSettings(mask_threshold=threshold, max_side=max_side),
         cleanup=Cleanup(clean, clean_fraction, min_hole_area, min_sprinkle_area),
+        fallback=Fallback(steps=()),
     )
     res = run_route(routes.ClipSeg(clipseg), image_or_source, prompt, settings)
     res.attempts = []

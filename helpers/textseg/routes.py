@@ -1,13 +1,15 @@
-"""The three Q2 routes from text to masks, and which of the commands' output options each honours.
+"""The three Q2 routes from text to masks, and which of the commands' options each honours.
 
 A route turns (image, phrases, settings) into one ``sv.Detections`` with masks, boxes, scores
 and labels: Grounding DINO / OWLv2 boxes + SAM 2.1 masks (``detect-sam2``), CLIPSeg (one coarse
 mask per phrase, ``clipseg``) and SAM 3 (text to every instance in one model, ``sam3``). What
 follows the route (cleanup scaled to each object, the overlay's colour and opacity, the
 overlay / mask PNG / JSON with COCO RLE / MP4 outputs, folder resume keys, the side-by-side
-video) is the same code for all three. An option that only makes sense for one route (the
-detector fallback, choosing among SAM 2's three masks) is refused for the others with one
-``error:`` line that names the route, never silently ignored.
+video) is the same code for all three. Every model, threshold and output option of ``segment``
+and ``track`` is in one table (:data:`ROUTES`: the options each route honours); one a route
+cannot honour (the detector's thresholds with clipseg or sam3, choosing among SAM 2's three
+masks, ``--max-side`` with sam3, ...) is refused, when the user sets it, with one ``error:``
+line that names the route, before any model loads: never silently ignored.
 
 A video goes through a route's second verb, ``track(video, phrases, settings, out_dir) ->
 track.TrackResult`` (per-frame masks and ids; ``tracks.json`` and the MP4 written): detect-sam2
@@ -30,80 +32,125 @@ import numpy as np
 
 from helpers.errors import InputError
 from helpers.textseg.durations import KEEP_MISSED
+from helpers.textseg.image_settings import RouteSettings
+
+# every option of `segment` / `track` that a route honours or refuses (argparse dest names);
+# the rest (EVERY_ROUTE) pick the input, the output, the device and the route itself
+SEGMENT_OPTIONS = (
+    "detector", "size", "image_size", "box_threshold", "text_threshold", "score_threshold",
+    "mask_threshold", "max_side", "multimask", "rescore", "mask_weights", "fallback",
+    "no_fallback", "no_clean", "clean_fraction", "clean_floor", "color", "opacity", "overwrite",
+    "route",
+)  # fmt: skip
+TRACK_OPTIONS = (
+    "detector", "size", "image_size", "box_threshold", "text_threshold", "score_threshold",
+    "iou_threshold", "chunk_size", "max_frames", "offload", "no_offload", "no_render",
+    "side_by_side", "detect_every", "prompt_type", "reid_threshold", "keep_missed", "backfill",
+    "no_detect_on_doubt", "max_objects",
+)  # fmt: skip
+OPTIONS = {"segment": SEGMENT_OPTIONS, "track": TRACK_OPTIONS}
+ALL_OPTIONS = tuple(dict.fromkeys(SEGMENT_OPTIONS + TRACK_OPTIONS))
+EVERY_ROUTE = ("image", "folder", "video", "prompt", "out", "device", "random_weights", "backend")
 
 
 @dataclass(frozen=True)
 class Route:
-    """One route: its name, how a user picks it, and why it cannot honour some options."""
+    """One route: its name, how a user picks it, the options it honours and, for each of the
+    others (:data:`ALL_OPTIONS`), why it cannot."""
 
     name: str
     picked_by: str  # the command-line words that choose it
+    honours: frozenset[str]
     cannot: dict[str, str]  # option -> why this route cannot honour it
+
+    def __post_init__(self):
+        left = set(ALL_OPTIONS) - self.honours - set(self.cannot)
+        both = self.honours & set(self.cannot)
+        if left or both or not self.honours <= set(ALL_OPTIONS):
+            raise ValueError(
+                f"route {self.name}: every option honoured or refused, once: {left or both}"
+            )
 
 
 _SAM2_CHOICE = "it picks among SAM 2's three masks per box"
+_SAM3_SCORE = "--score-threshold is SAM 3's instance score (--backend sam3)"
+_AFTER_ROUTE = {"no_clean", "clean_fraction", "clean_floor", "color", "opacity", "overwrite"}
+_SAM2_TRACKER = {"detect_every": "SAM 3 detects on every frame itself",
+                 "prompt_type": "SAM 3 is prompted by the text alone",
+                 "reid_threshold": "SAM 3 keeps its objects' ids itself",
+                 "keep_missed": "SAM 3 keeps its objects' ids itself",
+                 "backfill": "SAM 3 detects on every frame itself",
+                 "no_detect_on_doubt": "SAM 3 detects on every frame itself",
+                 "max_objects": "SAM 3 keeps every instance above --score-threshold"}  # fmt: skip
 ROUTES = {
-    "detect-sam2": Route("detect-sam2", "--route detect-sam2", {}),
+    "detect-sam2": Route(
+        "detect-sam2",
+        "--route detect-sam2",
+        frozenset(ALL_OPTIONS) - {"score_threshold"},
+        {
+            "score_threshold": _SAM3_SCORE + "; the detector keeps boxes by --box-threshold and "
+            "--text-threshold"
+        },
+    ),  # fmt: skip
     "clipseg": Route(
         "clipseg",
         "--route clipseg",
+        frozenset({"mask_threshold", "max_side", "route", *_AFTER_ROUTE}),
         {
+            "detector": "clipseg has no detector: --mask-threshold decides which pixels are kept",
+            "box_threshold": "clipseg has no detector: --mask-threshold decides which pixels "
+            "are kept",
+            "text_threshold": "clipseg has no detector: --mask-threshold decides which pixels "
+            "are kept",
+            "size": "clipseg has no SAM 2 (--size chooses SAM 2's size)",
+            "image_size": "clipseg has no SAM 2 (--image-size sets SAM 2's input size)",
+            "score_threshold": _SAM3_SCORE + "; clipseg keeps pixels by --mask-threshold",
             "fallback": "the fallback runs when the detector finds nothing, and clipseg has "
             "no detector",
+            "no_fallback": "clipseg has no detector, so no fallback to turn off",
             "multimask": _SAM2_CHOICE + ", and clipseg has no SAM 2",
             "mask_weights": _SAM2_CHOICE + ", and clipseg has no SAM 2",
             "rescore": _SAM2_CHOICE + ", and clipseg has no SAM 2",
+            **dict.fromkeys(set(TRACK_OPTIONS) - set(SEGMENT_OPTIONS), "clipseg has no tracker"),
         },
     ),
     "sam3": Route(
         "sam3",
         "--backend sam3",
+        frozenset(
+            {
+                "score_threshold",
+                "mask_threshold",
+                "iou_threshold",
+                "chunk_size",
+                "max_frames",
+                "no_offload",
+                "no_render",
+                "side_by_side",
+                *_AFTER_ROUTE,
+            }
+        ),
         {
+            "detector": "SAM 3 has no separate detector: --score-threshold keeps its instances",
+            "box_threshold": "SAM 3 has no separate detector: --score-threshold keeps its "
+            "instances",
+            "text_threshold": "SAM 3 has no separate detector: --score-threshold keeps its "
+            "instances",
+            "size": "SAM 3 is one model of one size (--size chooses SAM 2's)",
+            "image_size": "SAM 3 is one model of one input size (--image-size sets SAM 2's)",
+            "max_side": "SAM 3 resizes every image to its own input size",
             "fallback": "the fallback runs when the detector finds nothing, and SAM 3 has no "
             "separate detector",
+            "no_fallback": "SAM 3 has no separate detector, so no fallback to turn off",
             "multimask": _SAM2_CHOICE + ", and SAM 3 gives one mask per instance",
             "mask_weights": _SAM2_CHOICE + ", and SAM 3 gives one mask per instance",
             "rescore": _SAM2_CHOICE + ", and SAM 3 gives one mask per instance",
             "route": "--route picks the route of the SAM 2 backend",
-            "detect_every": "SAM 3 detects on every frame itself",
-            "prompt_type": "SAM 3 is prompted by the text alone",
-            "reid_threshold": "SAM 3 keeps its objects' ids itself",
-            "keep_missed": "SAM 3 keeps its objects' ids itself",
-            "backfill": "SAM 3 detects on every frame itself",
-            "no_detect_on_doubt": "SAM 3 detects on every frame itself",
-            "max_objects": "SAM 3 keeps every instance above --score-threshold",
+            "offload": "SAM 3 keeps the video's frames on the CPU already (--no-offload keeps "
+            "them on the GPU)",
+            **_SAM2_TRACKER,
         },
-    ),
-}
-
-# the segment / track options that shape the outputs or the route's work: each route honours
-# them or refuses them
-OUTPUT_OPTIONS = {
-    "segment": (
-        "no_clean",
-        "clean_fraction",
-        "clean_floor",
-        "fallback",
-        "no_fallback",
-        "multimask",
-        "mask_weights",
-        "rescore",
-        "color",
-        "opacity",
-        "overwrite",
-        "route",
-    ),
-    "track": (
-        "side_by_side",
-        "no_render",
-        "detect_every",
-        "prompt_type",
-        "reid_threshold",
-        "keep_missed",
-        "backfill",
-        "no_detect_on_doubt",
-        "max_objects",
-    ),
+    ),  # fmt: skip
 }
 
 
@@ -114,18 +161,25 @@ def route_of(args) -> Route:
     return ROUTES.get(getattr(args, "route", "detect-sam2"), ROUTES["detect-sam2"])
 
 
+def shown_flag(name: str, value: object) -> tuple[str, str]:
+    """``("--no-backfill", "--no-backfill")`` / ``("--max-side", "--max-side 512")``: an option
+    as the user typed it, without and with its value."""
+    flag = ("--no-" if value is False else "--") + name.replace("_", "-")
+    return flag, (flag if isinstance(value, bool) else f"{flag} {value}")
+
+
 def refuse_unhonoured(route: Route, given: dict[str, object]) -> None:
     """One ``InputError`` naming ``route`` for the first option in ``given`` (option name ->
     the value the user set, options left at their default not included) that it cannot honour."""
     for name, value in given.items():
-        why = route.cannot.get(name)
-        if why is not None:
-            flag = ("--no-" if value is False else "--") + name.replace("_", "-")
-            shown = flag if isinstance(value, bool) else f"{flag} {value}"
-            raise InputError(
-                f"{shown} does not apply to the {route.name} route ({route.picked_by}): {why}. "
-                f"Leave {flag} out, or choose another route."
-            )
+        if name in route.honours or name in EVERY_ROUTE:
+            continue
+        why = route.cannot.get(name, "it has no use for it")
+        flag, shown = shown_flag(name, value)
+        raise InputError(
+            f"{shown} does not apply to the {route.name} route ({route.picked_by}): {why}. "
+            f"Leave {flag} out, or choose another route."
+        )
 
 
 def given_options(args, parser_defaults: dict[str, object]) -> dict[str, object]:
@@ -141,25 +195,12 @@ def given_options(args, parser_defaults: dict[str, object]) -> dict[str, object]
 
 
 @dataclass(frozen=True)
-class RouteSettings:
-    """What a route needs besides the image and the phrases; each route reads its own fields."""
-
-    box_threshold: float = 0.35  # detect-sam2: the detector's box score
-    text_threshold: float = 0.25  # detect-sam2: the detector's phrase score
-    multimask: bool = False  # detect-sam2: SAM 2's three masks per box, the best kept
-    mask_threshold: float | None = None  # clipseg (0.4) / sam3 (0.5) when None
-    score_threshold: float = 0.5  # sam3: instance score to keep
-    max_side: int = 1024  # detect-sam2 / clipseg: model input long side
-    nms_iou: float = 0.5  # detect-sam2: overlapping boxes of one phrase merged above this IoU
-
-
-@dataclass(frozen=True)
 class TrackSettings:
     """What a route's ``track`` verb needs besides the video and the phrases."""
 
-    box_threshold: float = 0.35  # detect-sam2: the keyframe detector's box score
-    text_threshold: float = 0.25  # detect-sam2: the keyframe detector's phrase score
-    score_threshold: float = 0.5  # sam3: instance score to keep
+    box_threshold: float = RouteSettings.box_threshold  # detect-sam2: keyframe box score
+    text_threshold: float = RouteSettings.text_threshold  # detect-sam2: keyframe phrase score
+    score_threshold: float = RouteSettings.score_threshold  # sam3: instance score to keep
     iou_threshold: float = 0.5  # ids matched across keyframes / chunks by mask IoU
     chunk_size: int = 200  # frames per tracking session (memory)
     offload: bool | None = None  # the tracker's state on the CPU (None: when needed)
@@ -181,7 +222,6 @@ class DetectSam2:
 
     route = ROUTES["detect-sam2"]
     step = "detector"  # what the result's ``produced_by`` / ``attempts`` call this route
-    floors_at_model_size = True  # the cleanup's pixel floors count model-input pixels
 
     def __init__(self, detector, segmenter=None, tracker=None):
         self.detector, self.segmenter = detector, segmenter
@@ -256,13 +296,12 @@ class DetectSam2:
 
 class ClipSeg:
     """One coarse mask per phrase from CLIPSeg (``segment.load_clipseg``); no detector, no SAM.
-    A phrase's mask is CLIPSeg's probability >= the mask threshold (0.4 when None); its box is
-    the mask's bounding box and its score the mean probability inside (``boxes_from_masks``,
-    redone after the cleanup)."""
+    A phrase's mask is CLIPSeg's probability >= the mask threshold
+    (``RouteSettings.mask_threshold_of``); its box is the mask's bounding box and its score the
+    mean probability inside (``boxes_from_masks``, redone after the cleanup)."""
 
     route = ROUTES["clipseg"]
     step = "clipseg"
-    floors_at_model_size = False
 
     def __init__(self, model):
         self.model = model
@@ -273,7 +312,7 @@ class ClipSeg:
 
         info = _info(info, image.shape[:2])
         _prompt(phrases)
-        threshold = 0.4 if settings.mask_threshold is None else settings.mask_threshold
+        threshold = settings.mask_threshold_of(self.route.name)
         if not 0.0 <= float(threshold) <= 1.0:
             raise InputError(f"the CLIPSeg mask threshold must be in [0, 1], got {threshold}.")
         small, _ = media.fit_for_model(image, settings.max_side)
@@ -290,7 +329,6 @@ class Sam3:
 
     route = ROUTES["sam3"]
     step = None  # one model, no steps: ``produced_by`` is "model"
-    floors_at_model_size = False
 
     def __init__(self, seg=None, tracker=None):
         if tracker is None and not hasattr(seg, "instances"):
@@ -303,7 +341,7 @@ class Sam3:
     def segment(self, image, phrases: list[str], settings: RouteSettings, info=None):
         info = _info(info, image.shape[:2])
         _prompt(phrases)
-        threshold = 0.5 if settings.mask_threshold is None else settings.mask_threshold
+        threshold = settings.mask_threshold_of(self.route.name)
         with _timed(info, "segment"):
             return self.seg.instances(
                 image, list(phrases), threshold=settings.score_threshold,

@@ -388,61 +388,110 @@ _PREFETCH = 4  # frames prepared ahead of the one propagation asks for
 def prepare_frame(
     rgb, image_size: int, device, out: np.ndarray | None = None, scratch: np.ndarray | None = None
 ):
-    """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``,
-    normalised with sam2's mean and std.
+    """An RGB uint8 [H,W,3] frame as sam2's model input: [3,S,S] float32 on ``device``, the
+    very values sam2's own frame loader (``sam2.utils.misc.load_video_frames``) gives for the
+    same RGB frame, bit for bit: resized as it resizes (PIL's ``resize`` to S x S with PIL's
+    default filter, antialiased bicubic, in uint8), then ``/ 255`` in float64 taken to float32
+    and normalised with its mean and std in float32 (one lookup table per channel holds those
+    256 values, computed with the same operations).
 
-    On a GPU the uint8 frame is copied over (pinned, non-blocking) and resized there (bicubic,
-    antialiased: PIL's filter, what sam2's JPEG loader uses). On the CPU, OpenCV resizes it
-    in uint8 (bicubic, or area averaging when shrinking by more than 1.5x), which costs a
-    third of torch's antialiased filter and stays within a grey level of PIL's on average,
-    then each channel goes through a lookup table (uint8 -> normalised float32, one pass)
+    On a GPU the full uint8 frame is copied over (pinned, non-blocking) and resized there by
+    ``pil_resize.resize_like_pil`` (Pillow's resize in torch, the same integers; a 1080p
+    frame on the host costs PIL 20-50 ms on a 2-vCPU Colab), then looked up there
+    (:func:`prepare_on_device`). Should the installed Pillow resample in a way
+    ``pil_resize`` does not reproduce, PIL resizes on the host and the S x S frame is copied.
+    On the CPU PIL resizes (2-3x faster than the torch version there; it releases the GIL:
+    the frame-prep thread does it beside the model) and each channel goes through its table
     into its plane of the result. ``out`` (float32 [3,S,S]) receives the result and
-    ``scratch`` (uint8 [2,S*S*3]) the resized frame and its planes, instead of new arrays."""
+    ``scratch`` (uint8 [2,S*S*3]) the channel planes, instead of new arrays."""
     import torch
 
+    side = int(image_size)
     if device.type == "cuda":
-        import torch.nn.functional as F
+        from helpers.textseg import pil_resize
 
-        x = torch.as_tensor(rgb).pin_memory().to(device, non_blocking=True)
-        x = x.permute(2, 0, 1)[None].float()
-        y = F.interpolate(x, size=(image_size, image_size), mode="bicubic", antialias=True)
-        y = y[0].clamp_(0, 255).round_()
-        scale, shift = _norm_tensors(str(device))
-        return y.mul_(scale).sub_(shift)
-    else:
-        import cv2
+        if pil_resize.pillow_order() is None:
+            small = torch.from_numpy(_resize_like_sam2(rgb, side))
+            return normalise_on_device(small.pin_memory().to(device, non_blocking=True))
+        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.uint8))
+        return prepare_on_device(x.pin_memory().to(device, non_blocking=True), side)
+    import cv2
 
-        img, side = np.asarray(rgb), int(image_size)
-        shrink = max(img.shape[:2]) > 1.5 * side
-        interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-        if scratch is None:
-            scratch = np.empty((2, side * side * 3), np.uint8)
-        if out is None:
-            out = np.empty((3, side, side), np.float32)
-        small = cv2.resize(img, (side, side), dst=scratch[0].reshape(side, side, 3),
-                           interpolation=interp)  # fmt: skip
-        planes = list(scratch[1].reshape(3, side, side))
-        cv2.split(small, planes)
-        for c, lut in enumerate(_norm_luts()):  # a one-channel table: a third faster
-            cv2.LUT(planes[c], lut, dst=out[c])
-        return torch.from_numpy(out)
+    small = _resize_like_sam2(rgb, side)
+    if scratch is None:
+        scratch = np.empty((2, side * side * 3), np.uint8)
+    if out is None:
+        out = np.empty((3, side, side), np.float32)
+    planes = list(scratch[1].reshape(3, side, side))
+    cv2.split(small, planes)
+    for c, lut in enumerate(_norm_luts()):  # a one-channel table: a third faster
+        cv2.LUT(planes[c], lut, dst=out[c])
+    return torch.from_numpy(out)
+
+
+def _resize_like_sam2(rgb, side: int) -> np.ndarray:
+    """uint8 [side,side,3]: what ``sam2.utils.misc._load_img_as_tensor`` makes of the frame
+    before it divides by 255 (``Image.resize((side, side))``, PIL's default filter)."""
+    from PIL import Image
+
+    img = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if img.shape[:2] == (side, side):  # PIL returns a copy, unchanged
+        return img
+    return np.array(Image.fromarray(img, "RGB").resize((side, side)))  # writable
+
+
+def prepare_on_device(x, side: int):
+    """uint8 [H,W,3] frame (a tensor on any device) -> sam2's float32 [3,S,S] input there:
+    resized as PIL resizes (``pil_resize.resize_like_pil``), then :func:`normalise_on_device`.
+    What :func:`prepare_frame` does on a GPU, after the copy."""
+    from helpers.textseg.pil_resize import resize_like_pil
+
+    side = int(side)
+    if tuple(x.shape[:2]) != (side, side):
+        x = resize_like_pil(x, side)
+    return normalise_on_device(x)
+
+
+def normalise_on_device(x):
+    """uint8 [S,S,3] (a tensor on any device) -> float32 [3,S,S] there, each grey level
+    looked up in sam2's normalised values (:func:`_norm_values`)."""
+    import torch
+
+    table, offsets = _norm_tables(str(x.device))
+    return torch.take(table, x.permute(2, 0, 1).long() + offsets)
+
+
+@functools.lru_cache(maxsize=1)
+def _norm_values() -> np.ndarray:
+    """float32 [3,256]: grey level v of channel c as sam2's loader normalises it:
+    ``float32(v / 255)`` (float64 division, stored in float32), minus ``mean[c]``, divided by
+    ``std[c]``, both steps in float32."""
+    import torch
+
+    v = torch.from_numpy(np.arange(256, dtype=np.float64) / 255.0).float()
+    mean = torch.tensor(_MEAN, dtype=torch.float32)[:, None]
+    std = torch.tensor(_STD, dtype=torch.float32)[:, None]
+    values = v[None, :].repeat(3, 1)
+    values -= mean
+    values /= std
+    return values.numpy()
 
 
 @functools.lru_cache(maxsize=4)
-def _norm_tensors(device: str):
-    """([3,1,1] 1 / (255 std), [3,1,1] mean / std) on ``device``, made once per device."""
+def _norm_tables(device: str):
+    """(float32 [768]: the three channels' tables end to end, int64 [3,1,1]: where each
+    channel's starts) on ``device``, made once per device."""
     import torch
 
-    scale = [1.0 / (255.0 * sd) for sd in _STD]
-    shift = [m / sd for m, sd in zip(_MEAN, _STD)]
-    return tuple(torch.tensor(v, device=device)[:, None, None] for v in (scale, shift))
+    table = torch.from_numpy(_norm_values().reshape(-1).copy()).to(device)
+    offsets = (torch.arange(3, dtype=torch.int64) * 256)[:, None, None].to(device)
+    return table, offsets
 
 
 @functools.lru_cache(maxsize=1)
 def _norm_luts() -> tuple[np.ndarray, ...]:
-    """Per channel c, [256,1] float32: grey level v -> (v / 255 - mean[c]) / std[c]."""
-    v = np.arange(256, dtype=np.float64)[:, None] / 255.0
-    return tuple(((v - m) / sd).astype(np.float32) for m, sd in zip(_MEAN, _STD))
+    """Per channel c, [256,1] float32: grey level v -> sam2's normalised value of v."""
+    return tuple(np.ascontiguousarray(row[:, None]) for row in _norm_values())
 
 
 class PreparedFrames:
@@ -667,32 +716,80 @@ def _propagate(
     (frame, {id: mask}, {id: SAM 2's object score logit}).
 
     Masks are bool arrays, or with a ``mask_encoder.MaskEncoder`` ``PendingMask``s: the
-    logits are thresholded and encoded on the encoder's thread, not this one."""
+    logits are thresholded and encoded on the encoder's thread, not this one.
+
+    Backwards (``reverse``: tracking objects a keyframe started back over earlier frames),
+    sam2 recomputes every object on every frame it passes, the keyframe included, and keeps
+    what it computed. For objects that were tracked before frame ``a`` that would undo the
+    keyframe: an object re-seeded there (sam2 stores a prompt on a frame it already tracked
+    as an ordinary, non-conditioning output) would lose its prompted mask, and the frames
+    before it their forward masks, in the memory the forward pass goes on from. So their
+    outputs are kept as they were (:class:`_ForwardHistory`); only objects first seen on
+    frame ``a`` keep what the backward pass gives them."""
     n = abs(b - a)
-    if tracker.backend == "sam2":
-        gen = tracker.predictor.propagate_in_video(
-            state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
-        )
-        for t, ids, logits in gen:
-            scores = _score_logits(tracker, state, t, ids)
-            if encoder is not None:
-                masks = encoder.logits(ids, logits, scores)
-                yield t, masks, _scores(masks)
-            else:
-                yield t, _to_masks(ids, logits), _host_scores(ids, scores)
-            if not reverse:
-                _prune(state["output_dict_per_obj"], t)
-    else:
-        gen = tracker.predictor.propagate_in_video_iterator(
-            state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
-        )
-        for out in gen:
-            t, ids = out.frame_idx, out.object_ids
-            scores = _score_logits(tracker, state, t, ids)
-            masks = _tf_masks(tracker, state, out, encoder, scores)
-            yield t, masks, _scores(masks) if encoder is not None else _host_scores(ids, scores)
-            if not reverse:
-                _prune(state.output_dict_per_obj, out.frame_idx)
+    history = _ForwardHistory(tracker, state, a) if reverse else None
+    try:
+        if tracker.backend == "sam2":
+            gen = tracker.predictor.propagate_in_video(
+                state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
+            )
+            for t, ids, logits in gen:
+                scores = _score_logits(tracker, state, t, ids)
+                if encoder is not None:
+                    masks = encoder.logits(ids, logits, scores)
+                    yield t, masks, _scores(masks)
+                else:
+                    yield t, _to_masks(ids, logits), _host_scores(ids, scores)
+                if not reverse:
+                    _prune(state["output_dict_per_obj"], t)
+        else:
+            gen = tracker.predictor.propagate_in_video_iterator(
+                state, start_frame_idx=a, max_frame_num_to_track=n, reverse=reverse
+            )
+            for out in gen:
+                t, ids = out.frame_idx, out.object_ids
+                scores = _score_logits(tracker, state, t, ids)
+                masks = _tf_masks(tracker, state, out, encoder, scores)
+                yield t, masks, _scores(masks) if encoder is not None else _host_scores(ids, scores)
+                if not reverse:
+                    _prune(state.output_dict_per_obj, out.frame_idx)
+    finally:
+        if history is not None:
+            history.restore()
+
+
+class _ForwardHistory:
+    """What the objects tracked before local frame ``t`` hold (their non-conditioning outputs
+    and the frames marked tracked), taken before a backward pass from ``t`` and put back after
+    it, so the pass changes nothing of theirs. sam2's pending prompts are consolidated first
+    (what its own propagation does first), so a prompt given on ``t`` is part of what is kept.
+    Objects with nothing before ``t`` (started there) are left to the backward pass."""
+
+    def __init__(self, tracker: VideoTracker, state, t: int):
+        if tracker.backend == "sam2":
+            if tracker.predictor._get_obj_num(state):
+                tracker.predictor.propagate_in_video_preflight(state)
+            per_obj, tracked = state["output_dict_per_obj"], state["frames_tracked_per_obj"]
+        else:
+            per_obj = getattr(state, "output_dict_per_obj", None) or {}
+            tracked = getattr(state, "frames_tracked_per_obj", None) or {}
+        self.kept: list[tuple[dict, dict, dict, dict]] = []
+        for idx, out in per_obj.items():
+            done = tracked.get(idx, {})
+            frames = [*out["cond_frame_outputs"], *out["non_cond_frame_outputs"], *done]
+            if not any(f < t for f in frames):
+                continue  # first seen on t: what the backward pass gives it is its
+            non_cond = out["non_cond_frame_outputs"]
+            saved = {f: dict(o) if isinstance(o, dict) else o for f, o in non_cond.items()}
+            self.kept.append((non_cond, saved, done, dict(done)))
+
+    def restore(self) -> None:
+        for non_cond, saved, done, saved_done in self.kept:
+            non_cond.clear()
+            non_cond.update(saved)
+            done.clear()
+            done.update(saved_done)
+        self.kept = []
 
 
 def _prune(output_dict_per_obj: dict, t: int) -> None:

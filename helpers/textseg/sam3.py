@@ -31,6 +31,10 @@ from typing import Any
 import numpy as np
 
 from helpers.errors import InputError, unit_interval
+from helpers.textseg.image_settings import Cleanup, RouteSettings
+
+SCORE_THRESHOLD = RouteSettings.score_threshold  # SAM 3's documented defaults, kept there
+MASK_THRESHOLD = RouteSettings.MASK_THRESHOLDS["sam3"]
 
 SAM3_HUB_ID = "facebook/sam3"
 MIN_TRANSFORMERS = "5.0.0"  # first release with Sam3Model / Sam3VideoModel
@@ -56,7 +60,9 @@ class Sam3Segmenter:
     text_cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     text_encodings: int = 0  # how many times a phrase was run through the text encoder
 
-    def instances(self, image, phrases: list[str], *, threshold=0.5, mask_threshold=0.5):
+    def instances(
+        self, image, phrases: list[str], *, threshold=SCORE_THRESHOLD, mask_threshold=MASK_THRESHOLD
+    ):
         """The SAM 3 route's verb (see :func:`instances`)."""
         return instances(self, image, phrases, threshold=threshold, mask_threshold=mask_threshold)
 
@@ -476,13 +482,15 @@ def predict(
     image: np.ndarray,
     phrases: list[str],
     *,
-    threshold: float = 0.5,
-    mask_threshold: float = 0.5,
+    threshold: float = SCORE_THRESHOLD,
+    mask_threshold: float = MASK_THRESHOLD,
 ) -> list[dict]:
     """Per phrase, SAM 3's post-processed result ``{"scores", "boxes", "masks"}`` (tensors, at
     the image's size) for an HxWx3 uint8 RGB ``image``."""
-    threshold = unit_interval("threshold", threshold, "SAM 3's default is 0.5")
-    mask_threshold = unit_interval("mask_threshold", mask_threshold, "SAM 3's default is 0.5")
+    threshold = unit_interval("threshold", threshold, f"SAM 3's default is {SCORE_THRESHOLD:g}")
+    mask_threshold = unit_interval(
+        "mask_threshold", mask_threshold, f"SAM 3's default is {MASK_THRESHOLD:g}"
+    )
     H, W = image.shape[:2]
     pixels = seg.processor(images=image, return_tensors="pt").to(seg.device)
     texts = encode_phrases(seg, phrases)
@@ -502,7 +510,14 @@ def predict(
     return results
 
 
-def instances(seg: Sam3Segmenter, image, phrases: list[str], *, threshold=0.5, mask_threshold=0.5):
+def instances(
+    seg: Sam3Segmenter,
+    image,
+    phrases: list[str],
+    *,
+    threshold=SCORE_THRESHOLD,
+    mask_threshold=MASK_THRESHOLD,
+):
     """The SAM 3 route's raw output: every instance of every phrase in ``image`` (RGB uint8) as
     one ``sv.Detections`` (``class_id`` = phrase index, ``class_name`` = phrase, boxes clipped
     to the image); ``threshold``: instance score to keep, ``mask_threshold``: foreground."""
@@ -527,21 +542,22 @@ def segment_image_sam3(
     prompt: str,
     seg: Sam3Segmenter,
     *,
-    threshold: float = 0.5,
-    mask_threshold: float = 0.5,
-    clean: bool = False,
-    min_hole_area: int = 64,
-    min_sprinkle_area: int = 64,
-    clean_fraction: float = 0.0,
+    threshold: float = SCORE_THRESHOLD,
+    mask_threshold: float = MASK_THRESHOLD,
+    clean: bool = Cleanup.clean,
+    min_hole_area: float = Cleanup.hole_floor,
+    min_sprinkle_area: float = Cleanup.speck_floor,
+    clean_fraction: float = Cleanup.fraction,
 ):
     """Every instance of every phrase of ``prompt`` in one image, as a ``pipeline.ImageResult``.
 
     ``threshold``: instance score (SAM 3's detection score x presence score) to keep;
     ``mask_threshold``: mask probability that counts as foreground. Each phrase is its own
     label (``class_id`` = phrase index, ``class_name`` = phrase). Boxes are clipped to the
-    image. ``clean`` fills holes / removes specks as every route does: below
+    image. ``clean`` fills holes / removes specks with every route's defaults: below
     ``clean_fraction`` of each mask's area, at least ``min_hole_area`` / ``min_sprinkle_area``
-    px (``clean_fraction=0``: the fixed floors). The SAM 3 route
+    full-size px (``clean_fraction=0``: the fixed floors; ``clean=False``: SAM 3's raw masks,
+    as transformers' documented post-processing gives them). The SAM 3 route
     (:class:`helpers.textseg.routes.Sam3`) run by :func:`helpers.textseg.pipeline.run_route`.
     """
     from helpers.textseg import pipeline, routes
@@ -549,8 +565,9 @@ def segment_image_sam3(
     if not isinstance(seg, Sam3Segmenter):
         raise InputError("seg must come from helpers.textseg.sam3.load_sam3() or random_sam3().")
     settings = pipeline.ImageSettings(
-        route=routes.RouteSettings(score_threshold=threshold, mask_threshold=mask_threshold),
-        cleanup=pipeline.Cleanup(clean, clean_fraction, min_hole_area, min_sprinkle_area),
+        route=RouteSettings(score_threshold=threshold, mask_threshold=mask_threshold),
+        cleanup=Cleanup(clean, clean_fraction, min_hole_area, min_sprinkle_area),
+        fallback=pipeline.Fallback(steps=()),  # one model: no detector to fall back from
     )
     return pipeline.run_route(routes.Sam3(seg), image_or_source, prompt, settings)
 
@@ -559,7 +576,11 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
 
 
-def _folder_step(source, prompt, seg, _unused=None, **kw):
+def _folder_step(source, prompt, seg, segmenter, **kw):
+    """A folder runner's step (``folder_run`` / ``folder_eval`` pass ``detector, segmenter``):
+    SAM 3 is the one model, in the first place; the second must be empty."""
+    if segmenter is not None:
+        raise InputError("SAM 3 is one model: give it as the only model of the folder run.")
     return segment_image_sam3(source, prompt, seg, **kw)
 
 

@@ -10,8 +10,8 @@ SAM 3 (offline smoke tests). What follows the route is shared with the SAM 2 bac
 cleanup scaled to each object (``--clean-fraction`` / ``--clean-floor`` / ``--no-clean``), the
 overlay's ``--color`` / ``--opacity``, ``--side-by-side``, ``--no-render``, ``--overwrite``.
 Options SAM 3 cannot honour (``--fallback``, ``--multimask``, ``--mask-weights``, ``--rescore``,
-``--route``, the SAM 2 tracker's keyframe and id settings) are refused, naming the route
-(:mod:`helpers.textseg.routes`); the detector's and SAM 2's model flags do not apply.
+``--route``, ``--max-side``, the detector's and SAM 2's model and threshold flags, the SAM 2
+tracker's keyframe and id settings) are refused, naming the route (:mod:`helpers.textseg.routes`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from helpers.errors import InputError
 from helpers.textseg import command_checks as checks
 from helpers.textseg import model_cache
+from helpers.textseg.image_settings import RouteSettings
 from helpers.textseg.track_summary import run_track
 
 
@@ -57,7 +58,7 @@ def _check(args) -> str:
 def _image_kw(args) -> dict:
     mask_threshold = getattr(args, "mask_threshold", None)
     if mask_threshold is None:  # not given: SAM 3's documented default
-        mask_threshold = 0.5
+        mask_threshold = RouteSettings.MASK_THRESHOLDS["sam3"]
     checks.check_threshold("mask-threshold", mask_threshold)
     return {
         "threshold": args.score_threshold,
@@ -70,18 +71,17 @@ def image_job(args):
     """The SAM 3 route's part of ``segment`` (the rest: :mod:`helpers.textseg.image_command`)."""
     from helpers.textseg import routes, sam3
     from helpers.textseg.image_command import ImageJob
-    from helpers.textseg.image_settings import Cleanup, ImageSettings, Overlay
+    from helpers.textseg.image_settings import Cleanup, Fallback, ImageSettings, Overlay
 
     prompt = _check(args)
     overlay = checks.check_overlay(args)
     kw = _image_kw(args)
     settings = ImageSettings(
-        route=routes.RouteSettings(
-            score_threshold=kw["threshold"], mask_threshold=kw["mask_threshold"]
-        ),
+        route=RouteSettings(score_threshold=kw["threshold"], mask_threshold=kw["mask_threshold"]),
         cleanup=Cleanup(
             kw["clean"], kw["clean_fraction"], kw["min_hole_area"], kw["min_sprinkle_area"]
         ),
+        fallback=Fallback(steps=()),  # no separate detector: nothing to fall back from
     )
 
     def run_folder(folder, out, dist, overlay):
@@ -133,8 +133,13 @@ def cmd_eval_masks(args) -> dict:
     if not (data / "images").is_dir() or not (data / "masks").is_dir():
         raise InputError(f"--data {data} needs images/ and masks/ subfolders (same stems).")
     seg = _segmenter(args)
-    kw = {"threshold": args.score_threshold, "mask_threshold": 0.5}
-    summary = folder_eval.evaluate_folder(data, prompt, seg, None, segment_fn=sam3._folder_step, **kw)
+    kw = {
+        "threshold": args.score_threshold,
+        "mask_threshold": RouteSettings.MASK_THRESHOLDS["sam3"],
+    }
+    summary = folder_eval.evaluate_folder(
+        data, prompt, seg, None, segment_fn=sam3._folder_step, **kw
+    )
     result = {"command": "eval-masks", "backend": "sam3", "data": str(data), "prompt": prompt}
     result.update(summary)
     if args.out:

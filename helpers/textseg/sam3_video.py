@@ -28,6 +28,7 @@ import numpy as np
 
 from helpers.errors import InputError
 from helpers.textseg import naming
+from helpers.textseg.routes import TrackSettings
 from helpers.textseg.sam3 import SAM3_HUB_ID
 from helpers.textseg.track import after_oom, is_oom
 
@@ -42,7 +43,9 @@ class Sam3VideoTracker:
     size: str = "sam3"
     backend: str = "sam3"
 
-    def track(self, source, prompt: str, out_dir, *, score_threshold: float = 0.5, **kw):
+    def track(
+        self, source, prompt: str, out_dir, *, score_threshold=TrackSettings.score_threshold, **kw
+    ):
         """The SAM 3 route's video verb: :func:`track_video_sam3` keeping instances scored
         ``score_threshold`` or more (the model's detection threshold, restored afterwards)."""
         saved = self.model.score_threshold_detection
@@ -203,9 +206,9 @@ def track_frames_sam3(
     num_frames: int,
     phrases: list[str],
     *,
-    chunk_size: int = 200,
+    chunk_size: int = TrackSettings.chunk_size,
     offload: bool = True,
-    iou_threshold: float = 0.5,
+    iou_threshold: float = TrackSettings.iou_threshold,
     book: _Book | None = None,
     bar=None,
 ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
@@ -293,9 +296,9 @@ def track_video_sam3(
     tracker: Sam3VideoTracker,
     out_dir,
     *,
-    chunk_size: int = 200,
+    chunk_size: int = TrackSettings.chunk_size,
     offload: bool = True,
-    iou_threshold: float = 0.5,
+    iou_threshold: float = TrackSettings.iou_threshold,
     max_frames: int | None = None,
     max_side: int | None = None,
     render: bool = True,

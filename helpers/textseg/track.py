@@ -213,7 +213,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
         keys = sorted({start} | {g for g in range(start, end) if g % opts.detect_every == 0})
         doubt = Doubt(opts.doubt_gap) if opts.detect_on_doubt else None
         nxt, prev_key = start, start
-        judge = final and opts.detect_on_doubt  # unconfirmed tracks judged at the video's end
+        judge = final and opts.detect_on_doubt and book.config.uses("closing_detection")
         closing = None  # the closing keyframe, once it is asked for
         while True:
             k = keys.pop(0) if keys else None
@@ -241,7 +241,7 @@ def _run_chunk(prop, start, end, carried, book, keyframe_fn, opts, bar, encoder=
             plan = book.keyframe(k, last, dets)
             if k == closing:  # it only judges: no new track, no prompt, the masks as propagated
                 for i in [i for i in plan.start if i not in plan.revived]:
-                    book.objects[i].live, book.objects[i].taken_back = False, True
+                    book.take_back(i)
                 unconfirmed.ended(plan.retire, book, k)
                 break
             if plan.moved:
@@ -299,6 +299,8 @@ class Unconfirmed:
         written)."""
         for i in ids:
             o = book.objects.get(i)
+            if not book.config.uses("take_back"):
+                return
             if o is None or o.hits > 1 or (o.last_seen < t and book.left_view(o)):
                 continue  # confirmed, or its mask left the view through an edge
             self.held[i] = {g: f.pop(i) for g, f in self.out.items() if i in f}
@@ -315,7 +317,7 @@ class Unconfirmed:
         for i in self.held:
             o = book.objects.get(i)
             if o is not None and not o.live and o.last_detected >= self.start:
-                o.taken_back = True
+                book.take_back(i)
         self.held = {}
 
 
@@ -570,17 +572,7 @@ def frame_records(
     from helpers.textseg.render import rle_area, rle_bbox
 
     per_frame = getattr(book, "frame_scores", {}).get(frame, {})
-    label_of = getattr(book, "label_of", None)
-    score_of = getattr(book, "score_of", None)
-    if label_of is None or score_of is None:  # a plain book: dicts of labels and scores
-        labels, scores = book.labels, book.scores
-
-        def label_of(i, default="object"):
-            return labels.get(i, default)
-
-        def score_of(i, default=0.0):
-            return scores.get(i, default)
-
+    label_of, score_of = _lookups(book)
     objs = []
     for i in sorted(rles):
         r = rles[i]
@@ -604,17 +596,31 @@ def frame_records(
     return objs
 
 
+def _lookups(book):
+    """(label_of, score_of) of a book: one look-up per object, however many ids the video has
+    seen (``IdBook.label_of``); a plain book's dicts of labels and scores otherwise."""
+    label_of = getattr(book, "label_of", None)
+    score_of = getattr(book, "score_of", None)
+    if label_of is not None and score_of is not None:
+        return label_of, score_of
+    labels, scores = book.labels, book.scores
+    return (lambda i, default="object": labels.get(i, default)), (
+        lambda i, default=0.0: scores.get(i, default)
+    )
+
+
 def _frame_detections(masks: dict[int, np.ndarray], book: IdBook, label_ids: dict[str, int]):
     import supervision as sv
 
     ids = [i for i, m in masks.items() if m.any()]
     if not ids:
         return sv.Detections.empty()
-    labels = [book.labels.get(i, "object") for i in ids]
+    label_of, score_of = _lookups(book)
+    labels = [label_of(i, "object") for i in ids]
     return sv.Detections(
         xyxy=np.stack([mask_box(masks[i]) for i in ids]).astype(np.float32),
         mask=np.stack([masks[i] for i in ids]),
-        confidence=np.array([book.scores.get(i, 0.0) for i in ids], dtype=np.float32),
+        confidence=np.array([score_of(i, 0.0) for i in ids], dtype=np.float32),
         class_id=np.array([label_ids.setdefault(s, len(label_ids)) for s in labels], dtype=int),
         tracker_id=np.array(ids, dtype=int),
         data={"class_name": np.array(labels, dtype=str)},
@@ -919,7 +925,9 @@ def write_outputs(
     def write(items):
         if render:
             target = out_dir / video_name
-            media.write_video(annotated(items), files.output_path(target), fps=frames.fps)
+            media.write_video(  # the tracking bar counts these frames already
+                annotated(items), files.output_path(target), fps=frames.fps, progress=False
+            )
             return target
         for _ in annotated(items):
             pass

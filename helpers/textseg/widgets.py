@@ -22,11 +22,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from helpers.errors import InputError
+from helpers.textseg.image_settings import Fallback, Overlay, RouteSettings
+from helpers.textseg.routes import TrackSettings
 
 SAM2_SIZE_CHOICES = ("tiny", "small", "base_plus", "large")
 DETECTOR_CHOICES = ("grounding-dino-tiny", "grounding-dino-base", "owlv2")
 PROMPT_TYPES = ("box", "point", "mask")
-DETECT_EVERY = 30  # re-detect every N frames: the same default as `track --detect-every`
+DETECT_EVERY = TrackSettings.detect_every  # re-detect every N frames, as `track --detect-every`
 
 _WIDE = {"description_width": "initial"}
 
@@ -552,10 +554,20 @@ def segmentation_ui(
             layout=w.Layout(width="480px"),
         ),
         "box_threshold": w.FloatSlider(
-            value=0.35, min=0.0, max=1.0, step=0.01, description="Box threshold", style=_WIDE
+            value=RouteSettings.box_threshold,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="Box threshold",
+            style=_WIDE,
         ),
         "text_threshold": w.FloatSlider(
-            value=0.25, min=0.0, max=1.0, step=0.01, description="Text threshold", style=_WIDE
+            value=RouteSettings.text_threshold,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="Text threshold",
+            style=_WIDE,
         ),
         "size": w.Dropdown(
             options=list(size_choices), value=default_size, description="SAM 2 size", style=_WIDE
@@ -566,9 +578,14 @@ def segmentation_ui(
             description="Detector",
             style=_WIDE,
         ),
-        "multimask": w.Checkbox(value=False, description="Best of 3 masks", indent=False),
+        "multimask": w.Checkbox(
+            value=RouteSettings.multimask, description="Best of 3 masks", indent=False
+        ),
         "fallback": w.Checkbox(
-            value=True, description="Fallback when nothing is found", indent=False, style=_WIDE
+            value=bool(Fallback.steps),
+            description="Fallback when nothing is found",
+            indent=False,
+            style=_WIDE,
         ),
         "mask_weights": w.Text(
             value="",
@@ -585,7 +602,12 @@ def segmentation_ui(
             layout=w.Layout(align_items="center"),
         ),
         "opacity": w.FloatSlider(
-            value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", style=_WIDE
+            value=Overlay.opacity,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="Opacity",
+            style=_WIDE,
         ),
         "url": w.Text(
             value=default_url,
@@ -632,9 +654,7 @@ def segmentation_ui(
 
                 kw["mask_weights"] = segment.parse_weights(weights)  # InputError: a message
             if c["fallback"].value:
-                from helpers.textseg.pipeline import DEFAULT_FALLBACK
-
-                kw["fallback"] = DEFAULT_FALLBACK
+                kw["fallback"] = Fallback.steps
                 kw["clipseg"] = lambda: cache.get("clipseg", "clipseg", log)  # on first need
             else:
                 kw["fallback"] = ()
@@ -782,7 +802,7 @@ def video_ui(
     detect_every: int = DETECT_EVERY,
     default_detector: str | None = None,
     preloaded: dict[tuple[str, str], Any] | None = None,
-    keep_missed: str = "2s",
+    keep_missed: str = TrackSettings.keep_missed,
 ):
     """A form for video tracking: video path (or upload), prompt, detect-every, prompt type,
     SAM 2 size, how long a missed object is kept (seconds ``2s`` or frames ``45f``); shows the
@@ -827,10 +847,18 @@ def video_ui(
             value=detect_every, min=1, max=300, step=1, description="Detect every", style=_WIDE
         ),
         "prompt_type": w.Dropdown(
-            options=list(PROMPT_TYPES), value="box", description="Seed SAM 2 with", style=_WIDE
+            options=list(PROMPT_TYPES),
+            value=TrackSettings.prompt_type,
+            description="Seed SAM 2 with",
+            style=_WIDE,
         ),
         "box_threshold": w.FloatSlider(
-            value=0.35, min=0.0, max=1.0, step=0.01, description="Box threshold", style=_WIDE
+            value=TrackSettings.box_threshold,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            description="Box threshold",
+            style=_WIDE,
         ),
         "size": w.Dropdown(
             options=list(size_choices), value=default_size, description="SAM 2 size", style=_WIDE
@@ -851,7 +879,7 @@ def video_ui(
             layout=w.Layout(width="200px"),
         ),
         "detect_on_doubt": w.Checkbox(
-            value=True,
+            value=TrackSettings.detect_on_doubt,
             description="Detect on doubt",
             tooltip="also detect on a frame where an object's mask is lost, reappears, halves "
             "or doubles, or leaves its expected place (at most once every 10 frames)",

@@ -1,5 +1,7 @@
 """helpers.classify.ablation: variants of one recipe, each in its own resumable folder, and the table."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -107,3 +109,69 @@ def test_mean_images_per_second_of_a_row_weights_epochs_by_images(tmp_path):
     )
     assert row["peak_memory_mb"] is None  # CPU
     assert [p["epoch"] for p in row["curve"]] == [1, 2]
+
+
+def test_a_finished_variant_keeps_only_what_its_row_needs(tmp_path, monkeypatch):
+    """No last.pt (nor its backup) once a variant finished, unless keep_last; its row is kept
+    (variant.json) and read back by the next call instead of training again."""
+    import json
+
+    from helpers.classify import train as T
+
+    data = synthetic_dataset(64, 32, num_classes=4, image_size=16, n_test=32)
+    one = {**TINY, "epochs": 1}
+    variants = {"a": {}, "b": {"ema_decay": None}}
+    rows = AB.run_variants("fast", variants, data, tmp_path, common=one, log=lambda m: None)
+    for row in rows:
+        folder = Path(row["out_dir"])
+        names = sorted(p.name for p in folder.iterdir())
+        assert names == ["best.pt", "history.csv", "history.json", "test.json", "variant.json"]
+        saved = json.loads((folder / "variant.json").read_text())["row"]
+        assert saved["val_acc"] == row["val_acc"] and "delta" not in saved
+    monkeypatch.setattr(T, "train", lambda *a, **k: pytest.fail("trained again"))
+    logs = []
+    again = AB.run_variants("fast", variants, data, tmp_path, common=one, log=logs.append)
+    assert [r["val_acc"] for r in again] == [r["val_acc"] for r in rows]
+    assert [r["delta"] for r in again] == [r["delta"] for r in rows]
+    assert all("done before" in m for m in logs) and len(logs) == 2
+    monkeypatch.undo()
+    # keep_last: the folder can train on later (another folder: other settings)
+    (kept,) = AB.run_variants(
+        "fast", {"a": {}}, data, tmp_path, common={**one, "seed": 1}, keep_last=True,
+        log=lambda m: None,
+    )  # fmt: skip
+    assert (Path(kept["out_dir"]) / "last.pt").is_file()
+    # START_FRESH (resume=False): trained anew, the earlier run set aside with its row
+    fresh = AB.run_variants(
+        "fast", {"a": {}}, data, tmp_path, common=one, resume=False, log=lambda m: None
+    )
+    moved = Path(fresh[0]["out_dir"]) / "previous_run"
+    assert (moved / "variant.json").is_file() and (moved / "best.pt").is_file()
+
+
+def test_the_cost_of_the_optional_sections_is_said_up_front():
+    text = AB.sections_cost(
+        {"patch sizes": (True, 3, 2.0), "ablation": (False, 5, 2.0), "sweep": (True, 7, 1.0),
+         "one": (True, 1, 0.5), "smoke": (True, 2, None)}
+    )  # fmt: skip
+    lines = text.splitlines()
+    assert lines[0].startswith("optional sections: 13.5 min of training budgets")
+    assert "outside its budget" in lines[0]
+    assert lines[1].split() == ["patch", "sizes", "on", "3", "runs", "x", "2", "min", "=", "6",
+                                "min"]  # fmt: skip
+    assert "off" in lines[2] and "10 min" in lines[2]  # said, but not counted
+    assert "1 run x 0.5 min = 0.5 min" in lines[4] and "no time budget" in lines[5]
+
+
+def test_the_space_the_outputs_take(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "sub").mkdir(parents=True)
+    (a / "x.pt").write_bytes(b"x" * 1000)
+    (a / "sub" / "y.json").write_bytes(b"y" * 24)
+    (a / "link").symlink_to(a / "x.pt")  # not counted twice
+    assert AB.folder_bytes(a) == 1024 and AB.folder_bytes(tmp_path / "missing") == 0
+    assert AB.folder_bytes(a / "x.pt") == 1000
+    text = AB.space_report({"main run": a, "analyses": b})
+    assert text.splitlines()[0] == "outputs: 1.0 KiB in all"
+    assert "main run" in text and "1.0 KiB" in text.splitlines()[1] and str(a) in text
+    assert text.splitlines()[2].split()[:3] == ["analyses", "0", "B"]

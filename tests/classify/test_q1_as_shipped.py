@@ -54,27 +54,30 @@ def _training_call(stmt: ast.stmt) -> ast.Call | None:
     return None
 
 
-def dry_run(monkeypatch, tmp_path, preset_choice: str | None = None, until: str | None = None):
+def dry_run(
+    monkeypatch, tmp_path, preset_choice: str | None = None, until: str | None = None, form=None
+):
     """The notebook's cells run with its real settings up to each training call, which is
     recorded as ``(name, args, kwargs)``. The data cell is replaced by :func:`cifar_like`
     data; cells without a training call after the first one (evaluation, plots) are
-    skipped. ``preset_choice`` sets the ``PRESET`` form field; ``until`` stops after the first
-    cell holding that text."""
+    skipped; a section's ``if`` runs the branch its switch picks. ``preset_choice`` sets the
+    ``PRESET`` form field, ``form`` any others (``{"RUN_SWEEP": False}``), as if picked in the
+    form; ``until`` stops after the first cell holding that text."""
     monkeypatch.delenv("HELPERS_SMOKE", raising=False)
     monkeypatch.setenv("HELPERS_OUTPUT_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.chdir(ROOT / "notebooks")
     ns: dict = {"__name__": "__notebook__"}
     calls = []
-    for source in code_cells():
-        if "load_dataset(" in source:  # the data cell: CIFAR-10 would be downloaded
-            ns["data"] = cifar_like()
-            continue
-        body = ast.parse(source).body
-        if calls and not any(_training_call(stmt) for stmt in body):
-            continue  # after training: evaluation, plots, predictions work on its results
+    picked = {**({"PRESET": preset_choice} if preset_choice is not None else {}), **(form or {})}
+
+    def run(body: list[ast.stmt]) -> bool:
+        """Run ``body`` up to its training call (recorded); True when one was met."""
         for stmt in body:
             call = _training_call(stmt)
+            if call is not None and isinstance(stmt, ast.If):  # a section behind its switch
+                test = eval(compile(ast.Expression(stmt.test), "<cell>", "eval"), ns)
+                return run(stmt.body if test else stmt.orelse)
             if call is not None:
                 args = [eval(compile(ast.Expression(a), "<cell>", "eval"), ns) for a in call.args]
                 kwargs = {
@@ -82,11 +85,22 @@ def dry_run(monkeypatch, tmp_path, preset_choice: str | None = None, until: str 
                     for kw in call.keywords
                 }
                 calls.append((call.func.id, args, kwargs))
-                break  # the rest of the cell works on the trained result
+                return True  # the rest of the cell works on the trained result
             exec(compile(ast.Module([stmt], []), "<cell>", "exec"), ns)
-            if preset_choice is not None and isinstance(stmt, ast.Assign):
-                if any(getattr(t, "id", None) == "PRESET" for t in stmt.targets):
-                    ns["PRESET"] = preset_choice  # as if picked in the form
+            if isinstance(stmt, ast.Assign):
+                for target in stmt.targets:
+                    if getattr(target, "id", None) in picked:
+                        ns[target.id] = picked[target.id]
+        return False
+
+    for source in code_cells():
+        if "load_dataset(" in source:  # the data cell: CIFAR-10 would be downloaded
+            ns["data"] = cifar_like()
+            continue
+        body = ast.parse(source).body
+        if calls and not any(_training_call(stmt) for stmt in body):
+            continue  # after training: evaluation, plots, predictions work on its results
+        run(body)
         if until is not None and until in source:
             break
     assert not ns["SMOKE"]
@@ -156,3 +170,31 @@ def test_every_analysis_run_of_a_run_all_builds(monkeypatch, tmp_path):
     assert (seen["dim 256"].model.heads, seen["dim 512"].model.heads) == (4, 8)
     assert seen["ViT-S/16"].finetune and seen["ViT-S/32"].timm_name.startswith("vit_small_patch32")
     assert not any(tmp_path.rglob("*.pt"))  # nothing was trained
+
+
+SWITCHES = ("RUN_PATCH_SIZES", "RUN_ABLATION", "RUN_SWEEP", "RUN_FINETUNE_COMPARE")
+
+
+def test_each_optional_section_is_behind_its_switch_and_says_its_cost(monkeypatch, tmp_path):
+    """Switched off, a section trains nothing; the form says each section's runs and minutes
+    as the notebook's own settings count them, and the cell after it prints the total."""
+    calls, ns = dry_run(monkeypatch, tmp_path, form=dict.fromkeys(SWITCHES, False))
+    assert [c[0] for c in calls] == ["train"]
+    assert "0 min of training budgets" in AB.sections_cost(ns["sections"])
+    # the form's words against the settings they describe (runs x minutes each = total)
+    settings = next(s for s in code_cells() if re.search(r"^PRESET = ", s, re.M))
+    said = re.findall(r"# @markdown .*?: (\d+) runs × `(\w+)` \((\d+) min at ([\d.]+)\)", settings)
+    runs = {name: n for name, (_, n, _) in ns["sections"].items()}
+    assert [int(n) for n, *_ in said] == list(runs.values())
+    total = 0.0
+    for n, minutes_name, total_said, at in said:
+        assert float(at) == ns[minutes_name] and int(n) * ns[minutes_name] == int(total_said)
+        total += int(total_said)
+    assert f"all four at these values: {total:g} min" in settings
+    for switch in SWITCHES:
+        assert re.search(rf"^{switch} = True  # @param {{type:\"boolean\"}}$", settings, re.M)
+    assert re.search(r'^KEEP_LAST = False  # @param {type:"boolean"}$', settings, re.M)
+    # with every switch on (as shipped), every section runs and keeps no last.pt
+    calls, ns = dry_run(monkeypatch, tmp_path)
+    assert [c[2]["keep_last"] for c in calls[1:]] == [False] * 4
+    assert f"{total:g} min of training budgets" in AB.sections_cost(ns["sections"])

@@ -89,13 +89,26 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch, cwd):
     assert "top-5" in evaluated, evaluated
     assert "peak GPU memory" not in trained  # a CPU run has no GPU memory to report
     # the patch-size runs are summed up by their table, not by each run's log
-    patch = printed("PATCH_SIZES = (2, 4, 8)")
+    patch = printed("patch_runs = run_variants(")
     assert "test accuracy" not in patch and "calibrated" not in patch, patch
     assert "patch tokens" in " ".join(patch.split()), patch
-    # the top-5 printout of the last cell
-    last = nb.cells[[i for i, c in enumerate(nb.cells) if c.cell_type == "code"][-1]]
-    text = "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
+    # the top-5 printout of "classify your own image"
+    text = printed("top5 = classify(")
     assert text.count("%") == 5, text
+    # the optional sections' cost, said before anything trains (smoke: no budgets)
+    cost = printed("print(sections_cost(")
+    assert "\noptional sections: 0 min of training budgets" in cost, cost
+    assert "3 runs, no time budget" in cost and "4 runs, no time budget" in cost  # smoke grid
+    # a finished analysis run keeps its weights, history and row, not last.pt (KEEP_LAST off)
+    variant_folders = [p.parent for p in tmp_path.rglob("variant.json")]
+    assert len(variant_folders) == 3 + 5 + 4 + 2
+    assert not [f for f in variant_folders if (f / "last.pt").exists()]
+    assert all((f / "best.pt").is_file() for f in variant_folders)
+    # the space the outputs take, by the end
+    space = printed("print(space_report(").splitlines()
+    assert space[0].startswith("outputs: ") and space[0].endswith(" in all"), space
+    assert [ln.split()[0] for ln in space[1:]] == ["main", "patch", "analyses"], space
+    assert str(tmp_path / "q1_fast_smoke_analysis") in space[3]
     assert os.environ["HELPERS_SMOKE"] == "1"
 
 

@@ -407,9 +407,13 @@ def test_cuda_oom_becomes_input_error(tmp_path, monkeypatch):
 class StepClock:
     """Stands in for the ``time`` module: time passes only inside training steps, ``first``
     seconds in the first one (a compile) and then ``per_step`` (``slow_after`` calls on:
-    ``slow``), so a budgeted run's plan and stopping point are exact."""
+    ``slow``; the calibration's steps: ``calibrating`` when given), so a budgeted run's plan
+    and stopping point are exact. The calibration measures 20 steady steps (its seconds
+    scaled to this clock), after 2 warm-up steps: the run's own steps start at call 23."""
 
-    def __init__(self, monkeypatch, per_step=0.02, first=0.02, slow_after=None, slow=None):
+    def __init__(
+        self, monkeypatch, per_step=0.02, first=0.02, slow_after=None, slow=None, calibrating=None
+    ):
         self.now, self.calls = 1000.0, 0
         real = S.train_step
 
@@ -417,6 +421,8 @@ class StepClock:
             self.calls += 1
             if self.calls == 1:
                 self.now += first
+            elif calibrating is not None and self.calls <= 22:
+                self.now += calibrating
             elif slow_after is not None and self.calls > slow_after:
                 self.now += slow
             else:
@@ -426,6 +432,8 @@ class StepClock:
         for mod in (T, C, CK):
             monkeypatch.setattr(mod, "time", self)
         monkeypatch.setattr(S, "train_step", step)
+        steady = calibrating if calibrating is not None else per_step
+        monkeypatch.setattr(C, "CALIBRATION_SECONDS", 20 * steady)
 
     def perf_counter(self):
         return self.now
@@ -521,6 +529,31 @@ def test_budgeted_run_ends_annealed_when_steps_get_slower_than_calibrated(
     assert f"{res.plan.first_total} planned, re-planned {len(res.plan.replans)} times" in summary
 
 
+def test_a_plan_grows_back_when_steps_get_faster_than_calibrated(tmp_path, monkeypatch):
+    """A calibration slowed by a busy moment (steps measured at twice their real time): the
+    first plan is half what fits; after the first epoch the run re-plans up, uses the budget
+    and still ends on the last step of its schedule, at min lr."""
+    StepClock(monkeypatch, calibrating=0.04)
+    logs = []
+    p = budget_preset()
+    res = T.train(p, tiny_data(), tmp_path, progress=False, log=logs.append)
+    _assert_on_schedule(res, p)
+    assert res.plan.first_total == int(3.0 * 0.97 / 0.04)
+    assert res.plan.total_steps > 1.8 * res.plan.first_total and len(res.plan.replans) == 1
+    assert res.plan.replans[0][0] == 5  # after the first step of the second epoch
+    assert res.history[-1]["elapsed_seconds"] > 3.0 * 0.9  # the budget is used, not wasted
+    assert any(m.startswith("re-planned: the steps ran faster") for m in logs)
+    # never past what the epochs allow
+    StepClock(monkeypatch, calibrating=0.04)
+    capped = T.train(budget_preset(epochs=30), tiny_data(), tmp_path / "c", progress=False,
+                     log=lambda m: None)  # fmt: skip
+    assert capped.plan.total_steps == 30 * 4 and capped.stop_reason == "done"
+    # the calibration measures about CALIBRATION_SECONDS of steady steps
+    assert C.CALIBRATION_SECONDS == pytest.approx(20 * 0.04)
+    monkeypatch.undo()
+    assert C.CALIBRATION_SECONDS >= 3.0
+
+
 def test_replanned_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     """Re-plans are part of the plan in last.pt: a run slowed down, interrupted after its
     first re-plans and resumed re-plans exactly as the uninterrupted one did."""
@@ -534,7 +567,9 @@ def test_replanned_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, mo
         T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
     saved = StepPlan.from_dict(torch.load(tmp_path / "b" / "last.pt", weights_only=True)["plan"])
     assert saved.replans and saved.replans == straight.plan.replans[: len(saved.replans)]
-    StepClock(monkeypatch, slow_after=22, slow=0.05)  # the resumed process: slow from the start
+    # the resumed process (no compile, so no calibration): its steps as slow as the straight
+    # run's were from step 10 on
+    StepClock(monkeypatch, first=0.05, slow_after=0, slow=0.05)
     resumed = T.train(p, data, tmp_path / "b", progress=False, log=lambda m: None)
     assert resumed.plan == straight.plan
     _assert_same_weights(straight.model, resumed.model)
@@ -826,7 +861,8 @@ def test_patience_counts_validated_epochs_only(tmp_path, monkeypatch):
 
 
 def test_calibration_on_tiny_epochs_and_a_budget_stop_then_more_budget(tmp_path, monkeypatch):
-    """Two batches an epoch: the rate is still measured over 20 steps. A single step longer
+    """Two batches an epoch: the rate is still measured over 20 steps (of this clock's 0.4 s,
+    the real calibration's 3 s, scaled to its 0.02 s a step). A single step longer
     than the whole budget stops the run (no re-plan can help); the same budget again says it
     is spent; a larger budget would have planned other steps, so it is refused, and a fresh
     start with it runs its plan to the last step."""

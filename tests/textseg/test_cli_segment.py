@@ -157,6 +157,10 @@ def test_track_short_video(tmp_path, capsys):
     assert 1 <= len(res["ids"]) <= 4  # at most 2 new objects per keyframe (frames 0 and 3)
     assert Path(res["video_path"]).is_file() and Path(res["json_path"]).is_file()
     assert res["processing_fps"] > 0
+    # one bar at a time: the tracked video is written while it is tracked, and the tracking
+    # bar counts those frames (two open bars move the cursor with escape codes that a log or a
+    # pipe shows as ESC[A); only the clip above and the side-by-side video have bars of theirs
+    assert err.count("writing video: 6frame") == 2 and "\x1b[A" not in err
 
 
 def test_eval_masks_pred_gt(tmp_path, capsys):

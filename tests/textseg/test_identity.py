@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from helpers.errors import InputError
-from helpers.textseg.identity import Detections, IdBook, Identity, IdentityConfig, mask_box
+from helpers.textseg.identity import (
+    Detections,
+    IdBook,
+    Identity,
+    IdentityConfig,
+    State,
+    mask_box,
+)
 
 H, W = 96, 128
 
@@ -308,7 +315,7 @@ def test_memory_per_retired_id_is_small_and_capped(monkeypatch):
         step(book, t * 10, live, dets([square(int(x), int(y))], looks=[look(t)]))
     records = book.objects.values()
     assert len(book.objects) >= 299
-    assert sum(not o.forgotten and not o.live for o in records) <= 50
+    assert sum(o.state is State.RETIRED for o in records) <= 50
     held = sum(v.nbytes for o in records for v in vars(o).values() if isinstance(v, np.ndarray))
     assert held <= 50 * (32 * 4 + 3 * 16) + 4096  # looks and boxes of 50 ids, no masks
     assert max(compared) <= 51 and compared[-1] == 51  # 50 retired + the live one
@@ -521,7 +528,7 @@ def test_leaving_is_measured_across_the_edge_it_leaves_by():
     book = IdBook()
     book.frame_hw = (H, W)
     out = Identity("person", det_box=np.array([110, 20, 120, 60], np.float32),
-                   box=np.array([120, 20, 128, 60], np.float32), exited=True)  # fmt: skip
+                   box=np.array([120, 20, 128, 60], np.float32), at_edge=True)  # fmt: skip
     feet = Identity("person", det_box=np.array([50, 56, 70, 96], np.float32),
-                    box=np.array([50, 56, 70, 96], np.float32), exited=True)  # fmt: skip
+                    box=np.array([50, 56, 70, 96], np.float32), at_edge=True)  # fmt: skip
     assert book.left_view(out) and not book.left_view(feet)

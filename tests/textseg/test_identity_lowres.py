@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from helpers.textseg import identity
+from helpers.textseg import identity, mask_geometry
 from helpers.textseg.identity import Detections, IdBook, LowRes, mask_box, masks_iou
 
 SIZES = {"720p": ((720, 1280), 16), "1080p": ((1080, 1920), 11)}
@@ -125,7 +125,7 @@ def test_decisions_match_full_resolution(size, seed, monkeypatch):
         track, d = scene.keyframe(t, books["low"])
         plans = {}
         for name, book in books.items():
-            monkeypatch.setattr(identity, "COMPARE_SIDE", sides[name])
+            monkeypatch.setattr(mask_geometry, "COMPARE_SIDE", sides[name])
             plans[name] = plan_of(book.keyframe(t, track, d))
         assert plans["low"] == plans["full"], f"frame {t}"
         for i, o in books["low"].objects.items():
@@ -183,9 +183,9 @@ def test_full_resolution_cells_are_exact():
     b[1] = False
     sa, sb = LowRes.of(a, (90, 120)), LowRes.of(b, (90, 120))
     assert sa.scale == 1 and sa.grid == (90, 120)
-    got = identity._iou(sa.overlaps(sb), sa.size, sb.size)
+    got = mask_geometry.overlap_iou(sa.overlaps(sb), sa.size, sb.size)
     assert got.dtype == np.float32 and np.array_equal(got, masks_iou(a, b))
-    share = identity._share(sa.overlaps(sb), sb.size)
+    share = mask_geometry.covered_share(sa.overlaps(sb), sb.size)
     inter = a.reshape(5, -1).astype(np.float32) @ b.reshape(7, -1).astype(np.float32).T
     assert np.array_equal(share, inter / np.maximum(b.reshape(7, -1).sum(1), 1).astype(np.float32))
 
@@ -198,14 +198,14 @@ def test_reduced_iou_is_close_to_full_resolution():
         a = ellipse(hw, cx, cy, r, 1.3 * r)
         b = ellipse(hw, cx + rng.uniform(-0.4, 0.4) * r, cy + 3, 1.1 * r, 1.3 * r)
         sa, sb = LowRes.of([a], hw), LowRes.of([b], hw)
-        low = identity._iou(sa.overlaps(sb), sa.size, sb.size)[0, 0]
+        low = mask_geometry.overlap_iou(sa.overlaps(sb), sa.size, sb.size)[0, 0]
         assert abs(low - masks_iou(a[None], b[None])[0, 0]) < 0.02
 
 
 def test_bit_counts_without_numpy_bitwise_count(monkeypatch):
     """numpy < 2 has no ``bitwise_count``: a byte table counts the same bits."""
     x = np.random.default_rng(4).integers(0, 256, (3, 5, 64), dtype=np.uint8)
-    fast = identity._ones(x)
+    fast = mask_geometry._ones(x)
     monkeypatch.delattr(np, "bitwise_count", raising=False)
-    assert np.array_equal(identity._ones(x), fast)
+    assert np.array_equal(mask_geometry._ones(x), fast)
     assert fast.shape == (3, 5) and fast.sum() == sum(bin(v).count("1") for v in x.ravel())

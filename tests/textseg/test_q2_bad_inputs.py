@@ -279,12 +279,13 @@ def test_eval_masks_jpeg_and_size_message(tmp_path, capsys):
 
 def test_clipseg_route_and_clip_rescore(image_path, tmp_path, capsys):
     out = tmp_path / "o"
-    argv = ["segment", "--image", image_path, "--prompt", "ball", "--out", out, *FAST]
-    code, res, err = run_cli([*argv, "--route", "clipseg", "--mask-threshold", "0.0"], capsys)
+    argv = ["segment", "--image", image_path, "--prompt", "ball", "--out", out]
+    clipseg = ["--random-weights", "--device", "cpu", "--route", "clipseg", "--mask-threshold", "0"]
+    code, res, err = run_cli([*argv, *clipseg], capsys)  # no detector, no SAM 2 flags
     assert code == 0, err
     assert res["instances"] == 1 and res["labels"] == ["ball"]
     doc = json.loads((out / "scene.json").read_text())
     assert doc["num_instances"] == 1
-    code, res, err = run_cli([*argv, "--rescore", "clip"], capsys)
+    code, res, err = run_cli([*argv, *FAST, "--rescore", "clip"], capsys)
     assert code == 0, err
     assert res["instances"] >= 1 and "rescore" in res["timings_ms"]

@@ -53,8 +53,8 @@ def _documented(seg, image, phrase, threshold, mask_threshold):
 
 @pytest.mark.parametrize("threshold, mask_threshold", [(0.0, 0.5), (0.25, 0.3)])
 def test_differential_matches_documented_usage(seg, image, threshold, mask_threshold):
-    res = sam3.segment_image_sam3(
-        image, "Red car. dog", seg, threshold=threshold, mask_threshold=mask_threshold
+    res = sam3.segment_image_sam3(  # the raw route: no cleanup after it
+        image, "Red car. dog", seg, threshold=threshold, mask_threshold=mask_threshold, clean=False
     )
     d = res.detections
     assert res.prompt == "red car. dog."

@@ -6,7 +6,7 @@ from scripted_session import ScriptedSession
 
 from helpers.textseg import track
 from helpers.textseg.doubt import Doubt
-from helpers.textseg.identity import Detections, IdBook, Identity
+from helpers.textseg.identity import Detections, IdBook, Identity, State
 
 H, W = 48, 96
 SIZE = 12
@@ -27,7 +27,7 @@ def _mask(box) -> np.ndarray:
 def _book(velocity=(1.0, 0.0)) -> IdBook:
     book = IdBook()
     v = None if velocity is None else np.array(velocity, np.float32)
-    book.objects[1] = Identity("dog", live=True, velocity=v)
+    book.objects[1] = Identity("dog", State.TRACKED, velocity=v)
     return book
 
 
