@@ -12,28 +12,17 @@ from helpers.errors import InputError
 from helpers.textseg import identity, identity_config, look_evidence, track
 from helpers.textseg.identity import (
     RULES,
-    Detections,
     IdBook,
     IdentityConfig,
     State,
     mask_box,
 )
-
-H, W = 96, 128
-
-
-def square(x, y, s=20):
-    m = np.zeros((H, W), dtype=bool)
-    m[max(0, y) : max(0, y + s), max(0, x) : max(0, x + s)] = True
-    return m
+from tests.textseg.test_identity import H, W, square
+from tests.textseg.test_identity import dets as identity_dets
 
 
 def dets(masks, labels=None):
-    masks = np.stack(masks)
-    n = len(masks)
-    return Detections(
-        np.stack([mask_box(m) for m in masks]), labels or ["person"] * n, np.full(n, 0.9), masks
-    )
+    return identity_dets(masks, labels or ["person"] * len(masks))
 
 
 def test_every_rule_is_a_switch_the_code_reads():
