@@ -127,9 +127,10 @@ def test_train_reports_the_whole_commands_time_beside_the_budget(tmp_path, capsy
     assert all(v > 0 for v in parts) and res["scoring_seconds"] >= 0
     assert res["command_seconds"] >= sum(parts) + res["scoring_seconds"]
     assert res["training_seconds"] < res["command_seconds"]  # the budget covers only this part
-    # the plan after re-planning, and the steps run: a busy machine may stop a 1.2 s budget a
-    # step short of its last plan, never past it
-    assert res["first_planned_steps"] >= res["planned_steps"] >= res["steps"] >= 1
+    # the plan after re-planning (either way: steps that got faster than calibrated grow it
+    # back), and the steps run: a busy machine may stop a 1.2 s budget a step short of its
+    # last plan, never past it
+    assert res["first_planned_steps"] >= 1 and res["planned_steps"] >= res["steps"] >= 1
     assert res["replans"] >= 0 and 0 <= res["validation_share"] < 1
 
 
