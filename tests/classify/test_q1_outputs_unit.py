@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from helpers import files
 from helpers.classify import checkpoint as CK
@@ -25,17 +24,10 @@ from helpers.classify.presets import get_preset
 from helpers.cli import main
 from helpers.errors import InputError
 from tests.classify.test_q1_faults import one_line_error, run_cli, train_argv
+from tests.classify.test_train import one_thread  # noqa: F401  (autouse: one thread a module)
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(device="cpu", pretrained=False, progress=False, log=lambda m: None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_preset(**kw):

@@ -30,14 +30,18 @@ ROUTE_ARGS = {
 }
 ROUTE_NAMES = list(ROUTE_ARGS)
 
-# option -> the words that set it; every route-dependent option of `segment` is here
-SEGMENT_OPTIONS = {
+# option -> the words that set it: the model options both commands have, then each command's own
+MODEL_OPTIONS = {
     "detector": ["--detector", "owlv2", "--text-threshold", "0.25"],  # OWLv2 has no text score
     "size": ["--size", "small"],
     "image_size": ["--image-size", "256"],
     "box_threshold": ["--box-threshold", "0.9"],
     "text_threshold": ["--text-threshold", "0.9"],
     "score_threshold": ["--score-threshold", "0.9"],
+}
+# every route-dependent option of `segment` is here
+SEGMENT_OPTIONS = {
+    **MODEL_OPTIONS,
     "mask_threshold": ["--mask-threshold", "0.7"],
     "max_side": ["--max-side", "64"],
     "multimask": ["--multimask"],
@@ -337,12 +341,7 @@ def test_a_folder_run_resumes_and_overwrite_redoes_with_every_route(route, tmp_p
 # --------------------------------------------------------------------------- track
 
 TRACK_OPTIONS = {
-    "detector": ["--detector", "owlv2", "--text-threshold", "0.25"],
-    "size": ["--size", "small"],
-    "image_size": ["--image-size", "256"],
-    "box_threshold": ["--box-threshold", "0.9"],
-    "text_threshold": ["--text-threshold", "0.9"],
-    "score_threshold": ["--score-threshold", "0.9"],
+    **MODEL_OPTIONS,
     "iou_threshold": ["--iou-threshold", "0.3"],
     "chunk_size": ["--chunk-size", "2"],
     "max_frames": ["--max-frames", "2"],
